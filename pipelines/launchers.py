@@ -1,0 +1,186 @@
+"""Launchers: where jobs run. ``local`` (one after another), ``local_gpus`` (one job per GPU at a time), ``slurm``
+(submitit; job arrays; a preempted job is requeued and resumes from its last checkpoint).
+
+A job is an ``autolabel`` command line plus a pinned run directory, so that a requeued or retried job finds its own
+checkpoints, and so that results can be collected from ``<run_dir>/summary.json`` afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from autolabel.engine.io import read_json
+from autolabel.errors import ConfigError
+
+LAUNCHERS = ("local", "local_gpus", "slurm", "submitit_local")
+
+
+@dataclass
+class Job:
+    name: str
+    args: list[str]  # e.g. ["fit", "hilander", "train_features=...", "model.hidden=64"]
+    run_dir: Path
+    pin_run_dir: bool = True  # append run.dir=<run_dir> (every training command takes it)
+
+    def argv(self) -> list[str]:
+        return [*self.args, f"run.dir={self.run_dir}"] if self.pin_run_dir else list(self.args)
+
+
+@dataclass
+class JobResult:
+    name: str
+    run_dir: Path
+    returncode: int
+    seconds: float
+    summary: dict = field(default_factory=dict)
+
+
+@dataclass
+class LauncherConfig:
+    name: str = "local"
+    gpus: int = -1  # local_gpus: how many GPUs to use (-1: all visible)
+    slurm_partition: str | None = None
+    slurm_time_min: int = 240
+    slurm_gpus_per_node: int = 1
+    slurm_cpus_per_task: int = 8
+    slurm_mem_gb: int = 64
+    slurm_array_parallelism: int = 16
+    slurm_additional: dict[str, Any] = field(default_factory=dict)
+    folder: str = "runs/_submitit"
+
+
+def _summary(run_dir: Path) -> dict:
+    p = run_dir / "summary.json"
+    try:
+        return read_json(p) if p.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def run_cli(argv: Sequence[str], env: dict[str, str] | None = None, log_path: Path | None = None) -> int:
+    """Run ``autolabel ARGV`` in a fresh Python process (so each job has its own CUDA context and env)."""
+    cmd = [sys.executable, "-m", "pipelines.cli", *argv]
+    full_env = {**os.environ, **(env or {})}
+    full_env.pop("AUTOLABEL_RUN_DIR", None)
+    if log_path is not None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as log:
+            return subprocess.run(cmd, env=full_env, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
+    return subprocess.run(cmd, env=full_env, check=False).returncode
+
+
+def _run_local(job: Job, env: dict[str, str] | None = None) -> JobResult:
+    t0 = time.perf_counter()
+    job.run_dir.mkdir(parents=True, exist_ok=True)
+    rc = run_cli(job.argv(), env=env, log_path=job.run_dir / "job.log")
+    return JobResult(job.name, job.run_dir, rc, time.perf_counter() - t0, _summary(job.run_dir))
+
+
+def _visible_gpus() -> list[str]:
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [g for g in env.split(",") if g.strip() != ""]
+    try:
+        import torch
+
+        return [str(i) for i in range(torch.cuda.device_count())]
+    except Exception:  # pragma: no cover - torch always importable here
+        return []
+
+
+class _SlurmTask:
+    """A picklable, checkpointable submitit task: on preemption/timeout it is requeued with the same arguments; the
+    job's pinned run directory makes the rerun resume from ``last.ckpt``."""
+
+    def __init__(self, job: Job):
+        self.job = job
+
+    def __call__(self) -> JobResult:
+        return _run_local(self.job)
+
+    def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(_SlurmTask(self.job))
+
+
+def launch(jobs: Sequence[Job], cfg: LauncherConfig | None = None, *, progress: bool = True) -> list[JobResult]:
+    """Run every job with the configured launcher; returns results in job order."""
+    cfg = cfg or LauncherConfig()
+    if cfg.name not in LAUNCHERS:
+        raise ConfigError(f"launcher={cfg.name!r} is unknown; use one of {', '.join(LAUNCHERS)}")
+    if not jobs:
+        return []
+    if cfg.name == "local":
+        out = []
+        for i, job in enumerate(jobs):
+            if progress:
+                print(f"[{i + 1}/{len(jobs)}] {job.name}: autolabel {' '.join(job.argv())}")
+            out.append(_run_local(job))
+        return out
+    if cfg.name == "local_gpus":
+        gpus = _visible_gpus()
+        if cfg.gpus > 0:
+            gpus = gpus[: cfg.gpus]
+        if not gpus:
+            raise ConfigError("launcher=local_gpus found no GPU (CUDA_VISIBLE_DEVICES empty); use launcher=local")
+        free: list[str] = list(gpus)
+        import threading
+
+        lock = threading.Lock()
+
+        def work(job: Job) -> JobResult:
+            with lock:
+                gpu = free.pop(0)
+            try:
+                if progress:
+                    print(f"[gpu {gpu}] {job.name}")
+                return _run_local(job, env={"CUDA_VISIBLE_DEVICES": gpu})
+            finally:
+                with lock:
+                    free.append(gpu)
+
+        with ThreadPoolExecutor(max_workers=len(gpus)) as pool:
+            return list(pool.map(work, jobs))
+    # slurm / submitit_local
+    import submitit
+
+    folder = Path(cfg.folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if cfg.name == "submitit_local":
+        executor: Any = submitit.LocalExecutor(folder=str(folder))
+        executor.update_parameters(timeout_min=cfg.slurm_time_min)
+    else:
+        executor = submitit.AutoExecutor(folder=str(folder), cluster="slurm")
+        params: dict[str, Any] = dict(
+            timeout_min=cfg.slurm_time_min,
+            gpus_per_node=cfg.slurm_gpus_per_node,
+            cpus_per_task=cfg.slurm_cpus_per_task,
+            mem_gb=cfg.slurm_mem_gb,
+            slurm_array_parallelism=cfg.slurm_array_parallelism,
+            slurm_additional_parameters=dict(cfg.slurm_additional),
+        )
+        if cfg.slurm_partition:
+            params["slurm_partition"] = cfg.slurm_partition
+        executor.update_parameters(**params)
+    tasks = [_SlurmTask(j) for j in jobs]
+    with executor.batch():  # one job array
+        handles = [executor.submit(t) for t in tasks]
+    if progress:
+        print(f"submitted {len(handles)} job(s): {', '.join(str(h.job_id) for h in handles)}")
+    results = []
+    for job, h in zip(jobs, handles):
+        try:
+            results.append(h.result())
+        except Exception as e:  # a failed job is a row in the table, not a crash of the sweep
+            print(f"job {job.name} failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+            results.append(JobResult(job.name, job.run_dir, 1, 0.0, _summary(job.run_dir)))
+    return results

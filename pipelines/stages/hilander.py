@@ -1,0 +1,168 @@
+"""Hi-LANDER commands: ``autolabel fit hilander`` and ``autolabel cluster``; plus the functions the pipelines reuse."""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import MISSING
+
+from autolabel.config import RunConfig, TrainerConfig
+from autolabel.config.hilander import HiLanderClusterConfig, HiLanderTrainConfig, LanderModelConfig
+from autolabel.engine.io import atomic_write_bytes, write_json
+from autolabel.errors import DataError
+from pipelines.registry import command
+from pipelines.stages.common import open_run, print_metrics
+
+
+@dataclass
+class FitHiLanderCommand:
+    train_features: str = MISSING  # .npz with features + labels of the meta-training classes
+    val_features: Optional[str] = None  # optional labeled pool for validation losses
+    model: LanderModelConfig = field(default_factory=LanderModelConfig)
+    train: HiLanderTrainConfig = field(default_factory=HiLanderTrainConfig)
+    trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(max_epochs=20))
+    run: RunConfig = field(default_factory=lambda: RunConfig(name="hilander"))
+
+
+def train_hilander(
+    train_features: str | Path,
+    val_features: str | Path | None,
+    model_cfg: LanderModelConfig,
+    train_cfg: HiLanderTrainConfig,
+    trainer_cfg: TrainerConfig,
+    stage_dir: Path,
+) -> dict[str, Any]:
+    """Meta-train LANDER on a labeled feature pool; returns the stage manifest (checkpoint path + final losses)."""
+    from autolabel.data.pools import load_feature_pool
+    from autolabel.engine import fit
+    from autolabel.hilander.lightning import LanderModule, LevelGraphDataModule
+
+    train_pool = load_feature_pool(train_features)
+    if not train_pool.has_labels:
+        raise DataError(
+            f"{train_features} has no 'labels' array: Hi-LANDER meta-training needs the true classes "
+            "(save the pool with labels, e.g. `autolabel embed` on a folder with class subfolders)"
+        )
+    val_pool = load_feature_pool(val_features) if val_features else None
+    if val_pool is not None and not val_pool.has_labels:
+        raise DataError(f"{val_features} has no 'labels' array: validation needs labels (or leave val_features unset)")
+    dm = LevelGraphDataModule(train_pool, train_cfg, val_pool=val_pool)
+    module = LanderModule(model_cfg, train_cfg, feature_dim=train_pool.dim)
+    trainer = fit(module, dm, trainer_cfg, stage_dir, monitor="val/loss" if val_pool is not None else None)
+    ckpt = stage_dir / "checkpoints" / "last.ckpt"
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    return {"outputs": {"checkpoint": ckpt}, "metrics": metrics}
+
+
+@command("fit hilander", "meta-train the Hi-LANDER GNN on a labeled feature pool", FitHiLanderCommand)
+def fit_hilander(cfg: FitHiLanderCommand) -> int:
+    run = open_run(cfg, cfg.run)
+    stage_dir = run.stage("hilander")
+    out = train_hilander(cfg.train_features, cfg.val_features, cfg.model, cfg.train, cfg.trainer, stage_dir)
+    write_json(stage_dir / "manifest.json", {"status": "done", **_jsonable(out)})
+    write_json(run.path / "summary.json", out["metrics"])
+    print_metrics("fit hilander", out["metrics"])
+    print(f"checkpoint: {out['outputs']['checkpoint']}")
+    return 0
+
+
+@dataclass
+class ClusterCommand:
+    checkpoint: str = MISSING  # written by `autolabel fit hilander`
+    features: str = MISSING  # the pool to cluster (.npz / .npy)
+    out: str = "clusters.csv"  # id,cluster per sample
+    metrics_out: Optional[str] = None  # default: <out stem>.metrics.json (written when the pool has labels)
+    cluster: HiLanderClusterConfig = field(default_factory=HiLanderClusterConfig)
+    baselines: list[str] = field(default_factory=list)  # any of: kmeans, agglomerative, dbscan (need labels for k)
+
+
+def write_clusters_csv(path: str | Path, ids: Any, clusters: Any) -> Path:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["id", "cluster"])
+    for i, c in zip(ids, clusters):
+        w.writerow([i, int(c)])
+    return atomic_write_bytes(path, buf.getvalue().encode())
+
+
+def cluster_features(
+    checkpoint: str | Path, features: str | Path, cluster_cfg: HiLanderClusterConfig, baselines: list[str] = ()
+) -> dict[str, Any]:
+    """Cluster a pool with a trained checkpoint; returns labels, ids, timings and (with labels) metrics."""
+    import numpy as np
+
+    from autolabel.data.pools import load_feature_pool
+    from autolabel.hilander.hierarchy import cluster_pool
+    from autolabel.hilander.lightning import load_lander
+
+    model, _ = load_lander(checkpoint)
+    pool = load_feature_pool(features)
+    t0 = time.perf_counter()
+    result = cluster_pool(
+        model, pool.features, k=cluster_cfg.k, tau=cluster_cfg.tau, levels=cluster_cfg.levels,
+        early_stop=cluster_cfg.early_stop, device=cluster_cfg.device, knn_kwargs=cluster_cfg.knn.kwargs(),
+    )  # fmt: skip
+    seconds = time.perf_counter() - t0
+    ids = pool.ids if pool.ids is not None else np.arange(pool.n).astype(str)
+    out: dict[str, Any] = {"labels": result.labels, "ids": ids, "seconds": seconds, "levels": result.levels,
+                           "timings": result.seconds}  # fmt: skip
+    if pool.has_labels:
+        from autolabel.metrics.clustering import evaluate_clustering
+
+        metrics = evaluate_clustering(pool.labels, result.labels)
+        metrics["seconds"] = seconds
+        out["metrics"] = metrics
+        if baselines:
+            out["baselines"] = run_baselines(pool.features, pool.labels, baselines)
+    return out
+
+
+def run_baselines(features: Any, labels: Any, names: list[str], seed: int = 0) -> dict[str, dict[str, float]]:
+    """Classic clusterers for comparison; k-means and agglomerative get the TRUE number of classes."""
+    import numpy as np
+
+    from autolabel.hilander import baselines as B
+    from autolabel.metrics.clustering import evaluate_clustering
+
+    k = int(len(np.unique(labels)))
+    fns = {
+        "kmeans": lambda: B.kmeans_cluster(features, k, seed=seed),
+        "agglomerative": lambda: B.agglomerative_cluster(features, n_clusters=k),
+        "dbscan": lambda: B.dbscan_cluster(features, eps=0.3, min_samples=5),
+    }
+    res = {}
+    for name in names:
+        if name not in fns:
+            raise DataError(f"unknown baseline {name!r}; choose from {', '.join(fns)}")
+        t0 = time.perf_counter()
+        pred = fns[name]()
+        m = evaluate_clustering(labels, pred)
+        m["seconds"] = time.perf_counter() - t0
+        res[name] = m
+    return res
+
+
+def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: (str(v) if isinstance(v, Path) else _jsonable(v) if isinstance(v, dict) else v) for k, v in d.items()}
+
+
+@command("cluster", "cluster a feature pool with a trained Hi-LANDER checkpoint -> id,cluster CSV", ClusterCommand)
+def cluster(cfg: ClusterCommand) -> int:
+    res = cluster_features(cfg.checkpoint, cfg.features, cfg.cluster, list(cfg.baselines))
+    path = write_clusters_csv(cfg.out, res["ids"], res["labels"])
+    n_clusters = len(set(res["labels"].tolist()))
+    print(f"{len(res['labels'])} samples -> {n_clusters} clusters in {res['seconds']:.2f}s: {path}")
+    if "metrics" in res:
+        mpath = Path(cfg.metrics_out) if cfg.metrics_out else Path(cfg.out).with_suffix(".metrics.json")
+        payload = {"hilander": res["metrics"], **({"baselines": res["baselines"]} if "baselines" in res else {})}
+        write_json(mpath, payload)
+        print_metrics("Hi-LANDER", res["metrics"])
+        for name, m in res.get("baselines", {}).items():
+            print_metrics(name, m)
+        print(f"metrics: {mpath}")
+    return 0

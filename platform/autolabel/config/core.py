@@ -1,0 +1,55 @@
+"""Schemas shared by every training stage: the Lightning trainer and the run directory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from autolabel.errors import ConfigError
+
+_PRECISIONS = {"32-true", "32", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "transformer-engine"}
+
+
+@dataclass
+class TrainerConfig:
+    """Everything `pl.Trainer` needs to place a job: hardware, precision, length, logging cadence."""
+
+    accelerator: str = "auto"  # auto | cpu | gpu | cuda | mps
+    devices: Any = 1  # int, "auto", or a list of device ids
+    strategy: str = "auto"  # auto | ddp | ddp_spawn | ddp_find_unused_parameters_true | fsdp ...
+    num_nodes: int = 1
+    precision: str = "32-true"
+    max_steps: int = -1
+    max_epochs: Optional[int] = None
+    log_every_n_steps: int = 10
+    gradient_clip_val: Optional[float] = None
+    deterministic: bool = False
+    enable_progress_bar: bool = True
+    check_val_every_n_epoch: int = 1
+    checkpoint_every_n_steps: int = 0  # 0: checkpoint at the end of every epoch only
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if str(self.precision) not in _PRECISIONS:
+            raise ConfigError(
+                f"trainer.precision={self.precision!r} is not a Lightning precision; use one of {sorted(_PRECISIONS)}"
+            )
+        if self.num_nodes < 1:
+            raise ConfigError(f"trainer.num_nodes={self.num_nodes} must be >= 1")
+        if self.max_steps == 0:
+            raise ConfigError("trainer.max_steps=0 would train nothing; use -1 for 'no step limit' or a positive count")
+
+
+@dataclass
+class RunConfig:
+    """Where a run lives and whether it resumes.
+
+    A run directory is ``<root>/<name>/<timestamp>/``; with ``resume=auto`` the newest existing run of the same name
+    is continued, ``resume=never`` always starts a new one, and ``resume=PATH`` continues that run directory.
+    ``dir`` pins the exact directory (used by the pipeline layer and by non-zero ranks).
+    """
+
+    name: str = "default"
+    root: str = "runs"
+    resume: str = "auto"
+    dir: Optional[str] = None

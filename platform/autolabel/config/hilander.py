@@ -1,0 +1,85 @@
+"""Hi-LANDER schemas: the GNN, its meta-training, and hierarchical clustering."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from autolabel.errors import ConfigError
+
+
+@dataclass
+class KnnConfig:
+    method: str = "auto"  # auto (exact up to exact_max points, IVF above) | flat | ivf | hnsw
+    nprobe: int = 64  # IVF lists probed per query
+    exact_max: int = 100_000
+    use_gpu: str = "auto"  # auto | true | false  (faiss-gpu, sharded over all GPUs)
+
+    def __post_init__(self) -> None:
+        if self.method not in ("auto", "flat", "ivf", "hnsw"):
+            raise ConfigError(f"knn.method={self.method!r}: use auto, flat, ivf or hnsw")
+        if str(self.use_gpu).lower() not in ("auto", "true", "false"):
+            raise ConfigError(f"knn.use_gpu={self.use_gpu!r}: use auto, true or false")
+
+    def kwargs(self) -> dict:
+        gpu = str(self.use_gpu).lower()
+        return {"method": self.method, "nprobe": self.nprobe, "exact_max": self.exact_max,
+                "use_gpu": "auto" if gpu == "auto" else gpu == "true"}  # fmt: skip
+
+
+@dataclass
+class LanderModelConfig:
+    hidden: int = 512
+    num_conv: int = 1
+    conv: str = "graphconv"  # graphconv | gat
+    gat_heads: int = 1
+    dropout: float = 0.0
+    use_cluster_feat: bool = True
+    link_similarity: bool = True  # also feed a_ij to the link head (False: the reference head exactly)
+
+    def __post_init__(self) -> None:
+        if self.conv not in ("graphconv", "gat"):
+            raise ConfigError(f"model.conv={self.conv!r}: use graphconv or gat")
+        if self.hidden < 2 or self.num_conv < 1:
+            raise ConfigError(f"model.hidden={self.hidden} must be >= 2 and model.num_conv={self.num_conv} >= 1")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"model.dropout={self.dropout} must be in [0, 1)")
+
+
+@dataclass
+class HiLanderTrainConfig:
+    k_list: list[int] = field(default_factory=lambda: [10, 5, 3])
+    levels_list: list[int] = field(default_factory=lambda: [2, 3, 4])
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-5
+    balance: bool = False
+    focal: bool = False
+    focal_gamma: float = 2.0
+    knn: KnnConfig = field(default_factory=KnnConfig)
+
+    def __post_init__(self) -> None:
+        if len(self.k_list) != len(self.levels_list) or not self.k_list:
+            raise ConfigError(
+                f"train.k_list {list(self.k_list)} and train.levels_list {list(self.levels_list)} must be non-empty "
+                "and of equal length (one number of levels per k)"
+            )
+        if min(self.k_list) < 1 or min(self.levels_list) < 1:
+            raise ConfigError("train.k_list and train.levels_list entries must be >= 1")
+        if self.lr <= 0:
+            raise ConfigError(f"train.lr={self.lr} must be > 0")
+
+
+@dataclass
+class HiLanderClusterConfig:
+    k: int = 10
+    tau: float = 0.8  # keep edge j->i only if P(same class) > tau
+    levels: int = 3  # hierarchy depth limit
+    early_stop: bool = True  # stop when a level adds nearly as many edges as the previous one (reference rule)
+    device: str = "auto"  # auto | cpu | cuda
+    knn: KnnConfig = field(default_factory=KnnConfig)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.tau <= 1.0:
+            raise ConfigError(f"cluster.tau={self.tau} must be in [0, 1] (a probability threshold)")
+        if self.k < 1 or self.levels < 1:
+            raise ConfigError(f"cluster.k={self.k} and cluster.levels={self.levels} must be >= 1")

@@ -1,0 +1,124 @@
+"""One trainer factory for every training stage, plus crash-safe checkpoints and resume."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+
+from autolabel.config.core import TrainerConfig
+from autolabel.engine.io import atomic_write_bytes
+
+LAST = "last.ckpt"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Writes checkpoints to a temporary file and renames it, so a crash never leaves a truncated ``last.ckpt``."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None) -> None:
+        buf = io.BytesIO()
+        torch.save(checkpoint, buf)
+        atomic_write_bytes(path, buf.getvalue())
+
+
+def _as_trainer_config(cfg: TrainerConfig | DictConfig | dict) -> TrainerConfig:
+    if isinstance(cfg, TrainerConfig):
+        return cfg
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)  # type: ignore[assignment]
+    return TrainerConfig(**cfg)  # type: ignore[arg-type]
+
+
+def checkpoint_dir(stage_dir: str | os.PathLike) -> Path:
+    return Path(stage_dir) / "checkpoints"
+
+
+def last_checkpoint(stage_dir: str | os.PathLike) -> Path | None:
+    """``<stage_dir>/checkpoints/last.ckpt`` when it exists (what ``resume=auto`` continues from)."""
+    p = checkpoint_dir(stage_dir) / LAST
+    return p if p.is_file() else None
+
+
+def build_trainer(
+    cfg: TrainerConfig | DictConfig | dict,
+    stage_dir: str | os.PathLike,
+    *,
+    callbacks: Sequence[Callback] = (),
+    monitor: str | None = None,
+    monitor_mode: str = "min",
+    tensorboard: bool = True,
+    **overrides: Any,
+) -> pl.Trainer:
+    """A ``pl.Trainer`` placed by ``cfg`` that logs and checkpoints into ``stage_dir``.
+
+    ``stage_dir/checkpoints/last.ckpt`` (always) and ``best.ckpt`` (when ``monitor`` is given), ``stage_dir/logs/
+    metrics.csv``, ``stage_dir/tb/`` TensorBoard events. Multi-GPU/multi-node comes from ``cfg.devices``,
+    ``cfg.num_nodes`` and ``cfg.strategy``; SLURM and torchrun environments are detected by Lightning itself.
+    """
+    tc = _as_trainer_config(cfg)
+    stage_dir = Path(stage_dir)
+    ckpt = ModelCheckpoint(
+        dirpath=checkpoint_dir(stage_dir),
+        filename="best" if monitor else "step{step}",
+        monitor=monitor,
+        mode=monitor_mode,
+        save_top_k=1 if monitor else 0,
+        save_last=True,
+        every_n_train_steps=tc.checkpoint_every_n_steps or None,
+        auto_insert_metric_name=False,
+        enable_version_counter=False,
+    )
+    loggers: list[Any] = [CSVLogger(save_dir=str(stage_dir), name="logs", version="")]
+    if tensorboard:
+        loggers.append(TensorBoardLogger(save_dir=str(stage_dir), name="tb", version="", default_hp_metric=False))
+    cbs: list[Callback] = [ckpt, LearningRateMonitor(logging_interval="step"), *callbacks]
+    if tc.enable_progress_bar:
+        cbs.append(TQDMProgressBar(refresh_rate=max(1, tc.log_every_n_steps)))
+    kwargs: dict[str, Any] = dict(
+        accelerator=tc.accelerator,
+        devices=tc.devices,
+        strategy=tc.strategy,
+        num_nodes=tc.num_nodes,
+        precision=tc.precision,
+        max_steps=tc.max_steps,
+        max_epochs=tc.max_epochs if tc.max_epochs is not None else (-1 if tc.max_steps > 0 else None),
+        log_every_n_steps=tc.log_every_n_steps,
+        gradient_clip_val=tc.gradient_clip_val,
+        deterministic=tc.deterministic,
+        enable_progress_bar=tc.enable_progress_bar,
+        check_val_every_n_epoch=tc.check_val_every_n_epoch,
+        default_root_dir=str(stage_dir),
+        logger=loggers,
+        callbacks=cbs,
+        plugins=[AtomicCheckpointIO()],
+        enable_model_summary=False,
+    )
+    kwargs.update(overrides)
+    return pl.Trainer(**kwargs)
+
+
+def fit(
+    module: pl.LightningModule,
+    datamodule: pl.LightningDataModule | None,
+    cfg: TrainerConfig | DictConfig | dict,
+    stage_dir: str | os.PathLike,
+    *,
+    resume: bool = True,
+    **trainer_kwargs: Any,
+) -> pl.Trainer:
+    """Seed, build the trainer, and fit -- continuing from ``last.ckpt`` when one exists and ``resume`` is set."""
+    tc = _as_trainer_config(cfg)
+    pl.seed_everything(tc.seed, workers=True, verbose=False)
+    trainer = build_trainer(tc, stage_dir, **trainer_kwargs)
+    ckpt = last_checkpoint(stage_dir) if resume else None
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt) if ckpt else None)
+    return trainer

@@ -1,0 +1,1 @@
+"""Metrics: clustering (pairwise/BCubed F-score, NMI) and dense labels (mIoU, PCK, depth errors)."""

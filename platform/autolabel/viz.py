@@ -1,0 +1,195 @@
+"""Pictures people would rather look at than read: image grids, label overlays, cluster galleries, training curves.
+
+All functions write a PNG atomically and return its path. Images are uint8 ``[H, W, 3]`` / ``[H, W]`` arrays or paths.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from autolabel.engine.io import atomic_write_bytes
+
+_PALETTE = np.array(
+    [
+        [0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48], [145, 30, 180],
+        [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212], [0, 128, 128], [220, 190, 255],
+        [170, 110, 40], [255, 250, 200], [128, 0, 0], [170, 255, 195], [128, 128, 0], [255, 215, 180], [0, 0, 128],
+    ],
+    dtype=np.uint8,
+)  # fmt: skip
+
+
+def palette(n: int) -> np.ndarray:
+    """``[n, 3]`` uint8 colours; class 0 (background) is black."""
+    if n <= len(_PALETTE):
+        return _PALETTE[:n]
+    rng = np.random.default_rng(0)
+    extra = rng.integers(40, 255, size=(n - len(_PALETTE), 3), dtype=np.uint8)
+    return np.concatenate([_PALETTE, extra])
+
+
+def _to_rgb(img: np.ndarray | str | os.PathLike, size: int | None = None) -> np.ndarray:
+    if isinstance(img, (str, os.PathLike)):
+        im = Image.open(img).convert("RGB")
+    else:
+        arr = np.asarray(img)
+        if arr.dtype != np.uint8:
+            arr = np.clip(arr * (255.0 if arr.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+        im = Image.fromarray(arr).convert("RGB")
+    if size is not None:
+        im = im.resize((size, size), Image.BILINEAR)
+    return np.asarray(im)
+
+
+def _save_png(arr: np.ndarray, path: str | os.PathLike) -> Path:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def image_grid(
+    images: Sequence[np.ndarray | str | os.PathLike],
+    path: str | os.PathLike,
+    *,
+    ncol: int = 8,
+    size: int = 64,
+    pad: int = 2,
+) -> Path:
+    """Tile images into one PNG (``ncol`` per row, each resized to ``size``)."""
+    tiles = [_to_rgb(im, size) for im in images]
+    if not tiles:
+        tiles = [np.zeros((size, size, 3), np.uint8)]
+    ncol = max(1, min(ncol, len(tiles)))
+    nrow = (len(tiles) + ncol - 1) // ncol
+    canvas = np.full((nrow * (size + pad) + pad, ncol * (size + pad) + pad, 3), 255, np.uint8)
+    for i, t in enumerate(tiles):
+        r, c = divmod(i, ncol)
+        y, x = pad + r * (size + pad), pad + c * (size + pad)
+        canvas[y : y + size, x : x + size] = t
+    return _save_png(canvas, path)
+
+
+def overlay_mask(image: np.ndarray, mask: np.ndarray, alpha: float = 0.5, n_classes: int | None = None) -> np.ndarray:
+    """Blend a class-index mask over an RGB image (background left as is)."""
+    rgb = _to_rgb(image)
+    mask = np.asarray(mask).astype(np.int64)
+    if mask.shape != rgb.shape[:2]:
+        mask = np.asarray(Image.fromarray(mask.astype(np.int32)).resize(rgb.shape[1::-1], Image.NEAREST))
+    colours = palette(max(int(mask.max()) + 1, n_classes or 0))[mask]
+    out = rgb.astype(np.float32)
+    fg = mask > 0
+    out[fg] = (1 - alpha) * out[fg] + alpha * colours[fg]
+    return out.astype(np.uint8)
+
+
+def draw_keypoints(image: np.ndarray, keypoints: np.ndarray, radius: int = 1) -> np.ndarray:
+    """Mark ``[K, 2]`` (x, y) keypoints on an image; negative coordinates (invisible) are skipped."""
+    rgb = _to_rgb(image).copy()
+    h, w = rgb.shape[:2]
+    cols = palette(len(keypoints) + 1)[1:]
+    for k, (x, y) in enumerate(np.asarray(keypoints, dtype=np.float64)):
+        if x < 0 or y < 0:
+            continue
+        xi, yi = int(round(x)), int(round(y))
+        rgb[max(0, yi - radius) : min(h, yi + radius + 1), max(0, xi - radius) : min(w, xi + radius + 1)] = cols[k]
+    return rgb
+
+
+def colorize_depth(depth: np.ndarray) -> np.ndarray:
+    """Depth map -> RGB with a perceptual colour map (near = bright)."""
+    import matplotlib
+
+    d = np.asarray(depth, dtype=np.float64).squeeze()
+    finite = np.isfinite(d)
+    lo, hi = np.percentile(d[finite], [2, 98]) if finite.any() else (0.0, 1.0)
+    norm = np.clip((d - lo) / max(hi - lo, 1e-8), 0, 1)
+    return (matplotlib.colormaps["magma"](1 - norm)[..., :3] * 255).astype(np.uint8)
+
+
+def cluster_gallery(
+    images: Sequence[str | os.PathLike | np.ndarray],
+    clusters: np.ndarray,
+    path: str | os.PathLike,
+    *,
+    max_clusters: int = 12,
+    per_row: int = 10,
+    size: int = 48,
+    truth: np.ndarray | None = None,
+    seed: int = 0,
+) -> Path:
+    """One row of thumbnails per cluster (largest clusters first). With ``truth``, each thumbnail gets a top stripe
+    coloured by its true class, so impure clusters are visible at a glance."""
+    clusters = np.asarray(clusters)
+    ids, counts = np.unique(clusters, return_counts=True)
+    order = ids[np.argsort(-counts, kind="stable")][:max_clusters]
+    rng = np.random.default_rng(seed)
+    cols = palette(int(truth.max()) + 2)[1:] if truth is not None and len(truth) else None
+    pad, label_w = 2, 0
+    rows = []
+    for cid in order:
+        members = np.flatnonzero(clusters == cid)
+        pick = rng.choice(members, size=min(per_row, len(members)), replace=False)
+        row = np.full((size + 2 * pad, per_row * (size + pad) + pad + label_w, 3), 255, np.uint8)
+        for j, idx in enumerate(sorted(pick)):
+            t = _to_rgb(images[idx], size).copy()
+            if cols is not None:
+                t[:4] = cols[int(truth[idx]) % len(cols)]
+            x = label_w + pad + j * (size + pad)
+            row[pad : pad + size, x : x + size] = t
+        rows.append(row)
+    canvas = np.concatenate(rows) if rows else np.full((size, size, 3), 255, np.uint8)
+    return _save_png(canvas, path)
+
+
+def read_metrics_csv(path: str | os.PathLike) -> dict[str, list[tuple[float, float]]]:
+    """Lightning's CSVLogger file -> {metric: [(step, value), ...]} (empty cells skipped)."""
+    series: dict[str, list[tuple[float, float]]] = {}
+    with open(path, newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            step = float(row.get("step") or 0)
+            for k, v in row.items():
+                if k in ("step", "epoch") or v in (None, ""):
+                    continue
+                try:
+                    series.setdefault(k, []).append((step, float(v)))
+                except ValueError:
+                    continue
+    return series
+
+
+def plot_curves(metrics_csv: str | os.PathLike, path: str | os.PathLike, *, title: str = "") -> Path | None:
+    """Training curves from a ``metrics.csv`` (one panel per metric, lr-* columns skipped); None when empty."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    series = {k: v for k, v in read_metrics_csv(metrics_csv).items() if not k.startswith("lr-")}
+    if not series:
+        return None
+    n = len(series)
+    ncol = min(3, n)
+    nrow = (n + ncol - 1) // ncol
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4 * ncol, 2.8 * nrow), squeeze=False)
+    for ax, (name, pts) in zip(axes.flat, sorted(series.items())):
+        xs, ys = zip(*pts)
+        ax.plot(xs, ys, lw=1.2)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())

@@ -1,0 +1,214 @@
+"""Foundation: import hygiene, config loading/validation, run directories, atomic IO, the trainer factory."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+from omegaconf import MISSING
+
+from autolabel.config import RunConfig, TrainerConfig, config_hash, load_config, to_object
+from autolabel.engine import build_trainer, fit, last_checkpoint, open_run_dir
+from autolabel.engine.io import atomic_save_npz, atomic_write_text, read_json, write_json
+from autolabel.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_platform_is_the_standard_library():
+    import platform
+
+    assert "site-packages" not in platform.__file__
+    assert Path(platform.__file__).parent == Path(os.__file__).parent
+    assert not (ROOT / "platform" / "__init__.py").exists()
+    assert importlib.util.find_spec("autolabel").origin.endswith(os.path.join("platform", "autolabel", "__init__.py"))
+
+
+def test_no_lightning_namespace_imports():
+    out = subprocess.run(
+        ["git", "grep", "-nE", r"^\s*(from|import) lightning(\.pytorch)?\b", "--", "*.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert out.stdout == "", out.stdout
+
+
+@dataclass
+class _Sub:
+    width: int = 8
+    names: list = field(default_factory=lambda: ["a"])
+
+
+@dataclass
+class _Schema:
+    data: str = MISSING
+    lr: float = 0.1
+    sub: _Sub = field(default_factory=_Sub)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
+def test_config_merge_order(tmp_path):
+    y = tmp_path / "c.yaml"
+    y.write_text("lr: 0.5\nsub:\n  width: 16\ndata: x\n")
+    cfg = load_config(_Schema, yaml_files=[y], overrides=["sub.width=32", "trainer.devices=[0,1]"])
+    assert cfg.lr == 0.5 and cfg.sub.width == 32 and list(cfg.trainer.devices) == [0, 1]
+    obj = to_object(cfg)
+    assert isinstance(obj, _Schema) and isinstance(obj.trainer, TrainerConfig)
+
+
+def test_config_typo_names_path_and_closest_key():
+    with pytest.raises(ConfigError, match=r"unknown config key 'sub.widht'.*did you mean 'sub.width'"):
+        load_config(_Schema, overrides=["data=x", "sub.widht=3"])
+
+
+def test_config_wrong_type_names_key():
+    with pytest.raises(ConfigError, match=r"bad value for 'lr'"):
+        load_config(_Schema, overrides=["data=x", "lr=fast"])
+
+
+def test_config_missing_value_says_how_to_set_it():
+    with pytest.raises(ConfigError, match=r"'data' is not set: pass data=VALUE"):
+        load_config(_Schema)
+
+
+def test_config_value_check_and_bad_override_and_missing_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="trainer.precision"):
+        load_config(_Schema, overrides=["data=x", "trainer.precision=17"])
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(_Schema, overrides=["data"])
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(_Schema, overrides=[f"config={tmp_path / 'nope.yaml'}"])
+
+
+def test_config_hash_stable_and_ignores():
+    a = {"x": 1, "y": {"z": 2, "w": 3}}
+    b = {"y": {"w": 3, "z": 2}, "x": 1}
+    assert config_hash(a) == config_hash(b)
+    assert config_hash(a) != config_hash({"x": 2, "y": {"z": 2, "w": 3}})
+    assert config_hash(a, ignore=["y.w"]) == config_hash({"x": 1, "y": {"z": 2, "w": 99}}, ignore=["y.w"])
+
+
+def test_atomic_writes_leave_no_temp_files(tmp_path):
+    atomic_write_text(tmp_path / "a" / "f.txt", "hello")
+    write_json(tmp_path / "j.json", {"n": np.int64(3), "v": np.float32(0.5), "p": tmp_path})
+    atomic_save_npz(tmp_path / "z.npz", x=np.arange(3))
+    assert (tmp_path / "a" / "f.txt").read_text() == "hello"
+    assert read_json(tmp_path / "j.json")["n"] == 3
+    assert np.load(tmp_path / "z.npz")["x"].tolist() == [0, 1, 2]
+    assert not [p for p in tmp_path.rglob("*.tmp")]
+
+
+def test_run_dir_new_resume_and_pinned(tmp_path):
+    r1 = open_run_dir(name="exp", root=tmp_path, config_yaml="a: 1\n", argv=["autolabel", "x"])
+    assert (r1.path / "config.yaml").read_text() == "a: 1\n"
+    assert "autolabel x" in (r1.path / "command.txt").read_text()
+    assert (r1.path / "git.json").is_file()
+    os.environ.pop("AUTOLABEL_RUN_DIR")
+    r2 = open_run_dir(name="exp", root=tmp_path, config_yaml="a: 1\n", argv=["autolabel", "x"])
+    assert r2.path == r1.path  # same config -> resumes the same run
+    os.environ.pop("AUTOLABEL_RUN_DIR")
+    r3 = open_run_dir(name="exp", root=tmp_path, config_yaml="a: 2\n", argv=[])
+    assert r3.path != r1.path  # changed config -> new run
+    os.environ.pop("AUTOLABEL_RUN_DIR")
+    r4 = open_run_dir(name="exp", root=tmp_path, resume="never", config_yaml="a: 2\n", argv=[])
+    assert r4.path not in (r1.path, r3.path)
+    os.environ.pop("AUTOLABEL_RUN_DIR")
+    r5 = open_run_dir(name="exp", root=tmp_path, resume=str(r1.path), config_yaml="a: 1\n", argv=[])
+    assert r5.path == r1.path
+    os.environ.pop("AUTOLABEL_RUN_DIR")
+    with pytest.raises(ConfigError, match="not a run directory"):
+        open_run_dir(name="exp", root=tmp_path, resume=str(tmp_path / "nothing"), argv=[])
+
+
+def test_run_dir_non_zero_rank_follows_rank0(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLURM_JOB_ID", "42")
+    r0 = open_run_dir(name="d", root=tmp_path, config_yaml="a: 1\n", argv=[])
+    os.environ.pop("AUTOLABEL_RUN_DIR")
+    monkeypatch.setenv("RANK", "1")
+    r1 = open_run_dir(name="d", root=tmp_path, config_yaml="a: 1\n", argv=[], wait_s=2)
+    assert r1.path == r0.path
+    monkeypatch.setenv("SLURM_JOB_ID", "43")
+    os.environ.pop("AUTOLABEL_RUN_DIR")
+    with pytest.raises(ConfigError, match="run.dir"):
+        open_run_dir(name="d", root=tmp_path, argv=[], wait_s=0.6)
+
+
+class _Tiny(pl.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.lin = torch.nn.Linear(4, 1)
+
+    def training_step(self, batch, _):
+        x, y = batch
+        loss = torch.nn.functional.mse_loss(self.lin(x), y)
+        self.log("train/loss", loss)
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def _loader():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 4, generator=g)
+    y = x @ torch.tensor([[1.0], [-2.0], [0.5], [0.0]])
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)
+
+
+class _DM(pl.LightningDataModule):
+    def train_dataloader(self):
+        return _loader()
+
+
+def test_trainer_factory_logs_checkpoints_and_resumes(tmp_path):
+    tc = TrainerConfig(accelerator="cpu", max_steps=8, enable_progress_bar=False, log_every_n_steps=1)
+    m = _Tiny()
+    trainer = build_trainer(tc, tmp_path)
+    trainer.fit(m, train_dataloaders=_loader())
+    assert last_checkpoint(tmp_path) is not None
+    assert (tmp_path / "logs" / "metrics.csv").is_file()
+    assert any((tmp_path / "tb").rglob("events.out.tfevents*"))
+    # resume: a longer budget continues from step 8 instead of restarting
+    tc2 = TrainerConfig(accelerator="cpu", max_steps=12, enable_progress_bar=False)
+    m2 = _Tiny()
+    trainer2 = fit(m2, _DM(), tc2, tmp_path)
+    assert trainer2.global_step == 12
+    # only the 4 new steps ran: the CSV log continues past step 8
+    steps = [line.split(",") for line in (tmp_path / "logs" / "metrics.csv").read_text().splitlines()[1:]]
+    assert steps
+    ck = torch.load(last_checkpoint(tmp_path), weights_only=False)
+    assert ck["global_step"] == 12
+
+
+def test_trainer_config_from_dictconfig_and_dict(tmp_path):
+    cfg = load_config(_Schema, overrides=["data=x", "trainer.accelerator=cpu", "trainer.max_steps=1"])
+    t = build_trainer(cfg.trainer, tmp_path, tensorboard=False)
+    assert t.max_steps == 1
+    t2 = build_trainer({"accelerator": "cpu", "max_steps": 2}, tmp_path, tensorboard=False)
+    assert t2.max_steps == 2
+
+
+def test_run_config_defaults():
+    rc = RunConfig()
+    assert rc.resume == "auto" and rc.root == "runs"
+
+
+def test_cli_help_lists_commands():
+    out = subprocess.run([sys.executable, "-m", "pipelines.cli", "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0
+    assert "fit hilander" in out.stdout and "cluster" in out.stdout and "report" in out.stdout
+
+
+def test_cli_unknown_command_suggests():
+    from pipelines.cli import main
+
+    assert main(["clustr"]) == 2

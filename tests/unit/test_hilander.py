@@ -1,0 +1,260 @@
+"""Hi-LANDER: feature pools, kNN, graphs, the LANDER model, the hierarchy, training and inference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from autolabel.config.hilander import HiLanderClusterConfig, HiLanderTrainConfig, LanderModelConfig
+from autolabel.data.pools import FeaturePool, load_feature_pool, save_feature_pool
+from autolabel.data.synthetic import make_blob_features, random_unit_features
+from autolabel.errors import CheckpointError, ConfigError, DataError
+from autolabel.hilander.gnn import LANDER, lander_loss
+from autolabel.hilander.graphs import build_level_graph, gt_density, knn_edges, row_normalized
+from autolabel.hilander.hierarchy import (
+    best_parent,
+    build_training_levels,
+    cluster_pool,
+    find_roots,
+    forest_clusters,
+    supernode_features,
+)
+from autolabel.hilander.lightning import LanderModule, LevelGraphDataModule, load_lander
+from autolabel.hilander.search import knn_recall, knn_search
+from autolabel.metrics.clustering import pairwise_fscore
+
+# ---------------------------------------------------------------- feature pools
+
+
+def test_pool_roundtrip_normalizes(tmp_path):
+    x = np.array([[3.0, 4.0], [0.0, 2.0], [1.0, 1.0]])
+    p = tmp_path / "p.npz"
+    np.savez(p, features=x, labels=np.array([0, 1, 1]), ids=np.array(["a", "b", "c"]))
+    pool = load_feature_pool(p)
+    assert pool.features.dtype == np.float32 and np.allclose(np.linalg.norm(pool.features, axis=1), 1)
+    assert pool.features[0].tolist() == pytest.approx([0.6, 0.8])
+    assert pool.labels.tolist() == [0, 1, 1] and pool.ids.tolist() == ["a", "b", "c"]
+    save_feature_pool(tmp_path / "q.npz", pool)
+    again = load_feature_pool(tmp_path / "q.npz")
+    assert np.allclose(again.features, pool.features) and again.ids.tolist() == ["a", "b", "c"]
+    np.save(tmp_path / "f.npy", x)
+    assert load_feature_pool(tmp_path / "f.npy").labels is None
+
+
+@pytest.mark.parametrize(
+    ("arrays", "match"),
+    [
+        ({"feats": np.ones((3, 2))}, "no array named 'features' \\(found: feats\\)"),
+        ({"features": np.ones(3)}, "2-D array"),
+        ({"features": np.array([[1.0, np.nan], [1.0, 0.0], [0.0, 1.0]])}, "1 of 3 rows contain NaN/inf"),
+        ({"features": np.ones((1, 4))}, "at least 2 samples"),
+        ({"features": np.ones((3, 2)), "labels": np.array([0, 1])}, "one integer label per row"),
+        ({"features": np.ones((3, 2)), "labels": np.array([0.5, 1, 2])}, "labels must be integers"),
+        ({"features": np.array([[0.0, 0.0], [1.0, 0.0]])}, "all zeros"),
+    ],
+)
+def test_pool_errors(tmp_path, arrays, match):
+    p = tmp_path / "bad.npz"
+    np.savez(p, **arrays)
+    with pytest.raises(DataError, match=match):
+        load_feature_pool(p)
+
+
+def test_pool_missing_file_and_extension(tmp_path):
+    with pytest.raises(DataError, match="feature pool not found"):
+        load_feature_pool(tmp_path / "nope.npz")
+    (tmp_path / "x.csv").write_text("1,2")
+    with pytest.raises(DataError, match="unsupported feature file type '.csv'"):
+        load_feature_pool(tmp_path / "x.csv")
+
+
+# ---------------------------------------------------------------- kNN
+
+
+def test_knn_exact_known_answer_and_self_excluded():
+    x = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9]], np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    nbrs, sims = knn_search(x, 1)
+    assert nbrs[:, 0].tolist() == [1, 0, 3, 2]
+    assert np.allclose(sims[:, 0], (x * x[nbrs[:, 0]]).sum(1), atol=1e-6)
+
+
+def test_knn_duplicates_still_drop_self():
+    x = np.array([[1, 0], [1, 0], [0, 1]], np.float32)
+    nbrs, _ = knn_search(x, 2)
+    assert all(i not in row for i, row in enumerate(nbrs))
+
+
+def test_knn_caps_k_with_warning():
+    x = random_unit_features(5, 4)
+    with pytest.warns(UserWarning, match="k=9 >= N=5"):
+        nbrs, sims = knn_search(x, 9)
+    assert nbrs.shape == (5, 4) and (np.sort(sims, axis=1)[:, ::-1] == sims).all()
+
+
+def test_knn_ivf_and_hnsw_recall():
+    x, _ = make_blob_features(30, 40, 16, spread=0.15, seed=0)
+    exact, _ = knn_search(x, 10, method="flat")
+    ivf, _ = knn_search(x, 10, method="ivf", nprobe=16)
+    hnsw, _ = knn_search(x, 10, method="hnsw")
+    assert knn_recall(exact, exact) == 1.0
+    assert knn_recall(ivf, exact) >= 0.9 and knn_recall(hnsw, exact) >= 0.9
+
+
+def test_knn_bad_input():
+    with pytest.raises(DataError, match="at least 2 points"):
+        knn_search(np.ones((1, 3), np.float32), 1)
+    with pytest.raises(ConfigError, match="knn method"):
+        knn_search(random_unit_features(10, 3), 2, method="annoy")
+
+
+# ---------------------------------------------------------------- graphs
+
+
+def test_density_hand_case_and_negative_cosines():
+    # node 0 has neighbours 1 (same class, sim .8) and 2 (other class, sim .4): d0 = (.8 - .4)/2 = .2
+    nbrs = np.array([[1, 2], [0, 2], [0, 1]])
+    sims = np.array([[0.8, 0.4], [0.8, -0.3], [0.4, -0.3]], np.float32)
+    ei, sim = knn_edges(nbrs, sims)
+    assert ei[:, :2].tolist() == [[1, 2], [0, 0]]  # edges j -> i: sources are the neighbours
+    assert sim.min() >= 0  # the negative cosine is clamped to 0
+    d = gt_density(ei, sim, torch.tensor([0, 0, 1]), 3)
+    assert d[0].item() == pytest.approx(0.2) and d[1].item() == pytest.approx(0.4)
+    w = row_normalized(ei, sim, 3)
+    assert w[2:4].tolist() == pytest.approx([1.0, 0.0])  # node 1: weights .8/.8 and 0/.8
+    g = build_level_graph(np.eye(3, dtype=np.float32), nbrs, sims, labels=np.array([0, 0, 1]))
+    assert g.x.shape == (3, 6) and g.edge_label.tolist() == [1, 0, 1, 0, 0, 0]
+
+
+# ---------------------------------------------------------------- model
+
+
+def _blob_graph(seed: int = 0, n_classes: int = 4, per: int = 15, dim: int = 8):
+    x, y = make_blob_features(n_classes, per, dim, spread=0.2, seed=seed)
+    nbrs, sims = knn_search(x, 5)
+    return build_level_graph(x, nbrs, sims, labels=y)
+
+
+@pytest.mark.parametrize("conv", ["graphconv", "gat"])
+def test_lander_shapes_and_gradients(conv):
+    torch.manual_seed(0)
+    g = _blob_graph()
+    model = LANDER(8, hidden=16, num_conv=2, conv=conv)
+    logits, density = model(g)
+    assert logits.shape == (g.num_edges, 2) and density.shape == (g.num_nodes,)
+    loss, parts = lander_loss(logits, density, g)
+    loss.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)
+    assert set(parts) >= {"density_loss", "link_loss", "link_acc"}
+
+
+def test_lander_reference_head_and_identity_only():
+    g = _blob_graph()
+    m = LANDER(8, hidden=8, use_cluster_feat=False, link_similarity=False)
+    assert m.sim_mlp is None and m.convs[0].lin.in_features == 16  # [h_i || mean_j h_j] of 8-d identity features
+    logits, _ = m(g)
+    assert logits.shape[0] == g.num_edges
+
+
+def test_loss_drops_with_balance_and_focal():
+    torch.manual_seed(0)
+    g = _blob_graph(n_classes=5, per=20, dim=12)
+    model = LANDER(12, hidden=32)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(60):
+        opt.zero_grad()
+        loss, _ = lander_loss(*model(g), g, balance=True, focal=True)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+# ---------------------------------------------------------------- hierarchy
+
+
+def test_decode_known_forest():
+    # edges (src -> dst): 1->0 (score .9), 2->0 (score .5), 3->2 (.7), 4 alone; keep all
+    ei = np.array([[1, 2, 3], [0, 0, 2]])
+    parent = best_parent(ei, np.array([0.9, 0.5, 0.7]), np.ones(3, bool), 5)
+    assert parent.tolist() == [1, 1, 3, 3, 4]
+    assert find_roots(np.array([1, 2, 2, 2, 4])).tolist() == [2, 2, 2, 2, 4]
+    cid, peaks = forest_clusters(parent)
+    assert peaks.tolist() == [1, 3, 4] and cid.tolist() == [0, 0, 1, 1, 2]
+    with pytest.raises(RuntimeError, match="cycle"):
+        find_roots(np.array([1, 0]))
+
+
+def test_supernode_features_are_member_means():
+    base = np.array([[1, 0], [0, 1], [1, 0]], np.float32)
+    f = supernode_features(base, np.array([0, 0, 1]), 2)
+    assert f[0] == pytest.approx([2**-0.5, 2**-0.5]) and f[1] == pytest.approx([1, 0])
+
+
+def test_training_levels_collapse_separable_classes():
+    x, y = make_blob_features(6, 20, 16, spread=0.05, seed=1)
+    graphs = build_training_levels(x, y, [5], [3])
+    assert graphs[0].num_nodes == 120
+    assert len(graphs) >= 2 and graphs[1].num_nodes < 120
+    # at level >= 1 every node is a peak of a pure ground-truth tree: one or a few per class
+    assert len(set(graphs[-1].y.tolist())) == 6
+
+
+def _train(tmp_path=None, epochs: int = 30, **model_kw):
+    x, y = make_blob_features(8, 25, 16, spread=0.1, seed=0)
+    tc = HiLanderTrainConfig(k_list=[5, 3], levels_list=[2, 2])
+    module = LanderModule(LanderModelConfig(hidden=32, **model_kw), tc, feature_dim=16)
+    dm = LevelGraphDataModule(FeaturePool(x, y), tc)
+    trainer = pl.Trainer(
+        max_epochs=epochs, accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
+        enable_checkpointing=tmp_path is not None, default_root_dir=tmp_path,
+    )  # fmt: skip
+    trainer.fit(module, dm)
+    return module, trainer
+
+
+def test_end_to_end_clusters_unseen_classes(tmp_path):
+    pl.seed_everything(0, verbose=False)
+    module, trainer = _train(tmp_path)
+    xt, yt = make_blob_features(8, 25, 16, spread=0.1, seed=7)  # new centres: classes never seen in training
+    res = cluster_pool(module.model, xt, k=5, tau=0.8, levels=3, progress=False)
+    assert pairwise_fscore(yt, res.labels)[2] > 0.9
+    assert res.levels[0]["nodes"] == 200 and res.labels.shape == (200,)
+    # checkpoint round trip
+    ckpt = tmp_path / "model.ckpt"
+    trainer.save_checkpoint(ckpt)
+    model, hp = load_lander(ckpt)
+    assert hp["feature_dim"] == 16
+    res2 = cluster_pool(model, xt, k=5, tau=0.8, levels=3, progress=False)
+    assert np.array_equal(res.labels, res2.labels)
+
+
+def test_unlabeled_pool_and_single_level():
+    torch.manual_seed(0)
+    model = LANDER(16, hidden=8)
+    x = random_unit_features(50, 16)
+    res = cluster_pool(model, x, k=4, tau=0.0, levels=1, progress=False)
+    assert res.labels.shape == (50,) and len(res.levels) == 1 and res.labels.min() == 0
+
+
+def test_load_lander_refuses_other_checkpoints(tmp_path):
+    with pytest.raises(CheckpointError, match="checkpoint not found"):
+        load_lander(tmp_path / "none.ckpt")
+    torch.save({"state_dict": {}, "hyper_parameters": {"kind": "gan"}}, tmp_path / "g.ckpt")
+    with pytest.raises(CheckpointError, match="not a Hi-LANDER checkpoint \\(it holds gan\\)"):
+        load_lander(tmp_path / "g.ckpt")
+    (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="not a readable torch checkpoint"):
+        load_lander(tmp_path / "junk.ckpt")
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError, match="equal length"):
+        HiLanderTrainConfig(k_list=[10, 5], levels_list=[2])
+    with pytest.raises(ConfigError, match="tau"):
+        HiLanderClusterConfig(tau=1.5)
+    with pytest.raises(ConfigError, match="model.conv"):
+        LanderModelConfig(conv="sage")

@@ -1,0 +1,86 @@
+"""Pictures and the HTML report."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from autolabel.engine.io import write_json
+from autolabel.errors import DataError
+from autolabel.viz import (
+    cluster_gallery,
+    colorize_depth,
+    draw_keypoints,
+    image_grid,
+    overlay_mask,
+    palette,
+    plot_curves,
+    read_metrics_csv,
+)
+from pipelines.report import build_report
+
+
+def test_palette_background_black_and_distinct():
+    p = palette(30)
+    assert p.shape == (30, 3) and (p[0] == 0).all()
+    assert len({tuple(c) for c in p[:20]}) == 20
+
+
+def test_image_grid_layout(tmp_path):
+    imgs = [np.full((8, 8, 3), i * 20, np.uint8) for i in range(5)]
+    out = image_grid(imgs, tmp_path / "g.png", ncol=3, size=8, pad=1)
+    arr = np.asarray(Image.open(out))
+    assert arr.shape == (2 * 9 + 1, 3 * 9 + 1, 3)
+    assert (arr[1:9, 1:9] == 0).all() and (arr[10:18, 10:18] == 80).all()
+
+
+def test_overlay_keeps_background_and_colours_foreground():
+    img = np.full((4, 4, 3), 100, np.uint8)
+    mask = np.zeros((4, 4), int)
+    mask[0, 0] = 1
+    out = overlay_mask(img, mask, alpha=1.0)
+    assert (out[1:, 1:] == 100).all() and tuple(out[0, 0]) == tuple(palette(2)[1])
+
+
+def test_keypoints_and_depth():
+    img = np.zeros((10, 10, 3), np.uint8)
+    out = draw_keypoints(img, np.array([[2.0, 3.0], [-1.0, -1.0]]), radius=0)
+    assert out[3, 2].any() and out.sum() == out[3, 2].sum()
+    d = colorize_depth(np.linspace(1, 5, 100).reshape(10, 10))
+    assert d.shape == (10, 10, 3) and d.dtype == np.uint8
+
+
+def test_cluster_gallery_rows_largest_first(tmp_path):
+    imgs = [np.full((6, 6, 3), 10 * i, np.uint8) for i in range(9)]
+    clusters = np.array([0, 1, 1, 1, 2, 2, 0, 1, 3])
+    out = cluster_gallery(imgs, clusters, tmp_path / "c.png", per_row=4, size=6, truth=clusters)
+    arr = np.asarray(Image.open(out))
+    assert arr.shape[0] == 4 * (6 + 4)  # four clusters, one row each
+
+
+def test_curves_and_report(tmp_path):
+    stage = tmp_path / "train"
+    (stage / "logs").mkdir(parents=True)
+    (stage / "logs" / "metrics.csv").write_text("epoch,step,train/loss,lr-SGD\n0,0,1.0,0.1\n0,1,0.5,0.1\n0,2,0.25,\n")
+    series = read_metrics_csv(stage / "logs" / "metrics.csv")
+    assert series["train/loss"] == [(0.0, 1.0), (1.0, 0.5), (2.0, 0.25)]
+    assert plot_curves(stage / "logs" / "metrics.csv", tmp_path / "c.png").is_file()
+    gal = image_grid([np.zeros((4, 4, 3), np.uint8)], stage / "samples.png")
+    write_json(
+        stage / "manifest.json",
+        {"status": "done", "seconds": 1.5, "finished": "2026-01-01T00:00:00", "metrics": {"f": 0.5},
+         "figures": [str(gal)]},
+    )  # fmt: skip
+    write_json(tmp_path / "summary.json", {"pairwise_f": 0.75, "baselines": {"kmeans": {"pairwise_f": 0.5}}})
+    page = build_report(tmp_path)
+    text = page.read_text()
+    assert "train" in text and "0.7500" in text and "kmeans" in text and "samples" in text
+    assert (page.parent / "train_curves.png").is_file()
+
+
+def test_report_errors(tmp_path):
+    with pytest.raises(DataError, match="run directory not found"):
+        build_report(tmp_path / "nope")
+    with pytest.raises(DataError, match="no finished stage"):
+        build_report(tmp_path)
