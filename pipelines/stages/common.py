@@ -11,10 +11,28 @@ from autolabel.config import RunConfig
 from autolabel.engine import RunDir, open_run_dir
 from pipelines import registry
 
+# Keys that steer *how* a command runs, not *what* it computes: they do not change a run's identity, so rerunning
+# with e.g. from_stage=X or without a progress bar reopens the same run directory.
+CONTROL_KEYS = ("from_stage", "until_stage", "progress", "run.resume", "run.dir", "trainer.enable_progress_bar",
+                "trainer.log_every_n_steps")  # fmt: skip
+
+
+def identity_yaml(cfg: Any) -> str:
+    """The resolved config as YAML without :data:`CONTROL_KEYS` (what config.yaml holds and resume compares)."""
+    container = OmegaConf.to_container(OmegaConf.structured(cfg), resolve=True)
+    for key in CONTROL_KEYS:
+        node = container
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.get(p, {}) if isinstance(node, dict) else {}
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+    return OmegaConf.to_yaml(OmegaConf.create(container))
+
 
 def open_run(cfg: Any, run: RunConfig) -> RunDir:
     """Open (or resume) the run directory for a command whose resolved config is ``cfg``."""
-    yaml = OmegaConf.to_yaml(OmegaConf.structured(cfg), resolve=True)
+    yaml = identity_yaml(cfg)
     rd = open_run_dir(
         name=run.name,
         root=run.root,

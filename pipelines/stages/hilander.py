@@ -25,7 +25,7 @@ class FitHiLanderCommand:
     val_features: Optional[str] = None  # optional labeled pool for validation losses
     model: LanderModelConfig = field(default_factory=LanderModelConfig)
     train: HiLanderTrainConfig = field(default_factory=HiLanderTrainConfig)
-    trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(max_epochs=20))
+    trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(max_epochs=100))
     run: RunConfig = field(default_factory=lambda: RunConfig(name="hilander"))
 
 

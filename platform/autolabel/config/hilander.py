@@ -19,6 +19,10 @@ class KnnConfig:
             raise ConfigError(f"knn.method={self.method!r}: use auto, flat, ivf or hnsw")
         if str(self.use_gpu).lower() not in ("auto", "true", "false"):
             raise ConfigError(f"knn.use_gpu={self.use_gpu!r}: use auto, true or false")
+        if self.nprobe < 1:
+            raise ConfigError(f"knn.nprobe={self.nprobe} must be >= 1 (IVF lists probed per query; 64 is a good start)")
+        if self.exact_max < 0:
+            raise ConfigError(f"knn.exact_max={self.exact_max} must be >= 0 (pools up to this size use exact search)")
 
     def kwargs(self) -> dict:
         gpu = str(self.use_gpu).lower()
@@ -43,6 +47,8 @@ class LanderModelConfig:
             raise ConfigError(f"model.hidden={self.hidden} must be >= 2 and model.num_conv={self.num_conv} >= 1")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.dropout={self.dropout} must be in [0, 1)")
+        if self.gat_heads < 1:
+            raise ConfigError(f"model.gat_heads={self.gat_heads} must be >= 1")
 
 
 @dataclass
@@ -67,6 +73,12 @@ class HiLanderTrainConfig:
             raise ConfigError("train.k_list and train.levels_list entries must be >= 1")
         if self.lr <= 0:
             raise ConfigError(f"train.lr={self.lr} must be > 0")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ConfigError(f"train.momentum={self.momentum} must be in [0, 1) (0.9 is the reference value)")
+        if self.weight_decay < 0:
+            raise ConfigError(f"train.weight_decay={self.weight_decay} must be >= 0 (1e-5 is the reference value)")
+        if self.focal_gamma < 0:
+            raise ConfigError(f"train.focal_gamma={self.focal_gamma} must be >= 0 (2.0 is the usual value)")
 
 
 @dataclass
@@ -83,3 +95,5 @@ class HiLanderClusterConfig:
             raise ConfigError(f"cluster.tau={self.tau} must be in [0, 1] (a probability threshold)")
         if self.k < 1 or self.levels < 1:
             raise ConfigError(f"cluster.k={self.k} and cluster.levels={self.levels} must be >= 1")
+        if not (self.device in ("auto", "cpu", "cuda") or str(self.device).startswith("cuda:")):
+            raise ConfigError(f"cluster.device={self.device!r}: use auto, cpu, cuda or cuda:<index>")

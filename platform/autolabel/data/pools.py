@@ -121,8 +121,11 @@ def load_feature_pool(path: str | os.PathLike) -> FeaturePool:
     return FeaturePool(feats, labels, ids)
 
 
-def save_feature_pool(path: str | os.PathLike, pool: FeaturePool) -> Path:
+def save_feature_pool(path: str | os.PathLike, pool: FeaturePool, class_names: list[str] | None = None) -> Path:
+    """Write a pool atomically (``class_names``, when given, maps label ids back to names)."""
     arrays: dict[str, np.ndarray] = {"features": np.asarray(pool.features, dtype=np.float32)}
+    if class_names:
+        arrays["class_names"] = np.asarray(class_names).astype(str)
     if pool.labels is not None:
         arrays["labels"] = np.asarray(pool.labels, dtype=np.int64)
     if pool.ids is not None:

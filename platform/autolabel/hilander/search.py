@@ -82,6 +82,9 @@ def knn_search(
         raise DataError(f"knn_search needs at least 2 points, got N={n}")
     if k < 1:
         raise ConfigError(f"k={k} must be >= 1")
+    finite = np.isfinite(x).all(axis=1)
+    if not finite.all():
+        raise DataError(f"knn_search: {int((~finite).sum())} of {n} rows contain NaN/inf; clean or drop them first")
     if k > n - 1:
         warnings.warn(f"k={k} >= N={n}: using k={n - 1} (each point has only N-1 others)", stacklevel=2)
         k = n - 1

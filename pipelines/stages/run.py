@@ -1,0 +1,29 @@
+"""``autolabel run``: a whole pipeline in one run directory, resumable stage by stage."""
+
+from __future__ import annotations
+
+from pipelines.definitions import PipelineConfig, get_pipeline, headline
+from pipelines.registry import command
+from pipelines.stages.common import open_run, print_metrics
+
+
+@command("run", "run a pipeline end to end (default: the bundled demo) in one resumable run directory", PipelineConfig)
+def run(cfg: PipelineConfig) -> int:
+    from autolabel.engine.io import write_json
+    from pipelines.report import build_report
+    from pipelines.runner import run_pipeline
+
+    pipeline = get_pipeline(cfg.pipeline)
+    if cfg.run.name == "pipeline":
+        cfg.run.name = cfg.pipeline
+    rd = open_run(cfg, cfg.run)
+    results = run_pipeline(pipeline, cfg, rd, from_stage=cfg.from_stage, until_stage=cfg.until_stage)
+    summary = headline(results)
+    summary["stages"] = {r.name: {"status": r.status, "seconds": round(r.seconds, 2)} for r in results}
+    write_json(rd.path / "summary.json", summary)
+    report = build_report(rd.path)
+    print_metrics(f"{cfg.pipeline}: headline", {k: v for k, v in summary.items() if not isinstance(v, dict)})
+    for name, m in summary.get("baselines", {}).items():
+        print_metrics(f"baseline: {name}", m)
+    print(f"run directory: {rd.path}\nreport: {report}")
+    return 0

@@ -1,0 +1,204 @@
+"""The feature encoder of Hi-LANDER: a small residual CNN trained to classify the meta-training classes; its
+L2-normalized penultimate layer embeds any image folder into a feature pool."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Subset
+from torchmetrics.classification import MulticlassAccuracy
+
+from autolabel.config.classifier import ClassifierConfig
+from autolabel.data.images import ImageFolderDataset
+from autolabel.data.pools import FeaturePool, save_feature_pool
+from autolabel.errors import CheckpointError, DataError
+
+KIND = "tasks.classifier"
+
+
+class _Block(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.skip = (
+            nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+            if stride != 1 or cin != cout
+            else nn.Identity()
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(h)) + self.skip(x))
+
+
+class EmbeddingNet(nn.Module):
+    """Residual CNN -> ``embed_dim`` features; ``embed`` returns unit vectors. Any input size (adaptive pooling)."""
+
+    def __init__(self, n_classes: int, channels: int = 3, width: int = 32, depth: int = 3, embed_dim: int = 128,
+                 head: str = "cosine", scale: float = 16.0):  # fmt: skip
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(channels, width, 3, 1, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        stages, c = [], width
+        for i in range(depth):
+            cout = width * 2**i
+            stages += [_Block(c, cout, 1 if i == 0 else 2), _Block(cout, cout, 1)]
+            c = cout
+        self.stages = nn.Sequential(*stages)
+        self.proj = nn.Linear(c, embed_dim)
+        self.head_type, self.scale = head, scale
+        self.head = nn.Linear(embed_dim, n_classes, bias=head == "linear")
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.stages(self.stem(x))
+        return self.proj(F.adaptive_avg_pool2d(h, 1).flatten(1))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.features(x), dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.features(x)
+        if self.head_type == "cosine":
+            return self.scale * F.linear(F.normalize(f, dim=1), F.normalize(self.head.weight, dim=1))
+        return self.head(f)
+
+
+class ClassifierModule(pl.LightningModule):
+    def __init__(self, cfg: Any, n_classes: int, class_names: list[str] | None = None, kind: str = KIND):
+        super().__init__()
+        c = cfg if isinstance(cfg, ClassifierConfig) else ClassifierConfig(**dict(cfg))
+        if n_classes < 2:
+            raise DataError(f"the feature encoder needs >= 2 training classes, got {n_classes}")
+        self.save_hyperparameters({"cfg": asdict(c), "n_classes": n_classes,
+                                   "class_names": list(class_names or []), "kind": KIND})  # fmt: skip
+        self.cfg = c
+        self.net = EmbeddingNet(n_classes, c.channels, c.width, c.depth, c.embed_dim, c.head, c.scale)
+        self.train_acc = MulticlassAccuracy(n_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(n_classes, average="micro")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.embed(x)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        if self.cfg.augment:
+            x = augment(x, self.cfg.hflip)
+        logits = self.net(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.cfg.label_smoothing)
+        self.train_acc(logits, y)
+        self.log("train/loss", loss, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = batch
+        logits = self.net(x)
+        self.val_acc(logits, y)
+        self.log("val/loss", F.cross_entropy(logits, y), sync_dist=True)
+        self.log("val/acc", self.val_acc, prog_bar=True)
+
+    def configure_optimizers(self) -> Any:
+        opt = torch.optim.AdamW(self.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.cfg.lr, total_steps=total, pct_start=0.15)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def augment(x: torch.Tensor, hflip: bool = False, pad: int = 2) -> torch.Tensor:
+    """Random translation by up to ``pad`` pixels (reflect padding + crop), optional horizontal flip; per sample."""
+    b, _, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+    dy = torch.randint(0, 2 * pad + 1, (b,), device=x.device)
+    dx = torch.randint(0, 2 * pad + 1, (b,), device=x.device)
+    rows = (
+        (dy[:, None] + torch.arange(h, device=x.device)[None]).view(b, 1, h, 1).expand(-1, x.shape[1], h, w + 2 * pad)
+    )
+    out = padded.gather(2, rows)
+    cols = (dx[:, None] + torch.arange(w, device=x.device)[None]).view(b, 1, 1, w).expand(-1, x.shape[1], h, w)
+    out = out.gather(3, cols)
+    if hflip:
+        flip = torch.rand(b, device=x.device) < 0.5
+        out = torch.where(flip[:, None, None, None], out.flip(3), out)
+    return out
+
+
+class ClassifierDataModule(pl.LightningDataModule):
+    """An image folder with class subfolders, split into train/val with a fixed seed."""
+
+    def __init__(self, root: str | os.PathLike, cfg: ClassifierConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.dataset = ImageFolderDataset(root, cfg.image_size, cfg.channels, with_labels=True)
+        if len(self.dataset.classes) < 2:
+            raise DataError(f"{root}: the feature encoder needs class subfolders for >= 2 classes")
+        n = len(self.dataset)
+        perm = np.random.default_rng(cfg.seed).permutation(n)
+        n_val = int(round(cfg.val_fraction * n))
+        self.train_idx, self.val_idx = perm[n_val:], perm[:n_val]
+
+    @property
+    def classes(self) -> list[str]:
+        return self.dataset.classes
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(Subset(self.dataset, self.train_idx.tolist()), batch_size=self.cfg.batch_size, shuffle=True,
+                          num_workers=self.cfg.num_workers, drop_last=len(self.train_idx) > self.cfg.batch_size)  # fmt: skip
+
+    def val_dataloader(self) -> DataLoader | list:
+        if len(self.val_idx) == 0:
+            return []
+        return DataLoader(Subset(self.dataset, self.val_idx.tolist()), batch_size=self.cfg.batch_size,
+                          num_workers=self.cfg.num_workers)  # fmt: skip
+
+
+def load_classifier(path: str | os.PathLike, map_location: str = "cpu") -> ClassifierModule:
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"checkpoint not found: {p} -- train one with `autolabel fit classifier train_dir=...`")
+    try:
+        ckpt = torch.load(p, map_location=map_location, weights_only=False)
+    except Exception as e:
+        raise CheckpointError(f"{p} is not a readable torch checkpoint ({type(e).__name__})") from e
+    hp = ckpt.get("hyper_parameters", {}) if isinstance(ckpt, dict) else {}
+    if hp.get("kind") != KIND:
+        found = hp.get("kind") or "no autolabel hyperparameters"
+        raise CheckpointError(f"{p} is not a feature-encoder checkpoint (it holds {found}); "
+                              "pass one written by `autolabel fit classifier`")  # fmt: skip
+    module = ClassifierModule(hp["cfg"], hp["n_classes"], hp.get("class_names"))
+    module.load_state_dict(ckpt["state_dict"])
+    return module.eval()
+
+
+@torch.no_grad()
+def embed_dataset(module: ClassifierModule, dataset: ImageFolderDataset, batch_size: int = 256, device: str = "cpu",
+                  progress: bool = True) -> np.ndarray:  # fmt: skip
+    from tqdm.auto import tqdm
+
+    module = module.to(device).eval()
+    out = []
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    for x, _ in tqdm(loader, desc="embed", disable=not progress, leave=False):
+        out.append(module(x.to(device)).float().cpu().numpy())
+    return np.concatenate(out).astype(np.float32)
+
+
+def embed_folder(checkpoint: str | os.PathLike | ClassifierModule, images: str | os.PathLike, out: str | os.PathLike,
+                 batch_size: int = 256, device: str = "cpu", progress: bool = True) -> dict[str, Any]:  # fmt: skip
+    """Embed every image of a folder into a feature pool ``.npz`` (``features``, ``ids``; ``labels`` and
+    ``class_names`` when the folder has class subfolders)."""
+    module = checkpoint if isinstance(checkpoint, ClassifierModule) else load_classifier(checkpoint)
+    ds = ImageFolderDataset(images, module.cfg.image_size, module.cfg.channels)
+    feats = embed_dataset(module, ds, batch_size, device, progress)
+    pool = FeaturePool(feats, ds.labels if ds.has_labels else None, np.array(ds.ids))
+    path = save_feature_pool(out, pool, class_names=ds.classes)
+    return {"n": len(ds), "dim": int(feats.shape[1]), "path": str(path), "classes": ds.classes}
