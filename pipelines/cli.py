@@ -127,6 +127,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume from the last checkpoint", file=sys.stderr)
         return 130
+    finally:
+        from autolabel.engine.rundir import release_run_dir
+
+        release_run_dir()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -241,10 +241,10 @@ def headline(results: list[Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for r in results:
         m = r.manifest.get("metrics", {})
-        for key in ("pairwise_f", "bcubed_f", "nmi", "n_clusters", "n_true_clusters"):
+        for key in ("pairwise_f", "bcubed_f", "nmi", "n_clusters", "n_true_clusters", "seconds"):
             if key in m and isinstance(m[key], (int, float, np.integer, np.floating)):
                 out[key] = m[key]
         if "baselines" in m:
-            out["baselines"] = {k: {x: v[x] for x in ("pairwise_f", "bcubed_f", "nmi", "n_clusters")}
+            out["baselines"] = {k: {x: v[x] for x in ("pairwise_f", "bcubed_f", "nmi", "n_clusters", "seconds")}
                                 for k, v in m["baselines"].items()}  # fmt: skip
     return out

@@ -9,6 +9,9 @@ from autolabel.errors import ConfigError
 
 @dataclass
 class ClassifierConfig:
+    """Feature-encoder model + optimisation settings; training length lives in the trainer config
+    (``trainer.max_steps`` / ``trainer.max_epochs``)."""
+
     image_size: int = 32
     channels: int = 3  # 1 for greyscale data
     width: int = 32  # channels of the first stage; stages double it
@@ -35,3 +38,9 @@ class ClassifierConfig:
             raise ConfigError(f"classifier.val_fraction={self.val_fraction} must be in [0, 1)")
         if self.image_size < 8 or self.depth < 1 or self.width < 1 or self.embed_dim < 2:
             raise ConfigError("classifier.image_size >= 8, depth >= 1, width >= 1 and embed_dim >= 2 are required")
+        if self.lr <= 0 or self.weight_decay < 0 or self.batch_size < 1:
+            raise ConfigError("classifier.lr must be > 0, weight_decay >= 0 and batch_size >= 1; fix the config values")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ConfigError(f"classifier.label_smoothing={self.label_smoothing} must be in [0, 1)")
+        if self.scale <= 0:
+            raise ConfigError(f"classifier.scale={self.scale} must be > 0 (cosine-head logit scale, e.g. 16)")

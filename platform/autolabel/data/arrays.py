@@ -89,23 +89,47 @@ def export_class_folders(
     images: np.ndarray,
     labels: np.ndarray,
     out_dir: str | os.PathLike,
+    ids: Sequence[str] | None = None,
+    upscale: int | None = None,
     *,
     class_names: Sequence[str] | None = None,
     size: int | None = None,
     progress: bool = True,
 ) -> Path:
-    """Write ``out_dir/<class>/<index>.png`` for each image (atomically); skips files that already exist."""
+    """Write ``out_dir/<class>/<id>.png`` for each image (atomically); skips files that already exist.
+
+    ``images`` uint8 ``[N, H, W]`` (grey) or ``[N, H, W, 3]``; ``ids`` default to the zero-padded index;
+    ``upscale`` enlarges by an integer factor (nearest), ``size`` resizes to ``size x size`` (bilinear) instead.
+    Class folders are ``class_names[label]`` or ``class_NNN``.
+    """
     from tqdm.auto import tqdm
 
+    images, labels = np.asarray(images), np.asarray(labels)
+    if images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[3] not in (1, 3)):
+        raise DataError(f"images must be uint8 [N, H, W] or [N, H, W, 3], got shape {images.shape}")
+    if images.dtype != np.uint8:
+        raise DataError(f"images must be uint8 (0..255), got {images.dtype}; convert with (x * 255).astype(np.uint8)")
+    if labels.shape != (len(images),):
+        raise DataError(f"labels must be 1-D with one entry per image ({len(images)}), got shape {labels.shape}")
+    if ids is not None and len(ids) != len(images):
+        raise DataError(f"ids has {len(ids)} entries for {len(images)} images; give one id per image")
+    if upscale is not None and (int(upscale) != upscale or upscale < 1):
+        raise DataError(f"upscale={upscale} must be a positive integer factor")
+    if class_names is not None and len(labels) and not 0 <= int(labels.min()) <= int(labels.max()) < len(class_names):
+        raise DataError(f"labels span {labels.min()}..{labels.max()} but {len(class_names)} class_names were given")
+    if images.ndim == 4 and images.shape[3] == 1:
+        images = images[..., 0]
     out = Path(out_dir)
     for i in tqdm(range(len(images)), desc=f"export {out.name}", disable=not progress, leave=False):
         name = class_names[labels[i]] if class_names is not None else f"class_{int(labels[i]):03d}"
-        path = out / name / f"{i:06d}.png"
+        path = out / name / f"{ids[i] if ids is not None else f'{i:06d}'}.png"
         if path.exists():
             continue
         im = Image.fromarray(images[i])
         if size is not None and im.size != (size, size):
             im = im.resize((size, size), Image.BILINEAR)
+        elif upscale is not None and upscale > 1:
+            im = im.resize((im.size[0] * int(upscale), im.size[1] * int(upscale)), Image.NEAREST)
         buf = io.BytesIO()
         im.save(buf, format="PNG")
         atomic_write_bytes(path, buf.getvalue())

@@ -14,7 +14,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
-from autolabel.errors import DataError
+from autolabel.errors import ConfigError, DataError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
@@ -70,6 +70,12 @@ class ImageFolderDataset(Dataset):
         with_labels: str | bool = "auto",
         files: Sequence[Path] | None = None,
     ):
+        if channels not in (1, 3):
+            raise ConfigError(f"channels={channels}: use 1 (greyscale) or 3 (RGB)")
+        if size is not None and size < 1:
+            raise ConfigError(f"size={size}: give a positive square side in pixels")
+        if with_labels not in ("auto", True, False):
+            raise ConfigError(f"with_labels={with_labels!r}: use 'auto', true or false")
         self.root = Path(root)
         self.files = list(files) if files is not None else list_images(self.root)
         self.size, self.channels = size, channels

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from autolabel.data.pools import l2_normalize
+from autolabel.errors import ConfigError
 
 
 def make_blob_features(
@@ -15,6 +16,8 @@ def make_blob_features(
     ``spread`` is the per-dimension noise std; the noise norm is about ``spread * sqrt(dim)`` (keep it below ~0.7 for
     separable classes).
     """
+    if n_classes < 1 or per_class < 1 or dim < 2 or spread < 0:
+        raise ConfigError("make_blob_features needs n_classes >= 1, per_class >= 1, dim >= 2 and spread >= 0")
     rng = np.random.default_rng(seed)
     centres = l2_normalize(rng.normal(size=(n_classes, dim)))
     x = np.repeat(centres, per_class, axis=0) + spread * rng.normal(size=(n_classes * per_class, dim))

@@ -28,6 +28,7 @@ from autolabel.engine.io import atomic_write_text, read_json, write_json
 from autolabel.errors import ConfigError
 
 ENV_RUN_DIR = "AUTOLABEL_RUN_DIR"
+_exported: list[str] = []  # run dirs this process exported (cleared by release_run_dir)
 
 
 def global_rank() -> int:
@@ -154,8 +155,18 @@ def open_run_dir(
             f.write(f"{_dt.datetime.now().isoformat(timespec='seconds')}  {shlex.join(argv)}\n")
         write_json(run.path / "git.json", git_state())
         write_json(name_dir / "latest.json", {"path": str(run.path), "job": _job_token()})
-    os.environ[ENV_RUN_DIR] = str(run.path)
+    if os.environ.get(ENV_RUN_DIR) != str(run.path):
+        os.environ[ENV_RUN_DIR] = str(run.path)
+        _exported.append(str(run.path))
     return run
+
+
+def release_run_dir() -> None:
+    """Forget the run directory this process exported, so a next command in the same process opens its own
+    (child ranks spawned during the command already inherited it)."""
+    while _exported:
+        if os.environ.get(ENV_RUN_DIR) == _exported.pop():
+            os.environ.pop(ENV_RUN_DIR, None)
 
 
 def _wait_for_rank0(name_dir: Path, wait_s: float) -> Path:

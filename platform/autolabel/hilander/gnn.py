@@ -11,6 +11,8 @@ Forward on a whole level graph (full-graph sparse message passing, no per-seed s
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -20,18 +22,37 @@ from torch_geometric.utils import scatter
 
 
 class SimilarityConv(MessagePassing):
-    """``h_i' = Linear([h_i ‖ Σ_j â_ij h_j])``: a node concatenated with its similarity-weighted neighbour mean."""
+    """``h_i' = Linear([h_i ‖ Σ_j â_ij h_j])``: a node concatenated with its similarity-weighted neighbour mean.
+
+    Given a sparse adjacency (``adj_t[i, j] = â_ij``) the aggregation is one sparse-dense product
+    (``message_and_aggregate``), so memory stays O(E + N*d) instead of materializing one message per edge.
+    """
 
     def __init__(self, in_dim: int, out_dim: int):
         super().__init__(aggr="add")
         self.lin = nn.Linear(2 * in_dim, out_dim)
 
-    def forward(self, x: torch.Tensor, edge_index: torch.Tensor, edge_weight: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, edge_index: torch.Tensor, edge_weight: torch.Tensor | None = None
+    ) -> torch.Tensor:
         agg = self.propagate(edge_index, x=x, edge_weight=edge_weight)
         return self.lin(torch.cat([x, agg], dim=-1))
 
     def message(self, x_j: torch.Tensor, edge_weight: torch.Tensor) -> torch.Tensor:
         return edge_weight.unsqueeze(-1) * x_j
+
+    def message_and_aggregate(self, adj_t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return torch.sparse.mm(adj_t, x)
+
+
+def sparse_adjacency(edge_index: torch.Tensor, edge_weight: torch.Tensor, n: int) -> torch.Tensor:
+    """``adj_t[i, j] = w_ij`` for edges j -> i, as a sparse CSR matrix (rows = targets)."""
+    adj = torch.sparse_coo_tensor(edge_index.flip(0), edge_weight, (n, n), check_invariants=False).coalesce()
+    if adj.device.type != "cpu":
+        return adj
+    with warnings.catch_warnings():  # "CSR support is in beta": CSR is the fast CPU layout for spmm
+        warnings.simplefilter("ignore", UserWarning)
+        return adj.to_sparse_csr()
 
 
 class LANDER(nn.Module):
@@ -75,24 +96,31 @@ class LANDER(nn.Module):
 
     def embed(self, data: Data) -> torch.Tensor:
         h = self.node_input(data)
+        adj = None if self.conv_type == "gat" else sparse_adjacency(data.edge_index, data.edge_weight, data.num_nodes)
         for conv in self.convs:
             if self.conv_type == "gat":
                 h = conv(h, data.edge_index, edge_attr=data.edge_sim.unsqueeze(-1))
             else:
-                h = conv(h, data.edge_index, data.edge_weight)
+                h = conv(h, adj)
             h = F.relu(h)
             if self.dropout > 0:
                 h = F.dropout(h, p=self.dropout, training=self.training)
         return h
 
-    def forward(self, data: Data) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(link_logits [E, 2], pred_density [N])``."""
+    def forward(self, data: Data, edge_chunk: int = 1 << 20) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(link_logits [E, 2], pred_density [N])``. The link head runs over at most ``edge_chunk`` edges at a time
+        (the per-node projections are computed once, then gathered per edge)."""
         h = self.embed(data)
+        src_h, dst_h = self.src_mlp(h), self.dst_mlp(h)
         src, dst = data.edge_index
-        pair = self.src_mlp(h[src]) + self.dst_mlp(h[dst])
-        if self.sim_mlp is not None:
-            pair = pair + self.sim_mlp(data.edge_sim.unsqueeze(-1))
-        logits = self.link_head(pair)
+        chunks = []
+        for start in range(0, max(1, src.numel()), edge_chunk):
+            sl = slice(start, start + edge_chunk)
+            pair = src_h[src[sl]] + dst_h[dst[sl]]
+            if self.sim_mlp is not None:
+                pair = pair + self.sim_mlp(data.edge_sim[sl].unsqueeze(-1))
+            chunks.append(self.link_head(pair))
+        logits = torch.cat(chunks) if len(chunks) > 1 else chunks[0]
         prob = logits.softmax(-1)
         msg = data.edge_sim * (prob[:, 1] - prob[:, 0])
         density = scatter(msg, dst, dim=0, dim_size=data.num_nodes, reduce="mean")

@@ -36,7 +36,7 @@ def _build_index(x: np.ndarray, method: str, nlist: int | None, nprobe: int, hns
         quantizer = faiss.IndexFlatIP(d)
         index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
         rng = np.random.default_rng(seed)
-        sample = x if n <= 256 * nlist else x[rng.choice(n, 256 * nlist, replace=False)]
+        sample = x if n <= 64 * nlist else x[rng.choice(n, 64 * nlist, replace=False)]  # faiss wants >= 39/list
         index.train(sample)
         index.nprobe = min(nprobe, nlist)
         return index

@@ -68,16 +68,23 @@ def bcubed_fscore(gt: np.ndarray, pred: np.ndarray) -> tuple[float, float, float
 
 
 def nmi(gt: np.ndarray, pred: np.ndarray) -> float:
+    """Normalized mutual information (scikit-learn, arithmetic-mean normalization)."""
     g, p = _check(gt, pred)
     return float(normalized_mutual_info_score(g, p, average_method="arithmetic"))
 
 
 def cluster_stats(pred: np.ndarray) -> dict[str, float]:
-    _, counts = np.unique(np.asarray(pred), return_counts=True)
+    """Number of clusters, share of samples that sit alone in their cluster, size of the largest cluster."""
+    p = np.asarray(pred)
+    if p.ndim != 1 or len(p) == 0:
+        raise DataError(f"cluster ids must be a non-empty 1-D array, got shape {p.shape}")
+    _, counts = np.unique(p, return_counts=True)
+    largest = int(counts.max())
     return {
         "n_clusters": int(len(counts)),
         "singleton_share": float((counts == 1).sum() / counts.sum()),
-        "largest_cluster": int(counts.max()),
+        "largest": largest,
+        "largest_cluster": largest,
     }
 
 

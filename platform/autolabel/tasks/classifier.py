@@ -3,6 +3,7 @@ L2-normalized penultimate layer embeds any image folder into a feature pool."""
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict
 from pathlib import Path
@@ -19,7 +20,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from autolabel.config.classifier import ClassifierConfig
 from autolabel.data.images import ImageFolderDataset
 from autolabel.data.pools import FeaturePool, save_feature_pool
-from autolabel.errors import CheckpointError, DataError
+from autolabel.errors import CheckpointError, ConfigError, DataError
 
 KIND = "tasks.classifier"
 
@@ -74,6 +75,8 @@ class EmbeddingNet(nn.Module):
 
 
 class ClassifierModule(pl.LightningModule):
+    """Trains ``EmbeddingNet`` with (label-smoothed) cross-entropy, AdamW and a one-cycle (warm-up + cosine) LR."""
+
     def __init__(self, cfg: Any, n_classes: int, class_names: list[str] | None = None, kind: str = KIND):
         super().__init__()
         c = cfg if isinstance(cfg, ClassifierConfig) else ClassifierConfig(**dict(cfg))
@@ -109,7 +112,10 @@ class ClassifierModule(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         opt = torch.optim.AdamW(self.parameters(), lr=self.cfg.lr, weight_decay=self.cfg.weight_decay)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
+        est = float(self.trainer.estimated_stepping_batches)
+        if not math.isfinite(est):
+            raise ConfigError("the classifier's LR schedule needs a finite length: set trainer.max_steps or max_epochs")
+        total = max(1, int(est))
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.cfg.lr, total_steps=total, pct_start=0.15)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
@@ -162,6 +168,7 @@ class ClassifierDataModule(pl.LightningDataModule):
 
 
 def load_classifier(path: str | os.PathLike, map_location: str = "cpu") -> ClassifierModule:
+    """A trained feature encoder from a Lightning checkpoint written by ``autolabel fit classifier`` (eval mode)."""
     p = Path(path)
     if not p.is_file():
         raise CheckpointError(f"checkpoint not found: {p} -- train one with `autolabel fit classifier train_dir=...`")
@@ -174,14 +181,19 @@ def load_classifier(path: str | os.PathLike, map_location: str = "cpu") -> Class
         found = hp.get("kind") or "no autolabel hyperparameters"
         raise CheckpointError(f"{p} is not a feature-encoder checkpoint (it holds {found}); "
                               "pass one written by `autolabel fit classifier`")  # fmt: skip
-    module = ClassifierModule(hp["cfg"], hp["n_classes"], hp.get("class_names"))
-    module.load_state_dict(ckpt["state_dict"])
+    try:
+        module = ClassifierModule(hp["cfg"], hp["n_classes"], hp.get("class_names"))
+        module.load_state_dict(ckpt["state_dict"])
+    except (KeyError, TypeError, RuntimeError) as e:
+        raise CheckpointError(f"{p} is a damaged or incompatible feature-encoder checkpoint ({type(e).__name__}); "
+                              "retrain it with `autolabel fit classifier`") from e  # fmt: skip
     return module.eval()
 
 
 @torch.no_grad()
 def embed_dataset(module: ClassifierModule, dataset: ImageFolderDataset, batch_size: int = 256, device: str = "cpu",
                   progress: bool = True) -> np.ndarray:  # fmt: skip
+    """Unit-norm float32 embeddings ``[N, embed_dim]`` of a dataset, in its order."""
     from tqdm.auto import tqdm
 
     module = module.to(device).eval()

@@ -1,0 +1,88 @@
+"""GAN commands: ``autolabel fit gan`` (train StyleGAN2 on an image folder) and ``autolabel weights gan`` (convert a
+rosinality ``.pt`` / NVIDIA ``.pkl`` / Lightning checkpoint into the native generator file)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import MISSING
+
+from autolabel.config import RunConfig, TrainerConfig
+from autolabel.config.gan import GANTrainConfig, GeneratorConfig
+from autolabel.engine.io import write_json
+from pipelines.registry import command
+from pipelines.stages.common import open_run, print_metrics
+
+
+@dataclass
+class FitGANCommand:
+    images: str = MISSING  # folder of training images (any layout; class subfolders are ignored)
+    kimg: float = 50.0  # training length in thousands of real images shown
+    gan: GeneratorConfig = field(default_factory=GeneratorConfig)
+    gan_train: GANTrainConfig = field(default_factory=GANTrainConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    run: RunConfig = field(default_factory=lambda: RunConfig(name="gan"))
+
+
+def train_gan(images: str | Path, kimg: float, gcfg: GeneratorConfig, tcfg: GANTrainConfig, trainer_cfg: TrainerConfig,
+              stage_dir: Path) -> dict[str, Any]:  # fmt: skip
+    """Train StyleGAN2; writes ``generator.pt`` (the EMA generator, native format) and a sample grid."""
+    from torchvision.utils import save_image
+
+    from autolabel.data.images import ImageFolderDataset
+    from autolabel.engine import fit
+    from autolabel.gan import save_generator
+    from autolabel.gan.module import GANDataModule, GANModule
+
+    ds = ImageFolderDataset(images, size=gcfg.resolution, channels=gcfg.img_channels, with_labels=False)
+    epochs = max(1, math.ceil(kimg * 1000 / len(ds)))
+    dm = GANDataModule(size=gcfg.resolution, channels=gcfg.img_channels, batch_size=tcfg.batch_size,
+                       num_workers=tcfg.num_workers, dataset=ds)  # fmt: skip
+    module = GANModule(gcfg, tcfg)
+    tc = dataclasses.replace(trainer_cfg, max_epochs=epochs, max_steps=-1)
+    strategy = tc.strategy
+    if str(tc.devices) not in ("1", "[0]") and strategy in ("auto", "ddp"):
+        strategy = "ddp_find_unused_parameters_true"  # G and D steps leave the other network's grads unused
+    trainer = fit(module, dm, dataclasses.replace(tc, strategy=strategy), stage_dir)
+    gen_path = save_generator(module.g_ema.cpu(), stage_dir / "generator.pt")
+    samples = stage_dir / "samples.png"
+    save_image(module.sample_grid(16, seed=0), samples)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    metrics["images"] = len(ds)
+    metrics["epochs"] = epochs
+    return {"outputs": {"generator": gen_path, "checkpoint": stage_dir / "checkpoints" / "last.ckpt"},
+            "metrics": metrics, "figures": [str(samples)]}  # fmt: skip
+
+
+@command("fit gan", "train StyleGAN2 on an image folder (DiffAugment, lazy R1, EMA) -> generator.pt", FitGANCommand)
+def fit_gan(cfg: FitGANCommand) -> int:
+    run = open_run(cfg, cfg.run)
+    stage = run.stage("gan")
+    out = train_gan(cfg.images, cfg.kimg, cfg.gan, cfg.gan_train, cfg.trainer, stage)
+    write_json(stage / "manifest.json", {"status": "done", **out})
+    write_json(run.path / "summary.json", out["metrics"])
+    print_metrics("fit gan", out["metrics"])
+    print(f"generator: {out['outputs']['generator']}\nsamples: {out['figures'][0]}")
+    return 0
+
+
+@dataclass
+class WeightsGANCommand:
+    src: str = MISSING  # rosinality .pt, NVIDIA stylegan2-ada .pkl, autolabel generator.pt or a `fit gan` .ckpt
+    out: str = "generator.pt"
+
+
+@command("weights gan", "convert a pretrained StyleGAN2 (.pt/.pkl/.ckpt) into autolabel's generator file",
+         WeightsGANCommand)  # fmt: skip
+def weights_gan(cfg: WeightsGANCommand) -> int:
+    from autolabel.gan import load_generator, save_generator
+
+    gen = load_generator(cfg.src)
+    path = save_generator(gen, cfg.out)
+    print(f"{cfg.src} -> {path}: resolution {gen.resolution}, num_ws {gen.num_ws}, "
+          f"hypercolumn width {sum(gen.feature_channels)}")  # fmt: skip
+    return 0

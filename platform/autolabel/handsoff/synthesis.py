@@ -1,0 +1,262 @@
+"""HandsOff synthesis: sample latents, generate images + labels with the ensemble, filter DatasetGAN-style, write shards.
+
+Layout of ``out_dir``: ``images/{id}.png``, ``labels/{id}.png`` (segmentation class indices), ``labels/{id}.json``
+(keypoints: x/y in pixels of the working resolution + confidence) or ``labels/{id}.npy`` (depth), optional
+``uncertainty/{id}.npy`` (per-pixel map), ``records/{id}.json`` (one per finished candidate; written last, so a
+sample is complete iff its record exists), ``manifest.rank{r}.jsonl`` (all candidates of rank r), ``plan.json`` and,
+after :func:`merge_manifests`, ``manifest.jsonl`` (kept samples, sorted by id).
+
+Sample ``i`` (its id is ``f"{i:08d}"``) draws z from a generator seeded with ``(seed, i)``, so any rank/resume order
+produces identical files; rank ``r`` of ``W`` takes ``i = r, r + W, ...``.
+
+Filtering (DatasetGAN): ``n_total = ceil(n / (1 - filter_fraction))`` candidates are generated; sorted by image
+uncertainty, the ``drop_least`` least uncertain and the ``n_total - n - drop_least`` most uncertain are dropped. The
+reference drops 30 least uncertain of ~3000 samples (10% of the 300 dropped); for small runs ``drop_least`` is scaled
+down to ``min(drop_least_uncertain, (n_total - n) // 10)`` so it never eats the whole drop budget (0 when < 10 drops).
+Filtering needs every rank's scores, so it happens in :func:`merge_manifests` (rank 0 after all ranks finished;
+``synthesize`` calls it itself when ``world_size == 1``); dropped candidates' files are deleted there.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from autolabel.engine.io import atomic_save_npy, atomic_write_bytes, atomic_write_text, read_json, write_json
+from autolabel.errors import ConfigError, DataError
+from autolabel.handsoff.hypercolumns import HypercolumnExtractor
+from autolabel.handsoff.label_generator import LabelGeneratorEnsemble, decode_keypoints, image_uncertainty
+
+LABEL_EXT = {"segmentation": "png", "keypoints": "json", "depth": "npy"}
+
+
+def filter_plan(n: int, filter_fraction: float = 0.1, drop_least_uncertain: int = 30) -> dict[str, int]:
+    """How many candidates to generate and drop so that ``n`` remain (see module docstring)."""
+    if n < 1:
+        raise ConfigError(f"n={n} must be >= 1 (number of labeled images to keep)")
+    if not 0.0 <= filter_fraction < 1.0:
+        raise ConfigError(f"filter_fraction={filter_fraction} must be in [0, 1) (0.1 = DatasetGAN)")
+    if drop_least_uncertain < 0:
+        raise ConfigError(f"drop_least_uncertain={drop_least_uncertain} must be >= 0 (30 = DatasetGAN)")
+    n_total = int(math.ceil(n / (1.0 - filter_fraction) - 1e-9))
+    n_drop = n_total - n
+    drop_least = min(int(drop_least_uncertain), n_drop // 10)
+    return {"n": int(n), "n_total": n_total, "drop_least": drop_least, "drop_most": n_drop - drop_least}
+
+
+def filter_indices(scores: Tensor | np.ndarray | list, n_keep: int, drop_least: int) -> np.ndarray:
+    """Positions kept by DatasetGAN filtering: sort ascending by score, skip ``drop_least``, keep the next ``n_keep``."""
+    s = np.asarray(scores, dtype=np.float64)
+    if n_keep + drop_least > len(s):
+        raise DataError(
+            f"cannot keep {n_keep} after dropping {drop_least} of {len(s)} candidates: generate more samples"
+        )
+    order = np.argsort(s, kind="stable")
+    return np.sort(order[drop_least : drop_least + n_keep])
+
+
+def sample_seed(seed: int, index: int) -> int:
+    """Deterministic per-sample seed from ``(seed, index)``."""
+    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1, np.uint64)[0] & ((1 << 63) - 1))
+
+
+def sample_z(seed: int, index: int, z_dim: int) -> Tensor:
+    """The latent z of sample ``index`` ([z_dim], float32)."""
+    g = torch.Generator().manual_seed(sample_seed(seed, index))
+    return torch.randn(z_dim, generator=g)
+
+
+def _png_bytes(arr: np.ndarray) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _image_uint8(img: Tensor) -> np.ndarray:
+    x = ((img.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    return x[..., 0] if x.shape[-1] == 1 else x
+
+
+@torch.no_grad()
+def _label_batch(ensemble: LabelGeneratorEnsemble, extractor: HypercolumnExtractor, feats: list[Tensor],
+                 chunk_pixels: int) -> list[dict[str, Tensor]]:  # fmt: skip
+    """Run the ensemble over every pixel of each image, in chunks of pixels (never full-width full-res maps)."""
+    r = extractor.resolution
+    b = feats[0].shape[0]
+    dev = feats[0].device
+    results = []
+    for j in range(b):
+        fj = [f[j : j + 1] for f in feats]
+        parts: dict[str, list[Tensor]] = {}
+        for start in range(0, r * r, chunk_pixels):
+            idx = torch.arange(start, min(start + chunk_pixels, r * r), device=dev)
+            x = extractor.gather(fj, idx)[0]
+            for k, v in ensemble.predict(x).items():
+                parts.setdefault(k, []).append(v)
+        results.append({k: torch.cat(v).reshape(r, r, *v[0].shape[1:]) for k, v in parts.items()})
+    return results
+
+
+def synthesize(
+    generator: nn.Module,
+    ensemble: LabelGeneratorEnsemble,
+    extractor: HypercolumnExtractor,
+    n: int,
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    truncation_psi: float = 0.7,
+    batch_size: int = 8,
+    filter_fraction: float = 0.1,
+    drop_least_uncertain: int = 30,
+    rank: int = 0,
+    world_size: int = 1,
+    save_uncertainty: bool = True,
+    chunk_pixels: int = 65536,
+    progress: bool = True,
+) -> dict:
+    """Generate this rank's share of candidates (resumable) and, when ``world_size == 1``, filter and merge.
+
+    Returns stats: ``n_generated`` (candidates made now), ``n_skipped`` (already complete), ``n_candidates`` (this
+    rank's), ``images_per_s``, ``mean_uncertainty`` (this rank's candidates), ``class_histogram`` (pixels per class over
+    this rank's candidates, segmentation only), and after a merge also ``n_written`` (kept samples in manifest.jsonl).
+    """
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ConfigError(f"rank={rank}, world_size={world_size}: need 0 <= rank < world_size")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size={batch_size} must be >= 1")
+    if extractor.channels != ensemble.in_channels:
+        raise ConfigError(
+            f"extractor gives {extractor.channels}-wide hypercolumns, ensemble expects {ensemble.in_channels}: build the "
+            "extractor with the layers/generator the ensemble was trained with"
+        )
+    plan = filter_plan(n, filter_fraction, drop_least_uncertain)
+    out = Path(out_dir)
+    task = ensemble.task
+    meta = {**plan, "seed": int(seed), "truncation_psi": float(truncation_psi), "world_size": int(world_size),
+            "task": task, "working_resolution": extractor.resolution}  # fmt: skip
+    plan_path = out / "plan.json"
+    if plan_path.exists():
+        old = read_json(plan_path)
+        if old != meta:
+            raise DataError(
+                f"{out} holds a synthesis run with other settings ({old}): use a new out_dir or the same settings"
+            )
+    else:
+        write_json(plan_path, meta)
+    mine = list(range(rank, plan["n_total"], world_size))
+    todo = [i for i in mine if not (out / "records" / f"{i:08d}.json").exists()]
+    was_training = ensemble.training
+    ensemble.eval()
+    dev = next(ensemble.parameters()).device
+    t0 = time.perf_counter()
+    bar = tqdm(total=len(todo), disable=not progress, desc=f"synthesis rank {rank}")
+    for start in range(0, len(todo), batch_size):
+        ids = todo[start : start + batch_size]
+        z = torch.stack([sample_z(seed, i, generator.z_dim) for i in ids]).to(dev)
+        with torch.no_grad():
+            w = generator.mapping(z, truncation_psi=truncation_psi)
+            ws = w[:, None].repeat(1, generator.num_ws, 1)
+            img, feats = extractor.features(ws)
+        preds = _label_batch(ensemble, extractor, feats, chunk_pixels)
+        for j, i in enumerate(ids):
+            sid = f"{i:08d}"
+            p = preds[j]
+            unc = p["uncertainty"].float()
+            score = float(image_uncertainty(unc[None])[0])
+            atomic_write_bytes(out / "images" / f"{sid}.png", _png_bytes(_image_uint8(img[j])))
+            hist: dict[str, int] = {}
+            if task == "segmentation":
+                lab = p["label"].cpu().numpy()
+                dtype = np.uint8 if ensemble.out_channels <= 256 else np.uint16
+                atomic_write_bytes(out / "labels" / f"{sid}.png", _png_bytes(lab.astype(dtype)))
+                cls, cnt = np.unique(lab, return_counts=True)
+                hist = {str(int(c)): int(k) for c, k in zip(cls, cnt)}
+            elif task == "keypoints":
+                coords, conf = decode_keypoints(p["heatmap"].permute(2, 0, 1)[None])
+                kps = [{"x": float(c[0]), "y": float(c[1]), "confidence": float(s)} for c, s in zip(coords[0], conf[0])]
+                atomic_write_text(out / "labels" / f"{sid}.json", json.dumps({"resolution": extractor.resolution,
+                                                                             "keypoints": kps}) + "\n")  # fmt: skip
+            else:
+                atomic_save_npy(out / "labels" / f"{sid}.npy", p["depth"].float().cpu().numpy())
+            if save_uncertainty:
+                atomic_save_npy(out / "uncertainty" / f"{sid}.npy", unc.cpu().numpy().astype(np.float16))
+            rec = {"id": sid, "latent_index": i, "seed": sample_seed(seed, i), "uncertainty": score, "rank": rank,
+                   "class_histogram": hist}  # fmt: skip
+            write_json(out / "records" / f"{sid}.json", rec)
+        bar.update(len(ids))
+    bar.close()
+    if was_training:
+        ensemble.train()
+    elapsed = time.perf_counter() - t0
+    records = [read_json(out / "records" / f"{i:08d}.json") for i in mine]
+    atomic_write_text(
+        out / f"manifest.rank{rank}.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+    )
+    histogram: dict[str, int] = {}
+    for r in records:
+        for c, k in r["class_histogram"].items():
+            histogram[c] = histogram.get(c, 0) + k
+    stats = {
+        "n_generated": len(todo),
+        "n_skipped": len(mine) - len(todo),
+        "n_candidates": len(mine),
+        "images_per_s": len(todo) / elapsed if elapsed > 0 and todo else 0.0,
+        "mean_uncertainty": float(np.mean([r["uncertainty"] for r in records])) if records else 0.0,
+        "class_histogram": dict(sorted(histogram.items(), key=lambda kv: int(kv[0]))),
+    }
+    if world_size == 1:
+        stats.update(merge_manifests(out))
+    return stats
+
+
+def merge_manifests(out_dir: str | Path, delete_dropped: bool = True) -> dict:
+    """Rank 0, after every rank finished: filter all candidates globally and write ``manifest.jsonl`` sorted by id.
+
+    Returns ``n_written``, ``n_dropped`` and ``mean_uncertainty`` of the kept samples.
+    """
+    out = Path(out_dir)
+    plan_path = out / "plan.json"
+    if not plan_path.exists():
+        raise DataError(f"{plan_path} missing: run synthesize() on every rank with this out_dir before merging")
+    plan = read_json(plan_path)
+    records: dict[int, dict] = {}
+    for r in range(plan["world_size"]):
+        path = out / f"manifest.rank{r}.jsonl"
+        if not path.exists():
+            raise DataError(f"{path} missing: rank {r} has not finished; rerun it (it resumes) and merge again")
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                records[int(rec["latent_index"])] = rec
+    missing = [i for i in range(plan["n_total"]) if i not in records]
+    if missing:
+        raise DataError(
+            f"{len(missing)} candidates missing (first: {missing[0]}): rerun the unfinished ranks, then merge"
+        )
+    ordered = [records[i] for i in range(plan["n_total"])]
+    keep = set(filter_indices([r["uncertainty"] for r in ordered], plan["n"], plan["drop_least"]).tolist())
+    kept = [{k: v for k, v in r.items() if k != "class_histogram"} for i, r in enumerate(ordered) if i in keep]
+    kept.sort(key=lambda r: r["id"])
+    atomic_write_text(out / "manifest.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
+    if delete_dropped:
+        ext = LABEL_EXT[plan["task"]]
+        for i, r in enumerate(ordered):
+            if i not in keep:
+                for p in (f"images/{r['id']}.png", f"labels/{r['id']}.{ext}", f"uncertainty/{r['id']}.npy"):
+                    (out / p).unlink(missing_ok=True)
+    return {
+        "n_written": len(kept),
+        "n_dropped": len(ordered) - len(kept),
+        "mean_uncertainty_kept": float(np.mean([r["uncertainty"] for r in kept])) if kept else 0.0,
+    }

@@ -1,0 +1,184 @@
+"""StyleGAN2 generator / discriminator / losses / augmentation on tiny shapes."""
+
+import pytest
+import torch
+
+from autolabel.errors import ConfigError, DataError
+from autolabel.gan import (
+    DiffAugment,
+    Discriminator,
+    Generator,
+    d_logistic_loss,
+    g_nonsaturating_loss,
+    path_length_penalty,
+    r1_penalty,
+)
+from autolabel.gan.augment import AdaptiveP
+from autolabel.gan.stylegan2 import channel_schedule, make_kernel, upfirdn2d
+
+TINY = dict(z_dim=16, w_dim=16, n_mapping=2, channel_base=64, channel_max=32)
+
+
+def tiny_gen(res=16, seed=0):
+    torch.manual_seed(seed)
+    return Generator(res, **TINY).eval()
+
+
+@pytest.mark.parametrize("res", [16, 32])
+def test_shapes_and_feature_metadata(res):
+    g = tiny_gen(res)
+    assert g.num_ws == {16: 6, 32: 8}[res]
+    img, feats = g(torch.randn(2, 16), return_features=True)
+    assert img.shape == (2, 3, res, res)
+    n_levels = {16: 3, 32: 4}[res]
+    assert len(feats) == 2 + 2 * (n_levels - 1) == len(g.feature_channels) == len(g.feature_resolutions)
+    for f, c, r in zip(feats, g.feature_channels, g.feature_resolutions):
+        assert f.shape == (2, c, r, r)
+    assert g.feature_resolutions[:2] == [4, 4] and g.feature_resolutions[-1] == res
+    assert torch.isfinite(img).all() and img.abs().max() < 20
+
+
+def test_config_f_channels_match_paper():
+    ch = channel_schedule(1024)
+    assert ch == [512, 512, 512, 512, 512, 256, 128, 64, 32]
+    # hypercolumn width of a 1024 FFHQ generator (DESIGN 3.3)
+    width = 2 * ch[0] + 2 * sum(ch[1:])
+    assert width == 6080
+
+
+def test_const_noise_deterministic_random_not():
+    g = tiny_gen()
+    ws = torch.randn(2, g.num_ws, g.w_dim)
+    for conv in list(g.convs) + [g.conv1]:  # make noise matter
+        conv.noise.weight.data.fill_(0.5)
+    a, fa = g.synthesis(ws, noise_mode="const", return_features=True)
+    b, fb = g.synthesis(ws, noise_mode="const", return_features=True)
+    assert torch.equal(a, b) and all(torch.equal(x, y) for x, y in zip(fa, fb))
+    r1, r2 = g.synthesis(ws, noise_mode="random"), g.synthesis(ws, noise_mode="random")
+    assert not torch.allclose(r1, r2)
+    n = g.synthesis(ws, noise_mode="none")
+    assert not torch.allclose(n, a)
+
+
+def test_truncation_zero_gives_w_avg():
+    g = tiny_gen()
+    g.w_avg.copy_(torch.randn(g.w_dim))
+    w = g.mapping(torch.randn(3, 16), truncation_psi=0.0)
+    assert torch.allclose(w, g.w_avg.expand(3, -1))
+    img0 = g(torch.randn(1, 16), truncation_psi=0.0)
+    img1 = g(torch.randn(1, 16), truncation_psi=0.0)
+    assert torch.allclose(img0, img1, atol=1e-6)
+
+
+def test_w_avg_tracked_in_training_only():
+    g = tiny_gen()
+    g(torch.randn(4, 16))
+    assert not torch.any(g.w_avg)
+    g.train()
+    g(torch.randn(4, 16))
+    assert torch.any(g.w_avg)
+    m = g.mean_latent(64)
+    assert m.shape == (16,)
+
+
+def test_gradients_flow_to_ws():
+    g = tiny_gen()
+    ws = torch.randn(1, g.num_ws, g.w_dim, requires_grad=True)
+    img, feats = g.synthesis(ws, return_features=True)
+    (img.square().mean() + feats[-1].mean()).backward()
+    assert ws.grad is not None and ws.grad.abs().sum(-1).gt(0).all()
+
+
+def test_bad_inputs_raise():
+    g = tiny_gen()
+    with pytest.raises(DataError, match="ws must have shape"):
+        g.synthesis(torch.randn(1, 3, 16))
+    with pytest.raises(DataError, match="z must have shape"):
+        g.mapping(torch.randn(2, 7))
+    with pytest.raises(ConfigError, match="noise_mode"):
+        g.synthesis(torch.randn(1, g.num_ws, 16), noise_mode="bogus")
+    with pytest.raises(ConfigError, match="power of two"):
+        Generator(48, **TINY)
+    with pytest.raises(ConfigError, match="unknown Generator options"):
+        Generator(16, **TINY, bogus=1)
+    d = Discriminator(16, channel_base=64, channel_max=32)
+    with pytest.raises(DataError, match="discriminator input"):
+        d(torch.randn(2, 3, 32, 32))
+
+
+def test_upsample_filter_preserves_constant():
+    x = torch.ones(1, 2, 4, 4)
+    k = make_kernel([1, 3, 3, 1]) * 4
+    y = upfirdn2d(x, k, up=2, pad=(2, 1))
+    assert y.shape == (1, 2, 8, 8)
+    assert torch.allclose(y[:, :, 2:-2, 2:-2], torch.ones(1, 2, 4, 4))
+
+
+@pytest.mark.parametrize("res,batch", [(16, 4), (32, 3)])
+def test_discriminator_shapes(res, batch):
+    torch.manual_seed(0)
+    d = Discriminator(res, channel_base=64, channel_max=32, mbstd_group=4)
+    out = d(torch.randn(batch, 3, res, res))
+    assert out.shape == (batch, 1) and torch.isfinite(out).all()
+
+
+def test_losses_and_r1():
+    torch.manual_seed(0)
+    d = Discriminator(16, channel_base=64, channel_max=32)
+    real = torch.randn(4, 3, 16, 16, requires_grad=True)
+    pred = d(real)
+    r1 = r1_penalty(pred, real)
+    assert torch.isfinite(r1) and r1 > 0
+    r1.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in d.parameters())
+    # known answers: softplus(0) = log 2
+    z = torch.zeros(3, 1)
+    assert torch.allclose(d_logistic_loss(z, z), torch.tensor(2 * 0.6931472), atol=1e-6)
+    assert torch.allclose(g_nonsaturating_loss(z), torch.tensor(0.6931472), atol=1e-6)
+
+
+def test_path_length_penalty():
+    g = tiny_gen()
+    ws = torch.randn(2, g.num_ws, g.w_dim, requires_grad=True)
+    img = g.synthesis(ws)
+    pen, mean, lengths = path_length_penalty(img, ws, torch.tensor(0.0))
+    assert torch.isfinite(pen) and lengths > 0 and 0 < mean < lengths
+    pen.backward()
+
+
+def test_diffaugment_differentiable_and_shape_preserving():
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 16, 16, requires_grad=True)
+    aug = DiffAugment("color,translation,cutout", p=1.0)
+    y = aug(x)
+    assert y.shape == x.shape and not torch.allclose(y, x)
+    y.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert torch.equal(DiffAugment(p=0.0)(x), x)
+    with pytest.raises(ConfigError, match="unknown DiffAugment policy"):
+        DiffAugment("rotate")
+    with pytest.raises(ConfigError, match="augment_p"):
+        DiffAugment(p=1.5)
+
+
+def test_translation_is_a_shift_and_cutout_zeroes_quarter():
+    from autolabel.gan.augment import rand_cutout, rand_translation
+
+    torch.manual_seed(1)
+    x = torch.arange(64.0).view(1, 1, 8, 8)
+    y = rand_translation(x, ratio=0.125)
+    vals = set(y.flatten().tolist()) - {0.0}
+    assert vals <= set(x.flatten().tolist()) and len(vals) >= 49
+    c = rand_cutout(torch.ones(2, 1, 8, 8), ratio=0.5)
+    assert ((c == 0).sum(dim=(1, 2, 3)) <= 16).all() and (c == 0).any()
+
+
+def test_adaptive_p_moves_towards_target():
+    ada = AdaptiveP(target=0.6, speed_kimg=0.01, interval=2)
+    p = 0.5
+    for _ in range(2):
+        p, rt = ada.update(p, torch.ones(8, 1), batch_size=8)
+    assert rt == 1.0 and p > 0.5  # D is overfitting -> more augmentation
+    for _ in range(2):
+        p2, rt = ada.update(p, -torch.ones(8, 1), batch_size=8)
+    assert p2 < p
