@@ -1,5 +1,10 @@
 """The bundled pipelines (``autolabel run pipeline=NAME``) and their config schema.
 
+``handsoff_then_hilander`` (the default): render the procedural dataset -> train StyleGAN2 -> train the inversion
+encoder -> invert the few labeled images and train the label generator -> synthesize a filtered labeled dataset ->
+train a segmentation net on it and on the few real labels, score both on real test images -> then the ``hilander``
+stages below on the dataset's unlabeled pool. ``handsoff`` stops after the downstream check.
+
 ``hilander``: prepare data -> train the feature encoder on the meta-training classes -> embed the held-out
 meta-training images and the pool ->
 meta-train Hi-LANDER -> cluster the unlabeled pool (with baselines when it has labels) -> report.
@@ -16,7 +21,10 @@ import numpy as np
 
 from autolabel.config import RunConfig, TrainerConfig
 from autolabel.config.classifier import ClassifierConfig
+from autolabel.config.gan import GANTrainConfig, GeneratorConfig
 from autolabel.config.hilander import HiLanderClusterConfig, HiLanderTrainConfig, LanderModelConfig
+from autolabel.config.inversion import EncoderConfig, EncoderTrainConfig
+from autolabel.config.labelgen import LabelGeneratorConfig, LabelTrainConfig
 from autolabel.errors import ConfigError
 from pipelines.runner import Pipeline, Stage, StageContext
 
@@ -70,19 +78,6 @@ class HiLanderStageConfig:
     cluster: HiLanderClusterConfig = field(default_factory=HiLanderClusterConfig)
     max_epochs: int = 150
     baselines: list[str] = field(default_factory=lambda: ["kmeans", "agglomerative"])
-
-
-@dataclass
-class PipelineConfig:
-    pipeline: str = "hilander"
-    from_stage: Optional[str] = None  # force this stage and everything after it to run again
-    until_stage: Optional[str] = None  # stop after this stage
-    data: PoolDataConfig = field(default_factory=PoolDataConfig)
-    classifier: ClassifierStageConfig = field(default_factory=ClassifierStageConfig)
-    hilander: HiLanderStageConfig = field(default_factory=HiLanderStageConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    run: RunConfig = field(default_factory=lambda: RunConfig(name="pipeline"))
-    progress: bool = True
 
 
 def stage_trainer(cfg: PipelineConfig, max_epochs: int) -> TrainerConfig:
@@ -241,10 +236,260 @@ def headline(results: list[Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for r in results:
         m = r.manifest.get("metrics", {})
-        for key in ("pairwise_f", "bcubed_f", "nmi", "n_clusters", "n_true_clusters", "seconds"):
+        for key in (
+            "miou_synthetic",
+            "miou_real_few",
+            "pairwise_f",
+            "bcubed_f",
+            "nmi",
+            "n_clusters",
+            "n_true_clusters",
+        ):
             if key in m and isinstance(m[key], (int, float, np.integer, np.floating)):
                 out[key] = m[key]
         if "baselines" in m:
             out["baselines"] = {k: {x: v[x] for x in ("pairwise_f", "bcubed_f", "nmi", "n_clusters", "seconds")}
                                 for k, v in m["baselines"].items()}  # fmt: skip
     return out
+
+
+# ------------------------------------------------------------------------------------- handsoff (+ hilander)
+
+
+@dataclass
+class ShapesDataConfig:
+    """The bundled procedural dataset (``autolabel.data.procedural``): objects with masks, keypoints, depth and 12
+    categories (shape x colour), rendered from a seed -- nothing is downloaded."""
+
+    size: int = 16
+    n_pool: int = 480  # unlabeled images: GAN + encoder training, and the pool clustered by Hi-LANDER
+    n_labeled: int = 16  # HandsOff's few labeled images (<= 50)
+    n_test: int = 120  # real labeled images for the downstream check
+    meta_categories: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4, 5])  # encoder + GNN training
+    pool_categories: list[int] = field(default_factory=lambda: [6, 7, 8, 9, 10, 11])  # clustered, never trained on
+    seed: int = 0
+
+
+@dataclass
+class GANStageConfig:
+    kimg: float = 6.0
+    model: GeneratorConfig = field(
+        default_factory=lambda: GeneratorConfig(
+            resolution=16, z_dim=64, w_dim=64, n_mapping=2, channel_base=512, channel_max=64
+        )  # fmt: skip
+    )
+    train: GANTrainConfig = field(default_factory=lambda: GANTrainConfig(batch_size=16, r1_gamma=1.0))
+
+
+@dataclass
+class EncoderStageConfig:
+    model: EncoderConfig = field(default_factory=lambda: EncoderConfig(width=16, max_width=64))
+    # lpips_weight=0: pixel MSE only, so the demo needs no ImageNet weights; set 10 once `autolabel weights lpips` ran
+    train: EncoderTrainConfig = field(
+        default_factory=lambda: EncoderTrainConfig(
+            phase1_steps=300, finetune_steps=60, batch_size=16, lr=1e-3, lpips_weight=0.0
+        )  # fmt: skip
+    )
+
+
+@dataclass
+class LabelsStageConfig:
+    refine_steps: int = 0
+    model: LabelGeneratorConfig = field(
+        default_factory=lambda: LabelGeneratorConfig(n_members=5, hidden=[64, 32], fp16=False, min_class_pixels=4)
+    )
+    train: LabelTrainConfig = field(
+        default_factory=lambda: LabelTrainConfig(
+            max_steps=300, pixels_per_image=256, batch_pixels=256, images_per_step=4
+        )  # fmt: skip
+    )
+
+
+@dataclass
+class SynthesisStageConfig:
+    n: int = 300
+    seed: int = 0
+    truncation_psi: float = 0.7
+    batch_size: int = 16
+    filter_fraction: float = 0.1
+    drop_least_uncertain: int = 30
+    devices: int = 1
+
+
+@dataclass
+class DownstreamStageConfig:
+    max_epochs: int = 15
+    base: int = 16
+    depth: int = 2
+    batch_size: int = 16
+
+
+@dataclass
+class PipelineConfig:
+    """``autolabel run``: which pipeline, and the settings of every stage any bundled pipeline has."""
+
+    pipeline: str = "handsoff_then_hilander"  # handsoff_then_hilander | handsoff | hilander
+    from_stage: Optional[str] = None  # force this stage and everything after it to run again
+    until_stage: Optional[str] = None  # stop after this stage
+    shapes: ShapesDataConfig = field(default_factory=ShapesDataConfig)  # data of the handsoff pipelines
+    data: PoolDataConfig = field(default_factory=PoolDataConfig)  # data of the hilander pipeline
+    gan: GANStageConfig = field(default_factory=GANStageConfig)
+    encoder: EncoderStageConfig = field(default_factory=EncoderStageConfig)
+    labels: LabelsStageConfig = field(default_factory=LabelsStageConfig)
+    synthesis: SynthesisStageConfig = field(default_factory=SynthesisStageConfig)
+    downstream: DownstreamStageConfig = field(default_factory=DownstreamStageConfig)
+    classifier: ClassifierStageConfig = field(default_factory=ClassifierStageConfig)
+    hilander: HiLanderStageConfig = field(default_factory=HiLanderStageConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    run: RunConfig = field(default_factory=lambda: RunConfig(name="pipeline"))
+    progress: bool = True
+
+
+def _copy_categories(src: Path, dst: Path, categories: list[int]) -> Path:
+    import shutil
+
+    for c in categories:
+        s = src / f"{c:02d}"
+        if s.is_dir() and not (dst / f"{c:02d}").is_dir():
+            shutil.copytree(s, dst / f"{c:02d}")
+    return dst
+
+
+def stage_shapes(ctx: StageContext) -> dict[str, Any]:
+    from autolabel.data.procedural import make_shapes_dataset
+
+    d: ShapesDataConfig = ctx.cfg.shapes
+    if d.n_labeled > 50:
+        raise ConfigError(f"data.n_labeled={d.n_labeled}: HandsOff is built for at most 50 labeled images")
+    if set(d.meta_categories) & set(d.pool_categories):
+        raise ConfigError("data.meta_categories and data.pool_categories must be disjoint (the pool holds unseen ones)")
+    pool = make_shapes_dataset(ctx.dir / "pool", d.n_pool, size=d.size, seed=d.seed)
+    labeled = make_shapes_dataset(ctx.dir / "labeled", d.n_labeled, size=d.size, seed=d.seed + 1)
+    test = make_shapes_dataset(ctx.dir / "test", d.n_test, size=d.size, seed=d.seed + 2)
+    meta = make_shapes_dataset(ctx.dir / "meta", d.n_pool, size=d.size, seed=d.seed + 3)
+    train_dir = _copy_categories(meta / "unlabeled", ctx.dir / "meta_train", list(d.meta_categories))
+    pool_dir = _copy_categories(pool / "unlabeled", ctx.dir / "pool_unseen", list(d.pool_categories))
+    return {"outputs": {"images": pool / "images", "labeled": labeled, "test": test, "train_dir": train_dir,
+                        "meta_dir": train_dir, "pool_dir": pool_dir},
+            "metrics": {"pool_images": d.n_pool, "labeled_images": d.n_labeled, "test_images": d.n_test}}  # fmt: skip
+
+
+def stage_gan(ctx: StageContext) -> dict[str, Any]:
+    from pipelines.stages.gan import train_gan
+
+    g: GANStageConfig = ctx.cfg.gan
+    return train_gan(ctx.input_path("data", "images"), g.kimg, g.model, g.train, ctx.cfg.trainer, ctx.dir)
+
+
+def stage_encoder(ctx: StageContext) -> dict[str, Any]:
+    from pipelines.stages.handsoff import train_encoder
+
+    e: EncoderStageConfig = ctx.cfg.encoder
+    return train_encoder(ctx.input_path("gan", "generator"), ctx.input_path("data", "images"), e.model, e.train,
+                         False, ctx.cfg.trainer, ctx.dir)  # fmt: skip
+
+
+def stage_labels(ctx: StageContext) -> dict[str, Any]:
+    from pipelines.stages.handsoff import FitLabelsCommand, train_labels
+
+    lab: LabelsStageConfig = ctx.cfg.labels
+    cmd = FitLabelsCommand(
+        generator=str(ctx.input_path("gan", "generator")), encoder=str(ctx.input_path("encoder", "checkpoint")),
+        labeled=str(ctx.input_path("data", "labeled")), refine_steps=lab.refine_steps, label_generator=lab.model,
+        label_train=lab.train, trainer=ctx.cfg.trainer,
+    )  # fmt: skip
+    return train_labels(cmd, ctx.dir, progress=ctx.cfg.progress)
+
+
+def stage_synthesis(ctx: StageContext) -> dict[str, Any]:
+    from autolabel.data.labeled import LabeledFolder
+    from autolabel.viz import image_grid, overlay_mask
+    from pipelines.stages.handsoff import SynthesizeCommand, run_synthesis
+
+    s: SynthesisStageConfig = ctx.cfg.synthesis
+    out = ctx.dir / "synthetic"
+    cmd = SynthesizeCommand(checkpoint=str(ctx.input_path("labels", "checkpoint")), n=s.n, out=str(out), seed=s.seed,
+                            truncation_psi=s.truncation_psi, batch_size=s.batch_size,
+                            filter_fraction=s.filter_fraction, drop_least_uncertain=s.drop_least_uncertain,
+                            devices=s.devices, accelerator="cpu" if ctx.cfg.trainer.accelerator == "cpu" else "auto",
+                            progress=ctx.cfg.progress)  # fmt: skip
+    stats = run_synthesis(cmd)
+    folder = LabeledFolder.from_dirs(out / "images", out / "labels", mask_mode="index", limit=24)
+    tiles = []
+    for i in range(min(24, len(folder))):
+        item = folder[i]
+        img = ((item["image"].permute(1, 2, 0).numpy() + 1) * 127.5).clip(0, 255).astype("uint8")
+        tiles.append(overlay_mask(img, item["mask"].numpy(), alpha=0.5))
+    fig = image_grid(tiles, ctx.dir / "synthetic_overlays.png", ncol=8, size=64)
+    metrics = {k: v for k, v in stats.items() if isinstance(v, (int, float))}
+    return {"outputs": {"dataset": out}, "metrics": metrics, "figures": [str(fig)]}
+
+
+def stage_downstream(ctx: StageContext) -> dict[str, Any]:
+    from pipelines.stages.downstream import FitSegmentationCommand, train_segmentation
+
+    d: DownstreamStageConfig = ctx.cfg.downstream
+    size = ctx.cfg.shapes.size
+    results = {}
+    for name, train in (
+        ("synthetic", ctx.input_path("synthesis", "dataset")),
+        ("real_few", ctx.input_path("data", "labeled")),
+    ):
+        cmd = FitSegmentationCommand(train=str(train), test=str(ctx.input_path("data", "test")), size=size, base=d.base,
+                                     depth=d.depth, batch_size=d.batch_size, max_epochs=d.max_epochs,
+                                     trainer=ctx.cfg.trainer)  # fmt: skip
+        sub = ctx.dir / name
+        sub.mkdir(exist_ok=True)
+        results[name] = train_segmentation(cmd, sub)["metrics"]
+    return {"outputs": {"synthetic_model": ctx.dir / "synthetic" / "checkpoints" / "last.ckpt"},
+            "metrics": {"miou_synthetic": results["synthetic"]["miou"], "miou_real_few": results["real_few"]["miou"],
+                        "downstream": {k: {"miou": v["miou"], "pixel_acc": v["pixel_acc"],
+                                           "train_images": v["train_images"]} for k, v in results.items()}}}  # fmt: skip
+
+
+_HANDSOFF_STAGES = [
+    Stage("data", stage_shapes, config_keys=["shapes"], description="render the procedural dataset"),
+    Stage(
+        "gan",
+        stage_gan,
+        needs=["data"],
+        config_keys=["gan", "trainer.precision", "trainer.seed"],
+        description="train StyleGAN2 on the unlabeled pool",
+    ),  # fmt: skip
+    Stage(
+        "encoder",
+        stage_encoder,
+        needs=["data", "gan"],
+        config_keys=["encoder", "trainer.precision"],
+        description="train the inversion encoder (generator frozen)",
+    ),  # fmt: skip
+    Stage(
+        "labels",
+        stage_labels,
+        needs=["data", "gan", "encoder"],
+        config_keys=["labels"],
+        description="invert the labeled images, train the label generator on hypercolumns",
+    ),  # fmt: skip
+    Stage(
+        "synthesis",
+        stage_synthesis,
+        needs=["labels"],
+        config_keys=["synthesis"],
+        description="synthesize labeled images, filter by uncertainty",
+    ),  # fmt: skip
+    Stage(
+        "downstream",
+        stage_downstream,
+        needs=["data", "synthesis"],
+        config_keys=["downstream"],
+        description="train a segmentation net on synthetic vs few real labels, score on real test images",
+    ),  # fmt: skip
+]
+
+HANDSOFF = Pipeline("handsoff", list(_HANDSOFF_STAGES), description="generate labeled images from a GAN + few labels")
+HANDSOFF_THEN_HILANDER = Pipeline(
+    "handsoff_then_hilander",
+    [*_HANDSOFF_STAGES, *HILANDER.stages[1:]],
+    description="synthesize labeled data, then cluster an unlabeled pool into unseen categories",
+)
+PIPELINES.update({"handsoff": HANDSOFF, "handsoff_then_hilander": HANDSOFF_THEN_HILANDER})

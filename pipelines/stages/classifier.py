@@ -10,9 +10,8 @@ from omegaconf import MISSING
 
 from autolabel.config import RunConfig, TrainerConfig
 from autolabel.config.classifier import ClassifierConfig
-from autolabel.engine.io import write_json
 from pipelines.registry import command
-from pipelines.stages.common import open_run, print_metrics
+from pipelines.stages.common import finish_stage, open_run
 
 
 @dataclass
@@ -43,10 +42,7 @@ def fit_classifier(cfg: FitClassifierCommand) -> int:
     run = open_run(cfg, cfg.run)
     stage = run.stage("classifier")
     out = train_classifier(cfg.train_dir, cfg.classifier, cfg.trainer, stage)
-    write_json(stage / "manifest.json", {"status": "done", **out})
-    write_json(run.path / "summary.json", out["metrics"])
-    print_metrics("fit classifier", out["metrics"])
-    print(f"checkpoint: {out['outputs']['checkpoint']}")
+    finish_stage(run, stage, out, "fit classifier")
     return 0
 
 

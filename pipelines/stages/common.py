@@ -45,6 +45,22 @@ def open_run(cfg: Any, run: RunConfig) -> RunDir:
     return rd
 
 
+def finish_stage(run: RunDir, stage: Any, out: dict[str, Any], title: str) -> None:
+    """Rank 0 writes the stage manifest and the run summary and prints the metrics; other DDP ranks stay quiet."""
+    from autolabel.engine.io import write_json
+    from autolabel.engine.rundir import global_rank
+
+    if global_rank() != 0:
+        return
+    write_json(stage / "manifest.json", {"status": "done", **out})
+    write_json(run.path / "summary.json", out.get("metrics", {}))
+    print_metrics(title, out.get("metrics", {}))
+    for key, path in out.get("outputs", {}).items():
+        print(f"{key}: {path}")
+    for fig in out.get("figures", []):
+        print(f"figure: {fig}")
+
+
 def print_metrics(title: str, metrics: dict[str, Any]) -> None:
     """A compact rich table of scalar metrics."""
     from rich.console import Console

@@ -13,9 +13,8 @@ from omegaconf import MISSING
 
 from autolabel.config import RunConfig, TrainerConfig
 from autolabel.config.gan import GANTrainConfig, GeneratorConfig
-from autolabel.engine.io import write_json
 from pipelines.registry import command
-from pipelines.stages.common import open_run, print_metrics
+from pipelines.stages.common import finish_stage, open_run
 
 
 @dataclass
@@ -63,10 +62,7 @@ def fit_gan(cfg: FitGANCommand) -> int:
     run = open_run(cfg, cfg.run)
     stage = run.stage("gan")
     out = train_gan(cfg.images, cfg.kimg, cfg.gan, cfg.gan_train, cfg.trainer, stage)
-    write_json(stage / "manifest.json", {"status": "done", **out})
-    write_json(run.path / "summary.json", out["metrics"])
-    print_metrics("fit gan", out["metrics"])
-    print(f"generator: {out['outputs']['generator']}\nsamples: {out['figures'][0]}")
+    finish_stage(run, stage, out, "fit gan")
     return 0
 
 

