@@ -19,9 +19,11 @@ from omegaconf import DictConfig, OmegaConf
 from autolabel.config import config_hash
 from autolabel.engine.io import read_json, write_json
 from autolabel.engine.rundir import RunDir, global_rank
+from autolabel.engine.trainer import seed_all
 from autolabel.errors import ConfigError
 
 MANIFEST = "manifest.json"
+RUNNING = "running.json"  # marks a started stage: its config hash, so an interruption resumes only the same run
 
 
 @dataclass
@@ -107,6 +109,24 @@ def _outputs_intact(manifest: dict) -> bool:
     return all(Path(p).exists() for p in manifest.get("outputs", {}).values())
 
 
+def _prepare_stage_dir(sdir: Path, stage_hash: str) -> bool:
+    """Mark ``sdir`` as running ``stage_hash``; True when it resumes an interrupted run of the same stage hash.
+
+    Checkpoints left by a finished run, a forced rerun or another config would resume the wrong training (other
+    settings, other step counts), so they are removed first; only an interrupted run with the same hash keeps them.
+    """
+    import shutil
+
+    marker = sdir / RUNNING
+    prev = read_json(marker) if marker.is_file() else {}
+    resuming = prev.get("stage_hash") == stage_hash and not (sdir / MANIFEST).is_file()
+    if not resuming and global_rank() == 0:
+        shutil.rmtree(sdir / "checkpoints", ignore_errors=True)
+        (sdir / MANIFEST).unlink(missing_ok=True)
+        write_json(marker, {"stage_hash": stage_hash})
+    return resuming
+
+
 def run_pipeline(
     pipeline: Pipeline,
     cfg_obj: Any,
@@ -137,9 +157,12 @@ def run_pipeline(
                 if stage.name == until_stage:
                     break
                 continue
-        log(f"[{stage.name}] running{' (forced)' if stage.name in forced else ''}: {stage.description}")
+        resuming = _prepare_stage_dir(sdir, h)
+        state = " (forced)" if stage.name in forced else " (resuming)" if resuming else ""
+        log(f"[{stage.name}] running{state}: {stage.description}")
         t0 = time.perf_counter()
         ctx = StageContext(cfg_obj, run, sdir, {n: manifests[n] for n in stage.needs})
+        seed_all(OmegaConf.select(cfg, "trainer.seed", default=0))  # same weights whatever ran before in-process
         out = stage.fn(ctx) or {}
         seconds = time.perf_counter() - t0
         manifest = {

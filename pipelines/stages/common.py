@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 
 from autolabel.config import RunConfig
 from autolabel.engine import RunDir, open_run_dir
+from autolabel.engine.trainer import seed_all
 from pipelines import registry
 
 # Keys that steer *how* a command runs, not *what* it computes: they do not change a run's identity, so rerunning
@@ -42,6 +43,8 @@ def open_run(cfg: Any, run: RunConfig) -> RunDir:
         argv=list(registry.INVOCATION) or ["autolabel", *sys.argv[1:]],
     )
     print(f"run directory: {rd.path}")
+    trainer = getattr(cfg, "trainer", None)
+    seed_all(getattr(trainer, "seed", 0))  # models built after this get the same weights in any process
     return rd
 
 

@@ -262,12 +262,69 @@ def run_synthesis(cfg: SynthesizeCommand) -> dict[str, Any]:
     return stats
 
 
+def synthesis_figures(
+    out_dir: str | Path, fig_dir: str | Path, n_overlays: int = 24, n_examples: int = 8
+) -> list[Path]:
+    """Pictures of a finished synthetic dataset: ``synthetic_overlays.png`` (kept images with their labels drawn on)
+    and ``uncertainty.png`` (score histogram of all candidates, kept vs filtered, and the least / most uncertain kept
+    samples with their per-pixel uncertainty maps)."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from autolabel.engine.io import read_json
+    from autolabel.viz import colorize_depth, draw_keypoints, image_grid, overlay_mask, uncertainty_figure
+
+    out, fig_dir = Path(out_dir), Path(fig_dir)
+    plan = read_json(out / "plan.json")
+    kept = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines() if line.strip()]
+    if not kept:
+        return []
+
+    def image(sid: str) -> np.ndarray:
+        return np.asarray(Image.open(out / "images" / f"{sid}.png").convert("RGB"))
+
+    def labeled(sid: str) -> np.ndarray:
+        img = image(sid)
+        if plan["task"] == "segmentation":
+            mask = np.asarray(Image.open(out / "labels" / f"{sid}.png"))
+            if mask.shape != img.shape[:2]:
+                mask = np.asarray(Image.fromarray(mask).resize(img.shape[1::-1], Image.NEAREST))
+            return overlay_mask(img, mask, alpha=0.5)
+        if plan["task"] == "keypoints":
+            lab = read_json(out / "labels" / f"{sid}.json")
+            scale = (img.shape[1] - 1) / max(lab["resolution"] - 1, 1)
+            xy = np.array([[k["x"] * scale, k["y"] * scale] for k in lab["keypoints"]], dtype=np.float32)
+            return draw_keypoints(img, xy, radius=max(1, img.shape[0] // 32))
+        return colorize_depth(np.load(out / "labels" / f"{sid}.npy"))
+
+    figs = [image_grid([labeled(r["id"]) for r in kept[:n_overlays]], fig_dir / "synthetic_overlays.png", ncol=8,
+                       size=64)]  # fmt: skip
+    records = [read_json(p) for p in sorted((out / "records").glob("*.json"))]
+    kept_ids = {r["id"] for r in kept}
+    by_score = sorted(kept, key=lambda r: r["uncertainty"])
+    half = max(1, n_examples // 2)
+    picks = by_score[:half] + [r for r in by_score[-half:] if r not in by_score[:half]]
+    examples = []
+    for r in picks:
+        unc_path = out / "uncertainty" / f"{r['id']}.npy"
+        if unc_path.is_file():
+            examples.append((image(r["id"]), labeled(r["id"]), np.load(unc_path).astype(np.float32), r["uncertainty"]))
+    if records:
+        figs.append(uncertainty_figure([r["uncertainty"] for r in records], [r["id"] in kept_ids for r in records],
+                                       examples, fig_dir / "uncertainty.png"))  # fmt: skip
+    return figs
+
+
 @command("synthesize", "sample latents -> labeled images (filtered by ensemble uncertainty), written as shards",
          SynthesizeCommand)  # fmt: skip
 def synthesize_cmd(cfg: SynthesizeCommand) -> int:
     stats = run_synthesis(cfg)
     print_metrics("synthesize", {k: v for k, v in stats.items() if isinstance(v, (int, float))})
     print(f"dataset: {Path(cfg.out).resolve()}")
+    for fig in synthesis_figures(cfg.out, cfg.out):
+        print(f"figure: {fig}")
     return 0
 
 

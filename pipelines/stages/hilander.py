@@ -14,7 +14,7 @@ from omegaconf import MISSING
 from autolabel.config import RunConfig, TrainerConfig
 from autolabel.config.hilander import HiLanderClusterConfig, HiLanderTrainConfig, LanderModelConfig
 from autolabel.engine.io import atomic_write_bytes, write_json
-from autolabel.errors import DataError
+from autolabel.errors import ConfigError, DataError
 from pipelines.registry import command
 from pipelines.stages.common import finish_stage, open_run, print_metrics
 
@@ -76,6 +76,7 @@ class ClusterCommand:
     metrics_out: Optional[str] = None  # default: <out stem>.metrics.json (written when the pool has labels)
     cluster: HiLanderClusterConfig = field(default_factory=HiLanderClusterConfig)
     baselines: list[str] = field(default_factory=list)  # any of: kmeans, agglomerative, dbscan (need labels for k)
+    calibrate: Optional[str] = None  # labeled pool of seen classes for choosing tau among cluster.tau_candidates
 
 
 def write_clusters_csv(path: str | Path, ids: Any, clusters: Any) -> Path:
@@ -88,26 +89,42 @@ def write_clusters_csv(path: str | Path, ids: Any, clusters: Any) -> Path:
 
 
 def cluster_features(
-    checkpoint: str | Path, features: str | Path, cluster_cfg: HiLanderClusterConfig, baselines: list[str] = ()
+    checkpoint: str | Path,
+    features: str | Path,
+    cluster_cfg: HiLanderClusterConfig,
+    baselines: list[str] = (),
+    calibrate: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Cluster a pool with a trained checkpoint; returns labels, ids, timings and (with labels) metrics."""
+    """Cluster a pool with a trained checkpoint; returns labels, ids, timings and (with labels) metrics. With
+    ``calibrate`` (a labeled pool of seen classes) and ``cluster_cfg.tau_candidates``, tau is chosen on it first."""
     import numpy as np
 
     from autolabel.data.pools import load_feature_pool
-    from autolabel.hilander.hierarchy import cluster_pool
+    from autolabel.hilander.hierarchy import cluster_pool, select_tau
     from autolabel.hilander.lightning import load_lander
 
     model, _ = load_lander(checkpoint)
     pool = load_feature_pool(features)
+    kwargs = dict(k=cluster_cfg.k, levels=cluster_cfg.levels, early_stop=cluster_cfg.early_stop,
+                  device=cluster_cfg.device, knn_kwargs=cluster_cfg.knn.kwargs())  # fmt: skip
+    tau, tau_scores = cluster_cfg.tau, None
+    if cluster_cfg.tau_candidates:
+        if calibrate is None:
+            raise ConfigError("cluster.tau_candidates is set but no labeled calibration pool: pass calibrate=POOL.npz "
+                              "(features of seen classes, with labels) or clear cluster.tau_candidates")  # fmt: skip
+        cal = load_feature_pool(calibrate)
+        if not cal.has_labels:
+            raise DataError(f"calibrate={calibrate} has no labels: tau is chosen by scoring clusters against them")
+        tau, tau_scores = select_tau(model, cal.features, cal.labels, list(cluster_cfg.tau_candidates),
+                                     metric=cluster_cfg.tau_metric, **kwargs)  # fmt: skip
     t0 = time.perf_counter()
-    result = cluster_pool(
-        model, pool.features, k=cluster_cfg.k, tau=cluster_cfg.tau, levels=cluster_cfg.levels,
-        early_stop=cluster_cfg.early_stop, device=cluster_cfg.device, knn_kwargs=cluster_cfg.knn.kwargs(),
-    )  # fmt: skip
+    result = cluster_pool(model, pool.features, tau=tau, **kwargs)
     seconds = time.perf_counter() - t0
     ids = pool.ids if pool.ids is not None else np.arange(pool.n).astype(str)
     out: dict[str, Any] = {"labels": result.labels, "ids": ids, "seconds": seconds, "levels": result.levels,
-                           "timings": result.seconds}  # fmt: skip
+                           "timings": result.seconds, "tau": tau}  # fmt: skip
+    if tau_scores is not None:
+        out["tau_scores"] = {f"{t:g}": v for t, v in sorted(tau_scores.items())}
     if pool.has_labels:
         from autolabel.metrics.clustering import evaluate_clustering
 
@@ -146,7 +163,9 @@ def run_baselines(features: Any, labels: Any, names: list[str], seed: int = 0) -
 
 @command("cluster", "cluster a feature pool with a trained Hi-LANDER checkpoint -> id,cluster CSV", ClusterCommand)
 def cluster(cfg: ClusterCommand) -> int:
-    res = cluster_features(cfg.checkpoint, cfg.features, cfg.cluster, list(cfg.baselines))
+    res = cluster_features(cfg.checkpoint, cfg.features, cfg.cluster, list(cfg.baselines), cfg.calibrate)
+    if "tau_scores" in res:
+        print(f"tau={res['tau']:g} chosen on {cfg.calibrate} ({cfg.cluster.tau_metric}: {res['tau_scores']})")
     path = write_clusters_csv(cfg.out, res["ids"], res["labels"])
     n_clusters = len(set(res["labels"].tolist()))
     print(f"{len(res['labels'])} samples -> {n_clusters} clusters in {res['seconds']:.2f}s: {path}")

@@ -193,3 +193,55 @@ def plot_curves(metrics_csv: str | os.PathLike, path: str | os.PathLike, *, titl
     fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
     return atomic_write_bytes(path, buf.getvalue())
+
+
+def heatmap(values: np.ndarray, vmax: float | None = None) -> np.ndarray:
+    """A non-negative map (e.g. per-pixel uncertainty) -> RGB with the ``inferno`` colour map (high = bright)."""
+    import matplotlib
+
+    v = np.nan_to_num(np.asarray(values, dtype=np.float64).squeeze())
+    top = vmax if vmax is not None else (float(v.max()) if v.size else 1.0)
+    norm = np.clip(v / max(top, 1e-12), 0, 1)
+    return (matplotlib.colormaps["inferno"](norm)[..., :3] * 255).astype(np.uint8)
+
+
+def uncertainty_figure(
+    scores: Sequence[float],
+    kept: Sequence[bool],
+    examples: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, float]],
+    path: str | os.PathLike,
+) -> Path:
+    """The label generator's uncertainty at a glance: a histogram of every candidate's image score (kept vs filtered
+    out) above columns of examples -- image, its label, its per-pixel uncertainty map -- titled with their scores."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    s, k = np.asarray(scores, dtype=np.float64), np.asarray(kept, dtype=bool)
+    ncol = max(1, len(examples))
+    fig = plt.figure(figsize=(max(6.0, 1.4 * ncol), 6.2))
+    grid = fig.add_gridspec(4, ncol, height_ratios=[1.6, 1, 1, 1])
+    ax = fig.add_subplot(grid[0, :])
+    bins = np.histogram_bin_edges(s, bins=min(40, max(5, len(s) // 5))) if len(s) else 10
+    ax.hist(s[k], bins=bins, color="#3c78d8", label=f"kept ({int(k.sum())})")
+    ax.hist(s[~k], bins=bins, color="#e06666", label=f"filtered out ({int((~k).sum())})")
+    ax.set_xlabel("image uncertainty (mean JS divergence of its most uncertain pixels)", fontsize=8)
+    ax.legend(fontsize=8)
+    ax.tick_params(labelsize=7)
+    vmax = max((float(np.max(e[2])) for e in examples), default=1.0)
+    for j, (img, lab, unc, score) in enumerate(examples):
+        for row, (pic, name) in enumerate(((img, "image"), (lab, "label"), (heatmap(unc, vmax), "uncertainty"))):
+            a = fig.add_subplot(grid[row + 1, j])
+            a.imshow(pic, interpolation="nearest")
+            a.set_xticks([])
+            a.set_yticks([])
+            if j == 0:
+                a.set_ylabel(name, fontsize=8)
+            if row == 0:
+                a.set_title(f"{score:.3g}", fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())

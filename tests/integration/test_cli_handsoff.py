@@ -56,6 +56,8 @@ def test_synthesize_single_and_sharded_agree(trained, tmp_path):
     rows1 = [json.loads(line) for line in (out1 / "manifest.jsonl").read_text().splitlines()]
     rows2 = [json.loads(line) for line in (out2 / "manifest.jsonl").read_text().splitlines()]
     assert len(rows1) == 5 and [r["id"] for r in rows1] == [r["id"] for r in rows2]
+    for out in (out1, out2):  # pictures: label overlays and the uncertainty histogram + maps
+        assert (out / "synthetic_overlays.png").stat().st_size > 0 and (out / "uncertainty.png").stat().st_size > 0
     for r in rows1:
         assert (out1 / "images" / f"{r['id']}.png").is_file() and (out1 / "labels" / f"{r['id']}.png").is_file()
     assert (out1 / "images" / f"{rows1[0]['id']}.png").read_bytes() == (

@@ -65,15 +65,30 @@ def test_bf16_mixed_no_nan():
     assert all(torch.isfinite(p).all() for p in m.parameters())
 
 
-def test_ema_half_life():
-    m = GANModule(GEN, dict(batch_size=4, ema_kimg=0.004))  # half-life = 4 images
+def _ema_after_one_update(train: dict, n_iter: int) -> list[torch.Tensor]:
+    m = GANModule(GEN, train)
     with torch.no_grad():
         for p in m.generator.parameters():
             p.zero_()
         for p in m.g_ema.parameters():
             p.fill_(1.0)
+        m.n_iter.fill_(n_iter)
     m.update_ema(4)
-    assert all(torch.allclose(p, torch.full_like(p, 0.5)) for p in m.g_ema.parameters())
+    return list(m.g_ema.parameters())
+
+
+def test_ema_half_life():
+    ema = _ema_after_one_update(dict(batch_size=4, ema_kimg=0.004, ema_rampup=0.0), 0)  # half-life = 4 images
+    assert all(torch.allclose(p, torch.full_like(p, 0.5)) for p in ema)
+
+
+def test_ema_rampup_caps_the_half_life_early_in_training():
+    # first step: half-life = 0.05 x 4 images seen = 0.2 images -> g_ema ~ G (0), not its init (1)
+    early = _ema_after_one_update(dict(batch_size=4, ema_kimg=0.004, ema_rampup=0.05), 0)
+    assert all(float(p.max()) < 1e-4 for p in early)
+    # after 4 * 20 = 80 images the cap (0.05 x 80 = 4 images) reaches ema_kimg: plain half-life again
+    late = _ema_after_one_update(dict(batch_size=4, ema_kimg=0.004, ema_rampup=0.05), 19)
+    assert all(torch.allclose(p, torch.full_like(p, 0.5)) for p in late)
 
 
 def test_no_augment_option():

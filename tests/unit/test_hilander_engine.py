@@ -134,3 +134,36 @@ def test_ground_truth_decode_hand_case_middle_point_is_the_peak():
     assert g.density.numpy() == pytest.approx(expected, abs=1e-6)
     cid, peaks, added = decode_level(g.edge_index, g.density, g.edge_sim, 0.0, 3)
     assert peaks.tolist() == [1] and added == 2 and cid.tolist() == [0, 0, 0]
+
+
+class _SimilarityOracle(torch.nn.Module):
+    """Stands in for a trained LANDER: P(same) = the edge's cosine similarity, density = mean in-edge similarity."""
+
+    def forward(self, g):
+        from torch_geometric.utils import scatter
+
+        p = g.edge_sim.clamp(0, 1)
+        density = scatter(g.edge_sim, g.edge_index[1], dim=0, dim_size=g.num_nodes, reduce="mean")
+        return torch.stack([torch.log1p(-p + 1e-6), torch.log(p + 1e-6)], dim=1), density
+
+
+def test_select_tau_picks_the_best_calibration_threshold():
+    from autolabel.data.synthetic import make_blob_features
+    from autolabel.hilander.hierarchy import select_tau
+
+    x, y = make_blob_features(4, 25, 16, spread=0.15, seed=0)
+    best, scores = select_tau(_SimilarityOracle(), x, y, [0.999, 0.5, 0.6], k=5, levels=3, device="cpu")
+    assert set(scores) == {0.999, 0.5, 0.6}
+    assert scores[0.999] < 0.2  # no edge survives: singletons
+    assert best in (0.5, 0.6) and scores[best] == max(scores.values()) > 0.9
+    if scores[0.5] == scores[0.6]:
+        assert best == 0.6  # ties go to the larger (surer) threshold
+    with pytest.raises(ConfigError, match="candidate"):
+        select_tau(_SimilarityOracle(), x, y, [])
+
+
+def test_cluster_config_validates_tau_candidates():
+    with pytest.raises(ConfigError, match="tau_candidates"):
+        HiLanderClusterConfig(tau_candidates=[0.5, 1.5])
+    with pytest.raises(ConfigError, match="tau_metric"):
+        HiLanderClusterConfig(tau_metric="accuracy")

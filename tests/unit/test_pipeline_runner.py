@@ -107,3 +107,29 @@ def test_until_stage_stops_early(tmp_path):
 def test_bad_dag_is_refused():
     with pytest.raises(ValueError, match="needs"):
         Pipeline("bad", [Stage("b", lambda c: {}, needs=["a"]), Stage("a", lambda c: {})])
+
+
+def test_checkpoints_survive_only_an_interruption_of_the_same_config(tmp_path):
+    """An interrupted stage keeps its checkpoints (and resumes); a changed config or a forced rerun starts clean."""
+    run = RunDir(tmp_path)
+    seen: list[bool] = []
+
+    def train(ctx):
+        ckpt = ctx.dir / "checkpoints" / "last.ckpt"
+        seen.append(ckpt.exists())
+        if len(seen) == 1:  # the first attempt "crashes" after checkpointing
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
+            ckpt.write_text("state")
+            raise RuntimeError("killed")
+        return {"metrics": {"n": ctx.cfg.a.n}}
+
+    pipe = Pipeline("p", [Stage("train", train, config_keys=["a"])])
+    with pytest.raises(RuntimeError):
+        run_pipeline(pipe, _Cfg(), run, log=lambda s: None)
+    run_pipeline(pipe, _Cfg(), run, log=lambda s: None)  # same config: resumes from the checkpoint
+    run_pipeline(pipe, _Cfg(), run, from_stage="train", log=lambda s: None)  # forced: fresh
+    assert seen == [False, True, False]
+    (tmp_path / "train" / "checkpoints").mkdir(exist_ok=True)
+    (tmp_path / "train" / "checkpoints" / "last.ckpt").write_text("from n=3")
+    run_pipeline(pipe, _Cfg(a=_A(n=4)), run, log=lambda s: None)  # another config: the old checkpoint is not its own
+    assert seen[-1] is False

@@ -12,11 +12,13 @@ from autolabel.viz import (
     cluster_gallery,
     colorize_depth,
     draw_keypoints,
+    heatmap,
     image_grid,
     overlay_mask,
     palette,
     plot_curves,
     read_metrics_csv,
+    uncertainty_figure,
 )
 from pipelines.report import build_report
 
@@ -49,6 +51,19 @@ def test_keypoints_and_depth():
     assert out[3, 2].any() and out.sum() == out[3, 2].sum()
     d = colorize_depth(np.linspace(1, 5, 100).reshape(10, 10))
     assert d.shape == (10, 10, 3) and d.dtype == np.uint8
+
+
+def test_heatmap_scales_to_max_and_uncertainty_figure(tmp_path):
+    m = np.array([[0.0, 0.5], [1.0, 2.0]])
+    rgb = heatmap(m)
+    assert rgb.shape == (2, 2, 3) and rgb.dtype == np.uint8
+    assert rgb[0, 0].sum() < rgb[1, 0].sum() < rgb[1, 1].sum()  # inferno: brighter = more uncertain
+    assert (heatmap(m, vmax=1.0)[1, 0] == heatmap(m, vmax=1.0)[1, 1]).all()  # clipped at vmax
+    img = np.zeros((8, 8, 3), np.uint8)
+    examples = [(img, img, np.random.default_rng(i).random((8, 8)), 0.1 * i) for i in range(3)]
+    path = uncertainty_figure([0.1, 0.2, 0.3, 0.9], [True, True, True, False], examples, tmp_path / "u.png")
+    w, h = Image.open(path).size
+    assert w > 300 and h > 300
 
 
 def test_cluster_gallery_rows_largest_first(tmp_path):

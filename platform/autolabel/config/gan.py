@@ -48,6 +48,7 @@ class GANTrainConfig:
     r1_gamma: float = 10.0
     r1_interval: int = 16
     ema_kimg: float = 10.0  # EMA half-life of g_ema in thousands of images
+    ema_rampup: float = 0.05  # half-life <= this x images seen so far (StyleGAN2-ADA); 0 = fixed half-life
     augment: str = "diffaugment"  # diffaugment | none
     augment_policy: str = "color,translation,cutout"
     augment_p: float = 1.0  # probability per policy and sample (start value when adaptive)
@@ -67,6 +68,8 @@ class GANTrainConfig:
             raise ConfigError("gan_train.r1_gamma and pl_weight must be >= 0 (0 turns the regularizer off)")
         if self.r1_interval < 1 or self.pl_interval < 1:
             raise ConfigError("gan_train.r1_interval and pl_interval must be >= 1 (16 and 4 are the StyleGAN2 values)")
+        if self.ema_rampup < 0:
+            raise ConfigError(f"gan_train.ema_rampup={self.ema_rampup} must be >= 0 (0.05 is the StyleGAN2-ADA value)")
         if self.ema_kimg < 0:
             raise ConfigError(f"gan_train.ema_kimg={self.ema_kimg} must be >= 0 (10 is the StyleGAN2 value)")
         if self.augment not in ("diffaugment", "none"):

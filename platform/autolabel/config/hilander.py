@@ -55,6 +55,7 @@ class LanderModelConfig:
 class HiLanderTrainConfig:
     k_list: list[int] = field(default_factory=lambda: [10, 5, 3])
     levels_list: list[int] = field(default_factory=lambda: [2, 3, 4])
+    optimizer: str = "sgd"  # sgd (the reference: momentum 0.9, cosine LR) | adam (converges in far fewer steps)
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 1e-5
@@ -73,6 +74,8 @@ class HiLanderTrainConfig:
             raise ConfigError("train.k_list and train.levels_list entries must be >= 1")
         if self.lr <= 0:
             raise ConfigError(f"train.lr={self.lr} must be > 0")
+        if self.optimizer not in ("sgd", "adam"):
+            raise ConfigError(f"train.optimizer={self.optimizer!r}: use sgd (the reference) or adam")
         if not 0.0 <= self.momentum < 1.0:
             raise ConfigError(f"train.momentum={self.momentum} must be in [0, 1) (0.9 is the reference value)")
         if self.weight_decay < 0:
@@ -85,6 +88,10 @@ class HiLanderTrainConfig:
 class HiLanderClusterConfig:
     k: int = 10
     tau: float = 0.8  # keep edge j->i only if P(same class) > tau
+    # With a labeled calibration pool (`calibrate=` / the pipelines' held-out meta-training features): try these taus
+    # on it and use the one with the best `tau_metric` (empty: use `tau` as given).
+    tau_candidates: list[float] = field(default_factory=list)
+    tau_metric: str = "bcubed_f"  # bcubed_f | pairwise_f | nmi
     levels: int = 3  # hierarchy depth limit
     early_stop: bool = True  # stop when a level adds nearly as many edges as the previous one (reference rule)
     device: str = "auto"  # auto | cpu | cuda
@@ -93,6 +100,10 @@ class HiLanderClusterConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.tau <= 1.0:
             raise ConfigError(f"cluster.tau={self.tau} must be in [0, 1] (a probability threshold)")
+        if any(not 0.0 <= t <= 1.0 for t in self.tau_candidates):
+            raise ConfigError(f"cluster.tau_candidates={list(self.tau_candidates)}: every tau must be in [0, 1]")
+        if self.tau_metric not in ("bcubed_f", "pairwise_f", "nmi"):
+            raise ConfigError(f"cluster.tau_metric={self.tau_metric!r}: use bcubed_f, pairwise_f or nmi")
         if self.k < 1 or self.levels < 1:
             raise ConfigError(f"cluster.k={self.k} and cluster.levels={self.levels} must be >= 1")
         if not (self.device in ("auto", "cpu", "cuda") or str(self.device).startswith("cuda:")):

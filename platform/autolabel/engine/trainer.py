@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import io
 import os
+import random
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from lightning_fabric.plugins.io.torch_io import TorchCheckpointIO
@@ -28,6 +30,32 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         buf = io.BytesIO()
         torch.save(checkpoint, buf)
         atomic_write_bytes(path, buf.getvalue())
+
+
+def seed_all(seed: int) -> None:
+    """Seed torch (CPU and CUDA), numpy and ``random``: called before a stage builds its models, so the initial
+    weights depend on the configured seed only, not on what ran earlier in the same process."""
+    s = int(seed) % 2**63
+    torch.manual_seed(s)
+    np.random.seed(s % 2**32)
+    random.seed(s)
+
+
+class StepSeeder(Callback):
+    """Reseeds torch/numpy/random before every training batch from ``(seed, rank, epoch, batch)``.
+
+    Randomness inside a step (augmentation, noise, dropout, sampled pixels or edges) then depends only on where the run
+    is, not on what ran before -- so a run resumed from ``last.ckpt`` trains exactly like the uninterrupted one
+    (together with :class:`autolabel.data.sampling.EpochShuffleSampler` for the batch order).
+    """
+
+    def __init__(self, seed: int):
+        self.seed = int(seed)
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        seed_all(hash((self.seed, trainer.global_rank, trainer.current_epoch, batch_idx)))
 
 
 def _as_trainer_config(cfg: TrainerConfig | DictConfig | dict) -> TrainerConfig:
@@ -66,21 +94,33 @@ def build_trainer(
     """
     tc = _as_trainer_config(cfg)
     stage_dir = Path(stage_dir)
-    ckpt = ModelCheckpoint(
-        dirpath=checkpoint_dir(stage_dir),
-        filename="best" if monitor else "step{step}",
-        monitor=monitor,
-        mode=monitor_mode,
-        save_top_k=1 if monitor else 0,
-        save_last=True,
-        every_n_train_steps=tc.checkpoint_every_n_steps or None,
-        auto_insert_metric_name=False,
-        enable_version_counter=False,
-    )
+    # ``last.ckpt`` is its own unmonitored "top-1" checkpoint, rewritten every epoch (or every N steps): Lightning's
+    # ``save_last`` only writes it when another checkpoint was saved in the same step, which with no monitor is never.
+    ckpts: list[Callback] = [
+        ModelCheckpoint(
+            dirpath=checkpoint_dir(stage_dir),
+            filename=LAST.removesuffix(".ckpt"),
+            save_top_k=1,
+            every_n_train_steps=tc.checkpoint_every_n_steps or None,
+            enable_version_counter=False,
+        )
+    ]
+    if monitor:
+        ckpts.append(
+            ModelCheckpoint(
+                dirpath=checkpoint_dir(stage_dir),
+                filename="best",
+                monitor=monitor,
+                mode=monitor_mode,
+                save_top_k=1,
+                auto_insert_metric_name=False,
+                enable_version_counter=False,
+            )
+        )
     loggers: list[Any] = [CSVLogger(save_dir=str(stage_dir), name="logs", version="")]
     if tensorboard:
         loggers.append(TensorBoardLogger(save_dir=str(stage_dir), name="tb", version="", default_hp_metric=False))
-    cbs: list[Callback] = [ckpt, LearningRateMonitor(logging_interval="step"), *callbacks]
+    cbs: list[Callback] = [*ckpts, LearningRateMonitor(logging_interval="step"), StepSeeder(tc.seed), *callbacks]
     if tc.enable_progress_bar:
         cbs.append(TQDMProgressBar(refresh_rate=max(1, tc.log_every_n_steps)))
     kwargs: dict[str, Any] = dict(

@@ -12,6 +12,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from autolabel.config.gan import GANTrainConfig, GeneratorConfig
+from autolabel.data.sampling import EpochShuffleSampler
 from autolabel.errors import DataError
 from autolabel.gan.augment import AdaptiveP, DiffAugment
 from autolabel.gan.losses import d_logistic_loss, g_nonsaturating_loss, path_length_penalty, r1_penalty
@@ -134,8 +135,11 @@ class GANModule(pl.LightningModule):
 
     @torch.no_grad()
     def update_ema(self, images_per_step: int) -> None:
-        """``g_ema <- lerp(G, g_ema, beta)`` with half-life ``ema_kimg``; buffers (w_avg, noises) are copied."""
+        """``g_ema <- lerp(G, g_ema, beta)`` with half-life ``ema_kimg``, capped at ``ema_rampup`` x the images seen so
+        far (StyleGAN2-ADA), so a short run's g_ema is not mostly its random init; buffers (w_avg, noises) are copied."""
         kimg = self.tcfg.ema_kimg
+        if self.tcfg.ema_rampup > 0:
+            kimg = min(kimg, (int(self.n_iter) + 1) * images_per_step * self.tcfg.ema_rampup / 1000.0)
         beta = 0.5 ** (images_per_step / max(kimg * 1000.0, 1e-8)) if kimg > 0 else 0.0
         for pe, p in zip(self.g_ema.parameters(), self.generator.parameters()):
             pe.copy_(p.detach().lerp(pe, beta))
@@ -177,5 +181,5 @@ class GANDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         drop = len(self.dataset) >= self.batch_size
-        return DataLoader(self.dataset, batch_size=self.batch_size, shuffle=True, drop_last=drop,
+        return DataLoader(self.dataset, batch_size=self.batch_size, sampler=EpochShuffleSampler(self.dataset), drop_last=drop,
                           num_workers=self.num_workers, persistent_workers=self.num_workers > 0)  # fmt: skip

@@ -8,6 +8,7 @@ scatter-argmax, tree roots come from pointer jumping, supernode features from sc
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 from torch_geometric.data import Data
 
+from autolabel.errors import ConfigError
 from autolabel.hilander.graphs import build_level_graph
 from autolabel.hilander.search import knn_search
 
@@ -194,3 +196,27 @@ def cluster_pool(
     bar.close()
     _, labels = np.unique(assign, return_inverse=True)
     return ClusterResult(labels.astype(np.int64), stats, totals)
+
+
+def select_tau(
+    model: torch.nn.Module,
+    features: np.ndarray,
+    labels: np.ndarray,
+    candidates: Sequence[float],
+    *,
+    metric: str = "bcubed_f",
+    **cluster_kwargs: Any,
+) -> tuple[float, dict[float, float]]:
+    """Pick the edge threshold on a *labeled* calibration pool (e.g. held-out meta-training classes): cluster it with
+    every candidate tau and return the best one by ``metric`` plus every candidate's score. Ties go to the larger tau
+    (fewer, surer edges)."""
+    from autolabel.metrics.clustering import evaluate_clustering
+
+    if not len(candidates):
+        raise ConfigError("select_tau needs at least one candidate tau, e.g. [0.1, 0.2, ..., 0.9]")
+    scores: dict[float, float] = {}
+    for tau in sorted({float(t) for t in candidates}, reverse=True):
+        result = cluster_pool(model, features, tau=tau, progress=False, **cluster_kwargs)
+        scores[tau] = float(evaluate_clustering(labels, result.labels)[metric])
+    best = max(scores, key=lambda t: (scores[t], t))
+    return best, scores

@@ -14,6 +14,7 @@ from torch_geometric.data import Data
 
 from autolabel.config.hilander import HiLanderTrainConfig, LanderModelConfig
 from autolabel.data.pools import FeaturePool
+from autolabel.data.sampling import EpochShuffleSampler
 from autolabel.errors import CheckpointError, DataError
 from autolabel.hilander.gnn import LANDER, lander_loss
 from autolabel.hilander.hierarchy import build_training_levels
@@ -32,7 +33,7 @@ def _as_dict(cfg: Any) -> dict:
 
 
 class LanderModule(pl.LightningModule):
-    """Trains :class:`LANDER` round-robin over level graphs (one whole graph per step), SGD + cosine LR."""
+    """Trains :class:`LANDER` round-robin over level graphs (one whole graph per step), SGD (or Adam) + cosine LR."""
 
     def __init__(self, model: Any = None, train: Any = None, feature_dim: int = -1, kind: str = KIND):
         super().__init__()
@@ -68,10 +69,11 @@ class LanderModule(pl.LightningModule):
         self._step(data, "val")
 
     def configure_optimizers(self) -> Any:
-        opt = torch.optim.SGD(
-            self.parameters(), lr=self.train_cfg.lr, momentum=self.train_cfg.momentum,
-            weight_decay=self.train_cfg.weight_decay,
-        )  # fmt: skip
+        t = self.train_cfg
+        if t.optimizer == "adam":
+            opt: torch.optim.Optimizer = torch.optim.Adam(self.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        else:
+            opt = torch.optim.SGD(self.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
@@ -130,7 +132,12 @@ class LevelGraphDataModule(pl.LightningDataModule):
             self.val_graphs = self._levels(self.val_pool)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(_GraphList(self.train_graphs), batch_size=1, shuffle=True, collate_fn=_first)
+        return DataLoader(
+            _GraphList(self.train_graphs),
+            batch_size=1,
+            sampler=EpochShuffleSampler(len(self.train_graphs)),
+            collate_fn=_first,
+        )
 
     def val_dataloader(self) -> DataLoader | list:
         if not self.val_graphs:

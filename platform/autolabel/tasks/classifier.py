@@ -20,6 +20,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from autolabel.config.classifier import ClassifierConfig
 from autolabel.data.images import ImageFolderDataset
 from autolabel.data.pools import FeaturePool, save_feature_pool
+from autolabel.data.sampling import EpochShuffleSampler
 from autolabel.errors import CheckpointError, ConfigError, DataError
 
 KIND = "tasks.classifier"
@@ -157,7 +158,8 @@ class ClassifierDataModule(pl.LightningDataModule):
         return self.dataset.classes
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(Subset(self.dataset, self.train_idx.tolist()), batch_size=self.cfg.batch_size, shuffle=True,
+        return DataLoader(Subset(self.dataset, self.train_idx.tolist()), batch_size=self.cfg.batch_size,
+                          sampler=EpochShuffleSampler(len(self.train_idx), self.cfg.seed),
                           num_workers=self.cfg.num_workers, drop_last=len(self.train_idx) > self.cfg.batch_size)  # fmt: skip
 
     def val_dataloader(self) -> DataLoader | list:

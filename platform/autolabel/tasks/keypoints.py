@@ -132,9 +132,17 @@ class KeypointModule(pl.LightningModule):
 
 @torch.no_grad()
 def evaluate_keypoints(
-    model: nn.Module, folder: LabeledFolder, batch_size: int = 16, threshold: float = 0.1, beta: float = 10.0
+    model: nn.Module,
+    folder: LabeledFolder,
+    batch_size: int = 16,
+    threshold: float = 0.1,
+    beta: float = 10.0,
+    per_keypoint: bool = False,
 ) -> dict:
-    """``{"pck@<threshold>": ..., "nme": ...}`` on ``folder``, normalized by the image diagonal."""
+    """``{"pck@<threshold>": ..., "nme": ...}`` on ``folder``, normalized by the image diagonal.
+
+    ``per_keypoint=True`` adds ``"per_keypoint_pck"``: one PCK per keypoint index (NaN where it is never visible).
+    """
     if folder.task != "keypoints":
         raise ConfigError(f"evaluate_keypoints needs a keypoints folder, got task={folder.task}")
     was = model.training
@@ -149,4 +157,9 @@ def evaluate_keypoints(
         ns.append(torch.full((img.shape[0],), math.hypot(img.shape[-2], img.shape[-1])))
     model.train(was)
     p, g, v, n = torch.cat(ps), torch.cat(gs), torch.cat(vs), torch.cat(ns)
-    return {f"pck@{threshold:g}": pck(p, g, n, threshold, v), "nme": nme(p, g, n, v)}
+    out = {f"pck@{threshold:g}": pck(p, g, n, threshold, v), "nme": nme(p, g, n, v)}
+    if per_keypoint:
+        out["per_keypoint_pck"] = [
+            pck(p[:, k : k + 1], g[:, k : k + 1], n, threshold, v[:, k : k + 1]) for k in range(p.shape[1])
+        ]
+    return out

@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from autolabel.data.labeled import LabeledFolder
+from autolabel.data.sampling import EpochShuffleSampler
 from autolabel.errors import ConfigError
 from autolabel.metrics.dense import confusion_matrix, depth_errors, miou, pixel_accuracy
 
@@ -217,13 +218,11 @@ class DenseDataModule(pl.LightningDataModule):
         self.val_set = val
 
     def train_dataloader(self) -> DataLoader:
-        g = torch.Generator().manual_seed(self.seed)
         return DataLoader(
             self.train_set,
             self.batch_size,
-            shuffle=True,
+            sampler=EpochShuffleSampler(self.train_set, self.seed),
             num_workers=self.num_workers,
-            generator=g,
             drop_last=len(self.train_set) > self.batch_size,
         )  # type: ignore[arg-type]
 
