@@ -28,7 +28,7 @@ from autolabel.config.labelgen import LabelGeneratorConfig, LabelTrainConfig
 from autolabel.errors import ConfigError
 from pipelines.runner import Pipeline, Stage, StageContext
 
-SOURCES = ("digits", "fashion_mnist", "folders")
+SOURCES = ("digits", "fashion_mnist", "folders", "features")
 
 
 @dataclass
@@ -42,6 +42,8 @@ class PoolDataConfig:
     root: Optional[str] = None  # fashion_mnist: folder of the IDX .gz files
     train_dir: Optional[str] = None
     pool_dir: Optional[str] = None
+    train_features: Optional[str] = None  # source=features: your own labeled meta-training pool (.npz with labels)
+    pool_features: Optional[str] = None  # source=features: your own pool to cluster (.npz/.npy)
     train_classes: list[int] = field(default_factory=lambda: [0, 1, 2, 3, 4])
     pool_classes: list[int] = field(default_factory=lambda: [5, 6, 7, 8, 9])
     per_class: int = -1  # cap per class (-1: all)
@@ -56,6 +58,9 @@ class PoolDataConfig:
             raise ConfigError(f"data.source={self.source!r}: use one of {', '.join(SOURCES)}")
         if self.source == "folders" and not (self.train_dir and self.pool_dir):
             raise ConfigError("data.source=folders needs data.train_dir=DIR (class subfolders) and data.pool_dir=DIR")
+        if self.source == "features" and not (self.train_features and self.pool_features):
+            raise ConfigError("data.source=features needs data.train_features=TRAIN.npz (with labels) and "
+                              "data.pool_features=POOL.npz: bring your own embeddings, the encoder stages are skipped")  # fmt: skip
         overlap = set(self.train_classes) & set(self.pool_classes)
         if not 0.0 <= self.gnn_fraction < 1.0:
             raise ConfigError(f"data.gnn_fraction={self.gnn_fraction} must be in [0, 1)")
@@ -102,6 +107,17 @@ def stage_data(ctx: StageContext) -> dict[str, Any]:
     )
 
     d: PoolDataConfig = ctx.cfg.data
+    if d.source == "features":
+        from autolabel.data.pools import load_feature_pool
+
+        train, pool = load_feature_pool(d.train_features), load_feature_pool(d.pool_features)  # type: ignore[arg-type]
+        if not train.has_labels:
+            raise ConfigError(f"data.train_features={d.train_features} has no labels: Hi-LANDER meta-trains on them")
+        if train.dim != pool.dim:
+            raise ConfigError(f"data.train_features has {train.dim}-d features but data.pool_features {pool.dim}-d: "
+                              "embed both with the same encoder")  # fmt: skip
+        return {"outputs": {"train_features": Path(d.train_features), "pool_features": Path(d.pool_features)},  # type: ignore[arg-type]
+                "metrics": {"meta_images": train.n, "pool_images": pool.n}}  # fmt: skip
     if d.source == "folders":
         return {"outputs": {"train_dir": Path(d.train_dir), "meta_dir": Path(d.train_dir),  # type: ignore[arg-type]
                             "pool_dir": Path(d.pool_dir)}}  # type: ignore[arg-type]  # fmt: skip
@@ -133,6 +149,8 @@ def stage_classifier(ctx: StageContext) -> dict[str, Any]:
     from pipelines.stages.classifier import train_classifier
 
     c: ClassifierStageConfig = ctx.cfg.classifier
+    if "train_features" in ctx.inputs["data"].get("outputs", {}):
+        return {"metrics": {"skipped": "features given (data.source=features)"}}
     return train_classifier(ctx.input_path("data", "train_dir"), c.model, stage_trainer(ctx.cfg, c.max_epochs), ctx.dir)
 
 
@@ -141,6 +159,11 @@ def stage_embed(ctx: StageContext) -> dict[str, Any]:
 
     from autolabel.tasks.classifier import embed_folder
 
+    given = ctx.inputs["data"].get("outputs", {})
+    if "train_features" in given:  # bring-your-own embeddings: pass them on
+        return {
+            "outputs": {"train_features": Path(given["train_features"]), "pool_features": Path(given["pool_features"])}
+        }
     device = "cuda" if torch.cuda.is_available() and ctx.cfg.trainer.accelerator in ("auto", "gpu", "cuda") else "cpu"
     ckpt = ctx.input_path("classifier", "checkpoint")
     tr = embed_folder(ckpt, ctx.input_path("data", "meta_dir"), ctx.dir / "train.npz", device=device,
@@ -177,15 +200,16 @@ def stage_cluster(ctx: StageContext) -> dict[str, Any]:
     if "baselines" in res:
         metrics["baselines"] = res["baselines"]
     write_json(ctx.dir / "metrics.json", metrics)
-    pool_dir = ctx.input_path("data", "pool_dir")
-    files = list_images(pool_dir)
-    truth = None
-    if "metrics" in res:
-        from autolabel.data.pools import load_feature_pool
+    figures = []
+    if "pool_dir" in ctx.inputs["data"].get("outputs", {}):  # a gallery needs the images (not given with features)
+        files = list_images(ctx.input_path("data", "pool_dir"))
+        truth = None
+        if "metrics" in res:
+            from autolabel.data.pools import load_feature_pool
 
-        truth = load_feature_pool(ctx.input_path("embed", "pool_features")).labels
-    gallery = cluster_gallery(files, res["labels"], ctx.dir / "cluster_gallery.png", truth=truth)
-    return {"outputs": {"clusters": csv_path}, "metrics": metrics, "figures": [str(gallery)],
+            truth = load_feature_pool(ctx.input_path("embed", "pool_features")).labels
+        figures.append(str(cluster_gallery(files, res["labels"], ctx.dir / "cluster_gallery.png", truth=truth)))
+    return {"outputs": {"clusters": csv_path}, "metrics": metrics, "figures": figures,
             "timings": res["timings"], "hierarchy": res["levels"]}  # fmt: skip
 
 
@@ -280,6 +304,8 @@ class ShapesDataConfig:
 
 @dataclass
 class GANStageConfig:
+    # Bring your own GAN: a rosinality .pt, NVIDIA stylegan2-ada .pkl or autolabel generator.pt -> no GAN training
+    pretrained: Optional[str] = None
     kimg: float = 6.0
     model: GeneratorConfig = field(
         default_factory=lambda: GeneratorConfig(
@@ -390,6 +416,10 @@ def stage_gan(ctx: StageContext) -> dict[str, Any]:
     from pipelines.stages.gan import train_gan
 
     g: GANStageConfig = ctx.cfg.gan
+    if g.pretrained:
+        from pipelines.stages.gan import import_gan
+
+        return import_gan(g.pretrained, ctx.dir)
     return train_gan(ctx.input_path("data", "images"), g.kimg, g.model, g.train, ctx.cfg.trainer, ctx.dir)
 
 

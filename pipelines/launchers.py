@@ -11,7 +11,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +41,7 @@ class JobResult:
     returncode: int
     seconds: float
     summary: dict = field(default_factory=dict)
+    pruned: bool = False  # stopped early by a sweep's pruner (its returncode is the termination signal's)
 
 
 @dataclass
@@ -82,6 +83,33 @@ def _run_local(job: Job, env: dict[str, str] | None = None) -> JobResult:
     job.run_dir.mkdir(parents=True, exist_ok=True)
     rc = run_cli(job.argv(), env=env, log_path=job.run_dir / "job.log")
     return JobResult(job.name, job.run_dir, rc, time.perf_counter() - t0, _summary(job.run_dir))
+
+
+def run_local_monitored(job: Job, should_stop: Callable[[], bool], interval_s: float = 2.0) -> JobResult:
+    """Run ``job`` in a subprocess, asking ``should_stop()`` every ``interval_s`` seconds while it runs; when it says
+    so the job is terminated (SIGTERM, then SIGKILL after 10 s) and the result is marked ``pruned``."""
+    t0 = time.perf_counter()
+    job.run_dir.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if k != "AUTOLABEL_RUN_DIR"}
+    with open(job.run_dir / "job.log", "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", *job.argv()], env=env, stdout=log,
+                                stderr=subprocess.STDOUT)  # fmt: skip
+        pruned = False
+        while True:
+            try:
+                rc = proc.wait(timeout=interval_s)
+                break
+            except subprocess.TimeoutExpired:
+                if should_stop():
+                    pruned = True
+                    proc.terminate()
+                    try:
+                        rc = proc.wait(timeout=10)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        rc = proc.wait()
+                    break
+    return JobResult(job.name, job.run_dir, rc, time.perf_counter() - t0, _summary(job.run_dir), pruned=pruned)
 
 
 def _visible_gpus() -> list[str]:

@@ -15,6 +15,7 @@ A sweep file::
       direction: maximize
       metric: pairwise_f
       params: {train.lr: {low: 0.001, high: 0.1, log: true}, model.hidden: {choices: [64, 128, 256]}}
+      prune_metric: train/link_acc_epoch   # optional: stop trials whose curve trails the median (launcher=local)
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -31,16 +33,25 @@ from omegaconf import OmegaConf
 from autolabel.config import load_config, to_object
 from autolabel.engine.io import atomic_write_bytes
 from autolabel.errors import ConfigError
-from pipelines.launchers import Job, JobResult, LauncherConfig, launch
+from pipelines.launchers import Job, JobResult, LauncherConfig, launch, run_local_monitored
 
 
 @dataclass
 class OptunaConfig:
     n_trials: int = 10
     direction: str = "maximize"
-    metric: str = ""
+    metric: str = ""  # the run's summary metric to optimize
     params: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
+    # Pruning (launcher=local): while a trial trains, its logs/metrics.csv column `prune_metric` (same direction as
+    # `metric`, e.g. val/loss when minimizing a loss) is reported step by step; the pruner stops hopeless trials.
+    prune_metric: str = ""  # empty: no pruning
+    pruner: str = "median"  # median (optuna MedianPruner) | threshold (stop past prune_lower / prune_upper)
+    prune_startup_trials: int = 2  # median: trials that always run to the end first
+    prune_warmup_steps: int = 0  # steps of every trial that are never pruned
+    prune_lower: Optional[float] = None
+    prune_upper: Optional[float] = None
+    prune_interval_s: float = 2.0  # how often a running trial's metrics are read
 
 
 @dataclass
@@ -90,11 +101,12 @@ def results_table(
     rows: list[tuple[dict[str, Any], JobResult]], metrics: list[str]
 ) -> tuple[list[str], list[list[Any]]]:
     params = sorted({k for a, _ in rows for k in a})
-    header = ["job", *params, *metrics, "returncode", "seconds"]
+    header = ["job", *params, *metrics, "status", "returncode", "seconds"]
     table = []
     for a, r in rows:
-        table.append([r.name, *[a.get(p) for p in params], *[_lookup(r.summary, m) for m in metrics], r.returncode,
-                      round(r.seconds, 1)])  # fmt: skip
+        status = "pruned" if r.pruned else "done" if r.returncode == 0 else "failed"
+        table.append([r.name, *[a.get(p) for p in params], *[_lookup(r.summary, m) for m in metrics], status,
+                      r.returncode, round(r.seconds, 1)])  # fmt: skip
     return header, table
 
 
@@ -138,6 +150,27 @@ def run_sweep(sweep_file: str | Path, overrides: list[str] = ()) -> Path:  # typ
     return path
 
 
+def _pruning_check(trial: Any, run_dir: Path, column: str) -> Callable[[], bool]:
+    """Reports the new values of ``column`` from the trial's ``logs/metrics.csv`` files; True when it should stop."""
+    from autolabel.viz import read_metrics_csv
+
+    reported: set[int] = set()
+
+    def check() -> bool:
+        for path in sorted(run_dir.glob("**/logs/metrics.csv")):
+            try:
+                series = read_metrics_csv(path).get(column, [])
+            except (OSError, ValueError):  # being written right now: read it next time
+                continue
+            for step, value in series:
+                if int(step) not in reported:
+                    reported.add(int(step))
+                    trial.report(value, int(step))
+        return bool(reported) and trial.should_prune()
+
+    return check
+
+
 def _run_optuna(cfg: SweepConfig, sweep_dir: Path) -> list[tuple[dict[str, Any], JobResult]]:
     try:
         import optuna
@@ -149,6 +182,11 @@ def _run_optuna(cfg: SweepConfig, sweep_dir: Path) -> list[tuple[dict[str, Any],
         raise ConfigError("optuna.metric must name the summary metric to optimize (e.g. optuna.metric=pairwise_f)")
     if not oc.params:
         raise ConfigError("optuna.params is empty: give each key a {low, high[, log]} range or {choices: [...]}")
+    if oc.prune_metric and cfg.launcher.name != "local":
+        raise ConfigError(f"optuna.prune_metric needs launcher=local (got {cfg.launcher.name}): the sweep process must "
+                          "watch each trial's metrics while it runs; clear optuna.prune_metric to sweep elsewhere")  # fmt: skip
+    if oc.pruner not in ("median", "threshold"):
+        raise ConfigError(f"optuna.pruner={oc.pruner!r}: use median or threshold")
     rows: list[tuple[dict[str, Any], JobResult]] = []
 
     def objective(trial: Any) -> float:
@@ -161,13 +199,26 @@ def _run_optuna(cfg: SweepConfig, sweep_dir: Path) -> list[tuple[dict[str, Any],
                 a[key] = trial.suggest_int(key, spec["low"], spec["high"])
             else:
                 a[key] = trial.suggest_float(key, float(spec["low"]), float(spec["high"]), log=bool(spec.get("log")))
-        res = launch([_job(cfg, sweep_dir, trial.number, a)], cfg.launcher, progress=False)[0]
+        job = _job(cfg, sweep_dir, trial.number, a)
+        if oc.prune_metric:
+            res = run_local_monitored(job, _pruning_check(trial, job.run_dir, oc.prune_metric), oc.prune_interval_s)
+        else:
+            res = launch([job], cfg.launcher, progress=False)[0]
         rows.append((a, res))
+        if res.pruned:
+            raise optuna.TrialPruned(f"pruned on {oc.prune_metric}")
         value = _lookup(res.summary, oc.metric)
         if res.returncode != 0 or value is None:
             raise optuna.TrialPruned(f"job failed or reported no '{oc.metric}'")
         return float(value)
 
-    study = optuna.create_study(direction=oc.direction, sampler=optuna.samplers.TPESampler(seed=oc.seed))
+    if oc.pruner == "threshold":
+        pruner: Any = optuna.pruners.ThresholdPruner(lower=oc.prune_lower, upper=oc.prune_upper,
+                                                     n_warmup_steps=oc.prune_warmup_steps)  # fmt: skip
+    else:
+        pruner = optuna.pruners.MedianPruner(n_startup_trials=oc.prune_startup_trials,
+                                             n_warmup_steps=oc.prune_warmup_steps)  # fmt: skip
+    study = optuna.create_study(direction=oc.direction, sampler=optuna.samplers.TPESampler(seed=oc.seed),
+                                pruner=pruner)  # fmt: skip
     study.optimize(objective, n_trials=oc.n_trials)
     return rows

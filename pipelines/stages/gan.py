@@ -57,6 +57,24 @@ def train_gan(images: str | Path, kimg: float, gcfg: GeneratorConfig, tcfg: GANT
             "metrics": metrics, "figures": [str(samples)]}  # fmt: skip
 
 
+def import_gan(src: str | Path, stage_dir: Path) -> dict[str, Any]:
+    """Bring your own GAN: convert a pretrained generator into ``generator.pt`` (+ a sample grid) instead of training."""
+    import torch
+    from torchvision.utils import make_grid, save_image
+
+    from autolabel.gan import load_generator, save_generator
+
+    gen = load_generator(src).eval()
+    gen_path = save_generator(gen, stage_dir / "generator.pt")
+    with torch.no_grad():
+        z = torch.randn(16, gen.z_dim, generator=torch.Generator().manual_seed(0))
+        img = gen(z, truncation_psi=0.7, noise_mode="const").float()
+    samples = stage_dir / "samples.png"
+    save_image(make_grid((img.clamp(-1, 1) + 1) / 2, nrow=4), samples)
+    return {"outputs": {"generator": gen_path}, "figures": [str(samples)],
+            "metrics": {"resolution": gen.resolution, "num_ws": gen.num_ws, "pretrained": str(src)}}  # fmt: skip
+
+
 @command("fit gan", "train StyleGAN2 on an image folder (DiffAugment, lazy R1, EMA) -> generator.pt", FitGANCommand)
 def fit_gan(cfg: FitGANCommand) -> int:
     run = open_run(cfg, cfg.run)

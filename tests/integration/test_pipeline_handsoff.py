@@ -48,3 +48,17 @@ def test_default_pipeline_end_to_end(tmp_path, capsys):
 
     assert main(args) == 0  # rerun: every stage is up to date
     assert {v["status"] for v in read_json(run / "summary.json")["stages"].values()} == {"skipped"}
+
+
+def test_bring_your_own_gan_skips_gan_training(tmp_path):
+    from autolabel.gan import Generator, save_generator
+
+    gen = save_generator(Generator(resolution=16, z_dim=16, w_dim=16, n_mapping=1, channel_base=64, channel_max=16),
+                         tmp_path / "pretrained.pt")  # fmt: skip
+    args = ["run", "pipeline=handsoff", f"gan.pretrained={gen}", "until_stage=labels", *TINY, f"run.root={tmp_path}"]
+    assert main(args) == 0
+    (run,) = [p for p in (tmp_path / "handsoff").iterdir() if p.is_dir()]
+    gan = read_json(run / "gan" / "manifest.json")
+    assert gan["metrics"]["pretrained"] == str(gen) and not (run / "gan" / "checkpoints").exists()  # nothing trained
+    assert read_json(run / "labels" / "manifest.json")["status"] == "done"  # the rest used the imported generator
+    assert not (run / "synthesis").exists()  # until_stage

@@ -78,3 +78,29 @@ def test_report_command(tmp_path, capsys):
     assert main(["report", str(run)]) == 0
     assert "report.html" in capsys.readouterr().out
     assert json.loads((run / "data" / "manifest.json").read_text())["metrics"]["pool_images"] == 120
+
+
+def test_bring_your_own_features_skips_the_encoder(tmp_path):
+    import numpy as np
+
+    from autolabel.data.synthetic import make_blob_features
+
+    x, y = make_blob_features(8, 20, 16, spread=0.1, seed=0)
+    np.savez(tmp_path / "train.npz", features=x[:80], labels=y[:80])
+    np.savez(tmp_path / "pool.npz", features=x[80:], labels=y[80:])
+    args = ["run", "pipeline=hilander", "data.source=features", f"data.train_features={tmp_path / 'train.npz'}",
+            f"data.pool_features={tmp_path / 'pool.npz'}", "hilander.max_epochs=3", "hilander.model.hidden=16",
+            "hilander.train.k_list=[5]", "hilander.train.levels_list=[2]", "hilander.cluster.k=5",
+            "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "progress=false",
+            f"run.root={tmp_path / 'runs'}"]  # fmt: skip
+    assert main(args) == 0
+    run = _run_dir(tmp_path / "runs")
+    assert "skipped" in read_json(run / "classifier" / "manifest.json")["metrics"]
+    rows = list(csv.DictReader((run / "cluster" / "clusters.csv").open()))
+    assert len(rows) == 80
+    assert 0.0 <= read_json(run / "summary.json")["nmi"] <= 1.0
+
+
+def test_features_source_needs_both_files(tmp_path, capsys):
+    assert main(["run", "pipeline=hilander", "data.source=features", f"run.root={tmp_path}"]) == 2
+    assert "data.train_features" in capsys.readouterr().err

@@ -39,3 +39,59 @@ launcher: {{name: local}}
     assert "sweep tiny" in capsys.readouterr().out
     # each job ran in its own pinned run directory
     assert (tmp_path / "sweeps" / "tiny" / "000" / "hilander" / "checkpoints" / "last.ckpt").is_file()
+
+
+def _optuna_sweep(tmp_path, optuna_block: str):
+    x, y = make_blob_features(5, 16, 8, spread=0.1, seed=0)
+    np.savez(tmp_path / "train.npz", features=x, labels=y)
+    sweep = tmp_path / "optuna.yaml"
+    sweep.write_text(
+        f"""
+name: study
+root: {tmp_path / "sweeps"}
+command: fit hilander
+base:
+  - train_features={tmp_path / "train.npz"}
+  - "train.k_list=[4]"
+  - "train.levels_list=[1]"
+  - model.hidden=8
+  - trainer.accelerator=cpu
+  - trainer.enable_progress_bar=false
+metrics: [train/loss_epoch]
+launcher: {{name: local}}
+optuna:
+{optuna_block}
+"""
+    )
+    assert main(["sweep", str(sweep)]) == 0
+    return list(csv.DictReader((tmp_path / "sweeps" / "study" / "results.csv").open()))
+
+
+def test_optuna_study_runs_trials_and_collects_them(tmp_path):
+    rows = _optuna_sweep(
+        tmp_path,
+        """  n_trials: 2
+  direction: minimize
+  metric: train/loss_epoch
+  params: {train.lr: {low: 0.001, high: 0.1, log: true}, trainer.max_epochs: {low: 1, high: 2}}""",
+    )
+    assert len(rows) == 2 and all(r["status"] == "done" and float(r["train/loss_epoch"]) > 0 for r in rows)
+    assert all(0.001 <= float(r["train.lr"]) <= 0.1 and r["trainer.max_epochs"] in ("1", "2") for r in rows)
+
+
+def test_optuna_pruner_stops_a_running_trial(tmp_path):
+    # every reported loss is above the threshold: each trial is stopped as soon as its curve shows up, long before
+    # its 2000 epochs end
+    rows = _optuna_sweep(
+        tmp_path,
+        """  n_trials: 1
+  direction: minimize
+  metric: train/loss_epoch
+  params: {train.lr: {choices: [0.01]}, trainer.max_epochs: {choices: [2000]}}
+  prune_metric: train/loss_step
+  pruner: threshold
+  prune_upper: -1.0
+  prune_interval_s: 0.2""",
+    )
+    assert [r["status"] for r in rows] == ["pruned"]
+    assert rows[0]["train/loss_epoch"] == ""  # it never finished, so it wrote no summary

@@ -40,8 +40,8 @@ def test_launch_local_collects_summary_and_failures(tmp_path):
     assert res[0].summary == {"f": 0.9}
     assert (tmp_path / "j1" / "job.log").read_text().startswith("error:")
     header, table = results_table([({"p": 1}, res[0]), ({"p": 2}, res[1])], ["f"])
-    assert header == ["job", "p", "f", "returncode", "seconds"]
-    assert table[0][:4] == ["000", 1, 0.9, 0] and table[1][2] is None
+    assert header == ["job", "p", "f", "status", "returncode", "seconds"]
+    assert table[0][:5] == ["000", 1, 0.9, "done", 0] and table[1][2] is None and table[1][3] == "failed"
 
 
 def test_unknown_launcher_and_no_gpu(tmp_path, monkeypatch):
