@@ -147,7 +147,7 @@ def run_baselines(features: Any, labels: Any, names: list[str], seed: int = 0) -
     fns = {
         "kmeans": lambda: B.kmeans_cluster(features, k, seed=seed),
         "agglomerative": lambda: B.agglomerative_cluster(features, n_clusters=k),
-        "dbscan": lambda: B.dbscan_cluster(features, eps=0.3, min_samples=5),
+        "dbscan": lambda: B.dbscan_cluster(features, min_samples=5),  # eps from the k-distance heuristic
     }
     res = {}
     for name in names:

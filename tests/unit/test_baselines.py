@@ -79,3 +79,15 @@ def test_agglomerative_refuses_huge_pools(monkeypatch):
     x, _ = _blobs(n_per=3, k=4)
     with pytest.raises(DataError, match="kmeans or Hi-LANDER"):
         B.agglomerative_cluster(x, n_clusters=2)
+
+
+def test_dbscan_default_radius_follows_the_data_scale():
+    from autolabel.data.synthetic import make_blob_features
+
+    for spread in (0.02, 0.1):  # the same call separates tight and loose blobs: eps comes from the k-distances
+        x, y = make_blob_features(4, 30, 16, spread=spread, seed=1)
+        eps = B.dbscan_eps(x, min_samples=5)
+        assert 0 < eps < 1
+        labels = B.dbscan_cluster(x, min_samples=5)
+        big = np.unique(labels, return_counts=True)[1]
+        assert (big >= 5).sum() == 4  # four real clusters (plus possibly a few noise singletons)

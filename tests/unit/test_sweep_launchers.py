@@ -62,3 +62,15 @@ def test_submitit_local_executor_runs_job_array(tmp_path):
     res = launch([Job("000", ["report", str(good)], good, pin_run_dir=False)], cfg, progress=False)
     assert res[0].returncode == 0 and res[0].summary == {"f": 0.5}
     assert (good / "report" / "report.html").is_file()
+
+
+def test_preempted_slurm_task_is_requeued_with_the_same_pinned_run_dir(tmp_path):
+    """On preemption/timeout submitit calls ``checkpoint``: the resubmission is the same job (same pinned run.dir), so
+    the rerun's stages find their ``last.ckpt`` and resume."""
+    from pipelines.launchers import _SlurmTask
+
+    job = Job("007", ["fit", "hilander", "train_features=x.npz"], tmp_path / "007")
+    resubmission = _SlurmTask(job).checkpoint()
+    task = resubmission.function
+    assert isinstance(task, _SlurmTask) and task.job == job
+    assert task.job.argv()[-1] == f"run.dir={tmp_path / '007'}"

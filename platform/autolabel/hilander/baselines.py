@@ -70,12 +70,26 @@ def agglomerative_cluster(
     return model.fit_predict(x).astype(np.int64)
 
 
-def dbscan_cluster(features: np.ndarray, *, eps: float = 0.3, min_samples: int = 5) -> np.ndarray:
-    """Cosine DBSCAN; noise points become singleton clusters so every sample has a label."""
+def dbscan_eps(features: np.ndarray, min_samples: int = 5, quantile: float = 0.5) -> float:
+    """The k-distance heuristic for DBSCAN's radius: a quantile of every point's cosine distance to its
+    ``min_samples``-th nearest neighbour (faiss search), so the radius follows the data's own density scale."""
+    from autolabel.hilander.search import knn_search
+
+    x = _features(features)
+    k = max(1, min(min_samples, len(x) - 1))
+    _, sims = knn_search(x, k)
+    return float(max(np.quantile(1.0 - sims[:, k - 1], quantile), 1e-6))
+
+
+def dbscan_cluster(features: np.ndarray, *, eps: float | None = None, min_samples: int = 5) -> np.ndarray:
+    """Cosine DBSCAN; noise points become singleton clusters so every sample has a label. ``eps=None`` picks the
+    radius with :func:`dbscan_eps`."""
     from sklearn.cluster import DBSCAN
 
     x = _features(features)
-    if eps <= 0 or min_samples < 1:
+    if eps is None and min_samples >= 1 and len(x) > 1:
+        eps = dbscan_eps(x, min_samples)
+    if eps is None or eps <= 0 or min_samples < 1:
         raise DataError(f"dbscan needs eps > 0 and min_samples >= 1, got eps={eps}, min_samples={min_samples}")
     labels = DBSCAN(eps=eps, min_samples=min_samples, metric="cosine").fit_predict(x).astype(np.int64)
     noise = labels < 0

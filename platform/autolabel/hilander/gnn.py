@@ -107,7 +107,7 @@ class LANDER(nn.Module):
                 h = F.dropout(h, p=self.dropout, training=self.training)
         return h
 
-    def forward(self, data: Data, edge_chunk: int = 1 << 20) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, data: Data, edge_chunk: int = 1 << 18) -> tuple[torch.Tensor, torch.Tensor]:
         """``(link_logits [E, 2], pred_density [N])``. The link head runs over at most ``edge_chunk`` edges at a time
         (the per-node projections are computed once, then gathered per edge)."""
         h = self.embed(data)
