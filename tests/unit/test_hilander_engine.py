@@ -167,3 +167,29 @@ def test_cluster_config_validates_tau_candidates():
         HiLanderClusterConfig(tau_candidates=[0.5, 1.5])
     with pytest.raises(ConfigError, match="tau_metric"):
         HiLanderClusterConfig(tau_metric="accuracy")
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam"])
+def test_lander_module_optimizer_choice_fits_blobs(name):
+    from types import SimpleNamespace
+
+    from autolabel.data.synthetic import make_blob_features
+    from autolabel.hilander.lightning import LanderModule
+
+    x, y = make_blob_features(4, 20, 8, spread=0.1, seed=0)
+    graphs = build_training_levels(x, y, [5], [1])
+    module = LanderModule(LanderModelConfig(hidden=16), HiLanderTrainConfig(optimizer=name, lr=0.01), feature_dim=8)
+    module.trainer = SimpleNamespace(estimated_stepping_batches=60)  # what configure_optimizers reads
+    opt = module.configure_optimizers()["optimizer"]
+    assert type(opt).__name__ == {"sgd": "SGD", "adam": "Adam"}[name]
+    module.log = lambda *a, **k: None  # no trainer to log to
+    first = None
+    for _ in range(60):
+        loss = module.training_step(graphs[0], 0)
+        first = float(loss) if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert float(loss) < first  # the loss drops
+    with pytest.raises(ConfigError, match="optimizer"):
+        HiLanderTrainConfig(optimizer="lbfgs")

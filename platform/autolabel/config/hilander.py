@@ -55,7 +55,8 @@ class LanderModelConfig:
 class HiLanderTrainConfig:
     k_list: list[int] = field(default_factory=lambda: [10, 5, 3])
     levels_list: list[int] = field(default_factory=lambda: [2, 3, 4])
-    optimizer: str = "sgd"  # sgd (the reference: momentum 0.9, cosine LR) | adam (converges in far fewer steps)
+    optimizer: str = "sgd"  # sgd (the reference: momentum 0.9, cosine LR) | adam (fits far faster; on small pools it
+    # overfits the seen classes: Fashion-MNIST train link acc 0.93 but ~3.5k clusters on the unseen pool)
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 1e-5
