@@ -92,9 +92,11 @@ def build_report(run_dir: str | os.PathLike) -> Path:
         if m.get("metrics"):
             parts.append(_nested_tables(m["metrics"]))
         figs = [Path(f) for f in m.get("figures", [])]
-        csv_path = sdir / "logs" / "metrics.csv"
-        if csv_path.is_file():
-            curve = plot_curves(csv_path, out_dir / f"{sdir.name}_curves.png", title=f"{sdir.name} training")
+        # the stage's own training curves, and those of sub-runs (e.g. downstream/synthetic, downstream/real_few)
+        for csv_path in sorted(sdir.glob("logs/metrics.csv")) + sorted(sdir.glob("*/logs/metrics.csv")):
+            sub = csv_path.parent.parent.relative_to(sdir).as_posix()
+            name = sdir.name if sub == "." else f"{sdir.name}_{sub.replace('/', '_')}"
+            curve = plot_curves(csv_path, out_dir / f"{name}_curves.png", title=f"{name} training")
             if curve is not None:
                 figs.append(curve)
         for f in figs:

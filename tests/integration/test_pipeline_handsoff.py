@@ -41,7 +41,15 @@ def test_default_pipeline_end_to_end(tmp_path, capsys):
     synth = read_json(run / "synthesis" / "manifest.json")
     assert synth["metrics"]["n_written"] == 8
     page = (run / "report" / "report.html").read_text()
-    for picture in ("samples", "synthetic_overlays", "uncertainty", "inversions", "cluster_gallery", "gan_curves"):
+    for picture in (
+        "samples",
+        "synthetic_overlays",
+        "uncertainty",
+        "inversions",
+        "cluster_gallery",
+        "gan_curves",
+        "downstream_synthetic_curves",
+    ):
         assert picture in page, picture
     out = capsys.readouterr().out
     assert "report:" in out and "miou_synthetic" in out
