@@ -26,7 +26,9 @@ class TrainerConfig:
     deterministic: bool = False
     enable_progress_bar: bool = True
     check_val_every_n_epoch: int = 1
-    checkpoint_every_n_steps: int = 0  # 0: checkpoint at the end of every epoch only
+    # 0: rewrite last.ckpt at the end of every epoch (resume then reproduces an uninterrupted run exactly); N > 0:
+    # every N steps instead (for very long epochs; a mid-epoch resume does not replay that epoch's batch order exactly)
+    checkpoint_every_n_steps: int = 0
     seed: int = 0
 
     def __post_init__(self) -> None:
