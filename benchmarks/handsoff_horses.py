@@ -13,15 +13,19 @@ MSE only (``encoder_train.lpips_weight=0``: the LPIPS ImageNet weights are not a
 images are inverted by the encoder alone (``refine_steps=0`` unless ``--refine-steps`` is given; refinement then uses
 a *random* LPIPS backbone, ``lpips_random=true``).
 
-The defaults fit a ~75-minute budget on a contended 2-core CPU (small GAN, few kimg): far from a converged GAN. Scale
-up on a GPU with e.g. ``--accelerator auto --kimg 2000 --channel-max 256 --z-dim 512 --encoder-phase1-steps 20000
---encoder-finetune-steps 2000 --label-steps 4000 --seg-steps 5000``.
+The defaults are sized for a 2-core CPU shared with other jobs (small GAN, few kimg): far from a converged GAN.
+Scale up on a GPU with e.g. ``--accelerator auto --threads 0 --kimg 2000 --channel-max 256 --z-dim 512
+--encoder-phase1-steps 20000 --encoder-finetune-steps 2000 --label-steps 4000 --seg-steps 5000``.
 
 Derived data (64x64 PNGs) and run folders go to ``--work`` (default /tmp/horse_bench), never into the repository.
 Run by hand (from the repository root)::
 
     nice -n 10 .venv/bin/python benchmarks/handsoff_horses.py [--data ../shared/data/weizmann_horse] \\
         [--work /tmp/horse_bench] [--out benchmarks/results/handsoff_horses.json] [--quick]
+
+Each stage runs with one intra-op thread by default (``--threads 1``): on a CPU shared with other jobs, two OpenMP
+threads per process spend most of their time waiting for each other. ``--resume`` reuses the stages already finished
+by the run recorded in ``--out`` (same settings, outputs still in ``--work``) and runs the rest.
 
 ``--quick`` is a few-minute smoke test (tiny everything; writes ``<work>/quick.json`` unless ``--out`` is given).
 """
@@ -99,9 +103,15 @@ def prepare(data: Path, out: Path, size: int, n_labeled: int, seed: int) -> dict
 # ------------------------------------------------------------------------------------------------------ stages
 
 
-def run_cli(argv: list[str], log_tail: int = 0) -> dict:
-    """Run ``autolabel ARGV`` in a child process; wall/CPU seconds and peak RSS of that child; its stdout echoed."""
+def run_cli(argv: list[str], threads: int = 0) -> dict:
+    """Run ``autolabel ARGV`` in a child process; wall/CPU seconds and peak RSS of that child; its stdout echoed.
+
+    ``threads`` > 0 caps the child's intra-op threads (OMP/MKL): on a CPU shared with other jobs one thread wastes far
+    less time in OpenMP barriers than two.
+    """
     env = {k: v for k, v in os.environ.items() if k != "AUTOLABEL_RUN_DIR"}
+    if threads > 0:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     print(f"\n$ autolabel {shlex.join(argv)}", flush=True)
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-c", CHILD, *argv], cwd=REPO, env=env, stdout=subprocess.PIPE,
@@ -158,7 +168,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--work", default="/tmp/horse_bench", help="scratch dir for derived data and runs")
     ap.add_argument("--out", default=None, help="results JSON (default benchmarks/results/handsoff_horses.json)")
     ap.add_argument("--quick", action="store_true", help="few-minute smoke test with tiny settings")
+    ap.add_argument("--resume", action="store_true", help="reuse finished stages of --out's run when settings match")
     ap.add_argument("--accelerator", default="cpu", help="cpu | auto | gpu (trainer.accelerator)")
+    ap.add_argument("--threads", type=int, default=1, help="intra-op threads per stage (0: torch's default)")
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--n-labeled", type=int, default=16)
     ap.add_argument("--label-seed", type=int, default=0, help="seed choosing the labeled horses among 1-200")
@@ -185,7 +197,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # synthesis + downstream
     ap.add_argument("--n-synth", type=int, default=2000)
     ap.add_argument("--synth-batch", type=int, default=16)
-    ap.add_argument("--seg-steps", type=int, default=750, help="gradient steps of every segmentation run")
+    ap.add_argument("--seg-steps", type=int, default=500, help="gradient steps of every segmentation run")
     ap.add_argument("--seg-base", type=int, default=16)
     ap.add_argument("--seg-depth", type=int, default=3)
     ap.add_argument("--seg-batch", type=int, default=8)
@@ -205,20 +217,37 @@ def seg_epochs(n_train: int, batch: int, steps: int) -> int:
     return max(1, round(steps / per_epoch))
 
 
+# settings each stage depends on (a stage is reused by --resume only when these match the previous run's)
+_GAN_KEYS = ["data", "size", "seed", "accelerator", "kimg", "channel_max", "channel_base", "z_dim", "n_mapping",
+             "gan_batch"]  # fmt: skip
+_ENC_KEYS = [*_GAN_KEYS, "encoder_width", "encoder_max_width", "encoder_phase1_steps", "encoder_finetune_steps",
+             "encoder_batch"]  # fmt: skip
+_LAB_KEYS = [*_ENC_KEYS, "n_labeled", "label_seed", "refine_steps", "label_steps", "label_members", "label_hidden",
+             "label_batch_pixels"]  # fmt: skip
+_SYN_KEYS = [*_LAB_KEYS, "n_synth", "synth_batch"]
+_SEG_KEYS = ["seg_steps", "seg_base", "seg_depth", "seg_batch"]
+_REAL_KEYS = ["data", "size", "seed", "accelerator", "n_labeled", "label_seed", *_SEG_KEYS]
+
+
 def main(argv: list[str] | None = None) -> dict:
     a = parse_args(argv)
     work, out_path = Path(a.work), Path(a.out)
     runs = work / "runs"
     common = [f"trainer.accelerator={a.accelerator}", "trainer.enable_progress_bar=false", f"trainer.seed={a.seed}"]
     started = dt.datetime.now()
+    command = shlex.join(
+        [".venv/bin/python", "benchmarks/handsoff_horses.py", *(sys.argv[1:] if argv is None else argv)]
+    )
+    prev: dict = {}
+    if a.resume and out_path.is_file():
+        prev = json.loads(out_path.read_text())
     res: dict = {
         "benchmark": "handsoff_horses",
         "status": "running",
         "date": started.date().isoformat(),
         "started": started.isoformat(timespec="seconds"),
-        "command": shlex.join(
-            [".venv/bin/python", "benchmarks/handsoff_horses.py", *(sys.argv[1:] if argv is None else argv)]
-        ),  # fmt: skip
+        "command": command,
+        "invocations": [*prev.get("invocations", [prev["command"]] if "command" in prev else []), command],
         "machine": {
             "platform": platform.platform(),
             "machine": platform.machine(),
@@ -226,7 +255,7 @@ def main(argv: list[str] | None = None) -> dict:
             "loadavg_start": list(os.getloadavg()),
             "python": platform.python_version(),
         },  # fmt: skip
-        "settings": {k: v for k, v in vars(a).items() if k not in ("out",)},
+        "settings": {k: v for k, v in vars(a).items() if k not in ("out", "resume")},
         "notes": {
             "lpips": "encoder fine-tuned with pixel MSE only (encoder_train.lpips_weight=0); no LPIPS ImageNet weights "
             "offline" + ("" if a.refine_steps == 0 else "; latent refinement used a RANDOM LPIPS backbone"),
@@ -234,8 +263,10 @@ def main(argv: list[str] | None = None) -> dict:
             "masks": "figure_ground >= 128 at mask resolution, area-resized to size, >= 0.5 -> horse (class 1)",
             "photos": "rgb resized (bilinear) to the mask's pixel size, then to size x size (aspect not kept)",
             "segmentation": "same UNet and the same number of gradient steps for every training set",
+            "timing": "each stage is one child process: wall seconds include Python/torch start-up (~10-20 s)",
         },
         "stages": {},
+        "segmentation": {},
     }
     try:
         import torch
@@ -248,8 +279,16 @@ def main(argv: list[str] | None = None) -> dict:
     def save() -> None:
         write_json_atomic(out_path, res)
 
-    t_all = time.perf_counter()
-    # -- data
+    def reuse(section: str, name: str, keys: list[str], output: Path) -> dict | None:
+        """The previous run's record of a stage when --resume is set, its output exists and its settings match."""
+        rec = prev.get(section, {}).get(name)
+        old = prev.get("settings", {})
+        if not rec or not output.exists() or any(old.get(k) != res["settings"][k] for k in keys):
+            return None
+        print(f"\n--resume: reusing {section}/{name} from the previous run ({output})", flush=True)
+        return {**rec, "reused": True}
+
+    # -- data (cheap and deterministic: always rewritten)
     t0 = time.perf_counter()
     data = prepare(Path(a.data), work / "data", a.size, a.n_labeled, a.label_seed)
     res["data"] = {**data, "source": str(Path(a.data).resolve()), "seconds": round(time.perf_counter() - t0, 2),
@@ -259,77 +298,95 @@ def main(argv: list[str] | None = None) -> dict:
     save()
 
     # -- GAN
-    gan_dir = fresh(runs / "gan")
-    r = run_cli(["fit", "gan", f"images={folders['photos']}", f"kimg={a.kimg}", f"gan.resolution={a.size}",
-                 f"gan.z_dim={a.z_dim}", f"gan.w_dim={a.z_dim}", f"gan.n_mapping={a.n_mapping}",
-                 f"gan.channel_base={a.channel_base}", f"gan.channel_max={a.channel_max}",
-                 f"gan_train.batch_size={a.gan_batch}", *common, f"run.dir={gan_dir}"])  # fmt: skip
-    m = manifest(gan_dir / "gan")
-    epochs = int(m["metrics"]["epochs"])
-    steps_per_epoch = N_TRAIN // a.gan_batch if N_TRAIN > a.gan_batch else 1
-    kimg_done = epochs * steps_per_epoch * a.gan_batch / 1000
-    res["stages"]["gan"] = {**_timing(r), "kimg_requested": a.kimg, "kimg_trained": kimg_done,
-                            "s_per_kimg": r["seconds"] / kimg_done, "metrics": m["metrics"],
-                            "samples": m["figures"][0]}  # fmt: skip
-    generator = Path(m["outputs"]["generator"])
+    gan_dir = runs / "gan"
+    generator = gan_dir / "gan" / "generator.pt"
+    rec = reuse("stages", "gan", _GAN_KEYS, generator)
+    if rec is None:
+        r = run_cli(["fit", "gan", f"images={folders['photos']}", f"kimg={a.kimg}", f"gan.resolution={a.size}",
+                     f"gan.z_dim={a.z_dim}", f"gan.w_dim={a.z_dim}", f"gan.n_mapping={a.n_mapping}",
+                     f"gan.channel_base={a.channel_base}", f"gan.channel_max={a.channel_max}",
+                     f"gan_train.batch_size={a.gan_batch}", *common, f"run.dir={fresh(gan_dir)}"],
+                    threads=a.threads)  # fmt: skip
+        m = manifest(gan_dir / "gan")
+        epochs = int(m["metrics"]["epochs"])
+        steps_per_epoch = N_TRAIN // a.gan_batch if N_TRAIN > a.gan_batch else 1
+        kimg_done = epochs * steps_per_epoch * a.gan_batch / 1000
+        rec = {**_timing(r), "kimg_requested": a.kimg, "kimg_trained": kimg_done,
+               "s_per_kimg": r["seconds"] / kimg_done, "metrics": m["metrics"], "samples": m["figures"][0]}  # fmt: skip
+    res["stages"]["gan"] = rec
     save()
 
     # -- encoder
-    enc_dir = fresh(runs / "encoder")
-    r = run_cli(["fit", "encoder", f"generator={generator}", f"images={folders['photos']}",
-                 f"encoder.width={a.encoder_width}", f"encoder.max_width={a.encoder_max_width}",
-                 f"encoder_train.phase1_steps={a.encoder_phase1_steps}",
-                 f"encoder_train.finetune_steps={a.encoder_finetune_steps}",
-                 f"encoder_train.batch_size={a.encoder_batch}", "encoder_train.lpips_weight=0",
-                 "encoder_train.phase1_lpips_weight=0", *common, f"run.dir={enc_dir}"])  # fmt: skip
-    m = manifest(enc_dir / "encoder")
-    res["stages"]["encoder"] = {**_timing(r), "metrics": m["metrics"]}
-    encoder = Path(m["outputs"]["checkpoint"])
+    enc_dir = runs / "encoder"
+    encoder = enc_dir / "encoder" / "checkpoints" / "last.ckpt"
+    rec = reuse("stages", "encoder", _ENC_KEYS, encoder)
+    if rec is None:
+        r = run_cli(["fit", "encoder", f"generator={generator}", f"images={folders['photos']}",
+                     f"encoder.width={a.encoder_width}", f"encoder.max_width={a.encoder_max_width}",
+                     f"encoder_train.phase1_steps={a.encoder_phase1_steps}",
+                     f"encoder_train.finetune_steps={a.encoder_finetune_steps}",
+                     f"encoder_train.batch_size={a.encoder_batch}", "encoder_train.lpips_weight=0",
+                     "encoder_train.phase1_lpips_weight=0", *common, f"run.dir={fresh(enc_dir)}"],
+                    threads=a.threads)  # fmt: skip
+        rec = {**_timing(r), "metrics": manifest(enc_dir / "encoder")["metrics"]}
+    res["stages"]["encoder"] = rec
     save()
 
     # -- label generator
-    lab_dir = fresh(runs / "labels")
-    refine = [f"refine_steps={a.refine_steps}"] + (["lpips_random=true"] if a.refine_steps > 0 else [])
-    r = run_cli(["fit", "labels", f"generator={generator}", f"encoder={encoder}", f"labeled={folders['labeled']}",
-                 *refine, f"label_generator.n_members={a.label_members}",
-                 f"label_generator.hidden=[{a.label_hidden}]", "label_generator.fp16=false",
-                 f"label_train.max_steps={a.label_steps}", f"label_train.batch_pixels={a.label_batch_pixels}",
-                 f"label_train.seed={a.seed}", *common, f"run.dir={lab_dir}"])  # fmt: skip
-    m = manifest(lab_dir / "labels")
-    res["stages"]["labels"] = {**_timing(r), "metrics": m["metrics"], "inversions": m["figures"][0]}
-    label_ckpt = Path(m["outputs"]["checkpoint"])
+    lab_dir = runs / "labels"
+    label_ckpt = lab_dir / "labels" / "checkpoints" / "last.ckpt"
+    rec = reuse("stages", "labels", _LAB_KEYS, label_ckpt)
+    if rec is None:
+        refine = [f"refine_steps={a.refine_steps}"] + (["lpips_random=true"] if a.refine_steps > 0 else [])
+        r = run_cli(["fit", "labels", f"generator={generator}", f"encoder={encoder}", f"labeled={folders['labeled']}",
+                     *refine, f"label_generator.n_members={a.label_members}",
+                     f"label_generator.hidden=[{a.label_hidden}]", "label_generator.fp16=false",
+                     f"label_train.max_steps={a.label_steps}", f"label_train.batch_pixels={a.label_batch_pixels}",
+                     f"label_train.seed={a.seed}", *common, f"run.dir={fresh(lab_dir)}"],
+                    threads=a.threads)  # fmt: skip
+        m = manifest(lab_dir / "labels")
+        rec = {**_timing(r), "metrics": m["metrics"], "inversions": m["figures"][0]}
+    res["stages"]["labels"] = rec
     save()
 
     # -- synthesis
-    synth = fresh(work / "synthetic")
-    r = run_cli(["synthesize", f"checkpoint={label_ckpt}", f"n={a.n_synth}", f"out={synth}", f"seed={a.seed}",
-                 f"batch_size={a.synth_batch}", f"accelerator={'cpu' if a.accelerator == 'cpu' else 'auto'}",
-                 "progress=false"])  # fmt: skip
-    plan = json.loads((synth / "plan.json").read_text())
-    kept = sum(1 for line in (synth / "manifest.jsonl").read_text().splitlines() if line.strip())
-    reported = re.search(r"images_per_s\s*\S\s*([0-9.]+)", r["stdout"])
-    res["stages"]["synthesis"] = {**_timing(r), "candidates": plan["n_total"], "kept": kept,
-                                  "images_per_s_wall": plan["n_total"] / r["seconds"],
-                                  "images_per_s_reported": float(reported.group(1)) if reported else None,
-                                  "dataset": str(synth)}  # fmt: skip
+    synth = work / "synthetic"
+    rec = reuse("stages", "synthesis", _SYN_KEYS, synth / "manifest.jsonl")
+    if rec is None:
+        r = run_cli(["synthesize", f"checkpoint={label_ckpt}", f"n={a.n_synth}", f"out={fresh(synth)}",
+                     f"seed={a.seed}", f"batch_size={a.synth_batch}",
+                     f"accelerator={'cpu' if a.accelerator == 'cpu' else 'auto'}", "progress=false"],
+                    threads=a.threads)  # fmt: skip
+        plan = json.loads((synth / "plan.json").read_text())
+        kept = sum(1 for line in (synth / "manifest.jsonl").read_text().splitlines() if line.strip())
+        reported = re.search(r"images_per_s\s*\S\s*([0-9.]+)", r["stdout"])
+        rec = {**_timing(r), "candidates": plan["n_total"], "kept": kept,
+               "images_per_s_wall": plan["n_total"] / r["seconds"],
+               "images_per_s_reported": float(reported.group(1)) if reported else None,
+               "dataset": str(synth)}  # fmt: skip
+    res["stages"]["synthesis"] = rec
     save()
 
     # -- downstream segmentation
-    res["segmentation"] = {}
-    for name, train, n_train in (("synthetic", synth, kept), ("real16", folders["labeled"], a.n_labeled),
-                                 ("real200", folders["real200"], N_TRAIN)):  # fmt: skip
-        ep = seg_epochs(n_train, a.seg_batch, a.seg_steps)
-        seg_dir = fresh(runs / f"seg_{name}")
-        r = run_cli(["fit", "segmentation", f"train={train}", f"test={folders['test']}", f"size={a.size}",
-                     f"base={a.seg_base}", f"depth={a.seg_depth}", f"batch_size={a.seg_batch}", f"max_epochs={ep}",
-                     f"trainer.check_val_every_n_epoch={ep}", *common, f"run.dir={seg_dir}"])  # fmt: skip
-        m = manifest(seg_dir / "segmentation")
-        res["segmentation"][name] = {**_timing(r), "epochs": ep,
-                                     "steps": ep * (n_train // a.seg_batch if n_train > a.seg_batch else 1),
-                                     "metrics": m["metrics"]}  # fmt: skip
+    for name, train, n_train, keys in (("synthetic", synth, rec["kept"], [*_SYN_KEYS, *_SEG_KEYS]),
+                                       ("real16", folders["labeled"], a.n_labeled, _REAL_KEYS),
+                                       ("real200", folders["real200"], N_TRAIN, _REAL_KEYS)):  # fmt: skip
+        seg_dir = runs / f"seg_{name}"
+        seg = reuse("segmentation", name, keys, seg_dir / "segmentation" / "manifest.json")
+        if seg is None:
+            ep = seg_epochs(n_train, a.seg_batch, a.seg_steps)
+            r = run_cli(["fit", "segmentation", f"train={train}", f"test={folders['test']}", f"size={a.size}",
+                         f"base={a.seg_base}", f"depth={a.seg_depth}", f"batch_size={a.seg_batch}",
+                         f"max_epochs={ep}", f"trainer.check_val_every_n_epoch={ep}", *common,
+                         f"run.dir={fresh(seg_dir)}"], threads=a.threads)  # fmt: skip
+            seg = {**_timing(r), "epochs": ep, "steps": ep * (n_train // a.seg_batch if n_train > a.seg_batch else 1),
+                   "metrics": manifest(seg_dir / "segmentation")["metrics"]}  # fmt: skip
+        res["segmentation"][name] = seg
         save()
 
-    res["total_seconds"] = round(time.perf_counter() - t_all, 1)
+    stage_seconds = [res["data"]["seconds"], *(v["seconds"] for v in res["stages"].values()),
+                     *(v["seconds"] for v in res["segmentation"].values())]  # fmt: skip
+    res["total_seconds"] = round(sum(stage_seconds), 1)  # sum of the stages (reused ones: their original time)
     res["machine"]["loadavg_end"] = list(os.getloadavg())
     res["status"] = "done"
     save()

@@ -86,7 +86,14 @@ class HiLanderStageConfig:
         default_factory=lambda: HiLanderClusterConfig(tau_candidates=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
     )
     max_epochs: int = 150
+    # Share of the meta-training features held out from the GNN and used only to choose tau: calibrating on the GNN's
+    # own training samples favours the too-confident thresholds (Fashion-MNIST: pool NMI 0.18 -> 0.33 held out).
+    calibration_fraction: float = 0.2
     baselines: list[str] = field(default_factory=lambda: ["kmeans", "agglomerative"])
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.calibration_fraction < 1.0:
+            raise ConfigError(f"hilander.calibration_fraction={self.calibration_fraction} must be in [0, 1)")
 
 
 def stage_trainer(cfg: PipelineConfig, max_epochs: int) -> TrainerConfig:
@@ -175,11 +182,21 @@ def stage_embed(ctx: StageContext) -> dict[str, Any]:
 
 
 def stage_hilander(ctx: StageContext) -> dict[str, Any]:
+    from autolabel.data.pools import load_feature_pool, save_feature_pool
     from pipelines.stages.hilander import train_hilander
 
     h: HiLanderStageConfig = ctx.cfg.hilander
-    return train_hilander(ctx.input_path("embed", "train_features"), None, h.model, h.train,
-                          stage_trainer(ctx.cfg, h.max_epochs), ctx.dir)  # fmt: skip
+    train = ctx.input_path("embed", "train_features")
+    calibration = train
+    if h.calibration_fraction > 0:
+        pool = load_feature_pool(train)
+        held = np.random.default_rng(ctx.cfg.trainer.seed).random(pool.n) < h.calibration_fraction
+        if held.any() and (~held).any():
+            train = save_feature_pool(ctx.dir / "gnn_train.npz", pool.subset(np.flatnonzero(~held)))
+            calibration = save_feature_pool(ctx.dir / "calibration.npz", pool.subset(np.flatnonzero(held)))
+    out = train_hilander(train, None, h.model, h.train, stage_trainer(ctx.cfg, h.max_epochs), ctx.dir)
+    out["outputs"]["calibration"] = calibration
+    return out
 
 
 def stage_cluster(ctx: StageContext) -> dict[str, Any]:
@@ -190,7 +207,7 @@ def stage_cluster(ctx: StageContext) -> dict[str, Any]:
 
     h: HiLanderStageConfig = ctx.cfg.hilander
     res = cluster_features(ctx.input_path("hilander", "checkpoint"), ctx.input_path("embed", "pool_features"),
-                           h.cluster, list(h.baselines), calibrate=ctx.input_path("embed", "train_features"))  # fmt: skip
+                           h.cluster, list(h.baselines), calibrate=ctx.input_path("hilander", "calibration"))  # fmt: skip
     csv_path = write_clusters_csv(ctx.dir / "clusters.csv", res["ids"], res["labels"])
     metrics: dict[str, Any] = dict(res.get("metrics", {}))
     metrics["levels"] = len(res["levels"])
@@ -233,6 +250,7 @@ HILANDER = Pipeline(
                 "hilander.model",
                 "hilander.train",
                 "hilander.max_epochs",
+                "hilander.calibration_fraction",
                 "trainer.precision",
                 "trainer.seed",
             ],
