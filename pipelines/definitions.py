@@ -13,6 +13,7 @@ meta-train Hi-LANDER -> cluster the unlabeled pool (with baselines when it has l
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -25,21 +26,44 @@ from autolabel.config.gan import GANTrainConfig, GeneratorConfig
 from autolabel.config.hilander import HiLanderClusterConfig, HiLanderTrainConfig, LanderModelConfig
 from autolabel.config.inversion import EncoderConfig, EncoderTrainConfig
 from autolabel.config.labelgen import LabelGeneratorConfig, LabelTrainConfig
-from autolabel.errors import ConfigError
+from autolabel.errors import ConfigError, DataError
 from pipelines.runner import Pipeline, Stage, StageContext
 
-SOURCES = ("digits", "fashion_mnist", "folders", "features")
+SOURCES = ("procedural", "digits", "fashion_mnist", "folders", "features")
+HANDSOFF_SOURCES = ("procedural", "folders")
+HILANDER_SOURCES = ("digits", "fashion_mnist", "folders", "features")
+# data.root=DIR (source folders): the conventional layout of a dataset folder, key -> subfolder
+ROOT_LAYOUT = {"images": "images", "labeled": "labeled", "test": "test", "train_dir": "train", "pool_dir": "pool"}
+MAX_LABELED = 50  # HandsOff's premise
 
 
 @dataclass
-class PoolDataConfig:
-    """Where the clustering data comes from. ``digits`` (scikit-learn, bundled) and ``fashion_mnist`` (Debian package)
-    are split by class: ``train_classes`` train the encoder and Hi-LANDER, ``pool_classes`` form the pool to cluster
-    (disjoint: Hi-LANDER clusters categories it never saw). ``folders`` takes your own ``train_dir`` (class subfolders)
-    and ``pool_dir`` (images; class subfolders, if any, are used only for scoring)."""
+class DataConfig:
+    """Where a pipeline's data comes from (``data.source``; unset: ``procedural`` for the handsoff pipelines,
+    ``digits`` for ``hilander``, ``folders`` when ``data.root`` is given).
 
-    source: str = "digits"
-    root: Optional[str] = None  # fashion_mnist: folder of the IDX .gz files
+    * ``procedural`` (handsoff pipelines): the bundled shapes dataset, rendered from ``shapes.*`` settings.
+    * ``folders``: your own images. HandsOff takes ``images`` (unlabeled pool: GAN + encoder training), ``labeled``
+      (<= 50 labeled images: ``images/`` + ``masks/`` | ``keypoints.csv`` | ``depth/``, or an image folder plus
+      ``labeled_masks``) and optionally ``test`` (a real labeled folder for the downstream check; without it that check
+      is skipped). Hi-LANDER takes ``train_dir`` (one subfolder per meta-training class) and ``pool_dir`` (images to
+      cluster; class subfolders, if any, are used only for scoring; default for the handsoff pipelines: ``images``).
+      ``root=DIR`` fills every unset one from ``DIR/images``, ``DIR/labeled``, ``DIR/test``, ``DIR/train``,
+      ``DIR/pool`` (the last three when they exist).
+    * ``digits`` (scikit-learn, bundled) and ``fashion_mnist`` (Debian package; ``root``: the IDX folder), hilander
+      only, are split by class: ``train_classes`` train the encoder and Hi-LANDER, ``pool_classes`` form the pool to
+      cluster (disjoint: Hi-LANDER clusters categories it never saw).
+    * ``features`` (hilander only): your own embeddings, ``train_features`` (with labels) and ``pool_features``.
+    """
+
+    source: Optional[str] = None
+    root: Optional[str] = None
+    images: Optional[str] = None
+    labeled: Optional[str] = None
+    labeled_masks: Optional[str] = None  # masks in their own folder: then `labeled` is a plain image folder
+    n_labeled: int = -1  # use the first N labeled images by file name (-1: all, at most 50)
+    test: Optional[str] = None
+    test_masks: Optional[str] = None  # like labeled_masks; images also in the labeled selection are left out
     train_dir: Optional[str] = None
     pool_dir: Optional[str] = None
     train_features: Optional[str] = None  # source=features: your own labeled meta-training pool (.npz with labels)
@@ -54,20 +78,43 @@ class PoolDataConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.source not in SOURCES:
+        if self.source is not None and self.source not in SOURCES:
             raise ConfigError(f"data.source={self.source!r}: use one of {', '.join(SOURCES)}")
-        if self.source == "folders" and not (self.train_dir and self.pool_dir):
-            raise ConfigError("data.source=folders needs data.train_dir=DIR (class subfolders) and data.pool_dir=DIR")
         if self.source == "features" and not (self.train_features and self.pool_features):
             raise ConfigError("data.source=features needs data.train_features=TRAIN.npz (with labels) and "
                               "data.pool_features=POOL.npz: bring your own embeddings, the encoder stages are skipped")  # fmt: skip
-        overlap = set(self.train_classes) & set(self.pool_classes)
         if not 0.0 <= self.gnn_fraction < 1.0:
             raise ConfigError(f"data.gnn_fraction={self.gnn_fraction} must be in [0, 1)")
-        if self.source != "folders" and overlap:
+        if self.n_labeled == 0 or self.n_labeled < -1 or self.n_labeled > MAX_LABELED:
+            raise ConfigError(f"data.n_labeled={self.n_labeled}: use 1..{MAX_LABELED} (HandsOff needs few labels) "
+                              "or -1 for all of data.labeled")  # fmt: skip
+        for masks, images in (("labeled_masks", "labeled"), ("test_masks", "test")):
+            if getattr(self, masks) and not (getattr(self, images) or self.root):
+                raise ConfigError(f"data.{masks} is set but data.{images} is not: give the images folder too")
+        overlap = set(self.train_classes) & set(self.pool_classes)
+        if self.source in ("digits", "fashion_mnist") and overlap:
             raise ConfigError(
                 f"data.train_classes and data.pool_classes share {sorted(overlap)}: the pool must hold unseen classes"
             )
+
+    def source_for(self, handsoff: bool) -> str:
+        """The effective source for a handsoff pipeline (``handsoff=True``) or the hilander pipeline."""
+        if self.source is not None:
+            return self.source
+        if self.root:
+            return "folders"
+        return "procedural" if handsoff else "digits"
+
+    def folder(self, key: str, *, optional: bool = False) -> Optional[str]:
+        """``data.<key>``, else ``<root>/<layout name>`` (optional ones only when that folder exists)."""
+        value = getattr(self, key)
+        if value or not self.root:
+            return value
+        derived = Path(self.root) / ROOT_LAYOUT[key]
+        return str(derived) if (not optional or derived.is_dir()) else None
+
+
+PoolDataConfig = DataConfig  # the name it had when only the hilander pipeline read it
 
 
 @dataclass
@@ -113,8 +160,9 @@ def stage_data(ctx: StageContext) -> dict[str, Any]:
         select_classes,
     )
 
-    d: PoolDataConfig = ctx.cfg.data
-    if d.source == "features":
+    d: DataConfig = ctx.cfg.data
+    source = d.source_for(handsoff=False)
+    if source == "features":
         from autolabel.data.pools import load_feature_pool
 
         train, pool = load_feature_pool(d.train_features), load_feature_pool(d.pool_features)  # type: ignore[arg-type]
@@ -125,10 +173,10 @@ def stage_data(ctx: StageContext) -> dict[str, Any]:
                               "embed both with the same encoder")  # fmt: skip
         return {"outputs": {"train_features": Path(d.train_features), "pool_features": Path(d.pool_features)},  # type: ignore[arg-type]
                 "metrics": {"meta_images": train.n, "pool_images": pool.n}}  # fmt: skip
-    if d.source == "folders":
-        return {"outputs": {"train_dir": Path(d.train_dir), "meta_dir": Path(d.train_dir),  # type: ignore[arg-type]
-                            "pool_dir": Path(d.pool_dir)}}  # type: ignore[arg-type]  # fmt: skip
-    if d.source == "digits":
+    if source == "folders":
+        train_dir, pool_dir = Path(d.folder("train_dir")).resolve(), Path(d.folder("pool_dir")).resolve()  # type: ignore[arg-type]
+        return {"outputs": {"train_dir": train_dir, "meta_dir": train_dir, "pool_dir": pool_dir}}
+    if source == "digits":
         x_tr, y_tr = load_digits_arrays()
         x_te, y_te = x_tr, y_tr
         names = [f"digit{i}" for i in range(10)]
@@ -202,7 +250,7 @@ def stage_hilander(ctx: StageContext) -> dict[str, Any]:
 def stage_cluster(ctx: StageContext) -> dict[str, Any]:
     from autolabel.data.images import list_images
     from autolabel.engine.io import write_json
-    from autolabel.viz import cluster_gallery
+    from autolabel.viz import cluster_gallery, gallery_caption
     from pipelines.stages.hilander import cluster_features, write_clusters_csv
 
     h: HiLanderStageConfig = ctx.cfg.hilander
@@ -217,7 +265,7 @@ def stage_cluster(ctx: StageContext) -> dict[str, Any]:
     if "baselines" in res:
         metrics["baselines"] = res["baselines"]
     write_json(ctx.dir / "metrics.json", metrics)
-    figures = []
+    figures, captions = [], {}
     if "pool_dir" in ctx.inputs["data"].get("outputs", {}):  # a gallery needs the images (not given with features)
         files = list_images(ctx.input_path("data", "pool_dir"))
         truth = None
@@ -225,8 +273,10 @@ def stage_cluster(ctx: StageContext) -> dict[str, Any]:
             from autolabel.data.pools import load_feature_pool
 
             truth = load_feature_pool(ctx.input_path("embed", "pool_features")).labels
-        figures.append(str(cluster_gallery(files, res["labels"], ctx.dir / "cluster_gallery.png", truth=truth)))
-    return {"outputs": {"clusters": csv_path}, "metrics": metrics, "figures": figures,
+        gallery = str(cluster_gallery(files, res["labels"], ctx.dir / "cluster_gallery.png", truth=truth))
+        figures.append(gallery)
+        captions[gallery] = "cluster gallery: " + gallery_caption(res["labels"])
+    return {"outputs": {"clusters": csv_path}, "metrics": metrics, "figures": figures, "captions": captions,
             "timings": res["timings"], "hierarchy": res["levels"]}  # fmt: skip
 
 
@@ -240,6 +290,7 @@ HILANDER = Pipeline(
             needs=["data"],
             config_keys=["classifier", "trainer.precision", "trainer.seed"],
             description="train the feature encoder on the meta-training classes",
+            distributed=True,
         ),  # fmt: skip
         Stage("embed", stage_embed, needs=["data", "classifier"], description="embed both image folders"),
         Stage(
@@ -255,6 +306,7 @@ HILANDER = Pipeline(
                 "trainer.seed",
             ],
             description="meta-train Hi-LANDER",
+            distributed=True,
         ),  # fmt: skip
         Stage(
             "cluster",
@@ -265,6 +317,7 @@ HILANDER = Pipeline(
         ),  # fmt: skip
     ],
     description="cluster an unlabeled pool into unseen categories",
+    validate=lambda cfg: validate_hilander_data(cfg),  # defined with the other data checks below
 )
 
 PIPELINES: dict[str, Pipeline] = {"hilander": HILANDER}
@@ -352,7 +405,7 @@ class LabelsStageConfig:
     )
     train: LabelTrainConfig = field(
         default_factory=lambda: LabelTrainConfig(
-            max_steps=300, pixels_per_image=256, batch_pixels=256, images_per_step=4
+            max_steps=300, pixels_per_image=256, batch_pixels=256, images_per_step=5
         )  # fmt: skip
     )
 
@@ -374,6 +427,9 @@ class DownstreamStageConfig:
     base: int = 16
     depth: int = 2
     batch_size: int = 16
+    # a fixed share of the real test folder picks each net's best epoch; metrics are reported on the rest (0: last
+    # epoch, scored on the whole test folder)
+    val_fraction: float = 0.2
 
 
 @dataclass
@@ -383,8 +439,8 @@ class PipelineConfig:
     pipeline: str = "handsoff_then_hilander"  # handsoff_then_hilander | handsoff | hilander
     from_stage: Optional[str] = None  # force this stage and everything after it to run again
     until_stage: Optional[str] = None  # stop after this stage
-    shapes: ShapesDataConfig = field(default_factory=ShapesDataConfig)  # data of the handsoff pipelines
-    data: PoolDataConfig = field(default_factory=PoolDataConfig)  # data of the hilander pipeline
+    shapes: ShapesDataConfig = field(default_factory=ShapesDataConfig)  # data.source=procedural (handsoff pipelines)
+    data: DataConfig = field(default_factory=DataConfig)  # where the data comes from (procedural / your folders ...)
     gan: GANStageConfig = field(default_factory=GANStageConfig)
     encoder: EncoderStageConfig = field(default_factory=EncoderStageConfig)
     labels: LabelsStageConfig = field(default_factory=LabelsStageConfig)
@@ -395,6 +451,26 @@ class PipelineConfig:
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     run: RunConfig = field(default_factory=lambda: RunConfig(name="pipeline"))
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        d = self.data
+        if self.pipeline == "hilander":
+            source = d.source_for(handsoff=False)
+            if source not in HILANDER_SOURCES:
+                raise ConfigError(f"data.source={source} feeds the handsoff pipelines; pipeline=hilander takes "
+                                  f"data.source={' | '.join(HILANDER_SOURCES)}")  # fmt: skip
+            if source == "folders" and not (d.folder("train_dir") and d.folder("pool_dir")):
+                raise ConfigError("data.source=folders needs data.train_dir=DIR (class subfolders) and "
+                                  "data.pool_dir=DIR (or data.root=DIR holding train/ and pool/)")  # fmt: skip
+        elif self.pipeline in ("handsoff", "handsoff_then_hilander"):
+            source = d.source_for(handsoff=True)
+            if source not in HANDSOFF_SOURCES:
+                raise ConfigError(f"data.source={source} feeds pipeline=hilander only; pipeline={self.pipeline} takes "
+                                  "data.source=procedural (the default) or folders")  # fmt: skip
+            if source == "folders" and not (d.folder("images") and d.folder("labeled")):
+                raise ConfigError(f"data.source=folders for pipeline={self.pipeline} needs data.images=DIR (unlabeled "
+                                  "images) and data.labeled=DIR (<= 50 labeled: images/ + masks/), or data.root=DIR "
+                                  "holding images/ and labeled/")  # fmt: skip
 
 
 def _copy_categories(src: Path, dst: Path, categories: list[int]) -> Path:
@@ -407,19 +483,21 @@ def _copy_categories(src: Path, dst: Path, categories: list[int]) -> Path:
     return dst
 
 
-def stage_shapes(ctx: StageContext) -> dict[str, Any]:
+def _procedural_data(ctx: StageContext) -> dict[str, Any]:
     from autolabel.data.procedural import make_shapes_dataset
 
     d: ShapesDataConfig = ctx.cfg.shapes
     if d.n_labeled > 50:
-        raise ConfigError(f"data.n_labeled={d.n_labeled}: HandsOff is built for at most 50 labeled images")
+        raise ConfigError(f"shapes.n_labeled={d.n_labeled}: HandsOff is built for at most 50 labeled images")
     if set(d.meta_categories) & set(d.pool_categories):
-        raise ConfigError("data.meta_categories and data.pool_categories must be disjoint (the pool holds unseen ones)")
+        raise ConfigError(
+            "shapes.meta_categories and shapes.pool_categories must be disjoint (the pool holds unseen ones)"
+        )
     pool = make_shapes_dataset(ctx.dir / "pool", d.n_pool, size=d.size, seed=d.seed)
     labeled = make_shapes_dataset(ctx.dir / "labeled", d.n_labeled, size=d.size, seed=d.seed + 1)
     test = make_shapes_dataset(ctx.dir / "test", d.n_test, size=d.size, seed=d.seed + 2)
     # The feature encoder and the GNN meta-train on different renderings of the meta categories: embeddings of images
-    # the encoder never saw are as noisy as the pool's (see PoolDataConfig.gnn_fraction).
+    # the encoder never saw are as noisy as the pool's (see DataConfig.gnn_fraction).
     enc = make_shapes_dataset(ctx.dir / "meta_encoder", d.n_pool, size=d.size, seed=d.seed + 3)
     gnn = make_shapes_dataset(ctx.dir / "meta_gnn", d.n_pool, size=d.size, seed=d.seed + 4)
     train_dir = _copy_categories(enc / "unlabeled", ctx.dir / "encoder_train", list(d.meta_categories))
@@ -428,6 +506,198 @@ def stage_shapes(ctx: StageContext) -> dict[str, Any]:
     return {"outputs": {"images": pool / "images", "labeled": labeled, "test": test, "train_dir": train_dir,
                         "meta_dir": meta_dir, "pool_dir": pool_dir},
             "metrics": {"pool_images": d.n_pool, "labeled_images": d.n_labeled, "test_images": d.n_test}}  # fmt: skip
+
+
+_LABEL_KIND = {"segmentation": "masks", "keypoints": "keypoints.csv", "depth": "depth"}
+
+
+@dataclass
+class _LabeledSelection:
+    """The labeled images a folders-source run uses: ``stems`` of ``images`` (a folder) and their labels."""
+
+    key: str  # "labeled" | "test" (the data.* key, for messages)
+    root: Path  # the folder the user gave
+    images: Path
+    labels: Path  # masks folder, depth folder or keypoints.csv
+    task: str
+    stems: list[str]
+    files: dict[str, Path]  # stem -> image file
+    total: int  # labeled images in the folder before selection
+    separate_masks: bool
+
+    @property
+    def needs_copy(self) -> bool:
+        return self.separate_masks or len(self.stems) < self.total
+
+    def materialize(self, dst: Path) -> Path:
+        """Write the selection as a standard labeled folder ``dst/images`` + ``dst/<labels>``; returns ``dst``."""
+        import shutil
+
+        (dst / "images").mkdir(parents=True, exist_ok=True)
+        for s in self.stems:
+            shutil.copy2(self.files[s], dst / "images" / self.files[s].name)
+        if self.task == "keypoints":
+            import csv
+
+            with open(self.labels, newline="") as f:
+                rows = list(csv.reader(f))
+            keep = [r for r in rows[1:] if r and Path(r[0].strip()).stem in set(self.stems)]
+            with open(dst / "keypoints.csv", "w", newline="") as f:
+                csv.writer(f).writerows([rows[0], *keep])
+        else:
+            out = dst / _LABEL_KIND[self.task]
+            out.mkdir(exist_ok=True)
+            by_stem = {p.stem: p for p in self.labels.iterdir() if p.is_file()}
+            for s in self.stems:
+                shutil.copy2(by_stem[s], out / by_stem[s].name)
+        return dst
+
+
+def _label_stems(labels: Path, task: str) -> set[str]:
+    from autolabel.data.images import IMAGE_EXTENSIONS
+
+    if task == "keypoints":
+        import csv
+
+        with open(labels, newline="") as f:
+            return {Path(r[0].strip()).stem for r in list(csv.reader(f))[1:] if r}
+    exts = IMAGE_EXTENSIONS if task == "segmentation" else (".npy", ".png")
+    return {p.stem for p in labels.iterdir() if p.is_file() and p.suffix.lower() in exts}
+
+
+def _select_labeled(key: str, folder: str, masks: Optional[str], task: str, limit: int = -1,
+                    exclude: Sequence[str] = ()) -> _LabeledSelection:  # fmt: skip
+    """Check a user's labeled folder (``data.labeled`` / ``data.test``) and pick the images to use."""
+    from autolabel.data.images import IMAGE_EXTENSIONS
+
+    root = Path(folder).expanduser().resolve()
+    if not root.is_dir():
+        raise DataError(f"data.{key}={folder}: folder not found -- give a labeled folder (images/ + masks/, "
+                        "keypoints.csv or depth/)")  # fmt: skip
+    if masks:
+        labels = Path(masks).expanduser().resolve()
+        if task != "segmentation":
+            raise ConfigError(f"data.{key}_masks is set but labels.model.task={task}: masks are segmentation labels; "
+                              f"set labels.model.task=segmentation or clear data.{key}_masks")  # fmt: skip
+        if not labels.is_dir():
+            raise DataError(f"data.{key}_masks={masks}: folder not found -- give the folder of masks (same stems)")
+        images = root
+    else:
+        images, labels = root / "images", root / _LABEL_KIND[task]
+        if not images.is_dir():
+            raise DataError(f"data.{key}={folder} has no images/ folder: a labeled folder holds images/ plus masks/ "
+                            f"(or keypoints.csv, depth/); masks kept elsewhere: set data.{key}_masks=DIR")  # fmt: skip
+        if not labels.exists():
+            raise DataError(f"data.{key}={folder} has no {_LABEL_KIND[task]} for labels.model.task={task}: add it "
+                            "(same file stems as images/) or set labels.model.task to the labels it holds")  # fmt: skip
+    files = {p.stem: p for p in sorted(images.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS}
+    if not files:
+        raise DataError(f"data.{key}: no images in {images} (accepted: {', '.join(IMAGE_EXTENSIONS)})")
+    have = _label_stems(labels, task)
+    missing = [s for s in files if s not in have]
+    if missing:
+        raise DataError(f"data.{key}: {len(missing)} image(s) in {images} have no label in {labels}, e.g. "
+                        f"{', '.join(missing[:3])}: add them (same stem) or remove those images")  # fmt: skip
+    stems = [s for s in sorted(files) if s not in set(exclude)]
+    total = len(stems)
+    if limit > 0:
+        stems = stems[:limit]
+    if not stems:
+        raise DataError(f"data.{key}={folder}: no images left once the labeled ones are left out; give a separate "
+                        f"data.{key} folder")  # fmt: skip
+    return _LabeledSelection(key, root, images, labels, task, stems, files, total, bool(masks))
+
+
+def _image_folder(key: str, folder: str) -> list[Path]:
+    """The images of ``data.<key>``; a missing or empty folder is an error naming that key."""
+    from autolabel.data.images import list_images
+
+    try:
+        return list_images(Path(folder).expanduser())
+    except DataError as e:
+        raise DataError(f"data.{key}={folder}: {e}") from e
+
+
+def _class_folders(key: str, folder: str) -> Path:
+    root = Path(folder).expanduser().resolve()
+    _image_folder(key, folder)  # exists and holds images
+    classes = [p for p in root.iterdir() if p.is_dir()]
+    if len(classes) < 2:
+        raise DataError(f"data.{key}={folder} has {len(classes)} class subfolder(s): Hi-LANDER meta-trains on at "
+                        "least 2 labeled classes, one subfolder each (DIR/<class>/<image>)")  # fmt: skip
+    return root
+
+
+def _handsoff_selections(cfg: PipelineConfig) -> tuple[_LabeledSelection, Optional[_LabeledSelection]]:
+    d, task = cfg.data, cfg.labels.model.task
+    labeled = _select_labeled("labeled", d.folder("labeled"), d.labeled_masks, task, d.n_labeled)  # type: ignore[arg-type]
+    if len(labeled.stems) > MAX_LABELED:
+        raise DataError(f"data.labeled={d.folder('labeled')} holds {len(labeled.stems)} labeled images; HandsOff is "
+                        f"built for <= {MAX_LABELED}: set data.n_labeled=16 (the first 16 by name) or give a smaller "
+                        "folder")  # fmt: skip
+    test_dir, test = d.folder("test", optional=True), None
+    if test_dir:
+        probe = Path(test_dir).expanduser().resolve()
+        same = (probe if d.test_masks else probe / "images") == labeled.images
+        test = _select_labeled("test", test_dir, d.test_masks, task, exclude=labeled.stems if same else ())
+    return labeled, test
+
+
+def validate_handsoff_data(cfg: PipelineConfig, with_hilander: bool) -> None:
+    """Fail before any work when a folders-source run lacks a folder or its folders do not hold what it needs."""
+    d = cfg.data
+    if d.source_for(handsoff=True) != "folders":
+        return
+    _image_folder("images", d.folder("images"))  # type: ignore[arg-type]
+    _handsoff_selections(cfg)
+    if with_hilander:
+        train = d.folder("train_dir", optional=True)
+        if not train:
+            raise ConfigError("pipeline=handsoff_then_hilander meta-trains Hi-LANDER on labeled classes: set "
+                              "data.train_dir=DIR (one subfolder per class; or DIR/train under data.root), or run "
+                              "pipeline=handsoff")  # fmt: skip
+        _class_folders("train_dir", train)
+        pool = d.folder("pool_dir", optional=True)
+        if pool:
+            _image_folder("pool_dir", pool)
+
+
+def validate_hilander_data(cfg: PipelineConfig) -> None:
+    d = cfg.data
+    source = d.source_for(handsoff=False)
+    if source == "folders":
+        _class_folders("train_dir", d.folder("train_dir"))  # type: ignore[arg-type]
+        _image_folder("pool_dir", d.folder("pool_dir"))  # type: ignore[arg-type]
+    elif source == "features":
+        for key in ("train_features", "pool_features"):
+            if not Path(getattr(d, key)).is_file():
+                raise DataError(f"data.{key}={getattr(d, key)}: file not found -- give an .npz/.npy feature pool")
+
+
+def _folders_data(ctx: StageContext) -> dict[str, Any]:
+    d: DataConfig = ctx.cfg.data
+    labeled, test = _handsoff_selections(ctx.cfg)
+    images = Path(d.folder("images")).expanduser().resolve()  # type: ignore[arg-type]
+    outputs: dict[str, Path] = {
+        "images": images,
+        "labeled": labeled.materialize(ctx.dir / "labeled") if labeled.needs_copy else labeled.root,
+    }
+    metrics: dict[str, Any] = {"pool_images": len(_image_folder("images", str(images))),
+                               "labeled_images": len(labeled.stems)}  # fmt: skip
+    if test is not None:
+        outputs["test"] = test.materialize(ctx.dir / "test") if test.needs_copy else test.root
+        metrics["test_images"] = len(test.stems)
+    train = d.folder("train_dir", optional=True)
+    if train:
+        outputs["train_dir"] = outputs["meta_dir"] = Path(train).expanduser().resolve()
+    outputs["pool_dir"] = Path(d.folder("pool_dir", optional=True) or images).expanduser().resolve()
+    return {"outputs": outputs, "metrics": metrics}
+
+
+def stage_handsoff_data(ctx: StageContext) -> dict[str, Any]:
+    if ctx.cfg.data.source_for(handsoff=True) == "folders":
+        return _folders_data(ctx)
+    return _procedural_data(ctx)
 
 
 def stage_gan(ctx: StageContext) -> dict[str, Any]:
@@ -462,6 +732,7 @@ def stage_labels(ctx: StageContext) -> dict[str, Any]:
 
 
 def stage_synthesis(ctx: StageContext) -> dict[str, Any]:
+    from autolabel.engine.rundir import global_rank
     from pipelines.stages.handsoff import SynthesizeCommand, run_synthesis, synthesis_figures
 
     s: SynthesisStageConfig = ctx.cfg.synthesis
@@ -471,42 +742,82 @@ def stage_synthesis(ctx: StageContext) -> dict[str, Any]:
                             filter_fraction=s.filter_fraction, drop_least_uncertain=s.drop_least_uncertain,
                             devices=s.devices, accelerator="cpu" if ctx.cfg.trainer.accelerator == "cpu" else "auto",
                             progress=ctx.cfg.progress)  # fmt: skip
-    stats = run_synthesis(cmd)
-    figures = synthesis_figures(out, ctx.dir)
-    metrics = {k: v for k, v in stats.items() if isinstance(v, (int, float))}
+    stats = run_synthesis(cmd)  # under DDP every rank writes its shard, rank 0 merges them
+    figures = synthesis_figures(out, ctx.dir) if global_rank() == 0 else []
+    metrics = {k: v for k, v in stats.items() if isinstance(v, (int, float)) and k != "rank"}
     return {"outputs": {"dataset": out}, "metrics": metrics, "figures": [str(f) for f in figures]}
 
 
+def _synthetic_size(dataset: Path) -> int:
+    from PIL import Image
+
+    first = next(iter(sorted((dataset / "images").glob("*"))), None)
+    if first is None:
+        raise DataError(f"the synthetic dataset {dataset} holds no images: rerun with from_stage=synthesis")
+    with Image.open(first) as im:
+        return int(im.height)
+
+
+_HEADLINE_METRIC = {"segmentation": "miou", "depth": "rmse", "keypoints": "pck@0.1"}
+
+
 def stage_downstream(ctx: StageContext) -> dict[str, Any]:
-    from pipelines.stages.downstream import FitSegmentationCommand, train_segmentation
+    from pipelines.stages.downstream import (
+        FitKeypointsCommand,
+        FitSegmentationCommand,
+        train_keypoints,
+        train_segmentation,
+    )
 
     d: DownstreamStageConfig = ctx.cfg.downstream
-    size = ctx.cfg.shapes.size
-    results = {}
-    for name, train in (
-        ("synthetic", ctx.input_path("synthesis", "dataset")),
-        ("real_few", ctx.input_path("data", "labeled")),
-    ):
-        cmd = FitSegmentationCommand(train=str(train), test=str(ctx.input_path("data", "test")), size=size, base=d.base,
-                                     depth=d.depth, batch_size=d.batch_size, max_epochs=d.max_epochs,
-                                     trainer=ctx.cfg.trainer)  # fmt: skip
+    test = ctx.inputs["data"].get("outputs", {}).get("test")
+    if not test:
+        return {"metrics": {"skipped": "no real labeled test folder (data.test): nothing to score the labels on"}}
+    task = ctx.cfg.labels.model.task
+    synthetic = ctx.input_path("synthesis", "dataset")
+    procedural = ctx.cfg.data.source_for(handsoff=True) == "procedural"
+    size = ctx.cfg.shapes.size if procedural else _synthetic_size(synthetic)
+    results, checkpoints = {}, {}
+    for name, train in (("synthetic", synthetic), ("real_few", ctx.input_path("data", "labeled"))):
+        common = dict(train=str(train), test=str(test), size=size, base=d.base, depth=d.depth,
+                      batch_size=d.batch_size, max_epochs=d.max_epochs, val_fraction=d.val_fraction,
+                      trainer=ctx.cfg.trainer)  # fmt: skip
         sub = ctx.dir / name
         sub.mkdir(exist_ok=True)
-        results[name] = train_segmentation(cmd, sub)["metrics"]
-    return {"outputs": {"synthetic_model": ctx.dir / "synthetic" / "checkpoints" / "last.ckpt"},
-            "metrics": {"miou_synthetic": results["synthetic"]["miou"], "miou_real_few": results["real_few"]["miou"],
-                        "downstream": {k: {"miou": v["miou"], "pixel_acc": v["pixel_acc"],
-                                           "train_images": v["train_images"]} for k, v in results.items()}}}  # fmt: skip
+        if task == "keypoints":
+            out = train_keypoints(FitKeypointsCommand(**common), sub)  # type: ignore[arg-type]
+        else:
+            out = train_segmentation(FitSegmentationCommand(task=task, **common), sub)  # type: ignore[arg-type]
+        results[name], checkpoints[name] = out["metrics"], out["outputs"]["checkpoint"]
+    key = _HEADLINE_METRIC[task]
+    metrics: dict[str, Any] = {
+        "downstream": {
+            k: {m: v[m] for m in (key, "pixel_acc", "nme", "train_images") if m in v} for k, v in results.items()
+        }  # fmt: skip
+    }
+    if task == "segmentation":
+        metrics.update(miou_synthetic=results["synthetic"]["miou"], miou_real_few=results["real_few"]["miou"])
+    return {"outputs": {"synthetic_model": checkpoints["synthetic"]}, "metrics": metrics}
 
+
+# what the handsoff data stage reads of data.* (the hilander-only keys do not invalidate a trained GAN)
+HANDSOFF_DATA_KEYS = ("source", "root", "images", "labeled", "labeled_masks", "n_labeled", "test", "test_masks",
+                      "train_dir", "pool_dir")  # fmt: skip
 
 _HANDSOFF_STAGES = [
-    Stage("data", stage_shapes, config_keys=["shapes"], description="render the procedural dataset"),
+    Stage(
+        "data",
+        stage_handsoff_data,
+        config_keys=["shapes", *(f"data.{k}" for k in HANDSOFF_DATA_KEYS), "labels.model.task"],
+        description="render the procedural dataset, or check and gather your folders",
+    ),  # fmt: skip
     Stage(
         "gan",
         stage_gan,
         needs=["data"],
         config_keys=["gan", "trainer.precision", "trainer.seed"],
         description="train StyleGAN2 on the unlabeled pool",
+        distributed=True,
     ),  # fmt: skip
     Stage(
         "encoder",
@@ -514,6 +825,7 @@ _HANDSOFF_STAGES = [
         needs=["data", "gan"],
         config_keys=["encoder", "trainer.precision"],
         description="train the inversion encoder (generator frozen)",
+        distributed=True,
     ),  # fmt: skip
     Stage(
         "labels",
@@ -521,6 +833,7 @@ _HANDSOFF_STAGES = [
         needs=["data", "gan", "encoder"],
         config_keys=["labels"],
         description="invert the labeled images, train the label generator on hypercolumns",
+        distributed=True,
     ),  # fmt: skip
     Stage(
         "synthesis",
@@ -528,20 +841,24 @@ _HANDSOFF_STAGES = [
         needs=["labels"],
         config_keys=["synthesis"],
         description="synthesize labeled images, filter by uncertainty",
+        distributed=True,  # distributed prediction: each DDP rank synthesizes its shard (run_synthesis)
     ),  # fmt: skip
     Stage(
         "downstream",
         stage_downstream,
         needs=["data", "synthesis"],
         config_keys=["downstream"],
-        description="train a segmentation net on synthetic vs few real labels, score on real test images",
+        description="train a downstream net on synthetic vs few real labels, score on real test images",
+        distributed=True,
     ),  # fmt: skip
 ]
 
-HANDSOFF = Pipeline("handsoff", list(_HANDSOFF_STAGES), description="generate labeled images from a GAN + few labels")
+HANDSOFF = Pipeline("handsoff", list(_HANDSOFF_STAGES), description="generate labeled images from a GAN + few labels",
+                    validate=lambda cfg: validate_handsoff_data(cfg, with_hilander=False))  # fmt: skip
 HANDSOFF_THEN_HILANDER = Pipeline(
     "handsoff_then_hilander",
     [*_HANDSOFF_STAGES, *HILANDER.stages[1:]],
     description="synthesize labeled data, then cluster an unlabeled pool into unseen categories",
+    validate=lambda cfg: validate_handsoff_data(cfg, with_hilander=True),
 )
 PIPELINES.update({"handsoff": HANDSOFF, "handsoff_then_hilander": HANDSOFF_THEN_HILANDER})

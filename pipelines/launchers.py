@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from autolabel.engine.io import read_json
 from autolabel.errors import ConfigError
@@ -42,20 +42,36 @@ class JobResult:
     seconds: float
     summary: dict = field(default_factory=dict)
     pruned: bool = False  # stopped early by a sweep's pruner (its returncode is the termination signal's)
+    status: str = ""  # done | failed | pruned when known better than the returncode says (an Optuna trial's state)
 
 
 @dataclass
 class LauncherConfig:
+    """Where and how jobs run. The ``slurm_*`` keys place each job; unset placement keys follow the job's own trainer
+    settings, because Lightning's SLURM environment needs exactly one task per device: ``slurm_tasks_per_node``
+    defaults to the job's ``trainer.devices``, ``slurm_nodes`` to its ``trainer.num_nodes`` and
+    ``slurm_gpus_per_node`` to the tasks per node."""
+
     name: str = "local"
     gpus: int = -1  # local_gpus: how many GPUs to use (-1: all visible)
-    slurm_partition: str | None = None
-    slurm_time_min: int = 240
-    slurm_gpus_per_node: int = 1
+    slurm_partition: Optional[str] = None
+    slurm_time_min: int = 240  # the job's time limit (timeout_min); submitit_local uses it too
+    slurm_nodes: Optional[int] = None  # default: the job's trainer.num_nodes
+    slurm_tasks_per_node: Optional[int] = None  # default: the job's trainer.devices (1 when it is "auto")
+    slurm_gpus_per_node: Optional[int] = None  # default: slurm_tasks_per_node
     slurm_cpus_per_task: int = 8
     slurm_mem_gb: int = 64
+    slurm_signal_delay_s: int = 120  # SLURM sends the preemption/timeout signal this long before the end
     slurm_array_parallelism: int = 16
     slurm_additional: dict[str, Any] = field(default_factory=dict)
     folder: str = "runs/_submitit"
+
+    def __post_init__(self) -> None:
+        for key in ("slurm_nodes", "slurm_tasks_per_node", "slurm_gpus_per_node"):
+            v = getattr(self, key)
+            if v is not None and v < (0 if key == "slurm_gpus_per_node" else 1):
+                raise ConfigError(f"launcher.{key}={v} must be >= {0 if key == 'slurm_gpus_per_node' else 1} "
+                                  "(or unset: follow the job's trainer settings)")  # fmt: skip
 
 
 def _summary(run_dir: Path) -> dict:
@@ -78,10 +94,16 @@ def run_cli(argv: Sequence[str], env: dict[str, str] | None = None, log_path: Pa
     return subprocess.run(cmd, env=full_env, check=False).returncode
 
 
+def _log_name() -> str:
+    """``job.log``; the other tasks of a multi-task SLURM job write ``job.rank<N>.log``."""
+    rank = os.environ.get("SLURM_PROCID", "0")
+    return "job.log" if rank in ("", "0") else f"job.rank{rank}.log"
+
+
 def _run_local(job: Job, env: dict[str, str] | None = None) -> JobResult:
     t0 = time.perf_counter()
     job.run_dir.mkdir(parents=True, exist_ok=True)
-    rc = run_cli(job.argv(), env=env, log_path=job.run_dir / "job.log")
+    rc = run_cli(job.argv(), env=env, log_path=job.run_dir / _log_name())
     return JobResult(job.name, job.run_dir, rc, time.perf_counter() - t0, _summary(job.run_dir))
 
 
@@ -122,6 +144,52 @@ def _visible_gpus() -> list[str]:
         return [str(i) for i in range(torch.cuda.device_count())]
     except Exception:  # pragma: no cover - torch always importable here
         return []
+
+
+def job_trainer(job: Job) -> tuple[Optional[int], int]:
+    """``(devices per node, nodes)`` that ``job`` trains with, read from its resolved config the way the CLI resolves
+    it (schema defaults, the command's YAML, ``config=`` files, overrides); devices is None for ``"auto"``/-1."""
+    from omegaconf import OmegaConf
+
+    from autolabel.config import load_config
+    from pipelines.cli import _defaults_path, bind_positionals, resolve
+    from pipelines.registry import commands
+
+    cmd, rest = resolve(job.args, commands())
+    rest, values = bind_positionals(cmd, rest)
+    cfg = load_config(cmd.schema, yaml_files=[_defaults_path(cmd)] if cmd.defaults_yaml else [], overrides=rest,
+                      values=values)  # fmt: skip
+    trainer = OmegaConf.select(cfg, "trainer", default=None)
+    if trainer is None:
+        return 1, 1
+    devices = OmegaConf.to_container(trainer, resolve=True).get("devices", 1)  # type: ignore[union-attr]
+    if isinstance(devices, (list, tuple)):
+        n: Optional[int] = len(devices)
+    else:
+        try:
+            n = int(devices)
+        except (TypeError, ValueError):  # "auto"
+            n = None
+        if n is not None and n < 1:
+            n = None
+    return n, int(trainer.get("num_nodes", 1) or 1)
+
+
+def slurm_placement(job: Job, cfg: LauncherConfig) -> dict[str, int]:
+    """submitit's ``nodes`` / ``tasks_per_node`` / ``gpus_per_node`` for ``job``: one task per training device, as
+    Lightning's SLURM environment requires (it refuses to start when trainer.devices != tasks per node)."""
+    devices, num_nodes = job_trainer(job)
+    tasks = cfg.slurm_tasks_per_node or devices or cfg.slurm_gpus_per_node or 1
+    if devices is not None and tasks != devices:
+        raise ConfigError(f"launcher.slurm_tasks_per_node={tasks} but job {job.name} trains on trainer.devices="
+                          f"{devices}: Lightning needs one SLURM task per device; set them equal (or leave "
+                          "launcher.slurm_tasks_per_node unset)")  # fmt: skip
+    nodes = cfg.slurm_nodes or num_nodes
+    if nodes != num_nodes:
+        raise ConfigError(f"launcher.slurm_nodes={nodes} but job {job.name} has trainer.num_nodes={num_nodes}: set "
+                          "them equal (or leave launcher.slurm_nodes unset)")  # fmt: skip
+    gpus = tasks if cfg.slurm_gpus_per_node is None else cfg.slurm_gpus_per_node
+    return {"nodes": nodes, "tasks_per_node": tasks, "gpus_per_node": gpus}
 
 
 class _SlurmTask:
@@ -183,25 +251,33 @@ def launch(jobs: Sequence[Job], cfg: LauncherConfig | None = None, *, progress: 
 
     folder = Path(cfg.folder)
     folder.mkdir(parents=True, exist_ok=True)
-    if cfg.name == "submitit_local":
-        executor: Any = submitit.LocalExecutor(folder=str(folder))
-        executor.update_parameters(timeout_min=cfg.slurm_time_min)
-    else:
-        executor = submitit.AutoExecutor(folder=str(folder), cluster="slurm")
-        params: dict[str, Any] = dict(
-            timeout_min=cfg.slurm_time_min,
-            gpus_per_node=cfg.slurm_gpus_per_node,
-            cpus_per_task=cfg.slurm_cpus_per_task,
-            mem_gb=cfg.slurm_mem_gb,
-            slurm_array_parallelism=cfg.slurm_array_parallelism,
-            slurm_additional_parameters=dict(cfg.slurm_additional),
-        )
-        if cfg.slurm_partition:
-            params["slurm_partition"] = cfg.slurm_partition
-        executor.update_parameters(**params)
-    tasks = [_SlurmTask(j) for j in jobs]
-    with executor.batch():  # one job array
-        handles = [executor.submit(t) for t in tasks]
+    groups: dict[tuple, list[int]] = {}  # one job array per placement (submitit arrays share their parameters)
+    for i, job in enumerate(jobs):
+        placement = {} if cfg.name == "submitit_local" else slurm_placement(job, cfg)  # local: one task, no SLURM env
+        groups.setdefault(tuple(sorted(placement.items())), []).append(i)
+    handles: list[Any] = [None] * len(jobs)
+    for key, idx in groups.items():
+        if cfg.name == "submitit_local":
+            executor: Any = submitit.LocalExecutor(folder=str(folder))
+            executor.update_parameters(timeout_min=cfg.slurm_time_min)
+        else:
+            executor = submitit.AutoExecutor(folder=str(folder), cluster="slurm")
+            params: dict[str, Any] = dict(
+                timeout_min=cfg.slurm_time_min,
+                cpus_per_task=cfg.slurm_cpus_per_task,
+                mem_gb=cfg.slurm_mem_gb,
+                slurm_signal_delay_s=cfg.slurm_signal_delay_s,
+                slurm_array_parallelism=cfg.slurm_array_parallelism,
+                slurm_additional_parameters=dict(cfg.slurm_additional),
+                **dict(key),
+            )
+            if cfg.slurm_partition:
+                params["slurm_partition"] = cfg.slurm_partition
+            executor.update_parameters(**params)
+        with executor.batch():  # one job array
+            subs = [executor.submit(_SlurmTask(jobs[i])) for i in idx]
+        for i, h in zip(idx, subs):
+            handles[i] = h
     if progress:
         print(f"submitted {len(handles)} job(s): {', '.join(str(h.job_id) for h in handles)}")
     results = []

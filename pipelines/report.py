@@ -2,13 +2,15 @@
 
 For every stage folder with a ``manifest.json``: its status and time, its metrics as a table, the figures it lists
 (``manifest["figures"]``: GAN samples, label overlays, uncertainty maps, cluster galleries...) and its training curves
-(drawn from ``logs/metrics.csv``).
+(drawn from ``logs/metrics.csv``). Every picture is copied into ``report/`` (``report/figures/<stage>_<name>``) and
+linked by a path inside it, so the folder can be moved, zipped or mailed on its own.
 """
 
 from __future__ import annotations
 
 import html
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +81,9 @@ def build_report(run_dir: str | os.PathLike) -> Path:
         raise DataError(f"{run} holds no finished stage (no */manifest.json); run a pipeline or command into it first")
     out_dir = run / "report"
     out_dir.mkdir(exist_ok=True)
+    fig_dir = out_dir / "figures"
+    shutil.rmtree(fig_dir, ignore_errors=True)  # pictures of stages rerun since the last report
+    fig_dir.mkdir()
     parts = [f"<h1>autolabel report: {html.escape(run.name)}</h1><p class=meta>{html.escape(str(run.resolve()))}</p>"]
     summary = run / "summary.json"
     if summary.is_file():
@@ -91,21 +96,27 @@ def build_report(run_dir: str | os.PathLike) -> Path:
         )
         if m.get("metrics"):
             parts.append(_nested_tables(m["metrics"]))
-        figs = [Path(f) for f in m.get("figures", [])]
+        captions = {str(k): str(v) for k, v in (m.get("captions") or {}).items()}
+        figs: list[tuple[Path, str]] = []
+        for f in m.get("figures", []):
+            src = Path(f)
+            if src.is_file():  # a copy inside report/: the page must not point into stage folders
+                dst = fig_dir / f"{sdir.name}_{src.name}"
+                shutil.copy2(src, dst)
+                figs.append((dst, captions.get(str(f), src.stem)))
         # the stage's own training curves, and those of sub-runs (e.g. downstream/synthetic, downstream/real_few)
         for csv_path in sorted(sdir.glob("logs/metrics.csv")) + sorted(sdir.glob("*/logs/metrics.csv")):
             sub = csv_path.parent.parent.relative_to(sdir).as_posix()
             name = sdir.name if sub == "." else f"{sdir.name}_{sub.replace('/', '_')}"
             curve = plot_curves(csv_path, out_dir / f"{name}_curves.png", title=f"{name} training")
             if curve is not None:
-                figs.append(curve)
-        for f in figs:
-            if f.is_file():
-                rel = os.path.relpath(f, out_dir)
-                parts.append(
-                    f"<figure><img src='{html.escape(rel)}' alt='{html.escape(f.stem)}'>"
-                    f"<figcaption>{html.escape(f.stem)}</figcaption></figure>"
-                )
+                figs.append((curve, curve.stem))
+        for f, caption in figs:
+            rel = f.relative_to(out_dir).as_posix()
+            parts.append(
+                f"<figure><img src='{html.escape(rel)}' alt='{html.escape(f.stem)}'>"
+                f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+            )
     page = f"<!doctype html><html><head><meta charset=utf-8><title>autolabel report</title><style>{_CSS}</style></head>"
     page += "<body>" + "\n".join(parts) + "</body></html>\n"
     path = out_dir / "report.html"

@@ -16,6 +16,14 @@ A sweep file::
       metric: pairwise_f
       params: {train.lr: {low: 0.001, high: 0.1, log: true}, model.hidden: {choices: [64, 128, 256]}}
       prune_metric: train/link_acc_epoch   # optional: stop trials whose curve trails the median (launcher=local)
+      prune_stage: hilander                # pipelines: the stage whose logs/metrics.csv holds prune_metric
+      storage: sqlite:///runs/sweeps/lander.db   # optional: a persistent study; rerunning the sweep resumes it
+      enqueue: [{train.lr: 0.01, model.hidden: 128}] # optional: parameter sets to try first
+
+A trial whose job fails (non-zero exit, or no ``metric`` in its summary) is recorded as failed, one stopped by the
+pruner as pruned. With ``storage``, rerunning an interrupted sweep continues the study: finished trials are kept, a
+trial that was running is tried again in its own run directory (so its training resumes from ``last.ckpt``), and only
+the trials still missing from ``n_trials`` are run.
 """
 
 from __future__ import annotations
@@ -52,6 +60,13 @@ class OptunaConfig:
     prune_lower: Optional[float] = None
     prune_upper: Optional[float] = None
     prune_interval_s: float = 2.0  # how often a running trial's metrics are read
+    # A pipeline (command: run) logs one metrics.csv per training stage, each with its own step counter: the pruner
+    # reads only this stage's (a stage folder, e.g. hilander or downstream/synthetic); empty: the first stage folder
+    # whose logs/metrics.csv has prune_metric.
+    prune_stage: str = ""
+    storage: str = ""  # an Optuna storage URL, e.g. sqlite:///runs/sweeps/study.db: the study survives interruptions
+    study_name: str = ""  # default: the sweep's name
+    enqueue: list[dict[str, Any]] = field(default_factory=list)  # parameter sets the study tries first
 
 
 @dataclass
@@ -104,7 +119,7 @@ def results_table(
     header = ["job", *params, *metrics, "status", "returncode", "seconds"]
     table = []
     for a, r in rows:
-        status = "pruned" if r.pruned else "done" if r.returncode == 0 else "failed"
+        status = r.status or ("pruned" if r.pruned else "done" if r.returncode == 0 else "failed")
         table.append([r.name, *[a.get(p) for p in params], *[_lookup(r.summary, m) for m in metrics], status,
                       r.returncode, round(r.seconds, 1)])  # fmt: skip
     return header, table
@@ -150,25 +165,42 @@ def run_sweep(sweep_file: str | Path, overrides: list[str] = ()) -> Path:  # typ
     return path
 
 
-def _pruning_check(trial: Any, run_dir: Path, column: str) -> Callable[[], bool]:
-    """Reports the new values of ``column`` from the trial's ``logs/metrics.csv`` files; True when it should stop."""
+def _pruning_check(trial: Any, run_dir: Path, column: str, stage: str = "") -> Callable[[], bool]:
+    """Reports the new values of ``column`` from ONE ``logs/metrics.csv`` of the trial (``<run_dir>/<stage>/`` when
+    ``stage`` is given, else the first stage folder that logs ``column``: every training stage of a pipeline logs its
+    own steps, mixing them would report one stage's step 10 as another's); True when the trial should stop."""
     from autolabel.viz import read_metrics_csv
 
     reported: set[int] = set()
+    chosen: list[Path] = [run_dir / stage / "logs" / "metrics.csv"] if stage else []
+
+    def series_of(path: Path) -> list[tuple[float, float]] | None:
+        try:
+            return read_metrics_csv(path).get(column)
+        except (OSError, ValueError):  # being written right now: read it next time
+            return None
 
     def check() -> bool:
-        for path in sorted(run_dir.glob("**/logs/metrics.csv")):
-            try:
-                series = read_metrics_csv(path).get(column, [])
-            except (OSError, ValueError):  # being written right now: read it next time
-                continue
-            for step, value in series:
-                if int(step) not in reported:
-                    reported.add(int(step))
-                    trial.report(value, int(step))
+        if not chosen:
+            found = [p for p in sorted(run_dir.glob("**/logs/metrics.csv"), key=lambda p: p.stat().st_mtime)
+                     if series_of(p)]  # fmt: skip
+            if not found:
+                return False
+            chosen.append(found[0])
+            if len(found) > 1:
+                print(f"trial {trial.number}: several stages log {column}; pruning on "
+                      f"{found[0].parent.parent.relative_to(run_dir)} (set optuna.prune_stage to choose)")  # fmt: skip
+        for step, value in series_of(chosen[0]) or []:
+            if int(step) not in reported:
+                reported.add(int(step))
+                trial.report(value, int(step))
         return bool(reported) and trial.should_prune()
 
     return check
+
+
+class TrialFailed(Exception):
+    """A trial's job failed: Optuna records the trial as FAIL (not PRUNED) and the study goes on."""
 
 
 def _run_optuna(cfg: SweepConfig, sweep_dir: Path) -> list[tuple[dict[str, Any], JobResult]]:
@@ -187,7 +219,6 @@ def _run_optuna(cfg: SweepConfig, sweep_dir: Path) -> list[tuple[dict[str, Any],
                           "watch each trial's metrics while it runs; clear optuna.prune_metric to sweep elsewhere")  # fmt: skip
     if oc.pruner not in ("median", "threshold"):
         raise ConfigError(f"optuna.pruner={oc.pruner!r}: use median or threshold")
-    rows: list[tuple[dict[str, Any], JobResult]] = []
 
     def objective(trial: Any) -> float:
         a: dict[str, Any] = {}
@@ -200,16 +231,24 @@ def _run_optuna(cfg: SweepConfig, sweep_dir: Path) -> list[tuple[dict[str, Any],
             else:
                 a[key] = trial.suggest_float(key, float(spec["low"]), float(spec["high"]), log=bool(spec.get("log")))
         job = _job(cfg, sweep_dir, trial.number, a)
+        if "run_dir" in trial.user_attrs:  # an interrupted trial tried again: continue in its run directory
+            job = Job(trial.user_attrs.get("job", job.name), job.args, Path(trial.user_attrs["run_dir"]))
+        trial.set_user_attr("job", job.name)
+        trial.set_user_attr("run_dir", str(job.run_dir))
         if oc.prune_metric:
-            res = run_local_monitored(job, _pruning_check(trial, job.run_dir, oc.prune_metric), oc.prune_interval_s)
+            check = _pruning_check(trial, job.run_dir, oc.prune_metric, oc.prune_stage)
+            res = run_local_monitored(job, check, oc.prune_interval_s)
         else:
             res = launch([job], cfg.launcher, progress=False)[0]
-        rows.append((a, res))
+        trial.set_user_attr("returncode", int(res.returncode))
+        trial.set_user_attr("seconds", round(float(res.seconds), 1))
         if res.pruned:
             raise optuna.TrialPruned(f"pruned on {oc.prune_metric}")
         value = _lookup(res.summary, oc.metric)
-        if res.returncode != 0 or value is None:
-            raise optuna.TrialPruned(f"job failed or reported no '{oc.metric}'")
+        if res.returncode != 0:
+            raise TrialFailed(f"job {job.name} exited with {res.returncode}: see {job.run_dir / 'job.log'}")
+        if value is None:
+            raise TrialFailed(f"job {job.name} reported no '{oc.metric}' in {job.run_dir / 'summary.json'}")
         return float(value)
 
     if oc.pruner == "threshold":
@@ -218,7 +257,43 @@ def _run_optuna(cfg: SweepConfig, sweep_dir: Path) -> list[tuple[dict[str, Any],
     else:
         pruner = optuna.pruners.MedianPruner(n_startup_trials=oc.prune_startup_trials,
                                              n_warmup_steps=oc.prune_warmup_steps)  # fmt: skip
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction=oc.direction, sampler=optuna.samplers.TPESampler(seed=oc.seed),
-                                pruner=pruner)  # fmt: skip
-    study.optimize(objective, n_trials=oc.n_trials)
-    return rows
+                                pruner=pruner, storage=oc.storage or None, study_name=oc.study_name or cfg.name,
+                                load_if_exists=bool(oc.storage))  # fmt: skip
+    states = optuna.trial.TrialState
+    finished = [t for t in study.trials if t.state in (states.COMPLETE, states.PRUNED, states.FAIL)]
+    interrupted = [t for t in study.trials if t.state == states.RUNNING]
+    for t in interrupted:  # a sweep killed mid-trial: fail that attempt, try the same parameters again in place
+        study.tell(t.number, state=states.FAIL)
+        study.enqueue_trial(t.params, user_attrs={k: t.user_attrs[k] for k in ("job", "run_dir") if k in t.user_attrs})
+    if not study.trials:
+        for params in oc.enqueue:
+            study.enqueue_trial(dict(params))
+    remaining = max(0, oc.n_trials - len(finished))
+    if finished or interrupted:
+        print(f"study {study.study_name}: {len(finished)} trial(s) done before, {len(interrupted)} interrupted "
+              f"(tried again), {remaining} to run")  # fmt: skip
+    study.optimize(objective, n_trials=remaining, catch=(TrialFailed,))
+    return _study_rows(study, sweep_dir)
+
+
+def _study_rows(study: Any, sweep_dir: Path) -> list[tuple[dict[str, Any], JobResult]]:
+    """One table row per trial of the study (also those of earlier, interrupted invocations); a trial retried in the
+    same run directory replaces its interrupted attempt."""
+    import optuna
+
+    from pipelines.launchers import _summary
+
+    states = optuna.trial.TrialState
+    by_dir: dict[str, tuple[dict[str, Any], JobResult]] = {}
+    for t in study.trials:
+        if t.state not in (states.COMPLETE, states.PRUNED, states.FAIL):
+            continue
+        run_dir = Path(t.user_attrs.get("run_dir", sweep_dir / f"{t.number:03d}"))
+        status = {states.COMPLETE: "done", states.PRUNED: "pruned", states.FAIL: "failed"}[t.state]
+        res = JobResult(t.user_attrs.get("job", f"{t.number:03d}"), run_dir, int(t.user_attrs.get("returncode", -1)),
+                        float(t.user_attrs.get("seconds", 0.0)), _summary(run_dir), pruned=t.state == states.PRUNED,
+                        status=status)  # fmt: skip
+        by_dir[str(run_dir)] = (dict(t.params), res)
+    return list(by_dir.values())

@@ -16,7 +16,15 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 
 @pytest.fixture(autouse=True)
 def _isolate_run_env(monkeypatch):
-    """Run directories export AUTOLABEL_RUN_DIR for child ranks; never let it leak into the next test."""
-    monkeypatch.delenv("AUTOLABEL_RUN_DIR", raising=False)
+    """Run directories export AUTOLABEL_RUN_DIR (and the runner AUTOLABEL_ATTEMPT) for child ranks; never let them leak
+    into the next test. The intra-op thread count is restored too: tests that compare an in-process run with a child
+    process's (kill-and-resume) need both to reduce floats in the same order."""
+    threads = torch.get_num_threads()
+    for name in ("AUTOLABEL_RUN_DIR", "AUTOLABEL_ATTEMPT"):
+        monkeypatch.delenv(name, raising=False)
     yield
-    os.environ.pop("AUTOLABEL_RUN_DIR", None)
+    for name in ("AUTOLABEL_RUN_DIR", "AUTOLABEL_ATTEMPT"):
+        os.environ.pop(name, None)
+    leaked = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    assert leaked == threads, f"the test left torch.get_num_threads() at {leaked} (was {threads}): restore it"

@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 
 from autolabel.config import RunConfig
 from autolabel.engine import RunDir, open_run_dir
+from autolabel.engine.rundir import global_rank
 from autolabel.engine.trainer import seed_all
 from pipelines import registry
 
@@ -42,7 +43,8 @@ def open_run(cfg: Any, run: RunConfig) -> RunDir:
         config_yaml=yaml,
         argv=list(registry.INVOCATION) or ["autolabel", *sys.argv[1:]],
     )
-    print(f"run directory: {rd.path}")
+    if global_rank() == 0:
+        print(f"run directory: {rd.path}")
     trainer = getattr(cfg, "trainer", None)
     seed_all(getattr(trainer, "seed", 0))  # models built after this get the same weights in any process
     return rd
@@ -51,7 +53,6 @@ def open_run(cfg: Any, run: RunConfig) -> RunDir:
 def finish_stage(run: RunDir, stage: Any, out: dict[str, Any], title: str) -> None:
     """Rank 0 writes the stage manifest and the run summary and prints the metrics; other DDP ranks stay quiet."""
     from autolabel.engine.io import write_json
-    from autolabel.engine.rundir import global_rank
 
     if global_rank() != 0:
         return

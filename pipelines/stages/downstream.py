@@ -4,27 +4,32 @@ synthesize`` -- and scored on a real labeled test folder:
 - ``fit segmentation``: a UNet for masks (mIoU per class + mean, pixel accuracy) or depth (RMSE, abs-rel, ...);
 - ``fit keypoints``: a UNet heatmap regressor (PCK@t and NME, normalized by the image diagonal).
 
-Synthetic datasets hold ``images/`` + ``labels/`` (``<id>.png`` masks, ``<id>.json`` keypoints, ``<id>.npy`` depth) with
-labels at the synthesis working resolution; they are rescaled to ``size`` like the images.
+Synthetic datasets hold ``images/`` + ``labels/`` (``<id>.png`` masks, ``<id>.json`` keypoints, ``<id>.npy`` depth) at
+the image resolution; only the samples listed in ``manifest.jsonl`` (the filtered, merged set) are read, and they are
+rescaled to ``size`` like the images.
+
+Checkpoint selection (DESIGN 3.6): a fixed ``val_fraction`` slice of the test folder (seed 0, the same for every run
+on that folder) validates every epoch; the epoch with the best validation score (mIoU / RMSE / NME) is kept as
+``checkpoints/best.ckpt`` and scored on the REST of the test folder. ``val_fraction=0`` scores the final weights on
+the whole test folder (no selection).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-import numpy as np
 from omegaconf import MISSING
 
 from autolabel.config import RunConfig, TrainerConfig
+from autolabel.data.labeled import SyntheticLabels as SyntheticLabels  # re-exported (it used to live here)
+from autolabel.data.labeled import open_synthetic, synthetic_task
 from autolabel.errors import ConfigError, DataError
 from pipelines.registry import command
 from pipelines.stages.common import finish_stage, open_run
 
-_SYNTH_EXT = {"segmentation": ".png", "keypoints": ".json", "depth": ".npy"}
 _REAL_LABELS = {"segmentation": "masks", "keypoints": "keypoints.csv", "depth": "depth"}
 
 
@@ -41,9 +46,13 @@ class DownstreamCommand:
     batch_size: int = 8
     max_epochs: int = 20
     limit: int = -1  # use at most this many training images (-1: all)
+    val_fraction: float = 0.2  # share of `test` held out to pick the best epoch; metrics are on the rest (0: none)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"val_fraction={self.val_fraction} must be in [0, 1): the share of the test folder "
+                              "used to pick the checkpoint (0.2 by default, 0 = score the final weights)")  # fmt: skip
         if self.size < 2**self.depth or self.base < 1 or self.depth < 1:
             raise ConfigError(f"size={self.size}, base={self.base}, depth={self.depth}: need base, depth >= 1 and "
                               "size >= 2**depth")  # fmt: skip
@@ -98,116 +107,6 @@ class FitKeypointsCommand(DownstreamCommand):
                                   "e.g. flip_pairs=[[2,3]] (or leave it null to disable flips)")  # fmt: skip
 
 
-class SyntheticLabels:
-    """A keypoint or depth dataset written by ``autolabel synthesize`` (``images/`` + ``labels/<id>.json|.npy``), with
-    :class:`~autolabel.data.labeled.LabeledFolder`'s item format: ``image`` [C,H,W] in [-1,1] and ``keypoints`` [K,2]
-    (x, y pixels at ``size``) + ``visible`` [K], or ``depth`` [1,H,W]; plus ``id``."""
-
-    def __init__(self, root: str | Path, task: str, size: int, limit: int | None = None, min_confidence: float = 0.0):
-        import torch
-        from PIL import Image
-
-        from autolabel.data.labeled import _IMG_EXT, _open
-
-        if task not in ("keypoints", "depth"):
-            raise ConfigError(f"SyntheticLabels task={task!r}: use keypoints or depth (segmentation: LabeledFolder)")
-        self.root, self.task, self.n_classes = Path(root), task, None
-        images = {p.stem: p for p in sorted((self.root / "images").glob("*")) if p.suffix.lower() in _IMG_EXT}
-        labels = {p.stem: p for p in sorted((self.root / "labels").glob(f"*{_SYNTH_EXT[task]}"))}
-        if not images:
-            raise DataError(f"no images in {self.root / 'images'}: give a finished `autolabel synthesize` output")
-        missing = [s for s in images if s not in labels]
-        if missing:
-            raise DataError(f"{len(missing)} synthetic image(s) without labels/<id>{_SYNTH_EXT[task]}, e.g. "
-                            f"{', '.join(missing[:3])}: rerun `autolabel synthesize` with the same out= to finish "
-                            "it")  # fmt: skip
-        stems = sorted(images)[: limit if limit else None]
-        self.ids = stems
-        self._images: list[torch.Tensor] = []
-        self._labels: list[torch.Tensor] = []
-        self._visible: list[torch.Tensor] = []
-        for s in stems:
-            im = _open(images[s]).convert("RGB")
-            w0, h0 = im.width, im.height
-            if (h0, w0) != (size, size):
-                im = im.resize((size, size), Image.BILINEAR)
-            arr = np.asarray(im, dtype=np.uint8).transpose(2, 0, 1).copy()
-            self._images.append(torch.from_numpy(arr).float().div(127.5).sub(1.0))
-            if task == "keypoints":
-                kp, vis = self._read_json(labels[s], (h0, w0), min_confidence)
-                sx, sy = (size - 1) / max(kp["w"] - 1, 1), (size - 1) / max(kp["h"] - 1, 1)
-                xy = kp["xy"] * np.array([sx, sy], dtype=np.float32)
-                xy[~vis] = -1.0
-                if self._labels and xy.shape[0] != self._labels[0].shape[0]:
-                    raise DataError(f"{labels[s]}: {xy.shape[0]} keypoints but {labels[stems[0]].name} has "
-                                    f"{self._labels[0].shape[0]}: every label file must list the same keypoints")  # fmt: skip
-                self._labels.append(torch.from_numpy(xy.astype(np.float32)))
-                self._visible.append(torch.from_numpy(vis))
-            else:
-                try:
-                    d = np.squeeze(np.load(labels[s])).astype(np.float32)
-                except (OSError, ValueError) as e:
-                    raise DataError(f"cannot read {labels[s]}: {e.__class__.__name__}; rerun synthesis") from e
-                if d.ndim != 2 or not np.isfinite(d).all():
-                    raise DataError(f"{labels[s]}: need one finite [H, W] depth map, got shape {d.shape}")
-                dt = torch.nn.functional.interpolate(torch.from_numpy(d)[None, None], size=(size, size), mode="nearest")
-                self._labels.append(dt[0])
-
-    @staticmethod
-    def _read_json(path: Path, image_hw: tuple[int, int], min_confidence: float) -> tuple[dict, np.ndarray]:
-        try:
-            obj = json.loads(path.read_text())
-            pts = obj["keypoints"]
-            xy = np.array([[float(p["x"]), float(p["y"])] for p in pts], dtype=np.float32).reshape(-1, 2)
-            conf = np.array([float(p.get("confidence", 1.0)) for p in pts], dtype=np.float32)
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise DataError(f"cannot read keypoints from {path} ({e.__class__.__name__}): expected "
-                            '{"resolution": R, "keypoints": [{"x": .., "y": .., "confidence": ..}, ...]}') from e  # fmt: skip
-        if xy.shape[0] == 0 or not np.isfinite(xy).all():
-            raise DataError(f"{path}: no keypoints or NaN coordinates -- rerun synthesis or drop that sample")
-        res = obj.get("resolution")
-        if res is None:
-            h, w = image_hw
-        elif isinstance(res, (list, tuple)):
-            h, w = int(res[0]), int(res[1])
-        else:
-            h = w = int(res)
-        return {"xy": xy, "h": h, "w": w}, conf >= min_confidence
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, i: int) -> dict[str, Any]:
-        item: dict[str, Any] = {"image": self._images[i], "id": self.ids[i]}
-        if self.task == "keypoints":
-            item["keypoints"], item["visible"] = self._labels[i], self._visible[i]
-        else:
-            item["depth"] = self._labels[i]
-        return item
-
-    @property
-    def n_keypoints(self) -> int:
-        return int(self._labels[0].shape[0]) if self.task == "keypoints" and self._labels else 0
-
-
-def _synthetic_task(root: Path) -> str | None:
-    """The task a synthetic dataset was written for (``plan.json``), or None when ``root`` is not one."""
-    plan = root / "plan.json"
-    if plan.is_file():
-        try:
-            task = json.loads(plan.read_text()).get("task")
-        except (OSError, ValueError, AttributeError):
-            task = None
-        if task in _SYNTH_EXT:
-            return task
-    labels = root / "labels"
-    if labels.is_dir():
-        for t, ext in _SYNTH_EXT.items():
-            if next(labels.glob(f"*{ext}"), None) is not None:
-                return t
-    return None
-
-
 def open_labeled(root: str | Path, task: str, size: int, n_classes: int | None = None, limit: int | None = None,
                  role: str = "train", min_confidence: float = 0.0) -> Any:  # fmt: skip
     """A labeled folder (``images/`` + ``masks/`` | ``keypoints.csv`` | ``depth/``) or a synthetic dataset
@@ -219,12 +118,9 @@ def open_labeled(root: str | Path, task: str, size: int, n_classes: int | None =
         raise DataError(f"{role}={root}: folder not found -- give an existing labeled folder or synthesis output")
     if (r / _REAL_LABELS[task]).exists():
         return LabeledFolder(r, task=task, size=size, n_classes=n_classes, limit=limit)
-    synth = _synthetic_task(r)
+    synth = synthetic_task(r)
     if synth == task:
-        if task == "segmentation":
-            return LabeledFolder.from_dirs(r / "images", r / "labels", size=size, n_classes=n_classes, limit=limit,
-                                           mask_mode="index")  # fmt: skip
-        return SyntheticLabels(r, task, size, limit=limit, min_confidence=min_confidence)
+        return open_synthetic(r, task, size, n_classes=n_classes, limit=limit, min_confidence=min_confidence)
     cmd = "fit keypoints" if task == "keypoints" else f"fit segmentation task={task}"
     layout = {"segmentation": "images/ + masks/", "keypoints": "images/ + keypoints.csv (header image,x0,y0,x1,y1,...)",
               "depth": "images/ + depth/"}[task]  # fmt: skip
@@ -247,8 +143,51 @@ def _seed(trainer: TrainerConfig) -> None:
     pl.seed_everything(trainer.seed, workers=True, verbose=False)  # the model's initial weights follow trainer.seed
 
 
-def train_segmentation(cfg: FitSegmentationCommand, stage_dir: Path) -> dict[str, Any]:
+def split_test(test: Any, val_fraction: float) -> tuple[Any, Any]:
+    """``(val, scored)``: the fixed ``val_fraction`` slice of ``test`` that picks the checkpoint and the rest, which
+    is scored (``(None, test)`` for ``val_fraction=0``)."""
+    from autolabel.data.labeled import FolderSubset, holdout_split
+
+    val_idx, rest_idx = holdout_split(len(test), val_fraction, seed=0)
+    if not val_idx:
+        return None, test
+    return FolderSubset(test, val_idx), FolderSubset(test, rest_idx)
+
+
+def _fit_selected(module: Any, dm: Any, cfg: DownstreamCommand, stage_dir: Path, monitor: str,
+                  mode: str) -> tuple[Path, dict[str, Any]]:  # fmt: skip
+    """Train; with a validation slice keep the best epoch by ``monitor`` and load its weights into ``module``.
+    Returns the scored checkpoint and selection metrics (``val_images``, ``best_epoch``, ``val_score``)."""
+    import torch
+
     from autolabel.engine import fit
+
+    tc = dataclasses.replace(cfg.trainer, max_epochs=cfg.max_epochs, max_steps=-1)
+    ckpts = stage_dir / "checkpoints"
+    if dm.val_set is None:
+        fit(module, dm, tc, stage_dir)
+        return ckpts / "last.ckpt", {"val_images": 0}
+    trainer = fit(module, dm, tc, stage_dir, monitor=monitor, monitor_mode=mode)
+    best = ckpts / "best.ckpt"
+    if not best.is_file():
+        raise DataError(f"no {best} after training: the validation slice logged no {monitor} -- check val_fraction")
+    state = torch.load(best, map_location="cpu", weights_only=False)
+    module.load_state_dict(state["state_dict"])
+    score = next((cb.best_model_score for cb in trainer.checkpoint_callbacks if getattr(cb, "monitor", None)), None)
+    info = {"val_images": len(dm.val_set), "best_epoch": int(state["epoch"])}
+    if score is not None:
+        info["val_score"] = float(score)
+    return best, info
+
+
+def open_dense_folders(cfg: FitSegmentationCommand) -> tuple[Any, Any]:
+    """Load ``train`` and ``test`` for ``fit segmentation`` (segmentation or depth labels)."""
+    limit = cfg.limit if cfg.limit > 0 else None
+    return (open_labeled(cfg.train, cfg.task, cfg.size, limit=limit, role="train"),
+            open_labeled(cfg.test, cfg.task, cfg.size, role="test"))  # fmt: skip
+
+
+def train_segmentation(cfg: FitSegmentationCommand, stage_dir: Path, folders: tuple | None = None) -> dict[str, Any]:
     from autolabel.tasks.segmentation import (
         DenseDataModule,
         FlipDataset,
@@ -257,34 +196,34 @@ def train_segmentation(cfg: FitSegmentationCommand, stage_dir: Path) -> dict[str
         evaluate_segmentation,
     )
 
-    limit = cfg.limit if cfg.limit > 0 else None
-    train = open_labeled(cfg.train, cfg.task, cfg.size, limit=limit, role="train")
-    test = open_labeled(cfg.test, cfg.task, cfg.size, role="test")
+    train, test = folders or open_dense_folders(cfg)
+    val, scored = split_test(test, cfg.val_fraction)
     n_classes = max(train.n_classes, test.n_classes) if cfg.task == "segmentation" else None
     dm = DenseDataModule(cfg.train, cfg.test, cfg.task, cfg.size, cfg.batch_size)
-    dm.train_set, dm.val_set, dm.n_classes = FlipDataset(train), test, n_classes  # folders opened above
+    dm.train_set, dm.val_set, dm.n_classes = FlipDataset(train), val, n_classes  # folders opened above
     channels = int(train[0]["image"].shape[0])
     _seed(cfg.trainer)
     module = SegmentationModule(n_classes or 1, channels, cfg.base, cfg.depth, cfg.lr, cfg.task)
-    tc = dataclasses.replace(cfg.trainer, max_epochs=cfg.max_epochs, max_steps=-1)
-    fit(module, dm, tc, stage_dir)
+    monitor, mode = ("val/miou", "max") if cfg.task == "segmentation" else ("val/rmse", "min")
+    ckpt, selection = _fit_selected(module, dm, cfg, stage_dir, monitor, mode)
     if cfg.task == "segmentation":
-        scores = evaluate_segmentation(module, test, n_classes=n_classes)
+        scores = evaluate_segmentation(module, scored, n_classes=n_classes)
         metrics = {"miou": scores["miou"], "pixel_acc": scores["pixel_acc"],
                    **{f"iou_class{i}": v for i, v in enumerate(scores["per_class_iou"])}}  # fmt: skip
     else:
-        metrics = evaluate_depth(module, test)
-    metrics.update(train_images=len(train), test_images=len(test))
-    return {"outputs": {"checkpoint": stage_dir / "checkpoints" / "last.ckpt"},
-            "metrics": _scalars(metrics)}  # fmt: skip
+        metrics = evaluate_depth(module, scored)
+    metrics.update(train_images=len(train), test_images=len(scored), **selection)
+    return {"outputs": {"checkpoint": ckpt}, "metrics": _scalars(metrics)}
 
 
 @command("fit segmentation", "downstream check: train a UNet on real or synthetic labels, score it on a real test folder",
          FitSegmentationCommand)  # fmt: skip
 def fit_segmentation(cfg: FitSegmentationCommand) -> int:
+    folders = open_dense_folders(cfg)  # bad folders fail before a run directory is made
+    split_test(folders[1], cfg.val_fraction)
     run = open_run(cfg, cfg.run)
     stage = run.stage("segmentation")
-    out = train_segmentation(cfg, stage)
+    out = train_segmentation(cfg, stage, folders)
     finish_stage(run, stage, out, f"fit segmentation ({cfg.task})")
     return 0
 
@@ -307,25 +246,23 @@ def open_keypoint_folders(cfg: FitKeypointsCommand) -> tuple[Any, Any, list[tupl
 
 
 def train_keypoints(cfg: FitKeypointsCommand, stage_dir: Path, folders: tuple | None = None) -> dict[str, Any]:
-    from autolabel.engine import fit
     from autolabel.tasks.keypoints import KeypointModule, evaluate_keypoints
     from autolabel.tasks.segmentation import DenseDataModule, FlipDataset
 
     train, test, pairs = folders or open_keypoint_folders(cfg)
+    val, scored = split_test(test, cfg.val_fraction)
     dm = DenseDataModule(cfg.train, cfg.test, "keypoints", cfg.size, cfg.batch_size)
     dm.train_set = train if pairs is None else FlipDataset(train, flip_pairs=pairs, seed=cfg.trainer.seed)
-    dm.val_set = test
+    dm.val_set = val
     _seed(cfg.trainer)
     module = KeypointModule(train.n_keypoints, int(train[0]["image"].shape[0]), cfg.base, cfg.depth, cfg.lr,
                             cfg.sigma, cfg.pck_threshold)  # fmt: skip
-    tc = dataclasses.replace(cfg.trainer, max_epochs=cfg.max_epochs, max_steps=-1)
-    fit(module, dm, tc, stage_dir)
-    scores = evaluate_keypoints(module.model, test, threshold=cfg.pck_threshold, per_keypoint=True)
+    ckpt, selection = _fit_selected(module, dm, cfg, stage_dir, "val/nme", "min")
+    scores = evaluate_keypoints(module.model, scored, threshold=cfg.pck_threshold, per_keypoint=True)
     per = scores.pop("per_keypoint_pck")
     metrics = {**scores, **{f"pck_kp{i}": v for i, v in enumerate(per)}, "n_keypoints": train.n_keypoints,
-               "train_images": len(train), "test_images": len(test)}  # fmt: skip
-    return {"outputs": {"checkpoint": stage_dir / "checkpoints" / "last.ckpt"},
-            "metrics": _scalars(metrics)}  # fmt: skip
+               "train_images": len(train), "test_images": len(scored), **selection}  # fmt: skip
+    return {"outputs": {"checkpoint": ckpt}, "metrics": _scalars(metrics)}
 
 
 @command("fit keypoints", "downstream check: train a keypoint heatmap net on real or synthetic labels, score PCK/NME "

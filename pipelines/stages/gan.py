@@ -27,6 +27,41 @@ class FitGANCommand:
     run: RunConfig = field(default_factory=lambda: RunConfig(name="gan"))
 
 
+_DDP_FAMILY = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")
+
+
+def _multi_device(tc: TrainerConfig) -> bool:
+    """Whether ``tc`` places the run on more than one process (several devices or nodes)."""
+    d = tc.devices
+    if tc.num_nodes > 1:
+        return True
+    if not isinstance(d, (int, str)):  # a list of device ids
+        return len(d) > 1
+    s = str(d).strip()
+    if "," in s:  # Lightning's "0,1" form
+        return len([x for x in s.split(",") if x.strip()]) > 1
+    if s.isdigit():
+        return int(s) > 1
+    if s not in ("auto", "-1") or str(tc.accelerator) == "cpu":  # auto / -1 on CPU is one process
+        return False
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.device_count() > 1
+
+
+def gan_strategy(tc: TrainerConfig) -> str:
+    """The trainer strategy for GAN training: G and D are stepped in separate backward passes (each leaving the other
+    network without gradients), so DDP needs unused-parameter detection -- ``ddp``/``ddp_spawn``/``ddp_fork``/
+    ``ddp_notebook`` become their ``*_find_unused_parameters_true`` form, and ``auto`` on several devices becomes
+    ``ddp_find_unused_parameters_true``. Anything else is passed through unchanged."""
+    s = str(tc.strategy)
+    if s in _DDP_FAMILY:
+        return f"{s}_find_unused_parameters_true"
+    if s == "auto" and _multi_device(tc):
+        return "ddp_find_unused_parameters_true"
+    return s
+
+
 def train_gan(images: str | Path, kimg: float, gcfg: GeneratorConfig, tcfg: GANTrainConfig, trainer_cfg: TrainerConfig,
               stage_dir: Path) -> dict[str, Any]:  # fmt: skip
     """Train StyleGAN2; writes ``generator.pt`` (the EMA generator, native format) and a sample grid."""
@@ -43,13 +78,11 @@ def train_gan(images: str | Path, kimg: float, gcfg: GeneratorConfig, tcfg: GANT
                        num_workers=tcfg.num_workers, dataset=ds)  # fmt: skip
     module = GANModule(gcfg, tcfg)
     tc = dataclasses.replace(trainer_cfg, max_epochs=epochs, max_steps=-1)
-    strategy = tc.strategy
-    if str(tc.devices) not in ("1", "[0]") and strategy in ("auto", "ddp"):
-        strategy = "ddp_find_unused_parameters_true"  # G and D steps leave the other network's grads unused
-    trainer = fit(module, dm, dataclasses.replace(tc, strategy=strategy), stage_dir)
-    gen_path = save_generator(module.g_ema.cpu(), stage_dir / "generator.pt")
-    samples = stage_dir / "samples.png"
-    save_image(module.sample_grid(16, seed=0), samples)
+    trainer = fit(module, dm, dataclasses.replace(tc, strategy=gan_strategy(tc)), stage_dir)
+    gen_path, samples = stage_dir / "generator.pt", stage_dir / "samples.png"
+    if trainer.is_global_zero:  # under DDP every rank holds the same g_ema; one writer
+        save_generator(module.g_ema.cpu(), gen_path)
+        save_image(module.sample_grid(16, seed=0), samples)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     metrics["images"] = len(ds)
     metrics["epochs"] = epochs

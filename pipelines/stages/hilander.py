@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
+import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -51,7 +53,7 @@ def train_hilander(
     val_pool = load_feature_pool(val_features) if val_features else None
     if val_pool is not None and not val_pool.has_labels:
         raise DataError(f"{val_features} has no 'labels' array: validation needs labels (or leave val_features unset)")
-    dm = LevelGraphDataModule(train_pool, train_cfg, val_pool=val_pool)
+    dm = LevelGraphDataModule(train_pool, train_cfg, val_pool=val_pool, num_conv=model_cfg.num_conv)
     module = LanderModule(model_cfg, train_cfg, feature_dim=train_pool.dim)
     trainer = fit(module, dm, trainer_cfg, stage_dir, monitor="val/loss" if val_pool is not None else None)
     ckpt = stage_dir / "checkpoints" / "last.ckpt"
@@ -88,6 +90,14 @@ def write_clusters_csv(path: str | Path, ids: Any, clusters: Any) -> Path:
     return atomic_write_bytes(path, buf.getvalue().encode())
 
 
+def check_feature_dim(hp: dict, dim: int, checkpoint: str | Path, features: str | Path) -> None:
+    """A pool must have the feature width the checkpoint was meta-trained on (else a raw matmul shape error)."""
+    want = int(hp["feature_dim"])
+    if dim != want:
+        raise DataError(f"checkpoint {checkpoint} was trained on {want}-d features, pool {features} has {dim}-d: "
+                        "embed the pool with the same encoder as the meta-training features")  # fmt: skip
+
+
 def cluster_features(
     checkpoint: str | Path,
     features: str | Path,
@@ -103,8 +113,9 @@ def cluster_features(
     from autolabel.hilander.hierarchy import cluster_pool, select_tau
     from autolabel.hilander.lightning import load_lander
 
-    model, _ = load_lander(checkpoint)
+    model, hp = load_lander(checkpoint)
     pool = load_feature_pool(features)
+    check_feature_dim(hp, pool.dim, checkpoint, features)
     kwargs = dict(k=cluster_cfg.k, levels=cluster_cfg.levels, early_stop=cluster_cfg.early_stop,
                   device=cluster_cfg.device, knn_kwargs=cluster_cfg.knn.kwargs())  # fmt: skip
     tau, tau_scores = cluster_cfg.tau, None
@@ -113,6 +124,7 @@ def cluster_features(
             raise ConfigError("cluster.tau_candidates is set but no labeled calibration pool: pass calibrate=POOL.npz "
                               "(features of seen classes, with labels) or clear cluster.tau_candidates")  # fmt: skip
         cal = load_feature_pool(calibrate)
+        check_feature_dim(hp, cal.dim, checkpoint, calibrate)
         if not cal.has_labels:
             raise DataError(f"calibrate={calibrate} has no labels: tau is chosen by scoring clusters against them")
         tau, tau_scores = select_tau(model, cal.features, cal.labels, list(cluster_cfg.tau_candidates),
@@ -161,9 +173,28 @@ def run_baselines(features: Any, labels: Any, names: list[str], seed: int = 0) -
     return res
 
 
+def _show_warnings(caught: list[warnings.WarningMessage], ours: type[Warning]) -> None:
+    """Our own warnings (k capped, ...) as one ``warning: ...`` line each, deduplicated (tau calibration clusters the
+    same pool many times); any other warning goes back to Python's normal display."""
+    seen: set[str] = set()
+    for w in caught:
+        if issubclass(w.category, ours):
+            msg = str(w.message)
+            if msg not in seen:
+                seen.add(msg)
+                print(f"warning: {msg}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+
+
 @command("cluster", "cluster a feature pool with a trained Hi-LANDER checkpoint -> id,cluster CSV", ClusterCommand)
 def cluster(cfg: ClusterCommand) -> int:
-    res = cluster_features(cfg.checkpoint, cfg.features, cfg.cluster, list(cfg.baselines), cfg.calibrate)
+    from autolabel.hilander.search import KCapWarning
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", KCapWarning)
+        res = cluster_features(cfg.checkpoint, cfg.features, cfg.cluster, list(cfg.baselines), cfg.calibrate)
+    _show_warnings(caught, KCapWarning)
     if "tau_scores" in res:
         print(f"tau={res['tau']:g} chosen on {cfg.calibrate} ({cfg.cluster.tau_metric}: {res['tau_scores']})")
     path = write_clusters_csv(cfg.out, res["ids"], res["labels"])

@@ -10,14 +10,19 @@ from pipelines.stages.common import open_run, print_metrics
 @command("run", "run a pipeline end to end (default: the bundled demo) in one resumable run directory", PipelineConfig)
 def run(cfg: PipelineConfig) -> int:
     from autolabel.engine.io import write_json
+    from autolabel.engine.rundir import global_rank
     from pipelines.report import build_report
     from pipelines.runner import run_pipeline
 
     pipeline = get_pipeline(cfg.pipeline)
+    if pipeline.validate is not None:
+        pipeline.validate(cfg)  # missing or malformed data folders fail here, before a run directory exists
     if cfg.run.name == "pipeline":
         cfg.run.name = cfg.pipeline
     rd = open_run(cfg, cfg.run)
     results = run_pipeline(pipeline, cfg, rd, from_stage=cfg.from_stage, until_stage=cfg.until_stage)
+    if global_rank() != 0:  # DDP ranks > 0 trained along; rank 0 writes the summary and the report
+        return 0
     summary = headline(results)
     summary["stages"] = {r.name: {"status": r.status, "seconds": round(r.seconds, 2)} for r in results}
     write_json(rd.path / "summary.json", summary)

@@ -113,6 +113,25 @@ def colorize_depth(depth: np.ndarray) -> np.ndarray:
     return (matplotlib.colormaps["magma"](1 - norm)[..., :3] * 255).astype(np.uint8)
 
 
+def _text_band(width: int, height: int, lines: Sequence[str], x: int = 2) -> np.ndarray:
+    """A white ``[height, width, 3]`` strip with ``lines`` of dark text (PIL's built-in font; nothing to download)."""
+    from PIL import ImageDraw, ImageFont
+
+    im = Image.new("RGB", (max(1, width), max(1, height)), "white")
+    draw = ImageDraw.Draw(im)
+    font = ImageFont.load_default()
+    line_h = max(1, height // max(1, len(lines)))
+    for i, text in enumerate(lines):
+        draw.text((x, i * line_h + 1), text, fill=(40, 40, 40), font=font)
+    return np.asarray(im)
+
+
+def gallery_caption(clusters: np.ndarray, max_clusters: int = 12) -> str:
+    """``showing 12 of 40 clusters (largest first)`` -- what :func:`cluster_gallery` draws above its rows."""
+    n = len(np.unique(np.asarray(clusters)))
+    return f"showing {min(n, max_clusters)} of {n} clusters (largest first)"
+
+
 def cluster_gallery(
     images: Sequence[str | os.PathLike | np.ndarray],
     clusters: np.ndarray,
@@ -123,20 +142,34 @@ def cluster_gallery(
     size: int = 48,
     truth: np.ndarray | None = None,
     seed: int = 0,
+    labels: bool = True,
 ) -> Path:
-    """One row of thumbnails per cluster (largest clusters first). With ``truth``, each thumbnail gets a top stripe
-    coloured by its true class, so impure clusters are visible at a glance."""
+    """One row of thumbnails per cluster, largest clusters first, at most ``max_clusters`` rows. With ``labels`` (the
+    default) a header says how many of all clusters are shown and each row starts with its cluster id, size and, with
+    ``truth``, purity (share of its majority true class). With ``truth``, each thumbnail also gets a top stripe coloured
+    by its true class, so impure clusters are visible at a glance."""
     clusters = np.asarray(clusters)
     ids, counts = np.unique(clusters, return_counts=True)
-    order = ids[np.argsort(-counts, kind="stable")][:max_clusters]
+    order = np.argsort(-counts, kind="stable")[:max_clusters]
     rng = np.random.default_rng(seed)
     cols = palette(int(truth.max()) + 2)[1:] if truth is not None and len(truth) else None
-    pad, label_w = 2, 0
+    pad = 2
+    label_w = 72 if labels else 0
+    width = per_row * (size + pad) + pad + label_w
     rows = []
-    for cid in order:
+    if labels:
+        rows.append(_text_band(width, 14, [gallery_caption(clusters, max_clusters)]))
+    for k in order:
+        cid, count = ids[k], int(counts[k])
         members = np.flatnonzero(clusters == cid)
         pick = rng.choice(members, size=min(per_row, len(members)), replace=False)
-        row = np.full((size + 2 * pad, per_row * (size + pad) + pad + label_w, 3), 255, np.uint8)
+        row = np.full((size + 2 * pad, width, 3), 255, np.uint8)
+        if labels:
+            text = [f"#{cid}", f"n={count}"]
+            if truth is not None and len(truth):
+                majority = np.bincount(np.asarray(truth)[members].astype(np.int64) - int(np.min(truth))).max()
+                text.append(f"pur {majority / count:.2f}")
+            row[:, :label_w] = _text_band(label_w, size + 2 * pad, text)[:, :label_w]
         for j, idx in enumerate(sorted(pick)):
             t = _to_rgb(images[idx], size).copy()
             if cols is not None:

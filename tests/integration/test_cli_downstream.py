@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from autolabel.data.labeled import LabeledFolder, write_labeled_folder
+from autolabel.data.labeled import FolderSubset, LabeledFolder, holdout_split, write_labeled_folder
 from autolabel.data.procedural import make_shapes_dataset
 from autolabel.engine.io import read_json
+from autolabel.errors import DataError
 from pipelines.cli import main
 
 COMMON = ["trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "trainer.log_every_n_steps=1"]
@@ -38,7 +39,8 @@ def shapes(tmp_path_factory):
 
 
 def _tiny_synthesis(out, task, n=6, **kw):
-    """A real `synthesize` output from an untrained tiny generator (images 8 px, labels at working resolution 4)."""
+    """A real `synthesize` output from an untrained tiny generator (images 8 px, ensemble on a 4 px working grid;
+    the labels are written at the 8 px image resolution)."""
     from autolabel.gan import Generator
     from autolabel.handsoff.hypercolumns import HypercolumnExtractor
     from autolabel.handsoff.label_generator import LabelGeneratorEnsemble
@@ -70,12 +72,17 @@ def test_fit_keypoints_end_to_end_beats_untrained(shapes, tmp_path):
     assert man["status"] == "done" and m == read_json(run / "summary.json")
     assert 0.0 <= m["pck@0.1"] <= 1.0 and 0.0 < m["nme"] < 1.0
     assert all(0.0 <= m[f"pck_kp{i}"] <= 1.0 for i in range(4))
-    assert (m["n_keypoints"], m["train_images"], m["test_images"]) == (4, 24, 8)
-    ckpt = run / "keypoints" / "checkpoints" / "last.ckpt"
+    # 2 of the 8 test images (val_fraction=0.2) pick the epoch, the other 6 are scored
+    assert (m["n_keypoints"], m["train_images"], m["test_images"], m["val_images"]) == (4, 24, 6, 2)
+    ckpt = run / "keypoints" / "checkpoints" / "best.ckpt"
     assert ckpt.is_file() and man["outputs"]["checkpoint"] == str(ckpt)
+    assert 0 <= m["best_epoch"] < 6 and m["val_score"] == pytest.approx(
+        min(float(r["val/nme"]) for r in csv.DictReader(open(run / "keypoints" / "logs" / "metrics.csv"))
+            if r.get("val/nme"))
+    )  # fmt: skip
 
-    # the checkpoint is the scored model, and training helped: it beats untrained nets, and the val loss dropped
-    test = LabeledFolder(shapes / "test", task="keypoints", size=16)
+    # the checkpoint is the scored model (on the held-out rest), and training helped: it beats untrained nets
+    test = FolderSubset(LabeledFolder(shapes / "test", task="keypoints", size=16), holdout_split(8, 0.2)[1])
     trained = KeypointModule.load_from_checkpoint(ckpt, map_location="cpu")
     assert evaluate_keypoints(trained.model, test)["nme"] == pytest.approx(m["nme"], rel=1e-5)
     untrained = []
@@ -95,7 +102,7 @@ def test_fit_keypoints_on_synthetic_labels(shapes, tmp_path):
     assert main(["fit", "keypoints", f"train={synth}", f"test={shapes / 'test'}", "size=8", "base=4", "depth=2",
                  "max_epochs=1", *COMMON, f"run.root={tmp_path / 'runs'}"]) == 0  # fmt: skip
     m = read_json(_only_run(tmp_path / "runs", "keypoints") / "summary.json")
-    assert (m["train_images"], m["test_images"], m["n_keypoints"]) == (6, 8, 4)
+    assert (m["train_images"], m["test_images"], m["n_keypoints"]) == (6, 6, 4)
     assert 0.0 <= m["pck@0.1"] <= 1.0 and math.isfinite(m["nme"])
 
 
@@ -108,6 +115,9 @@ def test_synthetic_keypoints_are_rescaled_from_the_working_resolution(tmp_path):
     for i, conf in enumerate((0.9, 0.1)):
         pts = [{"x": 3.0, "y": 0.0, "confidence": 0.9}, {"x": 1.5, "y": 3.0, "confidence": conf}]
         (tmp_path / "labels" / f"{i:06d}.json").write_text(json.dumps({"resolution": 4, "keypoints": pts}))
+    with pytest.raises(DataError, match="no manifest.jsonl"):
+        open_labeled(tmp_path, "keypoints", size=16)
+    (tmp_path / "manifest.jsonl").write_text('{"id": "000000"}\n{"id": "000001"}\n')
     ds = open_labeled(tmp_path, "keypoints", size=16, min_confidence=0.5)
     assert ds.task == "keypoints" and len(ds) == 2 and ds.n_keypoints == 2
     assert ds[0]["image"].shape == (3, 16, 16)
@@ -163,10 +173,37 @@ def test_fit_depth_end_to_end_on_real_and_synthetic(shapes, tmp_path):
         m = man["metrics"]
         assert set(m) >= {"rmse", "rmse_log", "abs_rel", "sq_rel"} and "miou" not in m
         assert all(math.isfinite(m[k]) and m[k] >= 0 for k in ("rmse", "rmse_log", "abs_rel", "sq_rel"))
-        assert (m["train_images"], m["test_images"]) == (n_train, 8)
-        assert (run / "segmentation" / "checkpoints" / "last.ckpt").is_file()
+        assert (m["train_images"], m["test_images"], m["val_images"]) == (n_train, 6, 2)
+        assert man["outputs"]["checkpoint"].endswith("best.ckpt") and (run / "segmentation" / "checkpoints" /
+                                                                        "last.ckpt").is_file()  # fmt: skip
     # the synthetic depth dataset cannot be used as keypoint or mask labels
     with pytest.raises(Exception, match="synthetic depth dataset"):
         from pipelines.stages.downstream import open_labeled
 
         open_labeled(synth, "keypoints", 16)
+
+
+def test_unmerged_synthetic_folder_is_refused_and_val_fraction_zero_scores_everything(shapes, tmp_path, capsys):
+    synth = _tiny_synthesis(tmp_path / "synth", "segmentation", n=4, n_classes=2)
+    (synth / "manifest.jsonl").unlink()  # as after a crash before the merge: labels/ holds unfiltered candidates
+    base = ["fit", "segmentation", f"test={shapes / 'test'}", "size=16", "base=4", "depth=2", "max_epochs=1", *COMMON,
+            f"run.root={tmp_path / 'runs'}", "run.resume=never"]  # fmt: skip
+    err = _error(capsys, [*base, f"train={synth}"])
+    assert "has no manifest.jsonl" in err and "rerun `autolabel synthesize` with the same out=" in err
+    assert main([*base, f"train={shapes / 'train'}", "val_fraction=0"]) == 0
+    m = read_json(_only_run(tmp_path / "runs", "segmentation") / "summary.json")  # the failure made no run directory
+    assert (m["test_images"], m["val_images"]) == (8, 0)  # no selection: the final weights on the whole test set
+    err = _error(capsys, [*base, f"train={shapes / 'train'}", "val_fraction=1.0"])
+    assert "val_fraction=1.0 must be in [0, 1)" in err
+
+
+def test_synthetic_segmentation_reads_only_kept_samples(shapes, tmp_path):
+    from pipelines.stages.downstream import SyntheticLabels, open_labeled  # still importable from here
+
+    synth = _tiny_synthesis(tmp_path / "synth", "segmentation", n=4, n_classes=2)
+    kept = [json.loads(line)["id"] for line in (synth / "manifest.jsonl").read_text().splitlines()]
+    shutil.copy(synth / "images" / f"{kept[0]}.png", synth / "images" / "99999999.png")  # a stray candidate
+    shutil.copy(synth / "labels" / f"{kept[0]}.png", synth / "labels" / "99999999.png")
+    ds = open_labeled(synth, "segmentation", size=8)
+    assert ds.ids == kept and ds[0]["mask"].shape == (8, 8)
+    assert SyntheticLabels.__module__ == "autolabel.data.labeled"

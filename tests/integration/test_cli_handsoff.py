@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import threading
 
 import pytest
+import torch
 
 from autolabel.data.procedural import make_shapes_dataset
 from autolabel.engine.io import read_json
@@ -40,6 +44,15 @@ def test_training_stages_write_their_artifacts(trained):
     m = read_json(trained["labels_run"] / "labels" / "manifest.json")
     assert m["metrics"]["labeled_images"] == 12
     assert m["metrics"]["hypercolumn_width"] > 0
+    # 64 px per forward = one step of 3 members x 16 px (48 px computed); an epoch = 12 x 16^2 / 16 steps
+    assert (m["metrics"]["steps"], m["metrics"]["updates_per_forward"], m["metrics"]["pixels_per_forward"]) == (
+        4,
+        1,
+        48,
+    )
+    assert m["metrics"]["steps_per_epoch"] == 192 and m["metrics"]["n_outputs"] == 5  # background + 4 shapes
+    state = torch.load(trained["ckpt"], weights_only=False)["state_dict"]
+    assert state and all(k.startswith("ensemble.") for k in state)  # no generator, no latents in the checkpoint
     assert (trained["labels_run"] / "labels" / "inversions.png").is_file()
     assert (trained["labels_run"] / "labels" / "latents.pt").is_file()
     enc_manifest = next((trained["root"] / "runs" / "encoder").glob("*/encoder/manifest.json"))
@@ -70,17 +83,134 @@ def test_synthesize_single_and_sharded_agree(trained, tmp_path):
     ]
 
 
+def test_launcher_rank_reads_torchrun_and_slurm_variables():
+    from autolabel.errors import ConfigError
+    from pipelines.stages.handsoff import launcher_rank
+
+    assert launcher_rank({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"}) == (3, 4, 1)
+    assert launcher_rank({"SLURM_PROCID": "5", "SLURM_STEP_NUM_TASKS": "8", "SLURM_LOCALID": "1"}) == (5, 8, 1)
+    assert launcher_rank({"RANK": "0", "WORLD_SIZE": "1"}) is None  # a single process: the normal path
+    assert launcher_rank({"SLURM_PROCID": "0", "SLURM_NTASKS": "4"}) is None  # sbatch script itself, not an srun step
+    assert launcher_rank({"WORLD_SIZE": "2", "LOCAL_RANK": "1", "NODE_RANK": "0"}) == (1, 2, 1)  # Lightning's DDP
+    assert launcher_rank({"WORLD_SIZE": "4", "LOCAL_RANK": "1", "NODE_RANK": "1", "LOCAL_WORLD_SIZE": "2"}) == (3, 4, 1)
+    assert launcher_rank({}) is None
+    with pytest.raises(ConfigError, match="RANK=4 outside"):
+        launcher_rank({"RANK": "4", "WORLD_SIZE": "2"})
+    from pipelines.stages.handsoff import SynthesizeCommand, run_synthesis
+
+    with pytest.raises(ConfigError, match="rank 0 of 2 started by a launcher .* leave devices=1"):
+        run_synthesis(SynthesizeCommand(checkpoint="unused.ckpt", devices=2), launched=(0, 2, 0))
+
+
+def test_synthesize_under_a_launcher_each_rank_writes_its_shard(trained, tmp_path, monkeypatch):
+    """torchrun/srun-style ranks (RANK/WORLD_SIZE env vars, no torch.distributed group): each rank synthesizes its
+    own shard, rank 0 merges after all finished -- the same dataset as one process writes. Rank 0 runs the CLI with
+    the env vars set; rank 1 runs concurrently in a thread (the same code path, its rank passed explicitly)."""
+    from pipelines.stages.handsoff import SynthesizeCommand, run_synthesis
+
+    single, ranked = tmp_path / "single", tmp_path / "ranked"
+    base = ["synthesize", f"checkpoint={trained['ckpt']}", "n=5", "batch_size=3", "accelerator=cpu", "progress=false",
+            "wait_timeout_s=120"]  # fmt: skip
+    assert main([*base, f"out={single}"]) == 0
+    for var in ("MASTER_ADDR", "MASTER_PORT", "SLURM_PROCID", "SLURM_STEP_NUM_TASKS"):
+        monkeypatch.delenv(var, raising=False)
+    cmd = SynthesizeCommand(checkpoint=str(trained["ckpt"]), n=5, batch_size=3, accelerator="cpu", progress=False,
+                            out=str(ranked), wait_timeout_s=120)  # fmt: skip
+    rank1: dict = {}
+    worker = threading.Thread(target=lambda: rank1.update(run_synthesis(cmd, launched=(1, 2, 1))))
+    worker.start()
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert main([*base, f"out={ranked}"]) == 0  # rank 0: its shard, waits for rank 1's, merges
+    worker.join(timeout=120)
+    assert not worker.is_alive() and (rank1["rank"], rank1["world_size"], rank1["n_written"]) == (1, 2, 5)
+    plan = read_json(ranked / "plan.json")
+    assert plan["world_size"] == 2 and plan["label_checkpoint"]["path"] == str(trained["ckpt"].resolve())
+    recs = [
+        [json.loads(line) for line in (ranked / f"manifest.rank{r}.jsonl").read_text().splitlines()] for r in (0, 1)
+    ]
+    assert {r["rank"] for r in recs[0]} == {0} and {r["rank"] for r in recs[1]} == {1}  # each rank made its own half
+    assert len(recs[0]) + len(recs[1]) == read_json(single / "plan.json")["n_total"]
+    kept = [json.loads(line)["id"] for line in (single / "manifest.jsonl").read_text().splitlines()]
+    assert [json.loads(line)["id"] for line in (ranked / "manifest.jsonl").read_text().splitlines()] == kept
+    for sid in kept:
+        for sub, ext in (("images", "png"), ("labels", "png"), ("uncertainty", "npy")):
+            assert (ranked / sub / f"{sid}.{ext}").read_bytes() == (single / sub / f"{sid}.{ext}").read_bytes()
+    assert len(list((ranked / "images").glob("*.png"))) == 5  # rank 0's merge dropped the filtered candidates
+    assert (ranked / "synthetic_overlays.png").is_file()  # rank 0 drew the figures
+
+
+def test_synthesis_refuses_a_folder_made_by_another_checkpoint(trained, tmp_path, capsys):
+    out = tmp_path / "synth"
+    base = ["synthesize", "n=2", f"out={out}", "accelerator=cpu", "progress=false"]
+    assert main([*base, f"checkpoint={trained['ckpt']}"]) == 0
+    state = torch.load(trained["ckpt"], weights_only=False)
+    state["state_dict"] = {k: v + 1 if v.is_floating_point() else v for k, v in state["state_dict"].items()}
+    other = tmp_path / "other.ckpt"
+    torch.save(state, other)
+    capsys.readouterr()
+    assert main([*base, f"checkpoint={other}"]) == 2
+    err = capsys.readouterr().err
+    assert "holds candidates of another label generator" in err and "use a new out= or delete" in err
+
+
 def test_downstream_segmentation_on_synthetic_and_real(trained, tmp_path):
+    from autolabel.data.labeled import FolderSubset, LabeledFolder, holdout_split
+    from autolabel.tasks.segmentation import SegmentationModule, evaluate_segmentation
+
     synth = tmp_path / "synth"
     assert main(["synthesize", f"checkpoint={trained['ckpt']}", "n=4", f"out={synth}", "accelerator=cpu",
                  "progress=false"]) == 0  # fmt: skip
-    for train in (synth, trained["data"]):
-        assert main(["fit", "segmentation", f"train={train}", f"test={trained['data']}", "size=16", "base=4",
-                     "depth=2", "max_epochs=1", *COMMON, f"run.root={tmp_path / 'seg'}", "run.resume=never"]) == 0  # fmt: skip
+    fg_train = make_shapes_dataset(tmp_path / "fg_train", 24, size=16, seed=0, n_classes_shapes=1)  # figure/ground
+    fg_test = make_shapes_dataset(tmp_path / "fg_test", 10, size=16, seed=1, n_classes_shapes=1)
+    seg = ["fit", "segmentation", "size=16", "base=4", "depth=2", "batch_size=4", "lr=1e-2", *COMMON,
+           f"run.root={tmp_path / 'seg'}", "run.resume=never"]  # fmt: skip
+    assert main([*seg, f"train={synth}", f"test={trained['data']}", "max_epochs=1"]) == 0
+    assert main([*seg, f"train={fg_train}", f"test={fg_test}", "max_epochs=8"]) == 0
     runs = sorted(p for p in (tmp_path / "seg" / "segmentation").iterdir() if p.is_dir())
-    real = read_json(runs[-1] / "summary.json")
-    assert 0.0 <= real["miou"] <= 1.0 and real["test_images"] == 12 and real["train_images"] == 12
     assert read_json(runs[0] / "summary.json")["train_images"] == 4
+    real = read_json(runs[-1] / "summary.json")
+    # the test folder is split: 20% (2 of 10) picks the epoch, the other 8 are scored
+    assert (real["test_images"], real["val_images"], real["train_images"]) == (8, 2, 24)
+    man = read_json(runs[-1] / "segmentation" / "manifest.json")
+    assert man["outputs"]["checkpoint"].endswith("best.ckpt")
+    scored = FolderSubset(LabeledFolder(fg_test, task="segmentation", size=16), holdout_split(10, 0.2)[1])
+    best = SegmentationModule.load_from_checkpoint(man["outputs"]["checkpoint"], map_location="cpu")
+    assert evaluate_segmentation(best, scored)["miou"] == pytest.approx(real["miou"], rel=1e-6)  # the scored model
+    untrained = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        untrained.append(evaluate_segmentation(SegmentationModule(2, 3, base=4, depth=2), scored)["miou"])
+    assert real["miou"] > 0.6 and real["iou_class1"] > 0.4  # the shapes are found, not just the background
+    assert real["miou"] > max(untrained) + 0.2
+
+
+def test_fit_labels_checks_class_and_keypoint_counts(trained, tmp_path, capsys):
+    base = ["fit", "labels", f"generator={trained['gen']}", f"encoder={trained['enc']}", f"labeled={trained['data']}",
+            *COMMON, f"run.root={tmp_path}"]  # fmt: skip
+    assert main([*base, "label_generator.n_classes=3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert re.search(r"class index [34] >= n_classes=3 -- raise n_classes", err) and "\n" not in err
+    assert main([*base, "label_generator.task=keypoints", "label_generator.n_keypoints=3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "label_generator.n_keypoints=3 but" in err and "set label_generator.n_keypoints=4" in err
+
+
+def test_keypoint_labels_end_to_end(trained, tmp_path):
+    runs = tmp_path / "runs"
+    assert main(["fit", "labels", f"generator={trained['gen']}", f"encoder={trained['enc']}",
+                 f"labeled={trained['data']}", "label_generator.task=keypoints", "label_generator.n_keypoints=4",
+                 "label_generator.n_members=2", "label_generator.hidden=[8,4]", "label_generator.fp16=false",
+                 "label_generator.working_resolution=8", "label_train.max_steps=3", "label_train.pixels_per_image=32",
+                 "label_train.batch_pixels=8", *COMMON, f"run.root={runs}"]) == 0  # fmt: skip
+    ckpt = next(runs.glob("labels/*/labels/checkpoints/last.ckpt"))
+    out = tmp_path / "kp"
+    assert main(["synthesize", f"checkpoint={ckpt}", "n=2", f"out={out}", "accelerator=cpu", "progress=false"]) == 0
+    sid = json.loads((out / "manifest.jsonl").read_text().splitlines()[0])["id"]
+    lab = json.loads((out / "labels" / f"{sid}.json").read_text())
+    assert (lab["resolution"], lab["working_resolution"], len(lab["keypoints"])) == (16, 8, 4)  # image pixels
+    assert all(0 <= k["x"] <= 15 and 0 <= k["y"] <= 15 for k in lab["keypoints"])
 
 
 @pytest.mark.parametrize(
@@ -96,3 +226,36 @@ def test_handsoff_bad_input(args, message, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err
+
+
+def test_stage_device_follows_the_trainer_config(monkeypatch):
+    from autolabel.config import TrainerConfig
+    from pipelines.stages.handsoff import stage_device
+
+    assert stage_device(TrainerConfig(accelerator="cpu")).type == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert stage_device(TrainerConfig(accelerator="auto")) == torch.device("cuda", 1)
+    assert stage_device(TrainerConfig(accelerator="gpu", devices=[2, 3])) == torch.device("cuda", 3)
+    assert stage_device(TrainerConfig(accelerator="cpu")).type == "cpu"
+
+
+def test_resumed_labels_stage_reuses_its_latents(trained, tmp_path):
+    """An interrupted `fit labels` resumes from last.ckpt on the W+ codes it saved (no re-inversion, so no drift)."""
+    from autolabel.config import TrainerConfig
+    from autolabel.config.labelgen import LabelGeneratorConfig, LabelTrainConfig
+    from pipelines.stages.handsoff import FitLabelsCommand, train_labels
+
+    stage = tmp_path / "labels"
+    shutil.copytree(trained["labels_run"] / "labels", stage)
+    before = read_json(stage / "manifest.json")["metrics"]
+    cfg = FitLabelsCommand(
+        generator=str(trained["gen"]), encoder=str(tmp_path / "no_encoder.ckpt"), labeled=str(trained["data"]),
+        label_generator=LabelGeneratorConfig(n_members=3, hidden=[16, 8], fp16=False, min_class_pixels=2),
+        label_train=LabelTrainConfig(max_steps=6, pixels_per_image=64, batch_pixels=16),
+        trainer=TrainerConfig(accelerator="cpu", enable_progress_bar=False),
+    )  # fmt: skip
+    out = train_labels(cfg, stage, progress=False)  # the encoder path does not exist: it is not needed
+    assert out["metrics"]["steps"] == 6 and out["metrics"]["inversion_mse"] == before["inversion_mse"]
+    assert torch.load(stage / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 6

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from autolabel.data.synthetic import make_blob_features
 from pipelines.cli import main
@@ -89,3 +90,119 @@ def test_bad_input_is_one_clear_line(args, message, capsys):
 def test_fit_needs_labels(pools, capsys):
     assert main(["fit", "hilander", f"train_features={pools / 'unlabeled.npy'}", f"run.root={pools / 'r'}"]) == 2
     assert "has no 'labels' array" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- checkpoints, pools and the embed command
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A real Hi-LANDER checkpoint (1 epoch, 16-d blobs) and a real feature-encoder checkpoint (1 epoch, 8-d)."""
+    from autolabel.data.arrays import export_class_folders
+
+    root = tmp_path_factory.mktemp("ckpts")
+    x, y = make_blob_features(4, 10, 16, spread=0.1, seed=0)
+    np.savez(root / "train16.npz", features=x, labels=y)
+    assert main(["fit", "hilander", f"train_features={root / 'train16.npz'}", "model.hidden=8", "train.k_list=[3]",
+                 "train.levels_list=[1]", "trainer.max_epochs=1", "trainer.accelerator=cpu",
+                 "trainer.enable_progress_bar=false", f"run.root={root / 'runs'}"]) == 0  # fmt: skip
+    lander = next((root / "runs" / "hilander").glob("*/hilander/checkpoints/last.ckpt"))
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 40, (12, 8, 8)).astype(np.uint8)
+    labels = np.repeat(np.arange(3), 4)
+    for i, c in enumerate(labels):
+        imgs[i, :, 2 * c : 2 * c + 2] = 250  # a bright bar whose column is the class
+    images = export_class_folders(imgs, labels, root / "images", progress=False, class_names=["a", "b", "c"])
+    assert main(["fit", "classifier", f"train_dir={images}", "classifier.image_size=8", "classifier.channels=1",
+                 "classifier.width=4", "classifier.depth=1", "classifier.embed_dim=8", "classifier.batch_size=4",
+                 "classifier.val_fraction=0.25", "trainer.max_epochs=1", "trainer.accelerator=cpu",
+                 "trainer.enable_progress_bar=false", f"run.root={root / 'runs'}"]) == 0  # fmt: skip
+    encoder = next((root / "runs" / "classifier").glob("*/classifier/checkpoints/last.ckpt"))
+    return {"root": root, "lander": lander, "encoder": encoder, "images": images}
+
+
+def _error(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err, "expected an error line"
+    return err[-1]
+
+
+def test_cluster_pool_with_another_feature_width_is_one_line(trained, tmp_path, capsys):
+    x8, _ = make_blob_features(3, 5, 8, seed=1)
+    np.savez(tmp_path / "p8.npz", features=x8)
+    assert main(["cluster", f"checkpoint={trained['lander']}", f"features={tmp_path / 'p8.npz'}",
+                 f"out={tmp_path / 'c.csv'}"]) == 2  # fmt: skip
+    err = _error(capsys)
+    assert err.startswith("error: ") and "was trained on 16-d features" in err and "p8.npz has 8-d" in err
+    assert "embed the pool with the same encoder" in err and not (tmp_path / "c.csv").exists()
+    # the labeled calibration pool is checked too
+    x16, y16 = make_blob_features(3, 5, 16, seed=1)
+    np.savez(tmp_path / "p16.npz", features=x16)
+    np.savez(tmp_path / "cal8.npz", features=x8, labels=np.repeat(np.arange(3), 5))
+    assert main(["cluster", f"checkpoint={trained['lander']}", f"features={tmp_path / 'p16.npz'}",
+                 f"calibrate={tmp_path / 'cal8.npz'}", "cluster.tau_candidates=[0.5]",
+                 f"out={tmp_path / 'c.csv'}"]) == 2  # fmt: skip
+    assert "cal8.npz has 8-d" in _error(capsys)
+
+
+def test_checkpoint_of_the_other_kind_or_damaged_is_one_line(trained, tmp_path, capsys):
+    x16, _ = make_blob_features(3, 5, 16, seed=1)
+    np.savez(tmp_path / "p16.npz", features=x16)
+    cluster = ["cluster", f"features={tmp_path / 'p16.npz'}", f"out={tmp_path / 'c.csv'}"]
+    assert main([*cluster, f"checkpoint={trained['encoder']}"]) == 2
+    assert "is not a Hi-LANDER checkpoint (it holds tasks.classifier)" in _error(capsys)
+    assert main(["embed", f"checkpoint={trained['lander']}", f"images={trained['images']}",
+                 f"out={tmp_path / 'e.npz'}"]) == 2  # fmt: skip
+    assert "is not a feature-encoder checkpoint (it holds hilander.lander)" in _error(capsys)
+    # truncated file (a crash while copying) and a complete file whose weights do not fit its hyperparameters
+    data = trained["lander"].read_bytes()
+    (tmp_path / "cut.ckpt").write_bytes(data[: len(data) // 2])
+    assert main([*cluster, f"checkpoint={tmp_path / 'cut.ckpt'}"]) == 2
+    assert "is not a readable torch checkpoint" in _error(capsys)
+    ckpt = torch.load(trained["lander"], map_location="cpu", weights_only=False)
+    ckpt["hyper_parameters"]["model"]["hidden"] = 12
+    torch.save(ckpt, tmp_path / "bad.ckpt")
+    assert main([*cluster, f"checkpoint={tmp_path / 'bad.ckpt'}"]) == 2
+    err = _error(capsys)
+    assert "damaged or incompatible Hi-LANDER checkpoint (RuntimeError)" in err and "\n" not in err
+
+
+def test_cluster_k_larger_than_the_pool_warns_once(trained, tmp_path, capsys):
+    x16, _ = make_blob_features(1, 5, 16, seed=1)  # N = 5
+    np.savez(tmp_path / "p5.npz", features=x16)
+    assert main(["cluster", f"checkpoint={trained['lander']}", f"features={tmp_path / 'p5.npz'}", "cluster.k=10",
+                 f"out={tmp_path / 'c.csv'}"]) == 0  # fmt: skip
+    captured = capsys.readouterr()
+    warned = [line for line in captured.err.splitlines() if line.startswith("warning: ")]
+    assert warned == ["warning: cluster.k: k=10 >= N=5 points; using k=4 (each point has only N-1 others)"]
+    assert "5 samples ->" in captured.out
+
+
+def test_use_gpu_true_without_a_gpu_is_one_line(trained, tmp_path, capsys, monkeypatch):
+    import faiss
+
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 0, raising=False)
+    x16, _ = make_blob_features(2, 5, 16, seed=1)
+    np.savez(tmp_path / "p.npz", features=x16)
+    assert main(["cluster", f"checkpoint={trained['lander']}", f"features={tmp_path / 'p.npz'}",
+                 "cluster.knn.use_gpu=true", f"out={tmp_path / 'c.csv'}"]) == 2  # fmt: skip
+    assert "use_gpu=true but faiss sees no GPU" in _error(capsys)
+
+
+def test_embed_writes_a_pool_matching_embed_folder(trained, tmp_path, capsys):
+    from autolabel.data.pools import load_feature_pool
+    from autolabel.tasks.classifier import embed_folder
+
+    out = tmp_path / "pool.npz"
+    assert main(["embed", f"checkpoint={trained['encoder']}", f"images={trained['images']}", f"out={out}",
+                 "batch_size=5", "device=cpu"]) == 0  # fmt: skip
+    assert f"embedded 12 images -> 8-d features: {out}" in capsys.readouterr().out
+    with np.load(out, allow_pickle=False) as z:
+        feats, ids, labels = z["features"], z["ids"], z["labels"]
+        assert z["class_names"].tolist() == ["a", "b", "c"]
+    assert feats.dtype == np.float32 and feats.shape == (12, 8)
+    assert np.allclose(np.linalg.norm(feats, axis=1), 1.0, atol=1e-5)
+    assert ids.dtype.kind == "U" and ids[0] == "a/000000" and labels.tolist() == np.repeat(np.arange(3), 4).tolist()
+    ref = embed_folder(trained["encoder"], trained["images"], tmp_path / "ref.npz", batch_size=12, progress=False)
+    pool = load_feature_pool(ref["path"])
+    assert np.allclose(pool.features, feats, atol=1e-6) and pool.ids.tolist() == ids.tolist()

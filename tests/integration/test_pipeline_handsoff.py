@@ -4,6 +4,7 @@ runs, the headline metrics and the report with its pictures exist, and a rerun s
 from __future__ import annotations
 
 import csv
+import time
 
 from autolabel.engine.io import read_json
 from pipelines.cli import main
@@ -57,6 +58,26 @@ def test_default_pipeline_end_to_end(tmp_path, capsys):
     assert main(args) == 0  # rerun: every stage is up to date
     assert {v["status"] for v in read_json(run / "summary.json")["stages"].values()} == {"skipped"}
 
+    # from_stage=downstream retrains both sub-runs from scratch (their old last.ckpt must not be "resumed")
+    sub_ckpt = run / "downstream" / "synthetic" / "checkpoints" / "last.ckpt"
+    before = sub_ckpt.stat().st_mtime_ns
+    assert main([*args, "from_stage=downstream"]) == 0
+    stages = read_json(run / "summary.json")["stages"]
+    assert stages["downstream"]["status"] == "ran" and stages["synthesis"]["status"] == "skipped"
+    assert sub_ckpt.stat().st_mtime_ns != before
+    steps = [r["step"] for r in csv.DictReader((run / "downstream" / "synthetic" / "logs" / "metrics.csv").open())]
+    assert len(steps) == len(set(steps))  # one training's log, not a resumed one appended to the old
+
+    # a changed synthesis.n in the same run directory regenerates the dataset instead of reusing the old images
+    started = time.time()
+    assert main([*args, f"run.dir={run}", "synthesis.n=5", "until_stage=synthesis"]) == 0
+    assert read_json(run / "synthesis" / "manifest.json")["metrics"]["n_written"] == 5
+    synthetic = run / "synthesis" / "synthetic"
+    kept = [line for line in (synthetic / "manifest.jsonl").read_text().splitlines() if line]
+    assert len(kept) == 5
+    old = [p for p in synthetic.rglob("*") if p.is_file() and p.stat().st_mtime < started - 1]
+    assert old == []  # every file was written by the new run
+
 
 def test_bring_your_own_gan_skips_gan_training(tmp_path):
     from autolabel.gan import Generator, save_generator
@@ -70,3 +91,33 @@ def test_bring_your_own_gan_skips_gan_training(tmp_path):
     assert gan["metrics"]["pretrained"] == str(gen) and not (run / "gan" / "checkpoints").exists()  # nothing trained
     assert read_json(run / "labels" / "manifest.json")["status"] == "done"  # the rest used the imported generator
     assert not (run / "synthesis").exists()  # until_stage
+
+
+def test_your_own_folders_via_data_root(tmp_path):
+    """DESIGN's `autolabel run pipeline=handsoff_then_hilander data.root=/data/faces`: a dataset folder with images/,
+    labeled/, test/, train/<class>/ and pool/ instead of the procedural shapes, end to end."""
+    import shutil
+
+    from autolabel.data.procedural import make_shapes_dataset
+
+    faces = tmp_path / "faces"
+    src = make_shapes_dataset(tmp_path / "src", 60, size=16, seed=7)
+    shutil.copytree(src / "images", faces / "images")
+    make_shapes_dataset(faces / "labeled", 6, size=16, seed=8)
+    make_shapes_dataset(faces / "test", 8, size=16, seed=9)
+    for name, cats in (("train", ["00", "01", "02", "03"]), ("pool", ["06", "07", "08", "09"])):
+        for c in cats:
+            shutil.copytree(src / "unlabeled" / c, faces / name / c)
+    args = ["run", "pipeline=handsoff_then_hilander", f"data.root={faces}", *TINY, f"run.root={tmp_path / 'runs'}"]
+    assert main(args) == 0
+    (run,) = [p for p in (tmp_path / "runs" / "handsoff_then_hilander").iterdir() if p.is_dir()]
+    data = read_json(run / "data" / "manifest.json")
+    assert data["outputs"]["images"] == str(faces / "images") and data["outputs"]["pool_dir"] == str(faces / "pool")
+    assert data["metrics"] == {"pool_images": 60, "labeled_images": 6, "test_images": 8}
+    assert not (run / "data" / "pool").exists()  # nothing procedural was rendered
+    assert read_json(run / "gan" / "manifest.json")["metrics"]["images"] == 60  # the GAN saw the user's pool
+    summary = read_json(run / "summary.json")
+    for key in ("miou_synthetic", "miou_real_few", "nmi"):
+        assert 0.0 <= summary[key] <= 1.0, key
+    n_pool = sum(1 for _ in (faces / "pool").rglob("*.png"))
+    assert len(list(csv.DictReader((run / "cluster" / "clusters.csv").open()))) == n_pool

@@ -18,6 +18,8 @@ USES = {
     "handsoff/encoder_64.yaml": ("fit encoder", ["generator=g.pt", "images=imgs"]),
     "handsoff/labels_segmentation.yaml": ("fit labels", ["generator=g.pt", "encoder=e.ckpt", "labeled=dir"]),
     "trainer/gpu8_ddp.yaml": ("fit hilander", ["train_features=x.npz"]),
+    "data/weizmann_horse.yaml": ("run", []),
+    "pipeline/handsoff_then_hilander.yaml": ("run", []),
 }
 
 
@@ -45,3 +47,18 @@ def test_sweep_config_expands():
 
 def test_configs_dir_is_the_repo_folder():
     assert configs_dir() == Path(__file__).resolve().parents[2] / "configs"
+
+
+def test_the_default_pipeline_file_is_the_default():
+    """configs/pipeline/handsoff_then_hilander.yaml writes out what a bare `autolabel run` does: every value equal."""
+    from omegaconf import OmegaConf
+
+    from pipelines.definitions import PipelineConfig
+
+    builtin = OmegaConf.to_container(load_config(PipelineConfig))
+    written = OmegaConf.to_container(
+        load_config(PipelineConfig, yaml_files=[configs_dir() / "pipeline" / "handsoff_then_hilander.yaml"])
+    )
+    assert written == builtin
+    raw = OmegaConf.to_container(OmegaConf.load(configs_dir() / "pipeline" / "handsoff_then_hilander.yaml"))
+    assert {"shapes", "gan", "encoder", "labels", "synthesis", "downstream", "classifier", "hilander"} <= set(raw)

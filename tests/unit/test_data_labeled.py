@@ -166,3 +166,79 @@ def test_writer_errors(tmp_path):
         write_labeled_folder(tmp_path, _images(2), "depth", np.zeros((1, 8, 10)))
     with pytest.raises(ConfigError, match="task="):
         write_labeled_folder(tmp_path, _images(1), "pose", np.zeros((1, 8, 10)))
+
+
+def test_class_count_is_taken_before_resizing(tmp_path):
+    imgs = _images(2, 16, 16)
+    masks = np.zeros((2, 16, 16), np.uint8)
+    masks[0, 4:12, 4:12] = 1
+    masks[1, 5, 5] = 4  # a one-pixel class: nearest resizing to 4 px drops it, it is still one of the classes
+    write_labeled_folder(tmp_path, imgs, "segmentation", masks)
+    ds = LabeledFolder(tmp_path, size=4)
+    assert ds.n_classes == 5 and int(max(ds[i]["mask"].max() for i in range(2))) < 4
+    assert LabeledFolder(tmp_path, size=4, n_classes=7).n_classes == 7
+    with pytest.raises(DataError, match="class index 4 >= n_classes=3"):
+        LabeledFolder(tmp_path, size=4, n_classes=3)  # the resized masks alone would pass (max 1)
+
+
+def test_ids_select_samples(tmp_path):
+    write_labeled_folder(tmp_path, _images(3), "segmentation", np.zeros((3, 8, 10), np.uint8), ids=["a", "b", "c"])
+    assert LabeledFolder(tmp_path, ids=["c", "a"]).ids == ["a", "c"]
+    with pytest.raises(DataError, match="no image .* e.g. z"):
+        LabeledFolder(tmp_path, ids=["a", "z"])
+
+
+def _synthetic(root, task, ids, kept):
+    """A stand-in `autolabel synthesize` output: every id has images/ and labels/, only `kept` are in the manifest."""
+    import json
+
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    for i, s in enumerate(ids):
+        Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(root / "images" / f"{s}.png")
+        if task == "segmentation":
+            Image.fromarray(np.full((8, 8), i % 2, np.uint8)).save(root / "labels" / f"{s}.png")
+        elif task == "depth":
+            np.save(root / "labels" / f"{s}.npy", np.full((8, 8), float(i), np.float32))
+        else:
+            pts = [{"x": 7.0, "y": float(i), "confidence": 0.9}]
+            (root / "labels" / f"{s}.json").write_text(json.dumps({"resolution": 8, "keypoints": pts}))
+    (root / "plan.json").write_text(json.dumps({"task": task}))
+    if kept is not None:
+        (root / "manifest.jsonl").write_text("".join(json.dumps({"id": s, "uncertainty": 0.1}) + "\n" for s in kept))
+
+
+@pytest.mark.parametrize("task", ["segmentation", "keypoints", "depth"])
+def test_synthetic_datasets_read_only_the_manifest(tmp_path, task):
+    from autolabel.data.labeled import open_synthetic, synthetic_task
+
+    ids = ["00000000", "00000001", "00000002", "00000003"]
+    _synthetic(tmp_path / "merged", task, ids, kept=["00000001", "00000003"])
+    assert synthetic_task(tmp_path / "merged") == task
+    ds = open_synthetic(tmp_path / "merged", task, size=4)
+    assert ds.ids == ["00000001", "00000003"] and len(ds) == 2  # the filtered-out candidates are not read
+    item = ds[1]
+    assert item["image"].shape == (3, 4, 4) and item["image"][0, 0, 0].item() == pytest.approx(120 / 127.5 - 1)
+    if task == "segmentation":
+        assert item["mask"].eq(1).all()
+    elif task == "depth":
+        assert item["depth"].eq(3.0).all()
+    else:
+        assert item["keypoints"].tolist() == [[3.0, pytest.approx(3 * 3 / 7)]]  # (7, 3) * (4 - 1) / (8 - 1)
+    _synthetic(tmp_path / "unmerged", task, ids, kept=None)
+    with pytest.raises(DataError, match="no manifest.jsonl: the synthesis run is unfinished or unmerged"):
+        open_synthetic(tmp_path / "unmerged", task, size=4)
+
+
+def test_holdout_split_and_subset(tmp_path):
+    from autolabel.data.labeled import FolderSubset, holdout_split
+
+    val, rest = holdout_split(10, 0.2)
+    assert len(val) == 2 and sorted(val + rest) == list(range(10)) and holdout_split(10, 0.2) == (val, rest)
+    assert holdout_split(3, 0.01)[0] != [] and len(holdout_split(3, 0.9)[1]) == 1  # at least one on each side
+    assert holdout_split(5, 0.0) == ([], [0, 1, 2, 3, 4])
+    with pytest.raises(DataError, match="val_fraction=0"):
+        holdout_split(1, 0.2)
+    write_labeled_folder(tmp_path, _images(3), "segmentation", np.zeros((3, 8, 10), np.uint8), ids=["a", "b", "c"])
+    sub = FolderSubset(LabeledFolder(tmp_path), [2, 0])
+    assert (sub.task, sub.n_classes, sub.ids, len(sub), sub[0]["id"]) == ("segmentation", 1, ["c", "a"], 2, "c")

@@ -173,12 +173,83 @@ def test_translation_is_a_shift_and_cutout_zeroes_quarter():
     assert ((c == 0).sum(dim=(1, 2, 3)) <= 16).all() and (c == 0).any()
 
 
-def test_adaptive_p_moves_towards_target():
-    ada = AdaptiveP(target=0.6, speed_kimg=0.01, interval=2)
-    p = 0.5
+def _pred(n_pos: int, n_neg: int) -> torch.Tensor:
+    return torch.cat([torch.full((n_pos, 1), 0.7), torch.full((n_neg, 1), -0.2)])
+
+
+def test_adaptive_p_moves_by_sign_of_rt_minus_target_with_known_step():
+    # speed 1 kimg: each image moves p by 1/1000; interval 2 steps of 8 images -> |step| = 16/1000
+    ada = AdaptiveP(target=0.6, speed_kimg=1.0, interval=2, p=0.5)
+    s = AdaptiveP.local_sums(_pred(6, 2))  # r_t = (6 - 2) / 8 = 0.5 < target (sign(mean) would be +1)
+    assert s.tolist() == [4, 8]
+    assert ada.accumulate(s) is None and float(ada.p) == 0.5  # no update before `interval` steps
+    rt = ada.accumulate(s)
+    assert rt == 0.5 and float(ada.p) == pytest.approx(0.5 - 0.016, abs=1e-12)  # D not overfitting -> less aug.
+    assert int(ada.sign_sum) == int(ada.count) == int(ada.steps) == 0  # sums reset after the update
     for _ in range(2):
-        p, rt = ada.update(p, torch.ones(8, 1), batch_size=8)
-    assert rt == 1.0 and p > 0.5  # D is overfitting -> more augmentation
+        rt = ada.accumulate(AdaptiveP.local_sums(_pred(7, 1)))  # r_t = 0.75 > 0.6: overfitting -> more augmentation
+    assert rt == 0.75 and float(ada.p) == pytest.approx(0.5, abs=1e-12)
     for _ in range(2):
-        p2, rt = ada.update(p, -torch.ones(8, 1), batch_size=8)
-    assert p2 < p
+        ada.accumulate(torch.tensor([3, 5]))  # r_t = 0.6 == target: p stays
+    assert float(ada.p) == pytest.approx(0.5, abs=1e-12)
+    # the step is proportional to the images seen (global counts under DDP): 4 x more images -> 4 x the step
+    big = AdaptiveP(target=0.6, speed_kimg=1.0, interval=2, p=0.5)
+    for _ in range(2):
+        big.accumulate(AdaptiveP.local_sums(_pred(24, 8)))
+    assert float(big.p) == pytest.approx(0.5 - 0.064, abs=1e-12)
+
+
+def test_adaptive_p_is_clamped_and_validated():
+    ada = AdaptiveP(target=0.6, speed_kimg=0.001, interval=1, p=0.5)
+    ada.accumulate(AdaptiveP.local_sums(_pred(8, 0)))
+    assert float(ada.p) == 1.0
+    ada.accumulate(AdaptiveP.local_sums(_pred(0, 8)))
+    assert float(ada.p) == 0.0
+    assert {k for k, _ in ada.named_buffers()} == {"p", "sign_sum", "count", "steps"}  # saved in checkpoints
+    with pytest.raises(ConfigError, match="start p"):
+        AdaptiveP(p=1.5)
+    with pytest.raises(ConfigError, match="ada_interval"):
+        AdaptiveP(interval=0)
+
+
+def test_mean_latent_is_deterministic_and_leaves_the_global_rng_alone():
+    g = tiny_gen()
+    torch.manual_seed(5)
+    state = torch.random.get_rng_state()
+    a = g.mean_latent(256)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    torch.manual_seed(6)
+    assert torch.equal(g.mean_latent(256), a)
+    assert not torch.allclose(g.mean_latent(256, seed=1), a)
+    z = torch.randn(256, 16, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(a, g.style(z).mean(0))  # = mean of mapped latents from seed 0
+
+
+def test_mix_styles_switches_rows_at_the_cutoff():
+    g = tiny_gen()
+    w, w2 = torch.randn(3, 16), torch.randn(3, 16)
+    for cutoff in (1, 3, g.num_ws - 1):
+        ws = g.mix_styles(w, w2, cutoff)
+        assert ws.shape == (3, g.num_ws, 16)
+        assert torch.equal(ws[:, :cutoff], w.unsqueeze(1).expand(-1, cutoff, -1))
+        assert torch.equal(ws[:, cutoff:], w2.unsqueeze(1).expand(-1, g.num_ws - cutoff, -1))
+    assert torch.equal(g.mix_styles(w, w2, g.num_ws), w.unsqueeze(1).repeat(1, g.num_ws, 1))
+    with pytest.raises(ConfigError, match="cutoff"):
+        g.mix_styles(w, w2, 0)
+
+
+def test_conv_clamp_bounds_every_layer_output():
+    torch.manual_seed(0)
+    free = Generator(16, **TINY).eval()
+    torch.manual_seed(0)
+    clamped = Generator(16, **TINY, conv_clamp=0.25).eval()
+    z = torch.randn(2, 16)
+    with torch.no_grad():
+        img_f, feats_f = free(z, return_features=True)
+        img_c, feats_c = clamped(z, return_features=True)
+    assert max(float(f.abs().max()) for f in feats_f[1:]) > 0.25  # the clamp has something to do
+    assert all(float(f.abs().max()) <= 0.25 for f in feats_c[1:])
+    assert torch.equal(feats_c[0], feats_f[0])  # the learned constant is not a conv output
+    assert clamped.init_kwargs["conv_clamp"] == 0.25 and "conv_clamp" not in free.init_kwargs
+    with pytest.raises(ConfigError, match="conv_clamp"):
+        Generator(16, **TINY, conv_clamp=0)

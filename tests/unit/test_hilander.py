@@ -17,12 +17,13 @@ from autolabel.hilander.hierarchy import (
     best_parent,
     build_training_levels,
     cluster_pool,
+    decode_level,
     find_roots,
     forest_clusters,
     supernode_features,
 )
 from autolabel.hilander.lightning import LanderModule, LevelGraphDataModule, load_lander
-from autolabel.hilander.search import knn_recall, knn_search
+from autolabel.hilander.search import KCapWarning, knn_recall, knn_search
 from autolabel.metrics.clustering import pairwise_fscore
 
 # ---------------------------------------------------------------- feature pools
@@ -53,6 +54,13 @@ def test_pool_roundtrip_normalizes(tmp_path):
         ({"features": np.ones((3, 2)), "labels": np.array([0, 1])}, "one integer label per row"),
         ({"features": np.ones((3, 2)), "labels": np.array([0.5, 1, 2])}, "labels must be integers"),
         ({"features": np.array([[0.0, 0.0], [1.0, 0.0]])}, "all zeros"),
+        # ids saved from pandas are an object array: numpy refuses it without pickle
+        (
+            {"features": np.ones((3, 2)), "ids": np.array(["a", "b", "c"], dtype=object)},
+            "'ids' is an object array.*save ids as a str array: np.asarray\\(ids, dtype=str\\)",
+        ),
+        ({"features": np.ones((3, 2)), "labels": np.array([0, 1, None], dtype=object)}, "save labels as an int array"),
+        ({"features": np.ones((3, 2)), "ids": np.array(["a", "b"])}, "ids have shape \\(2,\\).*one id per row"),
     ],
 )
 def test_pool_errors(tmp_path, arrays, match):
@@ -113,19 +121,46 @@ def test_knn_bad_input():
 # ---------------------------------------------------------------- graphs
 
 
-def test_density_hand_case_and_negative_cosines():
+def test_density_hand_case_and_negative_cosines_are_dropped():
     # node 0 has neighbours 1 (same class, sim .8) and 2 (other class, sim .4): d0 = (.8 - .4)/2 = .2
+    # node 1's neighbour 2 and node 2's neighbour 1 have a negative cosine: those edges are dropped (as the reference)
     nbrs = np.array([[1, 2], [0, 2], [0, 1]])
     sims = np.array([[0.8, 0.4], [0.8, -0.3], [0.4, -0.3]], np.float32)
     ei, sim = knn_edges(nbrs, sims)
-    assert ei[:, :2].tolist() == [[1, 2], [0, 0]]  # edges j -> i: sources are the neighbours
-    assert sim.min() >= 0  # the negative cosine is clamped to 0
+    assert ei.tolist() == [[1, 2, 0, 0], [0, 0, 1, 2]]  # edges j -> i: sources are the neighbours
+    assert sim.tolist() == pytest.approx([0.8, 0.4, 0.8, 0.4])
     d = gt_density(ei, sim, torch.tensor([0, 0, 1]), 3)
-    assert d[0].item() == pytest.approx(0.2) and d[1].item() == pytest.approx(0.4)
+    # d1 = .8 / 1 (its only kept neighbour; a clamped zero edge would have made it .8 / 2); d2 = -.4 (other class)
+    assert d.tolist() == pytest.approx([0.2, 0.8, -0.4])
     w = row_normalized(ei, sim, 3)
-    assert w[2:4].tolist() == pytest.approx([1.0, 0.0])  # node 1: weights .8/.8 and 0/.8
+    assert w.tolist() == pytest.approx([2 / 3, 1 / 3, 1.0, 1.0])
     g = build_level_graph(np.eye(3, dtype=np.float32), nbrs, sims, labels=np.array([0, 0, 1]))
-    assert g.x.shape == (3, 6) and g.edge_label.tolist() == [1, 0, 1, 0, 0, 0]
+    assert g.x.shape == (3, 6) and g.edge_label.tolist() == [1, 0, 1, 0]
+
+
+def test_negative_cosine_neighbours_never_link():
+    # a, b, c on a 20-degree arc; d opposite: d's two nearest (k=2) have cosine < 0, so d has no in-edge, gets
+    # density 0 and stays a singleton even with a model that links every edge (a clamped zero-weight edge c -> d
+    # would have been kept: d_c > d_d = 0 and P = 1)
+    ang = np.deg2rad([0.0, 10.0, 20.0, 190.0])
+    x = np.stack([np.cos(ang), np.sin(ang)], axis=1).astype(np.float32)
+    nbrs, sims = knn_search(x, 2)
+    assert (sims[3] < 0).all() and (sims[:3] > 0).all()
+    g = build_level_graph(x, nbrs, sims, labels=np.zeros(4, dtype=np.int64))
+    assert g.num_edges == 6 and not (g.edge_index == 3).any()
+    assert g.density[3].item() == 0.0
+    res = cluster_pool(_LinkAll(), x, k=2, tau=0.5, levels=3, device="cpu", progress=False)
+    assert res.labels.tolist() == [0, 0, 0, 1]
+
+
+class _LinkAll(torch.nn.Module):
+    """P(same) = 1 on every edge; density = mean in-edge similarity."""
+
+    def forward(self, g):
+        from torch_geometric.utils import scatter
+
+        logits = torch.tensor([[-9.0, 9.0]]).expand(g.num_edges, 2)
+        return logits, scatter(g.edge_sim, g.edge_index[1], dim=0, dim_size=g.num_nodes, reduce="mean")
 
 
 # ---------------------------------------------------------------- model
@@ -154,8 +189,39 @@ def test_lander_reference_head_and_identity_only():
     g = _blob_graph()
     m = LANDER(8, hidden=8, use_cluster_feat=False, link_similarity=False)
     assert m.sim_mlp is None and m.convs[0].lin.in_features == 16  # [h_i || mean_j h_j] of 8-d identity features
-    logits, _ = m(g)
-    assert logits.shape[0] == g.num_edges
+    logits, density = m(g)
+    # the reference head is a function of the two node embeddings only: edges with the same (src, dst) embeddings get
+    # the same logits whatever their similarity, and d̂_i = mean_j a_ij (p1 - p0) exactly
+    g2 = g.clone()
+    g2.edge_sim = torch.rand(g.num_edges)
+    logits2, density2 = m(g2)
+    assert torch.allclose(logits, logits2)
+    p = logits2.softmax(-1)
+    expect = torch.zeros(g.num_nodes).index_add_(0, g.edge_index[1], g2.edge_sim * (p[:, 1] - p[:, 0]))
+    expect /= torch.bincount(g.edge_index[1], minlength=g.num_nodes).clamp_min(1)
+    assert torch.allclose(density2, expect, atol=1e-6)
+    # identity only: the cluster-feature half of x is ignored
+    g3 = g.clone()
+    g3.x = torch.cat([g.x[:, :8], torch.randn(g.num_nodes, 8)], dim=1)
+    assert torch.allclose(m(g3)[0], logits)
+
+
+def test_edge_chunks_equal_one_pass():
+    torch.manual_seed(0)
+    g = _blob_graph()
+    for sim in (True, False):
+        m = LANDER(8, hidden=16, link_similarity=sim)
+        full, d_full = m(g)
+        chunked, d_chunked = m(g, edge_chunk=7)  # 300 edges in 43 chunks
+        assert torch.allclose(full, chunked, atol=1e-6) and torch.allclose(d_full, d_chunked, atol=1e-6)
+
+
+def test_loss_nan_accuracy_on_the_logits_device_when_no_edge_qualifies():
+    g = _blob_graph()
+    g.density = torch.zeros(g.num_nodes)  # no d_j > d_i: the link term is empty
+    loss, parts = lander_loss(*LANDER(8, hidden=8)(g), g)
+    assert torch.isfinite(loss) and torch.isnan(parts["link_acc"]) and parts["link_edges"].item() == 0
+    assert parts["link_acc"].device == loss.device
 
 
 def test_loss_drops_with_balance_and_focal():
@@ -188,10 +254,23 @@ def test_decode_known_forest():
         find_roots(np.array([1, 0]))
 
 
-def test_supernode_features_are_member_means():
+def test_supernode_features_are_plain_member_means():
     base = np.array([[1, 0], [0, 1], [1, 0]], np.float32)
     f = supernode_features(base, np.array([0, 0, 1]), 2)
-    assert f[0] == pytest.approx([2**-0.5, 2**-0.5]) and f[1] == pytest.approx([1, 0])
+    assert f.dtype == np.float32
+    assert f[0] == pytest.approx([0.5, 0.5]) and f[1] == pytest.approx([1, 0])  # not re-normalized (the reference)
+
+
+def test_supernode_features_equal_a_per_sample_loop():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3000, 70)).astype(np.float32)
+    assign = rng.integers(0, 400, 3000)
+    assign[assign == 7] = 8  # an empty cluster id stays a zero row
+    sums = np.zeros((400, 70))
+    np.add.at(sums, assign, x)
+    expect = (sums / np.maximum(np.bincount(assign, minlength=400), 1)[:, None]).astype(np.float32)
+    got = supernode_features(x, assign, 400)
+    assert np.array_equal(got, expect) and not got[7].any()
 
 
 def test_training_levels_collapse_separable_classes():
@@ -199,8 +278,24 @@ def test_training_levels_collapse_separable_classes():
     graphs = build_training_levels(x, y, [5], [3])
     assert graphs[0].num_nodes == 120
     assert len(graphs) >= 2 and graphs[1].num_nodes < 120
-    # at level >= 1 every node is a peak of a pure ground-truth tree: one or a few per class
-    assert len(set(graphs[-1].y.tolist())) == 6
+    # the ground-truth trees of level 0 are pure: each holds one class, so its peak carries that class up
+    g0 = graphs[0]
+    cid, peaks, _ = decode_level(g0.edge_index, g0.density, g0.edge_sim, 0.0, 120)
+    assert all(len(set(y[cid == c])) == 1 for c in range(len(peaks)))
+    assert graphs[1].num_nodes == len(peaks) and graphs[1].y.tolist() == y[peaks].tolist()
+    # level 1 = [peak feature || mean of the tree's members]
+    assert torch.allclose(graphs[1].x[:, :16], torch.from_numpy(x[peaks]))
+    assert torch.allclose(graphs[1].x[:, 16:], torch.from_numpy(supernode_features(x, cid, len(peaks))), atol=1e-6)
+    assert len(set(graphs[-1].y.tolist())) == 6  # every class survives to the top level
+
+
+def test_training_levels_cap_k_with_one_warning():
+    x, y = make_blob_features(2, 3, 4, spread=0.05, seed=0)  # N = 6
+    with pytest.warns(KCapWarning, match="train.k_list: k=10 >= N=6 points; using k=5") as rec:
+        graphs = build_training_levels(x, y, [10], [2])
+    assert len(rec) == 1 and graphs[0].edge_index.shape[1] == 6 * 5
+    with pytest.raises(DataError, match="at least 2 labeled samples"):
+        build_training_levels(x[:1], y[:1], [3], [1])
 
 
 def _train(tmp_path=None, epochs: int = 30, **model_kw):
@@ -232,12 +327,53 @@ def test_end_to_end_clusters_unseen_classes(tmp_path):
     assert np.array_equal(res.labels, res2.labels)
 
 
-def test_unlabeled_pool_and_single_level():
+def test_reference_head_clusters_unseen_blobs_on_one_level():
+    # The reference link head (link_similarity=False) sees only the two node embeddings. On the first level it links
+    # same-class kNN neighbours uphill in density: on separated unseen blobs, pure trees, about one per blob.
+    # (Telling *supernodes* of unseen classes apart from embeddings alone needs many meta-training classes: trained
+    # on 8 it memorises them and merges unseen supernodes -- why the similarity-aware head is the default.)
+    pl.seed_everything(0, verbose=False)
+    module, _ = _train(epochs=40, link_similarity=False)
+    xt, yt = make_blob_features(8, 25, 16, spread=0.1, seed=7)
+    res = cluster_pool(module.model, xt, k=5, tau=0.5, levels=1, progress=False)
+    precision, _, f = pairwise_fscore(yt, res.labels)
+    assert precision == 1.0 and f > 0.85 and 8 <= res.n_clusters <= 16
+
+
+def test_unlabeled_pool_clusters_without_labels():
+    # no labels anywhere: the stand-in model (P(same) = cosine) recovers three well-separated blobs exactly
+    x, truth = make_blob_features(3, 15, 16, spread=0.05, seed=2)
+    res = cluster_pool(_SimilarityLink(), x, k=4, tau=0.5, levels=3, device="cpu", progress=False)
+    assert res.n_clusters == 3 and pairwise_fscore(truth, res.labels)[2] == 1.0
+    # an untrained LANDER, one level: a forest over the kNN graph, one tree per root
     torch.manual_seed(0)
-    model = LANDER(16, hidden=8)
     x = random_unit_features(50, 16)
-    res = cluster_pool(model, x, k=4, tau=0.0, levels=1, progress=False)
-    assert res.labels.shape == (50,) and len(res.levels) == 1 and res.labels.min() == 0
+    res = cluster_pool(LANDER(16, hidden=8), x, k=4, tau=0.0, levels=1, progress=False)
+    lv = res.levels[0]
+    assert len(res.levels) == 1 and lv["nodes"] == 50 and lv["clusters"] == 50 - lv["edges_added"] == res.n_clusters
+    assert sorted(np.unique(res.labels).tolist()) == list(range(res.n_clusters))
+
+
+class _SimilarityLink(torch.nn.Module):
+    feature_dim = 16
+
+    def forward(self, g):
+        from torch_geometric.utils import scatter
+
+        p = g.edge_sim.clamp(1e-6, 1 - 1e-6)
+        density = scatter(g.edge_sim, g.edge_index[1], dim=0, dim_size=g.num_nodes, reduce="mean")
+        return torch.stack([torch.log1p(-p), torch.log(p)], dim=1), density
+
+
+def test_cluster_pool_caps_k_once_and_checks_the_width():
+    x = random_unit_features(5, 16)
+    with pytest.warns(KCapWarning, match="cluster.k: k=10 >= N=5 points; using k=4") as rec:
+        res = cluster_pool(_SimilarityLink(), x, k=10, tau=0.0, levels=3, early_stop=False, progress=False)
+    assert len([w for w in rec if w.category is KCapWarning]) == 1 and res.labels.shape == (5,)
+    with pytest.raises(DataError, match="trained on 16-d features, the pool has 8-d"):
+        cluster_pool(_SimilarityLink(), random_unit_features(5, 8), progress=False)
+    with pytest.raises(DataError, match="N >= 2"):
+        cluster_pool(_SimilarityLink(), x[:1], progress=False)
 
 
 def test_load_lander_refuses_other_checkpoints(tmp_path):
@@ -249,6 +385,15 @@ def test_load_lander_refuses_other_checkpoints(tmp_path):
     (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="not a readable torch checkpoint"):
         load_lander(tmp_path / "junk.ckpt")
+    module = LanderModule(LanderModelConfig(hidden=8), feature_dim=4)
+    hp = dict(module.hparams)
+    state = {k: v for k, v in module.state_dict().items() if "link_head" not in k}  # weights missing
+    torch.save({"hyper_parameters": hp, "state_dict": state}, tmp_path / "cut.ckpt")
+    with pytest.raises(CheckpointError, match="damaged or incompatible Hi-LANDER checkpoint \\(RuntimeError\\)"):
+        load_lander(tmp_path / "cut.ckpt")
+    torch.save({"hyper_parameters": {"kind": hp["kind"], "model": hp["model"]}, "state_dict": {}}, tmp_path / "k.ckpt")
+    with pytest.raises(CheckpointError, match="damaged or incompatible Hi-LANDER checkpoint \\(KeyError\\)"):
+        load_lander(tmp_path / "k.ckpt")
 
 
 def test_config_validation():

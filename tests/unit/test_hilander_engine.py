@@ -48,14 +48,101 @@ def test_decode_level_ties_and_threshold_add_no_edges():
     assert added == 1 and cid[0] == cid[1] != cid[2]
 
 
-def test_knn_edges_drop_missing_and_clamp():
+def test_knn_edges_drop_missing_and_negative_and_clip():
     nbrs = np.array([[1, -1], [0, 1]])
     sims = np.array([[-0.4, -np.inf], [0.7, 1.2]], dtype=np.float32)
     ei, s = knn_edges(nbrs, sims)
-    assert ei.tolist() == [[1, 0, 1], [0, 1, 1]]
-    assert s.tolist() == pytest.approx([0.0, 0.7, 1.0])
-    w = row_normalized(ei, s, 2)  # node 0's only in-edge has sim 0 -> uniform weight 1
-    assert w.tolist() == pytest.approx([1.0, 0.7 / 1.7, 1.0 / 1.7])
+    assert ei.tolist() == [[0, 1], [1, 1]]  # node 0's neighbours: one negative, one missing -> no in-edge
+    assert s.tolist() == pytest.approx([0.7, 1.0])
+    w = row_normalized(ei, s, 2)
+    assert w.tolist() == pytest.approx([0.7 / 1.7, 1.0 / 1.7])
+    g = build_level_graph(np.eye(2, dtype=np.float32), nbrs, sims, labels=np.array([0, 0]))
+    assert g.density.tolist() == pytest.approx([0.0, 0.85])  # no in-edge: density 0
+
+
+def test_batched_knn_queries_equal_one_batch():
+    x, _ = _blobs(5, 20, 8, seed=4)
+    for method in ("flat", "hnsw"):
+        n1, s1 = knn_search(x, 6, method=method, batch_size=100_000)
+        n2, s2 = knn_search(x, 6, method=method, batch_size=7)  # 15 query batches, the last one short
+        assert np.array_equal(n1, n2) and np.array_equal(s1, s2)
+
+
+class _FakeClonerOptions:
+    shard = False
+    useFloat16 = False
+
+
+def test_gpu_path_shards_the_index_over_all_gpus(monkeypatch):
+    import faiss
+
+    from autolabel.hilander import search
+
+    seen = []
+
+    def fake_to_all_gpus(index, co=None):
+        seen.append((type(index).__name__, co.shard, co.useFloat16))
+        return index  # search on the CPU index: results must equal the CPU path
+
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 2, raising=False)
+    monkeypatch.setattr(faiss, "GpuMultipleClonerOptions", _FakeClonerOptions, raising=False)
+    monkeypatch.setattr(faiss, "index_cpu_to_all_gpus", fake_to_all_gpus, raising=False)
+    x, _ = _blobs(4, 30, 8, seed=0)
+    gpu_n, _ = knn_search(x, 5, method="flat", use_gpu=True)
+    knn_search(x, 5, method="ivf", use_gpu="auto")  # auto: GPUs seen -> used
+    knn_search(x, 5, method="hnsw", use_gpu=True)  # faiss has no GPU HNSW: stays on the CPU
+    assert seen == [("IndexFlatIP", True, False), ("IndexIVFFlat", True, True)]
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 0, raising=False)
+    cpu_n, _ = knn_search(x, 5, method="flat", use_gpu="auto")
+    assert np.array_equal(gpu_n, cpu_n) and len(seen) == 2 and search.num_gpus() == 0
+
+
+def test_use_gpu_true_without_a_gpu_is_a_clear_error(monkeypatch):
+    import faiss
+
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 0, raising=False)
+    x, _ = _blobs(2, 5, 4, seed=0)
+    with pytest.raises(ConfigError, match="use_gpu=true but faiss sees no GPU; install faiss-gpu"):
+        knn_search(x, 3, **KnnConfig(use_gpu="true").kwargs())
+
+
+def test_faiss_cpu_and_gpu_wheels_both_installed_is_named_with_the_fix():
+    from autolabel.hilander.search import faiss_install_conflict
+
+    both = {"faiss-cpu": "1.9.0", "faiss-gpu-cu12": "1.9.0"}
+    msg = faiss_install_conflict(both.get)
+    assert msg is not None and "faiss-cpu and faiss-gpu-cu12 are both installed" in msg
+    assert "pip uninstall -y faiss-cpu" in msg and "\n" not in msg
+    assert faiss_install_conflict({"faiss-cpu": "1.9.0"}.get) is None
+    assert faiss_install_conflict({"faiss-gpu-cu12": "1.9.0"}.get) is None
+
+
+class _PairMerger:
+    """Scripted decode: every level merges nodes (2i, 2i+1), i.e. adds n/2 edges and halves the nodes."""
+
+    def __call__(self, edge_index, density, score, threshold, n):
+        cid = np.arange(n) // 2
+        return cid, np.arange(0, n, 2), n // 2
+
+
+@pytest.mark.parametrize(
+    ("k", "early_stop", "levels_run"),
+    [
+        (5, True, 2),  # level 1 adds 8 edges after 16: 16/8 = 2 < k-1 = 4 -> stop after level 1
+        (3, True, 4),  # 2 is not < k-1 = 2: keep going to the level limit
+        (5, False, 4),
+    ],
+)
+def test_early_stop_when_new_edges_fall_below_the_ratio(monkeypatch, k, early_stop, levels_run):
+    from autolabel.hilander import hierarchy
+
+    monkeypatch.setattr(hierarchy, "decode_level", _PairMerger())
+    x, _ = _blobs(4, 8, 8, seed=0)  # N = 32
+    res = cluster_pool(LANDER(8, hidden=8), x, k=k, tau=0.5, levels=4, early_stop=early_stop, progress=False)
+    assert [s["edges_added"] for s in res.levels] == [16, 8, 4, 2][:levels_run]
+    assert res.n_clusters == 32 // 2**levels_run
+    # merges compose over levels: sample i ends in cluster i // 2^levels
+    assert res.labels.tolist() == (np.arange(32) // 2**levels_run).tolist()
 
 
 def test_knn_recall_known_answer():
@@ -157,9 +244,45 @@ def test_select_tau_picks_the_best_calibration_threshold():
     assert scores[0.999] < 0.2  # no edge survives: singletons
     assert best in (0.5, 0.6) and scores[best] == max(scores.values()) > 0.9
     if scores[0.5] == scores[0.6]:
-        assert best == 0.6  # ties go to the larger (surer) threshold
+        assert best == 0.6  # two tied: the upper middle one (the larger, surer threshold)
     with pytest.raises(ConfigError, match="candidate"):
         select_tau(_SimilarityOracle(), x, y, [])
+
+
+def test_select_tau_takes_the_middle_of_a_tied_plateau(monkeypatch):
+    from types import SimpleNamespace
+
+    import autolabel.hilander.hierarchy as H
+
+    # calibration clusters identical for tau 0.2..0.6 (scores tie), worse outside: the middle of the plateau wins
+    table = {0.1: 0.5, 0.2: 0.8, 0.3: 0.8, 0.4: 0.8, 0.5: 0.8, 0.6: 0.8, 0.7: 0.6, 0.8: 0.4}
+    monkeypatch.setattr(H, "cluster_pool", lambda model, x, *, tau, **kw: SimpleNamespace(labels=np.array([tau])))
+    monkeypatch.setattr("autolabel.metrics.clustering.evaluate_clustering",
+                        lambda truth, pred: {"bcubed_f": table[round(float(pred[0]), 1)]})  # fmt: skip
+    best, scores = H.select_tau(None, np.zeros((2, 2)), np.zeros(2), list(table))
+    assert best == 0.4 and scores == table
+    table[0.6] = 0.9  # a unique best is taken as it is
+    assert H.select_tau(None, np.zeros((2, 2)), np.zeros(2), list(table))[0] == 0.6
+
+
+def test_lander_trains_under_bf16_autocast_on_cpu():
+    # torch.sparse.mm has no bf16 CPU kernel: the aggregation runs in fp32 inside bf16 autocast (trainer precision)
+    from autolabel.hilander.gnn import lander_loss
+
+    x, y = _blobs(3, 8, 8, seed=2)
+    g = build_training_levels(x, y, [4], [1])[0]
+    torch.manual_seed(0)
+    model = LANDER(8, hidden=16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, density = model(g)
+        loss, _ = lander_loss(logits, density, g)
+    assert logits.dtype == torch.bfloat16 and torch.isfinite(loss)
+    loss.backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert grads and all(gr is not None and torch.isfinite(gr).all() for gr in grads)
+    with torch.no_grad():
+        ref_logits, _ = model(g)
+    assert torch.allclose(logits.float(), ref_logits, atol=0.05, rtol=0.05)  # bf16 rounding only
 
 
 def test_cluster_config_validates_tau_candidates():
@@ -193,3 +316,72 @@ def test_lander_module_optimizer_choice_fits_blobs(name):
     assert float(loss) < first  # the loss drops
     with pytest.raises(ConfigError, match="optimizer"):
         HiLanderTrainConfig(optimizer="lbfgs")
+
+
+# ---------------------------------------------------------------- mini-batch (seed-node) training
+
+
+def test_seed_batches_follow_the_reference_schedule():
+    from autolabel.hilander.lightning import SeedBatches
+
+    x, y = _blobs(2, 5, 4, seed=0)
+    big = build_level_graph(x, *knn_search(x, 3), labels=y)  # 10 nodes
+    small = build_level_graph(x[:4], *knn_search(x[:4], 2), labels=y[:4])  # 4 nodes
+    ds = SeedBatches([big, small], batch_nodes=4, num_hops=2)
+    assert ds.rounds == 3 and len(ds) == 6  # ceil(10 / 4) steps per graph per epoch, for both graphs
+    for epoch in range(3):
+        # the big graph: one pass per epoch, chunks 4 + 4 + 2 that partition its nodes, fresh order every epoch
+        chunks = [ds.seeds(0, epoch * 3 + r) for r in range(3)]
+        assert [len(c) for c in chunks] == [4, 4, 2]
+        assert sorted(torch.cat(chunks).tolist()) == list(range(10))
+        # the small graph fits one batch: served whole, every step
+        assert ds[epoch * len(ds) + 1] is small
+    assert not torch.equal(ds.seeds(0, 0), ds.seeds(0, 3))
+    assert torch.equal(ds.seeds(0, 4), SeedBatches([big, small], 4, 2).seeds(0, 4))  # a pure function of the step
+    step = ds[len(ds) * 2 + 0]  # epoch 2, round 0, graph 0
+    assert step.seed_mask.sum().item() == 4 and step.num_nodes <= 10
+    whole = SeedBatches([big, small], batch_nodes=0, num_hops=2)
+    assert len(whole) == 2 and whole[0] is big  # batch_nodes=0: one whole-graph step per graph
+
+
+def test_seed_subgraph_loss_equals_the_full_graph_loss_on_the_seeds():
+    from autolabel.hilander.gnn import lander_loss
+    from autolabel.hilander.lightning import seed_subgraph
+
+    x, y = _blobs(6, 20, 8, seed=2, spread=0.3)
+    g = build_level_graph(x, *knn_search(x, 5), labels=y)
+    seeds = torch.tensor([0, 7, 33, 64, 90, 119])
+    torch.manual_seed(0)
+    for conv, num_conv in (("graphconv", 2), ("gat", 1)):
+        model = LANDER(8, hidden=16, num_conv=num_conv, conv=conv).eval()
+        sub = seed_subgraph(g, seeds, num_conv + 1)
+        assert sub.num_nodes < g.num_nodes and sub.seed_mask.sum().item() == len(seeds)
+        logits, density = model(g)
+        sub_logits, sub_density = model(sub)
+        order = torch.argsort(seeds)  # k_hop_subgraph keeps nodes in increasing global id
+        assert torch.allclose(sub_density[sub.seed_mask], density[seeds[order]], atol=1e-5)
+        # full-graph loss restricted to the seeds: mask the rest out
+        masked = g.clone()
+        masked.seed_mask = torch.zeros(g.num_nodes, dtype=torch.bool)
+        masked.seed_mask[seeds] = True
+        full_loss, full_parts = lander_loss(logits, density, masked)
+        sub_loss, sub_parts = lander_loss(sub_logits, sub_density, sub)
+        assert sub_loss.item() == pytest.approx(full_loss.item(), abs=1e-5)
+        assert sub_parts["link_edges"].item() == full_parts["link_edges"].item() > 0
+
+
+def test_datamodule_steps_per_epoch_match_the_reference():
+    from autolabel.data.pools import FeaturePool
+    from autolabel.hilander.lightning import LevelGraphDataModule
+
+    x, y = _blobs(4, 25, 8, seed=0)  # N = 100
+    cfg = HiLanderTrainConfig(k_list=[5, 3], levels_list=[1, 1], batch_nodes=30)
+    dm = LevelGraphDataModule(FeaturePool(x, y), cfg)
+    dm.setup()
+    loader = dm.train_dataloader()
+    assert len(dm.train_graphs) == 2 and len(loader) == 2 * 4  # ceil(100 / 30) = 4 steps per graph
+    loader.sampler.set_epoch(1)
+    steps = list(loader)
+    assert sum(int(s.seed_mask.sum()) for s in steps) == 2 * 100  # each graph's nodes seeded once per epoch
+    with pytest.raises(ConfigError, match="train.batch_nodes"):
+        HiLanderTrainConfig(batch_nodes=-1)

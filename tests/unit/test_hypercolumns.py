@@ -82,3 +82,16 @@ def test_bad_inputs():
         ext.pixels(ws_for(g), torch.tensor([16 * 16]))
     with pytest.raises(ConfigError, match="n_pixels"):
         ext.sample_pixels(ws_for(g), 0)
+
+
+def test_rescale_coords_follows_the_bilinear_pixel_grid():
+    from autolabel.handsoff.hypercolumns import pixel_xy, rescale_coords
+
+    ramp = torch.arange(16.0).view(1, 1, 1, 16).expand(1, 1, 16, 16)  # value = x on a 16 px image
+    small = F.interpolate(ramp, size=(8, 8), mode="bilinear", align_corners=False)[0, 0]
+    xs = rescale_coords(torch.stack([torch.arange(8.0), torch.zeros(8)], -1), 8, 16)[:, 0]
+    torch.testing.assert_close(small[0], xs)  # working pixel i sits at image x = 2i + 0.5
+    pts = torch.tensor([[3.0, 7.5], [0.0, 15.0]])
+    torch.testing.assert_close(rescale_coords(rescale_coords(pts, 16, 4), 4, 16), pts)
+    assert torch.equal(rescale_coords(pts, 16, 16), pts)
+    assert pixel_xy(torch.tensor([0, 5, 17]), 8).tolist() == [[0.0, 0.0], [5.0, 0.0], [1.0, 2.0]]

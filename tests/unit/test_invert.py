@@ -71,3 +71,5 @@ def test_invert_errors() -> None:
         invert_images(enc, g, torch.full_like(x, float("nan")), progress=False)
     with pytest.raises(ConfigError, match="refine_steps"):
         invert_images(enc, g, x, refine_steps=-1, progress=False)
+    with pytest.raises(ConfigError, match="the encoder is on meta but the generator on cpu"):
+        invert_images(enc.to("meta"), g, x, progress=False)  # inversion runs where the generator is: both there

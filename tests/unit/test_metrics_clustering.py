@@ -121,3 +121,22 @@ def test_large_input_is_linear_time():
     p, r, f = pairwise_fscore(gt, gt.copy())
     assert (p, r, f) == pytest.approx((1.0, 1.0, 1.0))
     assert 0.0 <= nmi(gt, rng.integers(0, 1000, 1_000_000)) < 0.1
+
+
+def test_nmi_hand_cases():
+    # gt A A A B B, pred 0 0 1 1 1: joint counts [[2,1],[0,2]] / 5, marginals (3/5, 2/5) and (2/5, 3/5)
+    # MI = 2/5 ln((2/5)/(3/5*2/5)) + 1/5 ln((1/5)/(3/5*3/5)) + 2/5 ln((2/5)/(2/5*3/5)) = 4/5 ln(5/3) + 1/5 ln(5/9)
+    # H(gt) = H(pred) = -(3/5 ln 3/5 + 2/5 ln 2/5); arithmetic normalization: NMI = MI / ((H + H) / 2)
+    mi = 0.8 * np.log(5 / 3) + 0.2 * np.log(5 / 9)
+    h = -(0.6 * np.log(0.6) + 0.4 * np.log(0.4))
+    assert nmi(np.array([0, 0, 0, 1, 1]), np.array([0, 0, 1, 1, 1])) == pytest.approx(mi / h)
+    assert mi / h == pytest.approx(0.43254, abs=1e-5)
+    # gt A A B B, pred 0 0 0 1: joint (A,0)=2, (B,0)=1, (B,1)=1 over 4; marginals (1/2, 1/2) and (3/4, 1/4)
+    # MI = 1/2 ln(4/3) + 1/4 ln(2/3) + 1/4 ln 2 ; H(gt) = ln 2 ; H(pred) = -(3/4 ln 3/4 + 1/4 ln 1/4)
+    mi = 0.5 * np.log(4 / 3) + 0.25 * np.log(2 / 3) + 0.25 * np.log(2)
+    hg, hp = np.log(2), -(0.75 * np.log(0.75) + 0.25 * np.log(0.25))
+    assert nmi(np.array([0, 0, 1, 1]), np.array([0, 0, 0, 1])) == pytest.approx(mi / ((hg + hp) / 2))
+    assert mi / ((hg + hp) / 2) == pytest.approx(0.343711, abs=1e-5)
+    # independent partitions share no information; identical ones all of it
+    assert nmi(np.array([0, 0, 1, 1]), np.array([0, 1, 0, 1])) == pytest.approx(0.0, abs=1e-12)
+    assert evaluate_clustering(np.array([0, 0, 1, 1]), np.array([0, 1, 0, 1]))["nmi"] == pytest.approx(0.0, abs=1e-12)

@@ -133,3 +133,110 @@ def test_checkpoints_survive_only_an_interruption_of_the_same_config(tmp_path):
     (tmp_path / "train" / "checkpoints" / "last.ckpt").write_text("from n=3")
     run_pipeline(pipe, _Cfg(a=_A(n=4)), run, log=lambda s: None)  # another config: the old checkpoint is not its own
     assert seen[-1] is False
+
+
+def test_a_stage_that_does_not_resume_starts_from_an_empty_folder(tmp_path):
+    """Whatever a stage left in its folder (sub-run checkpoints, a half-made dataset) survives only an interruption of
+    the same config: a forced rerun or a changed config would otherwise resume finished sub-runs or reuse old files."""
+    run = RunDir(tmp_path)
+    seen: list[list[str]] = []
+
+    def train(ctx):
+        seen.append(sorted(p.relative_to(ctx.dir).as_posix() for p in ctx.dir.rglob("*") if p.is_file()))
+        for rel in ("synthetic/checkpoints/last.ckpt", "dataset/images/0.png"):
+            (ctx.dir / rel).parent.mkdir(parents=True, exist_ok=True)
+            (ctx.dir / rel).write_text(str(ctx.cfg.a.n))
+        if len(seen) == 1:
+            raise RuntimeError("killed")
+        return {"metrics": {"n": ctx.cfg.a.n}}
+
+    pipe = Pipeline("p", [Stage("train", train, config_keys=["a"])])
+    leftovers = ["dataset/images/0.png", "running.json", "synthetic/checkpoints/last.ckpt"]
+    with pytest.raises(RuntimeError):
+        run_pipeline(pipe, _Cfg(), run, log=lambda s: None)
+    run_pipeline(pipe, _Cfg(), run, log=lambda s: None)  # resumes: everything is still there
+    run_pipeline(pipe, _Cfg(), run, from_stage="train", log=lambda s: None)  # forced: empty but for the marker
+    run_pipeline(pipe, _Cfg(a=_A(n=5)), run, log=lambda s: None)  # another config: empty too
+    assert seen == [["running.json"], leftovers, ["running.json"], ["running.json"]]
+
+
+def test_an_interrupted_forced_rerun_does_not_leave_stale_finished_stages(tmp_path):
+    """from_stage=make forces make and scale; killed in make, a plain rerun must not skip scale as 'done'."""
+    run = RunDir(tmp_path)
+    calls: list[str] = []
+    run_pipeline(_pipeline(calls), _Cfg(), run, log=lambda s: None)
+
+    def broken_make(ctx):
+        raise RuntimeError("killed in make")
+
+    pipe = _pipeline(calls)
+    pipe.stages[0].fn = broken_make
+    with pytest.raises(RuntimeError):
+        run_pipeline(pipe, _Cfg(), run, from_stage="make", log=lambda s: None)
+    calls.clear()
+    res = run_pipeline(_pipeline(calls), _Cfg(), run, log=lambda s: None)
+    assert calls == ["make", "scale"] and [r.status for r in res] == ["ran", "ran"]
+
+
+def _ranked_pipeline(rank: int, root, trace: list[str], arrived: dict) -> Pipeline:
+    import threading
+    import time
+
+    def prep(ctx):
+        trace.append(f"{rank}:prep")
+        time.sleep(0.5)  # the other rank has to wait for this
+        p = ctx.dir / "data.txt"
+        p.write_text("x" * ctx.cfg.a.n)
+        return {"outputs": {"data": p}}
+
+    def train(ctx):  # a DDP stage: neither rank finishes before both started it (like a collective)
+        trace.append(f"{rank}:train")
+        arrived.setdefault("event", threading.Barrier(2)).wait(timeout=30)
+        (ctx.dir / f"seen{rank}.txt").write_text(ctx.input_path("prep", "data").read_text())
+        return {"outputs": {}}
+
+    def post(ctx):
+        trace.append(f"{rank}:post")
+        raise RuntimeError("disk full")
+
+    return Pipeline("p", [Stage("prep", prep, config_keys=["a"]),
+                          Stage("train", train, needs=["prep"], distributed=True),
+                          Stage("post", post, needs=["train"])])  # fmt: skip
+
+
+def test_ranks_run_training_stages_together_and_the_rest_on_rank_0_only(tmp_path, monkeypatch):
+    """Two ranks of one torchrun launch (same TORCHELASTIC_RUN_ID): rank 1 runs only the distributed stage, takes the
+    other stages' outputs from rank 0's manifests, and stops with a clear error when rank 0 fails."""
+    import threading
+
+    from pipelines.runner import RankSyncError
+
+    monkeypatch.setenv("TORCHELASTIC_RUN_ID", "test-launch")
+    run, trace, arrived, errors, said = RunDir(tmp_path), [], {"event": threading.Barrier(2)}, {}, []
+
+    def rank_main(rank: int) -> None:
+        try:
+            run_pipeline(_ranked_pipeline(rank, tmp_path, trace, arrived), _Cfg(), run, rank=rank, log=said.append)
+        except Exception as e:
+            errors[rank] = e
+
+    threads = [threading.Thread(target=rank_main, args=(r,)) for r in (1, 0)]  # the follower starts first
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sorted(trace) == ["0:post", "0:prep", "0:train", "1:train"]
+    assert trace.index("0:prep") < trace.index("1:train")
+    assert (tmp_path / "train" / "seen1.txt").read_text() == "xxx"  # rank 1 read rank 0's prep output
+    assert isinstance(errors[0], RuntimeError) and "disk full" in str(errors[0])
+    assert isinstance(errors[1], RankSyncError) and "rank 0 failed in stage 'post'" in str(errors[1])
+    assert "[prep] rank 1: runs on rank 0, waiting for its manifest" in said
+
+
+def test_downstream_check_is_skipped_without_a_test_folder(tmp_path):
+    from pipelines.definitions import PipelineConfig, stage_downstream
+    from pipelines.runner import StageContext
+
+    ctx = StageContext(PipelineConfig(), RunDir(tmp_path), tmp_path, {"data": {"outputs": {"labeled": "x"}}})
+    out = stage_downstream(ctx)
+    assert "data.test" in out["metrics"]["skipped"] and "outputs" not in out

@@ -1,15 +1,24 @@
+import copy
 import json
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torch import nn
 
 from autolabel.errors import ConfigError, DataError
 from autolabel.gan import Generator
 from autolabel.handsoff.hypercolumns import HypercolumnExtractor
-from autolabel.handsoff.label_generator import LabelGeneratorEnsemble
-from autolabel.handsoff.synthesis import filter_indices, filter_plan, merge_manifests, sample_z, synthesize
+from autolabel.handsoff.label_generator import LabelGeneratorEnsemble, decode_keypoints
+from autolabel.handsoff.synthesis import (
+    filter_indices,
+    filter_plan,
+    fingerprint,
+    merge_manifests,
+    sample_z,
+    synthesize,
+)
 
 
 def setup(task="segmentation", res=8):
@@ -90,18 +99,111 @@ def test_sharded_ranks_match_single_rank(tmp_path):
     assert ids_sharded == ids_single
 
 
+class _CoordExtractor:
+    """Stand-in extractor whose hypercolumns are each pixel's (x, y) on the working grid."""
+
+    channels = 2
+
+    def __init__(self, generator, resolution):
+        self.generator, self.resolution = generator, resolution
+
+    def features(self, ws):
+        with torch.no_grad():
+            return self.generator.synthesis(ws), [ws.new_zeros(ws.shape[0], 1, 1, 1)]
+
+    def gather(self, feats, index):
+        r = self.resolution
+        index = index[None].expand(feats[0].shape[0], -1) if index.ndim == 1 else index
+        return torch.stack([index % r, index // r], -1).float()
+
+
+class _KnownMember(nn.Module):
+    """Outputs a known function of the pixel position: class (x >= 2), a Gaussian peak at (1, 2), or depth = x."""
+
+    def __init__(self, task):
+        super().__init__()
+        self.task = task
+        self.scale = nn.Parameter(torch.tensor(10.0))
+
+    def forward(self, xy):
+        x, y = xy[:, 0], xy[:, 1]
+        if self.task == "segmentation":
+            return torch.stack([torch.zeros_like(x), (x - 1.5) * self.scale], -1)
+        if self.task == "keypoints":
+            return torch.exp(-((x - 1.0) ** 2 + (y - 2.0) ** 2) / 2)[:, None] * self.scale / 10
+        return x[:, None] * self.scale / 10
+
+
+def _known(task):
+    torch.manual_seed(0)
+    g = Generator(resolution=8, z_dim=32, w_dim=32, n_mapping=2, channel_base=64, channel_max=32).eval()
+    kw = {"n_classes": 2} if task == "segmentation" else {"n_keypoints": 1} if task == "keypoints" else {}
+    ens = LabelGeneratorEnsemble(2, task, n_members=1, hidden=(4, 4), **kw)
+    ens.members = nn.ModuleList([_KnownMember(task)])
+    return g, _CoordExtractor(g, 4), ens.eval()
+
+
+@pytest.mark.parametrize("task", ["segmentation", "keypoints", "depth"])
+def test_labels_are_written_at_the_image_resolution(tmp_path, task):
+    g, ext, ens = _known(task)  # images 8 px, ensemble on a 4 px working grid
+    synthesize(g, ens, ext, 2, tmp_path, batch_size=2, filter_fraction=0.0, progress=False)
+    sid = read_manifest(tmp_path / "manifest.jsonl")[0]["id"]
+    assert np.asarray(Image.open(tmp_path / "images" / f"{sid}.png")).shape[:2] == (8, 8)
+    if task == "segmentation":
+        mask = np.asarray(Image.open(tmp_path / "labels" / f"{sid}.png"))
+        expected = np.broadcast_to((np.arange(8) >= 4).astype(np.uint8), (8, 8))  # working column x -> 2x, 2x+1
+        assert mask.shape == (8, 8) and np.array_equal(mask, expected)
+    elif task == "keypoints":
+        lab = json.loads((tmp_path / "labels" / f"{sid}.json").read_text())
+        assert lab["resolution"] == 8 and lab["working_resolution"] == 4
+        kp = lab["keypoints"][0]
+        # peak at (1, 2) on the 4 px grid = ((1 + .5) * 2 - .5, (2 + .5) * 2 - .5) in image pixels
+        assert (kp["x"], kp["y"]) == pytest.approx((2.5, 4.5), abs=1e-4) and kp["confidence"] == pytest.approx(1.0)
+    else:
+        depth = np.load(tmp_path / "labels" / f"{sid}.npy")
+        row = [0.0, 0.25, 0.75, 1.25, 1.75, 2.25, 2.75, 3.0]  # bilinear (align_corners=False) of x = 0, 1, 2, 3
+        assert depth.shape == (8, 8) and np.allclose(depth, np.broadcast_to(row, (8, 8)), atol=1e-6)
+    assert np.load(tmp_path / "uncertainty" / f"{sid}.npy").shape == (8, 8)
+
+
 @pytest.mark.parametrize("task,ext_name", [("keypoints", "json"), ("depth", "npy")])
 def test_other_tasks_write_labels(tmp_path, task, ext_name):
     g, ext, ens = setup(task)
     synthesize(g, ens, ext, 2, tmp_path, batch_size=2, filter_fraction=0.0, progress=False)
     man = read_manifest(tmp_path / "manifest.jsonl")
     path = tmp_path / "labels" / f"{man[0]['id']}.{ext_name}"
+    z = sample_z(0, int(man[0]["id"]), g.z_dim)[None]
+    with torch.no_grad():
+        _, feats = ext.features(g.mapping(z, truncation_psi=0.7)[:, None].repeat(1, g.num_ws, 1))
+        pred = ens.predict(ext.gather(feats, torch.arange(64))[0])  # the ensemble on every pixel of that sample
     if task == "keypoints":
-        kp = json.loads(path.read_text())["keypoints"]
-        assert len(kp) == 2 and all(0 <= k["x"] <= 7 and 0 <= k["y"] <= 7 and "confidence" in k for k in kp)
+        lab = json.loads(path.read_text())
+        heat = pred["heatmap"].T.reshape(1, 2, 8, 8)
+        coords, conf = decode_keypoints(heat)
+        got = [[k["x"], k["y"]] for k in lab["keypoints"]]
+        assert lab["resolution"] == 8 and np.allclose(got, coords[0].numpy(), atol=1e-5)  # the decoded peaks
+        assert [k["confidence"] for k in lab["keypoints"]] == pytest.approx(conf[0].tolist(), abs=1e-5)
     else:
-        assert np.load(path).shape == (8, 8)
+        assert np.allclose(np.load(path), pred["depth"].reshape(8, 8).numpy(), atol=1e-5)
     assert np.load(tmp_path / "uncertainty" / f"{man[0]['id']}.npy").shape == (8, 8)
+
+
+def test_plan_records_the_label_generator_and_refuses_another(tmp_path):
+    g, ext, ens = setup()
+    ckpt = tmp_path / "labels.ckpt"
+    ckpt.write_bytes(b"stand-in checkpoint")
+    out = tmp_path / "out"
+    synthesize(g, ens, ext, 2, out, filter_fraction=0.0, progress=False, label_checkpoint=ckpt)
+    plan = json.loads((out / "plan.json").read_text())
+    assert plan["label_generator"] == fingerprint(ens) and plan["generator"] == fingerprint(g)
+    assert plan["label_checkpoint"] == {"path": str(ckpt.resolve()), "size": 19, "mtime_ns": ckpt.stat().st_mtime_ns}
+    again = synthesize(g, ens, ext, 2, out, filter_fraction=0.0, progress=False)  # same weights: resumes
+    assert again["n_generated"] == 0 and again["n_written"] == 2
+    other = LabelGeneratorEnsemble(ext.channels, "segmentation", n_classes=3, n_members=3, hidden=(8, 4)).eval()
+    with pytest.raises(DataError, match="another label generator .* use a new out= or delete"):
+        synthesize(g, other, ext, 2, out, filter_fraction=0.0, progress=False)
+    assert fingerprint(ens) != fingerprint(other)
+    assert fingerprint(ens) == fingerprint(copy.deepcopy(ens).double().float())  # a function of the values
 
 
 def test_bad_arguments(tmp_path):

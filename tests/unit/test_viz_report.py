@@ -12,6 +12,7 @@ from autolabel.viz import (
     cluster_gallery,
     colorize_depth,
     draw_keypoints,
+    gallery_caption,
     heatmap,
     image_grid,
     overlay_mask,
@@ -69,9 +70,48 @@ def test_heatmap_scales_to_max_and_uncertainty_figure(tmp_path):
 def test_cluster_gallery_rows_largest_first(tmp_path):
     imgs = [np.full((6, 6, 3), 10 * i, np.uint8) for i in range(9)]
     clusters = np.array([0, 1, 1, 1, 2, 2, 0, 1, 3])
-    out = cluster_gallery(imgs, clusters, tmp_path / "c.png", per_row=4, size=6, truth=clusters)
+    out = cluster_gallery(imgs, clusters, tmp_path / "c.png", per_row=4, size=6, truth=clusters, labels=False)
     arr = np.asarray(Image.open(out))
     assert arr.shape[0] == 4 * (6 + 4)  # four clusters, one row each
+    assert (arr[6:8, 2:8] == 10).all()  # first row: cluster 1 (largest), its first member is image 1 (below the stripe)
+
+
+def test_cluster_gallery_says_what_it_shows(tmp_path):
+    """Rows are labeled (id, size, purity) and a header says how many of all clusters are shown."""
+    rng = np.random.default_rng(0)
+    clusters = np.repeat(np.arange(15), np.arange(15, 0, -1))  # 15 clusters, sizes 15..1
+    truth = clusters % 4
+    imgs = [rng.integers(0, 255, (8, 8, 3), dtype=np.uint8) for _ in clusters]
+    plain = np.asarray(Image.open(cluster_gallery(imgs, clusters, tmp_path / "a.png", size=48, labels=False)))
+    out = np.asarray(Image.open(cluster_gallery(imgs, clusters, tmp_path / "b.png", size=48, truth=truth)))
+    assert plain.shape[0] == 12 * 52 and out.shape[0] == 14 + 12 * 52  # capped at 12 rows, plus the header
+    assert out.shape[1] == plain.shape[1] + 72  # the label column
+    assert (out[14:, :72] < 128).any() and (out[:14] < 128).any()  # text drawn in both
+    assert gallery_caption(clusters) == "showing 12 of 15 clusters (largest first)"
+    assert gallery_caption(clusters[:10]) == "showing 1 of 1 clusters (largest first)"
+
+
+def test_report_is_self_contained(tmp_path):
+    """report/ keeps working after the stage folders are gone: every <img> points at a file inside report/."""
+    import re
+    import shutil
+
+    stage = tmp_path / "cluster"
+    (stage / "logs").mkdir(parents=True)
+    (stage / "logs" / "metrics.csv").write_text("epoch,step,train/loss\n0,0,1.0\n0,1,0.5\n")
+    gal = image_grid([np.zeros((4, 4, 3), np.uint8)], stage / "cluster_gallery.png")
+    write_json(stage / "manifest.json", {"status": "done", "seconds": 1.0, "finished": "t", "figures": [str(gal)],
+                                         "captions": {str(gal): "showing 3 of 9 clusters (largest first)"}})  # fmt: skip
+    page = build_report(tmp_path)
+    shutil.rmtree(stage)
+    moved = tmp_path.parent / f"{tmp_path.name}_moved_report"
+    shutil.move(str(page.parent), moved)  # the report folder alone, somewhere else
+    text = (moved / "report.html").read_text()
+    srcs = re.findall(r"<img src='([^']+)'", text)
+    assert len(srcs) == 2  # the gallery and the training curves
+    for src in srcs:
+        assert not src.startswith(("/", "..")) and (moved / src).is_file(), src
+    assert "showing 3 of 9 clusters (largest first)" in text
 
 
 def test_curves_and_report(tmp_path):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Optional
 
 from autolabel.errors import ConfigError
 
@@ -41,11 +42,20 @@ class GeneratorConfig:
                     channel_multiplier=self.channel_multiplier)  # fmt: skip
 
 
+def r1_gamma_heuristic(resolution: int, batch_size: int) -> float:
+    """StyleGAN2-ADA's 'auto' R1 weight: ``gamma = 0.0002 * resolution**2 / batch_size`` (0.0512 at 64 px, batch 16;
+    0.41 at 256 px, batch 32). NVIDIA divides by the total batch over all GPUs; here ``batch_size`` is the configured
+    per-device batch, so the value does not change with the number of devices."""
+    return 0.0002 * float(resolution) ** 2 / max(int(batch_size), 1)
+
+
 @dataclass
 class GANTrainConfig:
     lr: float = 0.002
-    batch_size: int = 16
-    r1_gamma: float = 10.0
+    batch_size: int = 16  # per device
+    # R1 weight; None = r1_gamma_heuristic(resolution, batch_size) = 0.0002 * res^2 / batch (StyleGAN2-ADA 'auto').
+    # Paper values: 10 (FFHQ 1024), 1 (256 px transfer), 0.01 (CIFAR-10); small pools at 64 px often want 0.05-1.
+    r1_gamma: Optional[float] = None
     r1_interval: int = 16
     ema_kimg: float = 10.0  # EMA half-life of g_ema in thousands of images
     ema_rampup: float = 0.05  # half-life <= this x images seen so far (StyleGAN2-ADA); 0 = fixed half-life
@@ -54,6 +64,8 @@ class GANTrainConfig:
     augment_p: float = 1.0  # probability per policy and sample (start value when adaptive)
     ada_target: float = 0.0  # > 0: adapt augment_p towards E[sign(D(real))] = ada_target (ADA uses 0.6)
     ada_kimg: float = 100.0  # images (thousands) for p to move 0 -> 1
+    ada_interval: int = 4  # steps between p updates (NVIDIA: 4)
+    style_mixing_prob: float = 0.9  # probability per step of mixing two latents at a random layer (StyleGAN2: 0.9)
     pl_weight: float = 0.0  # path-length regularization weight (0 = off; StyleGAN2 uses 2)
     pl_interval: int = 4
     pl_decay: float = 0.01
@@ -64,8 +76,10 @@ class GANTrainConfig:
             raise ConfigError(f"gan_train.lr={self.lr} must be > 0 (StyleGAN2 uses 0.002)")
         if self.batch_size < 1:
             raise ConfigError(f"gan_train.batch_size={self.batch_size} must be >= 1")
-        if self.r1_gamma < 0 or self.pl_weight < 0:
-            raise ConfigError("gan_train.r1_gamma and pl_weight must be >= 0 (0 turns the regularizer off)")
+        if (self.r1_gamma is not None and self.r1_gamma < 0) or self.pl_weight < 0:
+            raise ConfigError(
+                "gan_train.r1_gamma and pl_weight must be >= 0 (0 turns the regularizer off; r1_gamma=null = heuristic)"
+            )
         if self.r1_interval < 1 or self.pl_interval < 1:
             raise ConfigError("gan_train.r1_interval and pl_interval must be >= 1 (16 and 4 are the StyleGAN2 values)")
         if self.ema_rampup < 0:
@@ -78,3 +92,16 @@ class GANTrainConfig:
             raise ConfigError(f"gan_train.augment_p={self.augment_p} must be in [0, 1]")
         if not 0.0 <= self.ada_target < 1.0:
             raise ConfigError(f"gan_train.ada_target={self.ada_target} must be in [0, 1) (0 = fixed p; ADA uses 0.6)")
+        if self.ada_kimg <= 0 or self.ada_interval < 1:
+            raise ConfigError(
+                f"gan_train.ada_kimg={self.ada_kimg} must be > 0 and ada_interval={self.ada_interval} >= 1 "
+                "(NVIDIA: 500 and 4)"
+            )
+        if not 0.0 <= self.style_mixing_prob <= 1.0:
+            raise ConfigError(
+                f"gan_train.style_mixing_prob={self.style_mixing_prob} must be in [0, 1] (0 = off; StyleGAN2 uses 0.9)"
+            )
+
+    def resolved_r1_gamma(self, resolution: int) -> float:
+        """``r1_gamma``, or :func:`r1_gamma_heuristic` for this resolution and ``batch_size`` when it is None."""
+        return float(self.r1_gamma) if self.r1_gamma is not None else r1_gamma_heuristic(resolution, self.batch_size)

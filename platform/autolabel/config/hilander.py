@@ -63,9 +63,19 @@ class HiLanderTrainConfig:
     balance: bool = False
     focal: bool = False
     focal_gamma: float = 2.0
+    # Seed nodes per optimizer step, as the reference's sampled training (train_subg.py, batch_size 4096): every level
+    # graph gets ceil(N/batch_nodes) steps per epoch (N = the largest level graph, i.e. the pool), each on a fresh
+    # chunk of a random permutation of that graph's nodes; the loss covers the seeds' densities and in-edges, the
+    # forward runs on their exact (num_conv + 1)-hop subgraph. Pools of <= batch_nodes points get one whole-graph step
+    # per graph per epoch; 0 always does (the reference's full-graph train.py).
+    batch_nodes: int = 4096
     knn: KnnConfig = field(default_factory=KnnConfig)
 
     def __post_init__(self) -> None:
+        if self.batch_nodes < 0:
+            raise ConfigError(
+                f"train.batch_nodes={self.batch_nodes} must be >= 0 (seed nodes per step; 0: whole graphs)"
+            )
         if len(self.k_list) != len(self.levels_list) or not self.k_list:
             raise ConfigError(
                 f"train.k_list {list(self.k_list)} and train.levels_list {list(self.levels_list)} must be non-empty "

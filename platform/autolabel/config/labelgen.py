@@ -10,8 +10,8 @@ from autolabel.errors import ConfigError
 @dataclass
 class LabelGeneratorConfig:
     task: str = "segmentation"  # segmentation | keypoints | depth
-    n_classes: int = -1  # -1 = from data (max label + 1)
-    n_keypoints: int = 0
+    n_classes: int = -1  # -1 = the labeled folder's class count (max label + 1 at full resolution)
+    n_keypoints: int = 0  # required for task=keypoints; checked against the labeled folder
     n_members: int = 10
     hidden: list[int] = field(default_factory=lambda: [256, 32])
     working_resolution: int = -1  # -1 = the generator's image resolution
@@ -28,6 +28,9 @@ class LabelGeneratorConfig:
             raise ConfigError(f"label_generator.n_members={self.n_members} must be >= 1 (10 in the reference)")
         if len(self.hidden) != 2 or min(self.hidden) < 1:
             raise ConfigError(f"label_generator.hidden={list(self.hidden)} must be two positive widths, e.g. [256, 32]")
+        if self.n_classes == 1:
+            raise ConfigError("label_generator.n_classes=1: segmentation needs >= 2 classes (background included); "
+                              "use -1 to count them in the labeled folder")  # fmt: skip
         if self.task == "keypoints" and self.n_keypoints < 1:
             raise ConfigError(
                 "label_generator.n_keypoints must be >= 1 for task=keypoints: set it to the keypoint count"
@@ -44,12 +47,23 @@ class LabelGeneratorConfig:
 
 @dataclass
 class LabelTrainConfig:
+    """How the label generator is trained on streamed pixels (see ``autolabel.handsoff.label_module``).
+
+    One generator forward computes the hypercolumns of ``images_per_step`` images x ``pixels_per_image`` pixels and
+    feeds ``k = images_per_step * pixels_per_image // (n_members * batch_pixels)`` optimizer steps, each member taking
+    its own disjoint ``batch_pixels`` minibatch (only the pixels used are computed). Length: ``max_steps`` optimizer
+    steps, or with ``epochs > 0`` that many epochs over the labeled pixels (one epoch = ``ceil(N * R^2 /
+    batch_pixels)`` steps: each member sees as many pixels as the N labeled images hold at working resolution R).
+    """
+
     lr: float = 1e-3
-    batch_pixels: int = 64  # pixels per member per step (reference 64); larger is faster
-    pixels_per_image: int = 4096  # pixels sampled from each picked image per step
-    images_per_step: int = 1
-    max_steps: int = 2000
-    seed: int = 0
+    batch_pixels: int = 64  # pixels per member per optimizer step (reference 64)
+    pixels_per_image: int = 4096  # pixels computed per image per generator forward (capped at R^2)
+    images_per_step: int = 1  # labeled images per generator forward
+    max_steps: int = 2000  # optimizer steps (ignored when epochs > 0)
+    epochs: float = 0.0  # > 0: train this many epochs over the labeled pixels instead of max_steps
+    keypoint_peak_fraction: float = 0.5  # keypoints: share of pixels sampled near visible keypoints (rest uniform)
+    seed: int = 0  # member initialization and the pixel stream (a function of seed and step: exact resume)
 
     def __post_init__(self) -> None:
         if self.lr <= 0:
@@ -57,6 +71,12 @@ class LabelTrainConfig:
         for name in ("batch_pixels", "pixels_per_image", "images_per_step", "max_steps"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"label_train.{name}={getattr(self, name)} must be >= 1")
+        if self.batch_pixels < 2:
+            raise ConfigError(f"label_train.batch_pixels={self.batch_pixels} must be >= 2 (BatchNorm; 64 in reference)")
+        if self.epochs < 0:
+            raise ConfigError(f"label_train.epochs={self.epochs} must be >= 0 (0 = train max_steps steps)")
+        if not 0.0 <= self.keypoint_peak_fraction < 1.0:
+            raise ConfigError(f"label_train.keypoint_peak_fraction={self.keypoint_peak_fraction} must be in [0, 1)")
 
 
 @dataclass

@@ -11,7 +11,13 @@ Layout (stems must match between ``images/`` and the label files)::
 mask values are near 0 or 255 (<= 32 or >= 223 on >= 95% of pixels, JPEG ringing allowed) and some value is >= 223;
 otherwise masks hold class indices. Items are dicts ``image`` float [C,H,W] in [-1,1], ``mask`` long [H,W] |
 ``keypoints`` float [K,2] (x, y pixels after resizing) + ``visible`` bool [K] | ``depth`` float [1,H,W], and ``id``.
-All samples are decoded and resized once at construction (small datasets: a few thousand images).
+All samples are decoded and resized once at construction (small datasets: a few thousand images). ``n_classes``
+(segmentation) is counted on the masks as stored, before any resizing (a thin class that resizing erases still
+counts); a given ``n_classes`` below a mask's largest class is a clear error.
+
+Synthetic datasets (``autolabel synthesize`` output: ``images/``, ``labels/<id>.png|.json|.npy`` at the image
+resolution, ``manifest.jsonl`` listing the kept samples) open with :func:`open_synthetic`, which reads only the ids
+in ``manifest.jsonl`` (an unmerged run, whose folder still holds the unfiltered candidates, is refused).
 """
 
 from __future__ import annotations
@@ -74,6 +80,7 @@ class LabeledFolder(Dataset):
         limit: int | None = None,
         indices: Sequence[int] | None = None,
         resize_images_to_mask: bool = True,
+        ids: Sequence[str] | None = None,
         progress: bool = False,
         _images_dir: str | os.PathLike | None = None,
         _masks_dir: str | os.PathLike | None = None,
@@ -98,6 +105,12 @@ class LabeledFolder(Dataset):
         self.resize_images_to_mask = resize_images_to_mask
 
         stems = sorted(images)
+        if ids is not None:
+            absent = [s for s in ids if s not in images]
+            if absent:
+                raise DataError(f"{len(absent)} listed id(s) have no image in {img_dir}, e.g. {', '.join(absent[:3])}: "
+                                "the folder is incomplete -- regenerate it or remove those ids")  # fmt: skip
+            stems = sorted(set(ids))
         labels: dict[str, object]
         if task == "segmentation":
             labels = _list(masks_dir, _IMG_EXT)
@@ -128,6 +141,7 @@ class LabeledFolder(Dataset):
         self._labels: list[torch.Tensor] = []
         self._visible: list[torch.Tensor] = []
         raw_masks: list[np.ndarray] = []
+        raw_max: list[int] = []  # per mask, before resizing: a thin class that resizing erases still counts
         mask_paths = [labels[s] for s in stems] if task == "segmentation" else []
         for s in tqdm(stems, desc="load labeled folder", disable=not progress):
             im = _open(images[s]).convert("RGB")
@@ -135,6 +149,7 @@ class LabeledFolder(Dataset):
             if task == "segmentation":
                 m = _open(labels[s])
                 m = m if m.mode in ("L", "P") else m.convert("L")
+                raw_max.append(int(np.asarray(m).max()))
                 lsz = (m.height, m.width)
             elif task == "depth":
                 d = self._read_depth(labels[s])
@@ -183,7 +198,7 @@ class LabeledFolder(Dataset):
                 self._labels.append(torch.from_numpy(scaled.astype(np.float32)))
                 self._visible.append(torch.from_numpy(vis))
         if task == "segmentation":
-            self._finish_masks(raw_masks, mask_paths, n_classes)
+            self._finish_masks(raw_masks, mask_paths, n_classes, raw_max)
         else:
             self.n_classes = n_classes
 
@@ -251,7 +266,9 @@ class LabeledFolder(Dataset):
             raise DataError(f"depth {path} has shape {d.shape}: save one [H, W] map per image")
         return d.astype(np.float32)
 
-    def _finish_masks(self, raw: list[np.ndarray], paths: list[Path], n_classes: int | None) -> None:
+    def _finish_masks(
+        self, raw: list[np.ndarray], paths: list[Path], n_classes: int | None, raw_max: list[int] | None = None
+    ) -> None:
         mode = self.mask_mode
         if mode == "auto":
             mode = "index"
@@ -266,15 +283,17 @@ class LabeledFolder(Dataset):
         self.mask_mode_resolved = mode
         if mode == "binary":
             masks = [(m >= 128).astype(np.int64) for m in raw]
+            tops = [1 if top >= 128 else 0 for top in raw_max] if raw_max else [int(m.max()) for m in masks]
             inferred = 2
         else:
             masks = [m.astype(np.int64) for m in raw]
-            inferred = max(int(m.max()) for m in masks) + 1 if masks else 1
+            tops = list(raw_max) if raw_max else [int(m.max()) for m in masks]
+            inferred = max(tops) + 1 if tops else 1
         if n_classes is not None:
-            for p, m in zip(paths, masks):
-                if int(m.max()) >= n_classes:
+            for p, top in zip(paths, tops):
+                if top >= n_classes:
                     raise DataError(
-                        f"{p.name}: class index {int(m.max())} >= n_classes={n_classes} -- raise "
+                        f"{p.name}: class index {top} >= n_classes={n_classes} -- raise "
                         "n_classes or fix the mask (binary masks: mask_mode='binary')"
                     )
         self.n_classes = int(n_classes) if n_classes is not None else inferred
@@ -375,3 +394,190 @@ def write_labeled_folder(
             lines.append(f"{s}.png," + ",".join(f"{v:.3f}" for v in labels[i].reshape(-1)))
         atomic_write_text(out / "keypoints.csv", "\n".join(lines) + "\n")
     return out
+
+
+# ---------------------------------------------------------------- subsets and synthetic datasets
+class FolderSubset(Dataset):
+    """The items ``indices`` of a labeled dataset, keeping its ``task``, ``n_classes``, ``n_keypoints`` and ``ids``."""
+
+    def __init__(self, base: Dataset, indices: Sequence[int]) -> None:
+        self.base, self.indices = base, [int(i) for i in indices]
+        self.task = getattr(base, "task", None)
+        self.n_classes = getattr(base, "n_classes", None)
+        base_ids = getattr(base, "ids", None)
+        self.ids = [base_ids[i] for i in self.indices] if base_ids is not None else None
+
+    @property
+    def n_keypoints(self) -> int:
+        return int(getattr(self.base, "n_keypoints", 0))
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict[str, object]:
+        return self.base[self.indices[i]]
+
+
+def holdout_split(n: int, fraction: float, seed: int = 0) -> tuple[list[int], list[int]]:
+    """A fixed random split of ``n`` items: ``(held_out, rest)`` with ``round(n * fraction)`` held out (at least 1 when
+    ``fraction > 0``, and at least 1 item left); the same for every run with the same ``n`` and ``seed``."""
+    if not 0.0 <= fraction < 1.0:
+        raise ConfigError(f"val_fraction={fraction} must be in [0, 1)")
+    if fraction == 0.0:
+        return [], list(range(n))
+    if n < 2:
+        raise DataError(f"cannot hold out a validation slice of {n} image(s): add test images or set val_fraction=0")
+    k = min(max(1, int(round(n * fraction))), n - 1)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed))).tolist()
+    return sorted(perm[:k]), sorted(perm[k:])
+
+
+SYNTHETIC_EXT = {"segmentation": ".png", "keypoints": ".json", "depth": ".npy"}
+
+
+def synthetic_task(root: str | os.PathLike) -> str | None:
+    """The task a synthetic dataset (``autolabel synthesize`` output) was written for, or None when ``root`` is none."""
+    import json
+
+    root = Path(root)
+    plan = root / "plan.json"
+    if plan.is_file():
+        try:
+            task = json.loads(plan.read_text()).get("task")
+        except (OSError, ValueError, AttributeError):
+            task = None
+        if task in SYNTHETIC_EXT:
+            return task
+    labels = root / "labels"
+    if labels.is_dir():
+        for t, ext in SYNTHETIC_EXT.items():
+            if next(labels.glob(f"*{ext}"), None) is not None:
+                return t
+    return None
+
+
+def synthetic_ids(root: str | os.PathLike) -> list[str]:
+    """The kept sample ids of a synthetic dataset, read from its ``manifest.jsonl`` (written by the final merge)."""
+    import json
+
+    path = Path(root) / "manifest.jsonl"
+    if not path.is_file():
+        raise DataError(f"{root} has no manifest.jsonl: the synthesis run is unfinished or unmerged, so its "
+                        "candidates are unfiltered -- rerun `autolabel synthesize` with the same out= (it resumes and "
+                        "merges)")  # fmt: skip
+    ids = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            ids.append(str(json.loads(line)["id"]))
+        except (ValueError, KeyError, TypeError) as e:
+            raise DataError(f"{path} line {n} is not a manifest record ({e.__class__.__name__}): rerun the merge "
+                            "(`autolabel synthesize` with the same out=)") from e  # fmt: skip
+    if not ids:
+        raise DataError(f"{path} lists no samples: rerun `autolabel synthesize` with n >= 1")
+    return ids
+
+
+class SyntheticLabels(Dataset):
+    """A keypoint or depth dataset written by ``autolabel synthesize`` (``images/`` + ``labels/<id>.json|.npy``,
+    the samples listed in ``manifest.jsonl``), with :class:`LabeledFolder`'s item format: ``image`` [C,H,W] in [-1,1]
+    and ``keypoints`` [K,2] (x, y pixels at ``size``) + ``visible`` [K] (confidence >= ``min_confidence``), or
+    ``depth`` [1,H,W]; plus ``id``. Keypoint files give pixels of a ``resolution``-sized image (default: the image's
+    size) and are rescaled to ``size`` like :class:`LabeledFolder` rescales ``keypoints.csv``."""
+
+    def __init__(self, root: str | os.PathLike, task: str, size: int, limit: int | None = None,
+                 min_confidence: float = 0.0) -> None:  # fmt: skip
+        if task not in ("keypoints", "depth"):
+            raise ConfigError(f"SyntheticLabels task={task!r}: use keypoints or depth (segmentation: open_synthetic)")
+        self.root, self.task, self.n_classes = Path(root), task, None
+        ext = SYNTHETIC_EXT[task]
+        ids = synthetic_ids(self.root)
+        images = {p.stem: p for p in sorted((self.root / "images").glob("*")) if p.suffix.lower() in _IMG_EXT}
+        missing = [s for s in ids if s not in images or not (self.root / "labels" / f"{s}{ext}").is_file()]
+        if missing:
+            raise DataError(f"{len(missing)} sample(s) of manifest.jsonl lack images/<id>.png or labels/<id>{ext}, "
+                            f"e.g. {', '.join(missing[:3])}: rerun `autolabel synthesize` with the same out= to "
+                            "finish it")  # fmt: skip
+        stems = sorted(ids)[: limit if limit else None]
+        self.ids = stems
+        self._images: list[torch.Tensor] = []
+        self._labels: list[torch.Tensor] = []
+        self._visible: list[torch.Tensor] = []
+        for s in stems:
+            label_path = self.root / "labels" / f"{s}{ext}"
+            im = _open(images[s]).convert("RGB")
+            w0, h0 = im.width, im.height
+            if (h0, w0) != (size, size):
+                im = im.resize((size, size), Image.BILINEAR)
+            arr = np.asarray(im, dtype=np.uint8).transpose(2, 0, 1).copy()
+            self._images.append(torch.from_numpy(arr).float().div(127.5).sub(1.0))
+            if task == "keypoints":
+                kp, vis = self._read_json(label_path, (h0, w0), min_confidence)
+                sx, sy = (size - 1) / max(kp["w"] - 1, 1), (size - 1) / max(kp["h"] - 1, 1)
+                xy = kp["xy"] * np.array([sx, sy], dtype=np.float32)
+                xy[~vis] = -1.0
+                if self._labels and xy.shape[0] != self._labels[0].shape[0]:
+                    raise DataError(f"{label_path}: {xy.shape[0]} keypoints but {stems[0]}{ext} has "
+                                    f"{self._labels[0].shape[0]}: every label file must list the same "
+                                    "keypoints")  # fmt: skip
+                self._labels.append(torch.from_numpy(xy.astype(np.float32)))
+                self._visible.append(torch.from_numpy(vis))
+            else:
+                try:
+                    d = np.squeeze(np.load(label_path)).astype(np.float32)
+                except (OSError, ValueError) as e:
+                    raise DataError(f"cannot read {label_path}: {e.__class__.__name__}; rerun synthesis") from e
+                if d.ndim != 2 or not np.isfinite(d).all():
+                    raise DataError(f"{label_path}: need one finite [H, W] depth map, got shape {d.shape}")
+                dt = torch.nn.functional.interpolate(torch.from_numpy(d)[None, None], size=(size, size), mode="nearest")
+                self._labels.append(dt[0])
+
+    @staticmethod
+    def _read_json(path: Path, image_hw: tuple[int, int], min_confidence: float) -> tuple[dict, np.ndarray]:
+        import json
+
+        try:
+            obj = json.loads(path.read_text())
+            pts = obj["keypoints"]
+            xy = np.array([[float(p["x"]), float(p["y"])] for p in pts], dtype=np.float32).reshape(-1, 2)
+            conf = np.array([float(p.get("confidence", 1.0)) for p in pts], dtype=np.float32)
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise DataError(f"cannot read keypoints from {path} ({e.__class__.__name__}): expected "
+                            '{"resolution": R, "keypoints": [{"x": .., "y": .., "confidence": ..}, ...]}') from e  # fmt: skip
+        if xy.shape[0] == 0 or not np.isfinite(xy).all():
+            raise DataError(f"{path}: no keypoints or NaN coordinates -- rerun synthesis or drop that sample")
+        res = obj.get("resolution")
+        if res is None:
+            h, w = image_hw
+        elif isinstance(res, (list, tuple)):
+            h, w = int(res[0]), int(res[1])
+        else:
+            h = w = int(res)
+        return {"xy": xy, "h": h, "w": w}, conf >= min_confidence
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> dict[str, object]:
+        item: dict[str, object] = {"image": self._images[i], "id": self.ids[i]}
+        if self.task == "keypoints":
+            item["keypoints"], item["visible"] = self._labels[i], self._visible[i]
+        else:
+            item["depth"] = self._labels[i]
+        return item
+
+    @property
+    def n_keypoints(self) -> int:
+        return int(self._labels[0].shape[0]) if self.task == "keypoints" and self._labels else 0
+
+
+def open_synthetic(root: str | os.PathLike, task: str, size: int, n_classes: int | None = None,
+                   limit: int | None = None, min_confidence: float = 0.0) -> Dataset:  # fmt: skip
+    """A synthetic dataset's kept samples (``manifest.jsonl``): a :class:`LabeledFolder` over ``images/`` +
+    ``labels/`` (segmentation) or a :class:`SyntheticLabels` (keypoints, depth)."""
+    root = Path(root)
+    if task == "segmentation":
+        return LabeledFolder.from_dirs(root / "images", root / "labels", size=size, n_classes=n_classes, limit=limit,
+                                       mask_mode="index", ids=synthetic_ids(root))  # fmt: skip
+    return SyntheticLabels(root, task, size, limit=limit, min_confidence=min_confidence)

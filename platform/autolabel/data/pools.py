@@ -88,6 +88,29 @@ def _validate_labels(labels: np.ndarray, n: int, source: str) -> np.ndarray:
     return lab.astype(np.int64, copy=False)
 
 
+# how to re-save an array that numpy refuses to load without pickle (an object array, e.g. from pandas)
+_OBJECT_FIX = {
+    "features": "save features as a float array: np.asarray(features, dtype=np.float32)",
+    "labels": "save labels as an int array: np.asarray(labels, dtype=np.int64)",
+    "ids": "save ids as a str array: np.asarray(ids, dtype=str)",
+}
+
+
+def _read_array(z: np.lib.npyio.NpzFile, name: str, p: Path) -> np.ndarray:
+    """One array of an ``.npz`` opened without pickle; an object array (pickled) gets a one-line fix."""
+    try:
+        return z[name]
+    except ValueError as e:
+        if "allow_pickle" in str(e):  # "Object arrays cannot be loaded when allow_pickle=False"
+            fix = _OBJECT_FIX.get(name, f"save {name} as a numeric or str array")
+            raise DataError(
+                f"{p}: '{name}' is an object array, which is not loaded (it would need pickle); {fix}"
+            ) from e
+        raise DataError(f"{p}: array '{name}' is unreadable ({e}); re-save the pool with numpy.savez") from e
+    except Exception as e:  # a truncated member: zipfile.BadZipFile, zlib.error, EOFError, OSError
+        raise DataError(f"{p}: array '{name}' is unreadable ({type(e).__name__}); re-save the pool") from e
+
+
 def load_feature_pool(path: str | os.PathLike) -> FeaturePool:
     """Read a pool from ``.npz`` (``features`` [+ ``labels``, ``ids``]) or ``.npy`` (features only)."""
     p = Path(path)
@@ -111,13 +134,14 @@ def load_feature_pool(path: str | os.PathLike) -> FeaturePool:
         if "features" not in names:
             raise DataError(f"{p}: no array named 'features' (found: {', '.join(names) or 'none'}); "
                             "save the [N, D] matrix as features=...")  # fmt: skip
-        feats = validate_features(z["features"], str(p))
-        labels = _validate_labels(z["labels"], feats.shape[0], str(p)) if "labels" in names else None
+        feats = validate_features(_read_array(z, "features", p), str(p))
+        labels = _validate_labels(_read_array(z, "labels", p), feats.shape[0], str(p)) if "labels" in names else None
         ids = None
         if "ids" in names:
-            ids = np.asarray(z["ids"]).astype(str)
-            if ids.shape != (feats.shape[0],):
-                raise DataError(f"{p}: ids have shape {ids.shape} but there are N={feats.shape[0]} features")
+            ids = np.asarray(_read_array(z, "ids", p)).astype(str)
+            if ids.ndim != 1 or ids.shape[0] != feats.shape[0]:
+                raise DataError(f"{p}: ids have shape {ids.shape} but there are N={feats.shape[0]} features; "
+                                "save one id per row as a 1-D str array of length N")  # fmt: skip
     return FeaturePool(feats, labels, ids)
 
 

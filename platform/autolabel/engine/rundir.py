@@ -32,14 +32,25 @@ _exported: list[str] = []  # run dirs this process exported (cleared by release_
 
 
 def global_rank() -> int:
-    """This process's rank from the launcher's environment (0 when not distributed)."""
-    for var in ("RANK", "SLURM_PROCID", "LOCAL_RANK", "PMI_RANK"):
-        if var in os.environ:
+    """This process's global rank from the launcher's environment (0 when not distributed).
+
+    torchrun and SLURM give it directly (``RANK``, ``SLURM_PROCID``); ranks that Lightning's DDP launcher starts have
+    ``LOCAL_RANK`` plus ``NODE_RANK``, and on a node > 0 even local rank 0 is not global rank 0.
+    """
+    env = os.environ
+    for var in ("RANK", "SLURM_PROCID", "PMI_RANK"):
+        if var in env:
             try:
-                return int(os.environ[var])
+                return int(env[var])
             except ValueError:
                 continue
-    return 0
+    try:
+        local = int(env.get("LOCAL_RANK", 0))
+        node = int(env.get("NODE_RANK", env.get("GROUP_RANK", 0)))
+        per_node = int(env.get("LOCAL_WORLD_SIZE", 0)) or max(local + 1, 1)
+    except ValueError:
+        return 0
+    return node * per_node + local
 
 
 def _job_token() -> str:

@@ -80,23 +80,49 @@ class DiffAugment(torch.nn.Module):
         return x
 
 
-class AdaptiveP:
-    """ADA-style controller: raise ``p`` when E[sign(D(real))] > target, lower it otherwise.
+class AdaptiveP(torch.nn.Module):
+    """ADA controller (Karras et al. 2020): every ``interval`` steps, measure ``r_t = E[sign(D(real))]`` over all
+    images seen since the last update and move ``p`` by ``sign(r_t - target) * images / (speed_kimg * 1000)``
+    (clamped to [0, 1]): up when D is overconfident on reals (r_t > target), down when r_t < target.
 
-    ``speed_kimg``: images needed for ``p`` to go 0 -> 1 (NVIDIA: 500 kimg).
+    ``p`` and the running sums are buffers, so they are saved in checkpoints and a resumed run continues exactly. Feed
+    :meth:`accumulate` the *global* sums (sum of signs, image count) of each step -- under DDP reduce them over ranks
+    first -- so every rank holds the same state. ``speed_kimg``: images (thousands) for ``p`` to go 0 -> 1.
     """
 
-    def __init__(self, target: float = 0.6, speed_kimg: float = 500.0, interval: int = 4):
+    def __init__(self, target: float = 0.6, speed_kimg: float = 500.0, interval: int = 4, p: float = 0.0):
+        super().__init__()
+        if not 0.0 <= p <= 1.0:
+            raise ConfigError(f"ADA start p={p} must be in [0, 1] -- set augment_p in [0, 1]")
+        if speed_kimg <= 0 or interval < 1:
+            raise ConfigError(f"ADA needs ada_kimg > 0 and ada_interval >= 1, got {speed_kimg} and {interval}")
         self.target, self.speed_kimg, self.interval = float(target), float(speed_kimg), int(interval)
-        self._sum, self._n = 0.0, 0
+        self.register_buffer("p", torch.tensor(float(p), dtype=torch.float64))
+        self.register_buffer("sign_sum", torch.zeros((), dtype=torch.long))  # sum of sign(D(real)) since last update
+        self.register_buffer("count", torch.zeros((), dtype=torch.long))  # images since last update
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))  # steps since last update
 
-    def update(self, p: float, real_pred: Tensor, batch_size: int) -> tuple[float, float | None]:
-        """Accumulate signs; every ``interval`` calls return the new p and the measured r_t (else ``(p, None)``)."""
-        self._sum += float(torch.sign(real_pred.detach().float()).mean())
-        self._n += 1
-        if self._n < self.interval:
-            return p, None
-        rt = self._sum / self._n
-        self._sum, self._n = 0.0, 0
-        step = batch_size * self.interval / (self.speed_kimg * 1000.0)
-        return float(min(1.0, max(0.0, p + (1.0 if rt > self.target else -1.0) * step))), rt
+    @staticmethod
+    def local_sums(real_pred: Tensor) -> Tensor:
+        """``[sum(sign(real_pred)), numel]`` as int64 (exact, and all-reducible with a plain sum)."""
+        s = torch.sign(real_pred.detach().float()).sum().round().long()
+        return torch.stack([s, torch.full_like(s, real_pred.numel())])
+
+    @torch.no_grad()
+    def accumulate(self, sums: Tensor) -> float | None:
+        """Add one step's global ``[sign sum, count]``; on every ``interval``-th call update ``p``, reset the sums and
+        return the measured ``r_t`` (else None). Only update steps read a value back to the host."""
+        sums = sums.to(self.sign_sum.device)
+        self.sign_sum += sums[0]
+        self.count += sums[1]
+        self.steps += 1
+        if int(self.steps) < self.interval:
+            return None
+        n = max(int(self.count), 1)
+        rt = float(self.sign_sum) / n
+        adjust = (1.0 if rt > self.target else -1.0 if rt < self.target else 0.0) * n / (self.speed_kimg * 1000.0)
+        self.p.fill_(min(1.0, max(0.0, float(self.p) + adjust)))
+        self.sign_sum.zero_()
+        self.count.zero_()
+        self.steps.zero_()
+        return rt

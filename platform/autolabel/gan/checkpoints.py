@@ -7,25 +7,38 @@ NVIDIA -> this layout (both store unscaled weights and apply the equalized-lr ga
 ``b{res}.torgb`` -> ``to_rgbs.{j}`` (j = log2(res) - 3); ``.affine`` -> ``.conv.modulation``; ``.bias`` ->
 ``.activate.bias``; ``noise_strength`` -> ``noise.weight``; ``noise_const`` -> ``noises.noise_k``.
 Supported: unconditional (c_dim = 0) generators with the 'skip' synthesis architecture (stylegan2-ada defaults).
-Not reproduced: NVIDIA's ``conv_clamp`` (activation clamp at 256, only active for fp16 layers).
+NVIDIA's ``conv_clamp`` (256 in networks trained by its train.py) clamps every synthesis layer's activated output and
+every toRGB output to +-conv_clamp whenever it is set -- in fp32 layers too, not only fp16 ones -- so the importer
+reads it from the layers and builds the generator with the same ``conv_clamp``. Numpy scalars and arrays in the pickle
+(``weight_gain``, ``act_gain``, ...) are rebuilt by a few allow-listed numpy functions, numeric dtypes only.
+
+rosinality ``.pt``: ``g_ema`` + ``latent_avg`` (convert_weight.py) or a train.py checkpoint (``args`` is an
+``argparse.Namespace``, allow-listed for ``torch.load(weights_only=True)``; its size / latent / n_mlp /
+channel_multiplier are checked against the tensor shapes). Without ``latent_avg``, ``w_avg`` is the mean of 4096
+mapped latents from a fixed seed (:meth:`Generator.mean_latent`), the same on every load.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import importlib
 import io
 import math
 import pickle
 import re
+import warnings
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from autolabel.engine.io import atomic_torch_save
 from autolabel.errors import CheckpointError
-from autolabel.gan.stylegan2 import Generator
+from autolabel.gan.stylegan2 import Generator, channel_schedule
 
 NATIVE_FORMAT = "autolabel.gan.generator"
 SUPPORTED = "native (save_generator), rosinality .pt (g_ema), GANModule .ckpt, NVIDIA stylegan2-ada .pkl"
@@ -45,8 +58,12 @@ def _require(path: str | Path) -> Path:
 
 
 def _torch_load(p: Path) -> object:
+    # rosinality's train.py stores its argparse.Namespace under "args": a plain attribute bag, safe to rebuild
+    # (torch < 2.5 has no safe_globals; there such files fail with the message below)
+    safe = getattr(torch.serialization, "safe_globals", None)
     try:
-        return torch.load(p, map_location="cpu", weights_only=True)
+        with safe([argparse.Namespace]) if safe is not None else contextlib.nullcontext():
+            return torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure means "not a readable torch file"
         msg = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
         raise CheckpointError(f"cannot read {p} as a torch checkpoint ({msg}) -- supported: {SUPPORTED}") from None
@@ -128,15 +145,43 @@ def _from_state_dict(sd: dict[str, Tensor], p: Path, w_avg: Tensor | None = None
     return gen.eval()
 
 
+ROSINALITY_ARGS = ("size", "latent", "n_mlp", "channel_multiplier")
+
+
+def rosinality_args(obj: object) -> dict:
+    """The architecture fields (size, latent, n_mlp, channel_multiplier) of a rosinality checkpoint's ``args``
+    (an ``argparse.Namespace`` from train.py, or a dict); missing or non-integer fields are left out."""
+    args = obj.get("args") if isinstance(obj, dict) else None
+    fields = vars(args) if isinstance(args, argparse.Namespace) else args if isinstance(args, dict) else {}
+    return {k: int(fields[k]) for k in ROSINALITY_ARGS if isinstance(fields.get(k), (int, float))}
+
+
+def _check_rosinality_args(args: dict, gen: Generator, p: Path) -> None:
+    expect = {"size": gen.resolution, "latent": gen.w_dim, "n_mlp": gen.n_mapping}
+    bad = [f"{k}={v} (weights: {expect[k]})" for k, v in args.items() if k in expect and v != expect[k]]
+    cm = args.get("channel_multiplier")
+    if cm is not None and gen.channels != channel_schedule(gen.resolution, channel_multiplier=cm):
+        bad.append(f"channel_multiplier={cm} (weights: channels {gen.channels})")
+    if bad:
+        warnings.warn(f"{p}: checkpoint args disagree with its g_ema tensors: {', '.join(bad)}; the tensor shapes "
+                      "were used -- check that this is the intended checkpoint", stacklevel=3)  # fmt: skip
+
+
 def load_rosinality_pt(path: str | Path, _obj: object = None, **kw) -> Generator:
-    """Load ``g_ema`` (+ ``latent_avg`` as ``w_avg``) of a rosinality ``stylegan2-pytorch`` checkpoint, strictly."""
+    """Load ``g_ema`` (+ ``latent_avg`` as ``w_avg``) of a rosinality ``stylegan2-pytorch`` checkpoint, strictly.
+
+    Works for convert_weight.py outputs and for train.py checkpoints (which pickle ``args`` as an
+    ``argparse.Namespace``); the architecture comes from the tensor shapes and is cross-checked against ``args``.
+    """
     p = _require(path)
     obj = _obj if _obj is not None else _torch_load(p)
     if not isinstance(obj, dict) or "g_ema" not in obj:
         found = sorted(obj)[:6] if isinstance(obj, dict) else type(obj).__name__
         raise CheckpointError(f"{p}: no 'g_ema' in rosinality checkpoint (found {found}) -- supported: {SUPPORTED}")
     lat = obj.get("latent_avg")
-    return _from_state_dict(obj["g_ema"], p, w_avg=lat if isinstance(lat, Tensor) else None, **kw)
+    gen = _from_state_dict(obj["g_ema"], p, w_avg=lat if isinstance(lat, Tensor) else None, **kw)
+    _check_rosinality_args(rosinality_args(obj), gen, p)
+    return gen
 
 
 def to_rosinality_state_dict(gen: Generator) -> dict:
@@ -182,6 +227,67 @@ def _rebuild_parameter(data, requires_grad, backward_hooks, *rest):
     return torch.nn.Parameter(data, requires_grad=False)
 
 
+# numpy reconstruction: NVIDIA's modules keep numpy scalars (``weight_gain = lr_multiplier / np.sqrt(in)``,
+# ``act_gain``) and may keep arrays. Only numeric dtypes are rebuilt (bool, int, uint, float, complex; no object or
+# structured dtypes), by numpy's own constructors, so nothing but numbers and buffers can come out of them.
+_NUMERIC_KINDS = "biufc"
+
+
+def _numeric_dtype(d: object) -> np.dtype:
+    if not isinstance(d, np.dtype) or d.kind not in _NUMERIC_KINDS or d.fields is not None or d.subdtype is not None:
+        raise CheckpointError(f"pickle holds a numpy value of dtype {d!r}, which is not allowed -- only numeric numpy "
+                              f"scalars/arrays can be read; {SUPPORTED}")  # fmt: skip
+    return d
+
+
+def _np_dtype(spec, align=False, copy=False) -> np.dtype:
+    if not isinstance(spec, str):
+        raise CheckpointError(f"pickle builds a numpy dtype from {type(spec).__name__}, which is not allowed")
+    return _numeric_dtype(np.dtype(spec, bool(align), bool(copy)))
+
+
+def _np_scalar(dtype, data=None):
+    d = _numeric_dtype(dtype)
+    if not isinstance(data, (bytes, bytearray)) or len(data) != d.itemsize:
+        raise CheckpointError(f"pickle holds a malformed numpy {d} scalar -- the file is corrupt")
+    return np.frombuffer(bytes(data), dtype=d, count=1)[0]
+
+
+def _np_core(sub: str):
+    # numpy >= 2 names its internals numpy._core, numpy 1.x numpy.core; the pickle may use either name
+    try:
+        return importlib.import_module(f"numpy._core.{sub}")
+    except ImportError:  # pragma: no cover - numpy 1.x
+        return importlib.import_module(f"numpy.core.{sub}")
+
+
+def _ndarray_ref(*args, **kwargs):
+    """What the pickle's ``numpy.ndarray`` resolves to: only usable as the type argument of ``_reconstruct``."""
+    raise CheckpointError(
+        "pickle calls numpy.ndarray directly, which is not allowed -- only pickled arrays can be read"
+    )
+
+
+def _np_reconstruct(subtype, shape, typecode):
+    if subtype is not _ndarray_ref:
+        raise CheckpointError(f"pickle rebuilds a numpy array of type {subtype!r}, which is not allowed")
+    return _np_core("multiarray")._reconstruct(np.ndarray, tuple(shape), typecode)
+
+
+def _np_frombuffer(buf, dtype, shape, order):  # pickle protocol 5 arrays
+    d = _numeric_dtype(dtype)
+    return np.frombuffer(bytes(buf), dtype=d).reshape(tuple(shape), order="F" if order == "F" else "C").copy()
+
+
+_NUMPY_GLOBALS = {
+    **{(f"numpy.{c}.multiarray", "scalar"): _np_scalar for c in ("core", "_core")},
+    **{(f"numpy.{c}.multiarray", "_reconstruct"): _np_reconstruct for c in ("core", "_core")},
+    **{(f"numpy.{c}.numeric", "_frombuffer"): _np_frombuffer for c in ("core", "_core")},
+    ("numpy", "dtype"): _np_dtype,
+    ("numpy", "ndarray"): _ndarray_ref,
+}
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     _ALLOWED = {
         ("collections", "OrderedDict"): OrderedDict,
@@ -195,6 +301,7 @@ class _RestrictedUnpickler(pickle.Unpickler):
         ("builtins", "set"): set,
         ("builtins", "frozenset"): frozenset,
         ("copyreg", "_reconstructor"): None,  # handled below
+        **_NUMPY_GLOBALS,
     }
 
     def find_class(self, module: str, name: str):
@@ -215,8 +322,31 @@ class _RestrictedUnpickler(pickle.Unpickler):
                 return _Inert  # an nn.Module / helper class: collect its state, never import its module
         raise CheckpointError(
             f"pickle refers to {module}.{name}, which is not allowed -- only StyleGAN2-ADA network pickles "
-            f"(dnnlib/torch_utils modules + torch tensors) can be read; {SUPPORTED}"
+            f"(dnnlib/torch_utils modules, torch tensors, numeric numpy values) can be read; {SUPPORTED}"
         )
+
+
+def _walk(obj: _Inert, prefix: str = ""):
+    """``(dotted name, module)`` for ``obj`` and every nested module."""
+    yield prefix.rstrip("."), obj
+    for k, v in (obj.state.get("_modules") or {}).items():
+        if isinstance(v, _Inert):
+            yield from _walk(v, f"{prefix}{k}.")
+
+
+def _conv_clamp(g: _Inert, p: Path) -> float | None:
+    """The synthesis layers' common ``conv_clamp`` (None when unset); NVIDIA sets one value for all of them."""
+    vals = set()
+    for name, m in _walk(g):
+        if name.startswith("synthesis.") and "conv_clamp" in m.state:
+            v = m.state["conv_clamp"]
+            vals.add(None if v is None else float(v))
+    if len(vals) > 1:
+        raise CheckpointError(
+            f"{p}: synthesis layers use different conv_clamp values {sorted(vals, key=str)} -- only one shared value "
+            "(stylegan2-ada's synthesis_kwargs.conv_clamp) is supported"
+        )
+    return vals.pop() if vals else None
 
 
 def _collect(obj: _Inert, prefix: str, out: dict[str, Tensor]) -> None:
@@ -304,4 +434,9 @@ def load_stylegan2_ada_pkl(path: str | Path, **kw) -> Generator:
     nv: dict[str, Tensor] = {}
     _collect(g, "", nv)
     sd, w_avg = _nvidia_to_rosinality(nv, p)
-    return _from_state_dict(sd, p, w_avg=w_avg, **kw)
+    extra: dict = {"conv_clamp": _conv_clamp(g, p)}
+    mapping = dict(_walk(g)).get("mapping")
+    beta = mapping.state.get("w_avg_beta") if mapping is not None else None
+    if isinstance(beta, (int, float)):  # numpy float64 is a float
+        extra["w_avg_beta"] = float(beta)
+    return _from_state_dict(sd, p, w_avg=w_avg, **{**extra, **kw})

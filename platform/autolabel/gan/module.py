@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
+from collections import OrderedDict
 from dataclasses import asdict
 
 import pytorch_lightning as pl
@@ -13,7 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from autolabel.config.gan import GANTrainConfig, GeneratorConfig
 from autolabel.data.sampling import EpochShuffleSampler
-from autolabel.errors import DataError
+from autolabel.errors import ConfigError, DataError
 from autolabel.gan.augment import AdaptiveP, DiffAugment
 from autolabel.gan.losses import d_logistic_loss, g_nonsaturating_loss, path_length_penalty, r1_penalty
 from autolabel.gan.stylegan2 import Discriminator, Generator, requires_grad
@@ -30,7 +32,11 @@ def _as_dict(cfg, cls) -> dict:
 class GANModule(pl.LightningModule):
     """Trains ``generator`` against ``discriminator``; ``g_ema`` (the EMA generator) is what downstream stages use.
 
-    Under DDP use ``strategy="ddp_find_unused_parameters_true"`` (G and D are stepped in separate backward passes).
+    Each step: D logistic loss, lazy R1 (every ``r1_interval`` steps), G non-saturating loss, lazy path-length
+    regularization, EMA. Fakes use style mixing with probability ``style_mixing_prob``. With ``ada_target > 0`` the
+    DiffAugment probability follows the ADA controller (:class:`AdaptiveP`, state saved in checkpoints).
+    Under DDP use a ``*_find_unused_parameters_true`` strategy (G and D are stepped in separate backward passes, each
+    leaving the other network without gradients); ``autolabel fit gan`` picks it for you.
     """
 
     def __init__(self, generator: GeneratorConfig | dict | None = None, train: GANTrainConfig | dict | None = None):
@@ -45,16 +51,55 @@ class GANModule(pl.LightningModule):
         self.g_ema = copy.deepcopy(self.generator).eval()
         requires_grad(self.g_ema, False)
         t = self.tcfg
+        self.r1_gamma = t.resolved_r1_gamma(self.gcfg.resolution)
         self.augment = DiffAugment(t.augment_policy, t.augment_p) if t.augment == "diffaugment" else None
-        self.ada = AdaptiveP(t.ada_target, t.ada_kimg) if (self.augment is not None and t.ada_target > 0) else None
+        self.ada = None
+        if self.augment is not None and t.ada_target > 0:
+            self.ada = AdaptiveP(t.ada_target, t.ada_kimg, t.ada_interval, p=t.augment_p)
         self.register_buffer("mean_path_length", torch.zeros(()))
         self.register_buffer("n_iter", torch.zeros((), dtype=torch.long))
+
+    def load_state_dict(self, state_dict, strict: bool = True, **kw):
+        """As ``nn.Module.load_state_dict``, then re-read DiffAugment's ``p`` (a plain float) from the ADA controller's
+        saved buffer -- Lightning's resume and ``load_from_checkpoint`` both come through here. A checkpoint written
+        before the controller state was saved resumes with p = ``augment_p`` (and says so)."""
+        if self.ada is not None and not any(k.startswith("ada.") for k in state_dict):
+            meta = getattr(state_dict, "_metadata", None)
+            state_dict = OrderedDict(state_dict)
+            state_dict.update((f"ada.{k}", v) for k, v in self.ada.state_dict().items())
+            if meta is not None:
+                state_dict._metadata = meta
+            warnings.warn(f"checkpoint has no ADA state (written by an older version); p restarts at augment_p="
+                          f"{self.tcfg.augment_p}", stacklevel=2)  # fmt: skip
+        out = super().load_state_dict(state_dict, strict=strict, **kw)
+        self._sync_augment_p()
+        return out
+
+    def _sync_augment_p(self) -> None:
+        if self.ada is not None and self.augment is not None:
+            self.augment.p = float(self.ada.p)
+
+    def setup(self, stage: str) -> None:
+        prec = str(self.trainer.precision)
+        if prec not in ("32-true", "32", "16-mixed", "bf16-mixed"):
+            raise ConfigError(
+                f"GAN training does not support trainer.precision={prec!r} (R1 and path-length run in fp32) -- use "
+                "32-true, bf16-mixed or 16-mixed"
+            )
+        from pytorch_lightning.strategies import DDPStrategy
+
+        st = self.trainer.strategy
+        if isinstance(st, DDPStrategy) and not st._ddp_kwargs.get("find_unused_parameters", False):
+            raise ConfigError(
+                "GAN training under DDP needs unused-parameter detection (G and D are stepped separately) -- use "
+                "trainer.strategy=ddp_find_unused_parameters_true (or ddp_spawn_find_unused_parameters_true)"
+            )
 
     # ----------------------------------------------------------------- optimizers
     def configure_optimizers(self):
         t = self.tcfg
         g_ratio = t.pl_interval / (t.pl_interval + 1) if t.pl_weight > 0 else 1.0
-        d_ratio = t.r1_interval / (t.r1_interval + 1) if t.r1_gamma > 0 else 1.0
+        d_ratio = t.r1_interval / (t.r1_interval + 1) if self.r1_gamma > 0 else 1.0
         opt_g = torch.optim.Adam(self.generator.parameters(), lr=t.lr * g_ratio, betas=(0.0, 0.99**g_ratio))
         opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=t.lr * d_ratio, betas=(0.0, 0.99**d_ratio))
         return [opt_g, opt_d]
@@ -64,6 +109,37 @@ class GANModule(pl.LightningModule):
 
     def _z(self, b: int) -> Tensor:
         return torch.randn(b, self.generator.z_dim, device=self.device)
+
+    def _ws(self, b: int, track_w_avg: bool = False) -> Tensor:
+        """W+ latents [b, num_ws, w_dim] for training fakes: one w per sample, and with probability
+        ``style_mixing_prob`` a second w from another z for all layers from a random cutoff in 1..num_ws-1 on (one
+        cutoff per batch, as StyleGAN2). ``track_w_avg`` updates the running ``w_avg`` from the first w only."""
+        g = self.generator
+        w = g.mapping(self._z(b))
+        if track_w_avg and g.training:
+            g.update_w_avg(w)
+        prob = self.tcfg.style_mixing_prob
+        if prob > 0 and g.num_ws > 1 and float(torch.rand(())) < prob:
+            cutoff = int(torch.randint(1, g.num_ws, ()))
+            return g.mix_styles(w, g.mapping(self._z(b)), cutoff)
+        return w.unsqueeze(1).repeat(1, g.num_ws, 1)
+
+    def _reduce_sum(self, t: Tensor) -> Tensor:
+        """Sum of ``t`` over all ranks (identity without a trainer or on one device)."""
+        trainer = self._trainer
+        if trainer is None or trainer.world_size <= 1:
+            return t
+        return trainer.strategy.reduce(t, reduce_op="sum")
+
+    def _ada_update(self, real_pred: Tensor) -> float | None:
+        """Feed this step's global sign sum and count of D(real) to the ADA controller; when it updates, apply the new
+        p and return the measured r_t."""
+        if self.ada is None:
+            return None
+        rt = self.ada.accumulate(self._reduce_sum(AdaptiveP.local_sums(real_pred)))
+        if rt is not None:
+            self._sync_augment_p()
+        return rt
 
     # ------------------------------------------------------------------- training
     def training_step(self, batch, batch_idx: int) -> None:
@@ -77,7 +153,7 @@ class GANModule(pl.LightningModule):
         requires_grad(self.generator, False)
         requires_grad(self.discriminator, True)
         with torch.no_grad():
-            fake = self.generator(self._z(b), noise_mode="random")
+            fake = self.generator.synthesis(self._ws(b), noise_mode="random")
         real_pred = self.discriminator(self._aug(real))
         fake_pred = self.discriminator(self._aug(fake.detach()))
         d_loss = d_logistic_loss(real_pred, fake_pred)
@@ -86,20 +162,17 @@ class GANModule(pl.LightningModule):
         opt_d.step()
         self.log("train/d_loss", d_loss.detach(), prog_bar=True, sync_dist=True)
         self.log("train/real_score", real_pred.detach().float().mean(), sync_dist=True)
-        if self.ada is not None:
-            sign = self.trainer.strategy.reduce(torch.sign(real_pred.detach().float()).mean(), reduce_op="mean")
-            p, rt = self.ada.update(self.augment.p, sign, b * self.trainer.world_size)
-            self.augment.p = p
-            if rt is not None:
-                self.log("train/ada_p", p)
-                self.log("train/ada_rt", rt)
+        rt = self._ada_update(real_pred)
+        if rt is not None:
+            self.log("train/ada_p", float(self.ada.p))
+            self.log("train/ada_rt", rt)
 
-        if t.r1_gamma > 0 and it % t.r1_interval == 0:
+        if self.r1_gamma > 0 and it % t.r1_interval == 0:
             real_r = real.detach().float().requires_grad_(True)
             with torch.autocast(device_type=self.device.type, enabled=False):
                 pred = self.discriminator(self._aug(real_r))
                 r1 = r1_penalty(pred, real_r)
-                loss = t.r1_gamma / 2 * r1 * t.r1_interval + 0 * pred[0, 0]
+                loss = self.r1_gamma / 2 * r1 * t.r1_interval + 0 * pred[0, 0]
             opt_d.zero_grad(set_to_none=True)
             self.manual_backward(loss)
             opt_d.step()
@@ -108,7 +181,7 @@ class GANModule(pl.LightningModule):
         # generator
         requires_grad(self.generator, True)
         requires_grad(self.discriminator, False)
-        fake = self.generator(self._z(b), noise_mode="random")
+        fake = self.generator.synthesis(self._ws(b, track_w_avg=True), noise_mode="random")
         g_loss = g_nonsaturating_loss(self.discriminator(self._aug(fake)))
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(g_loss)
@@ -117,10 +190,9 @@ class GANModule(pl.LightningModule):
 
         if t.pl_weight > 0 and it % t.pl_interval == 0:
             pb = max(1, b // 2)
-            w = self.generator.mapping(self._z(pb))
-            ws = w.unsqueeze(1).repeat(1, self.generator.num_ws, 1)
-            with torch.autocast(device_type=self.device.type, enabled=False):
-                img = self.generator.synthesis(ws.float(), noise_mode="random")
+            with torch.autocast(device_type=self.device.type, enabled=False):  # mapping too: fp32 grads w.r.t. ws
+                ws = self._ws(pb)
+                img = self.generator.synthesis(ws, noise_mode="random")
                 pen, new_mean, lengths = path_length_penalty(img, ws, self.mean_path_length, t.pl_decay)
                 loss = t.pl_weight * t.pl_interval * pen + 0 * img[0, 0, 0, 0]
             opt_g.zero_grad(set_to_none=True)

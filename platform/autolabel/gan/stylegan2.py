@@ -209,33 +209,47 @@ class StyledConv(nn.Module):
         style_dim: int,
         upsample: bool = False,
         blur_kernel=(1, 3, 3, 1),
+        clamp: float | None = None,
     ):
+        """``clamp``: clamp the activated output to +-clamp (NVIDIA's ``conv_clamp``; None = off)."""
         super().__init__()
         self.conv = ModulatedConv2d(in_ch, out_ch, kernel_size, style_dim, upsample=upsample, blur_kernel=blur_kernel)
         self.noise = NoiseInjection()
         self.activate = FusedLeakyReLU(out_ch)
+        self.clamp = None if clamp is None else float(clamp)
 
     def forward(self, x: Tensor, style: Tensor, noise: Tensor | None) -> Tensor:
         out = self.conv(x, style)
         if noise is not None:
             out = self.noise(out, noise)
-        return self.activate(out)
+        out = self.activate(out)
+        return out if self.clamp is None else out.clamp(-self.clamp, self.clamp)
 
 
 class ToRGB(nn.Module):
     """1x1 modulated conv to image channels (no demodulation), added to the upsampled skip image."""
 
     def __init__(
-        self, in_ch: int, style_dim: int, upsample: bool = True, img_channels: int = 3, blur_kernel=(1, 3, 3, 1)
+        self,
+        in_ch: int,
+        style_dim: int,
+        upsample: bool = True,
+        img_channels: int = 3,
+        blur_kernel=(1, 3, 3, 1),
+        clamp: float | None = None,
     ):
+        """``clamp``: clamp this layer's RGB contribution (before the skip sum) to +-clamp (NVIDIA ``conv_clamp``)."""
         super().__init__()
         if upsample:
             self.upsample = Upsample(blur_kernel)
         self.conv = ModulatedConv2d(in_ch, img_channels, 1, style_dim, demodulate=False)
         self.bias = nn.Parameter(torch.zeros(1, img_channels, 1, 1))
+        self.clamp = None if clamp is None else float(clamp)
 
     def forward(self, x: Tensor, style: Tensor, skip: Tensor | None = None) -> Tensor:
         out = self.conv(x, style) + self.bias.to(x.dtype)
+        if self.clamp is not None:
+            out = out.clamp(-self.clamp, self.clamp)
         if skip is not None:
             out = out + self.upsample(skip)
         return out
@@ -276,11 +290,16 @@ class Generator(nn.Module):
         **kw,
     ):
         """``kw``: ``channels`` (explicit list per resolution 4..R, overrides the schedule), ``blur_kernel``,
-        ``w_avg_beta`` (decay of the running ``w_avg``, default 0.995)."""
+        ``w_avg_beta`` (decay of the running ``w_avg``, default 0.995), ``conv_clamp`` (clamp every styled-conv and
+        toRGB output to +-conv_clamp as NVIDIA's stylegan2-ada does in all layers when it is set; default None = off)."""
         super().__init__()
         channels = kw.pop("channels", None)
         blur_kernel = tuple(kw.pop("blur_kernel", (1, 3, 3, 1)))
         self.w_avg_beta = float(kw.pop("w_avg_beta", 0.995))
+        conv_clamp = kw.pop("conv_clamp", None)
+        if conv_clamp is not None and not float(conv_clamp) > 0:
+            raise ConfigError(f"conv_clamp={conv_clamp} must be > 0 or None (off); NVIDIA uses 256")
+        self.conv_clamp = None if conv_clamp is None else float(conv_clamp)
         if kw:
             raise ConfigError(f"unknown Generator options {sorted(kw)} -- remove them (see GeneratorConfig)")
         self.resolution = _check_resolution(resolution)
@@ -306,6 +325,9 @@ class Generator(nn.Module):
             img_channels=self.img_channels, lr_mlp=float(lr_mlp), channels=list(channels), blur_kernel=list(blur_kernel),
             w_avg_beta=self.w_avg_beta,
         )  # fmt: skip
+        if self.conv_clamp is not None:  # only when set, so files stay readable by builds without the option
+            self.init_kwargs["conv_clamp"] = self.conv_clamp
+        clamp = self.conv_clamp
 
         layers: list[nn.Module] = [PixelNorm()]
         for i in range(self.n_mapping):
@@ -315,8 +337,8 @@ class Generator(nn.Module):
         self.style = nn.Sequential(*layers)
 
         self.input = ConstantInput(channels[0])
-        self.conv1 = StyledConv(channels[0], channels[0], 3, self.w_dim, blur_kernel=blur_kernel)
-        self.to_rgb1 = ToRGB(channels[0], self.w_dim, upsample=False, img_channels=self.img_channels)
+        self.conv1 = StyledConv(channels[0], channels[0], 3, self.w_dim, blur_kernel=blur_kernel, clamp=clamp)
+        self.to_rgb1 = ToRGB(channels[0], self.w_dim, upsample=False, img_channels=self.img_channels, clamp=clamp)
         self.num_layers = (self.log_size - 2) * 2 + 1
         self.convs = nn.ModuleList()
         self.to_rgbs = nn.ModuleList()
@@ -327,9 +349,11 @@ class Generator(nn.Module):
         in_ch = channels[0]
         for i in range(3, self.log_size + 1):
             out_ch = channels[i - 2]
-            self.convs.append(StyledConv(in_ch, out_ch, 3, self.w_dim, upsample=True, blur_kernel=blur_kernel))
-            self.convs.append(StyledConv(out_ch, out_ch, 3, self.w_dim, blur_kernel=blur_kernel))
-            self.to_rgbs.append(ToRGB(out_ch, self.w_dim, img_channels=self.img_channels))
+            self.convs.append(
+                StyledConv(in_ch, out_ch, 3, self.w_dim, upsample=True, blur_kernel=blur_kernel, clamp=clamp)
+            )
+            self.convs.append(StyledConv(out_ch, out_ch, 3, self.w_dim, blur_kernel=blur_kernel, clamp=clamp))
+            self.to_rgbs.append(ToRGB(out_ch, self.w_dim, img_channels=self.img_channels, clamp=clamp))
             in_ch = out_ch
         self.num_ws = self.log_size * 2 - 2
         self.register_buffer("w_avg", torch.zeros(self.w_dim))
@@ -349,10 +373,25 @@ class Generator(nn.Module):
         return w
 
     @torch.no_grad()
-    def mean_latent(self, n: int = 4096) -> Tensor:
-        """Average of ``n`` mapped random latents [w_dim] (independent of ``w_avg``)."""
-        dev = self.w_avg.device
-        return self.style(torch.randn(n, self.z_dim, device=dev)).mean(0)
+    def mean_latent(self, n: int = 4096, seed: int = 0) -> Tensor:
+        """Average of ``n`` mapped latents [w_dim] (independent of ``w_avg``). The z are drawn on the CPU from a private
+        generator seeded with ``seed``, so the result is the same on every call and device and the global RNG is left
+        untouched (an import without a stored average gets the same ``w_avg`` on every load)."""
+        z = torch.randn(n, self.z_dim, generator=torch.Generator().manual_seed(int(seed)))
+        ref = self.style[1].weight
+        return self.style(z.to(device=ref.device, dtype=ref.dtype)).mean(0)
+
+    @torch.no_grad()
+    def update_w_avg(self, w: Tensor) -> None:
+        """Move the running ``w_avg`` towards the batch mean of ``w`` [B, w_dim] (decay ``w_avg_beta``)."""
+        self.w_avg.copy_(w.detach().float().mean(0).lerp(self.w_avg.float(), self.w_avg_beta))
+
+    def mix_styles(self, w: Tensor, w2: Tensor, cutoff: int) -> Tensor:
+        """W+ [B, num_ws, w_dim] whose first ``cutoff`` rows are ``w`` and the rest ``w2`` (style mixing)."""
+        if not 0 < cutoff <= self.num_ws:
+            raise ConfigError(f"style-mixing cutoff must be in 1..{self.num_ws}, got {cutoff}")
+        rows = torch.arange(self.num_ws, device=w.device).view(1, -1, 1) < cutoff
+        return torch.where(rows, w.unsqueeze(1), w2.unsqueeze(1))
 
     # ---------------------------------------------------------------- synthesis
     def _noises(self, batch: int, mode: str, like: Tensor) -> list[Tensor | None]:
@@ -402,8 +441,7 @@ class Generator(nn.Module):
         """Mapping + broadcast w to W+ + synthesis. In training mode also updates the running ``w_avg``."""
         w = self.mapping(z, truncation_psi=1.0)
         if self.training and torch.is_grad_enabled():
-            with torch.no_grad():
-                self.w_avg.copy_(w.detach().float().mean(0).lerp(self.w_avg, self.w_avg_beta))
+            self.update_w_avg(w)
         if truncation_psi != 1.0:
             w = self.w_avg.to(w.dtype).lerp(w, float(truncation_psi))
         ws = w.unsqueeze(1).repeat(1, self.num_ws, 1)

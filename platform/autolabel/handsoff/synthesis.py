@@ -1,10 +1,18 @@
 """HandsOff synthesis: sample latents, generate images + labels with the ensemble, filter DatasetGAN-style, write shards.
 
 Layout of ``out_dir``: ``images/{id}.png``, ``labels/{id}.png`` (segmentation class indices), ``labels/{id}.json``
-(keypoints: x/y in pixels of the working resolution + confidence) or ``labels/{id}.npy`` (depth), optional
-``uncertainty/{id}.npy`` (per-pixel map), ``records/{id}.json`` (one per finished candidate; written last, so a
-sample is complete iff its record exists), ``manifest.rank{r}.jsonl`` (all candidates of rank r), ``plan.json`` and,
-after :func:`merge_manifests`, ``manifest.jsonl`` (kept samples, sorted by id).
+(keypoints: x/y in pixels of the image + confidence) or ``labels/{id}.npy`` (depth), optional ``uncertainty/{id}.npy``
+(per-pixel map), ``records/{id}.json`` (one per finished candidate; written last, so a sample is complete iff its
+record exists), ``manifest.rank{r}.jsonl`` (all candidates of rank r), ``plan.json`` and, after
+:func:`merge_manifests`, ``manifest.jsonl`` (kept samples, sorted by id).
+
+Every label is written at the IMAGE resolution, pixel-aligned with ``images/{id}.png``, whatever the working
+resolution the ensemble runs at: masks are resized nearest-exact, depth and uncertainty bilinearly, keypoints are
+mapped with :func:`~autolabel.handsoff.hypercolumns.rescale_coords` (pixel centres aligned).
+
+``plan.json`` records the settings and content fingerprints (SHA-256 of the weights) of the label generator and the
+generator, plus the label checkpoint's path, size and mtime when given; rerunning into the same folder with another
+checkpoint or generator is refused instead of silently reusing the old candidates.
 
 Sample ``i`` (its id is ``f"{i:08d}"``) draws z from a generator seeded with ``(seed, i)``, so any rank/resume order
 produces identical files; rank ``r`` of ``W`` takes ``i = r, r + W, ...``.
@@ -19,6 +27,7 @@ Filtering needs every rank's scores, so it happens in :func:`merge_manifests` (r
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -26,13 +35,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from autolabel.engine.io import atomic_save_npy, atomic_write_bytes, atomic_write_text, read_json, write_json
 from autolabel.errors import ConfigError, DataError
-from autolabel.handsoff.hypercolumns import HypercolumnExtractor
+from autolabel.handsoff.hypercolumns import HypercolumnExtractor, rescale_coords
 from autolabel.handsoff.label_generator import LabelGeneratorEnsemble, decode_keypoints, image_uncertainty
 
 LABEL_EXT = {"segmentation": "png", "keypoints": "json", "depth": "npy"}
@@ -72,6 +82,41 @@ def sample_z(seed: int, index: int, z_dim: int) -> Tensor:
     """The latent z of sample ``index`` ([z_dim], float32)."""
     g = torch.Generator().manual_seed(sample_seed(seed, index))
     return torch.randn(z_dim, generator=g)
+
+
+def fingerprint(module: nn.Module) -> str:
+    """SHA-256 of a module's parameters and buffers (names, dtypes, shapes and bytes; device independent)."""
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def file_identity(path: str | Path) -> dict:
+    """Path, size and mtime of a file (what ``plan.json`` records about the label checkpoint, for humans)."""
+    p = Path(path).resolve()
+    st = p.stat()
+    return {"path": str(p), "size": int(st.st_size), "mtime_ns": int(st.st_mtime_ns)}
+
+
+def _to_image_grid(pred: dict[str, Tensor], task: str, working: int, size: int) -> dict[str, Tensor]:
+    """One image's predictions resized from the working grid to the ``size`` image grid (see the module docstring)."""
+    if working == size:
+        return pred
+    out = dict(pred)
+
+    def bilinear(x: Tensor) -> Tensor:
+        return F.interpolate(x.float()[None, None], size=(size, size), mode="bilinear", align_corners=False)[0, 0]
+
+    out["uncertainty"] = bilinear(pred["uncertainty"])
+    if task == "segmentation":
+        lab = pred["label"].float()[None, None]
+        out["label"] = F.interpolate(lab, size=(size, size), mode="nearest-exact")[0, 0].long()
+    elif task == "depth":
+        out["depth"] = bilinear(pred["depth"])
+    return out
 
 
 def _png_bytes(arr: np.ndarray) -> bytes:
@@ -124,12 +169,15 @@ def synthesize(
     save_uncertainty: bool = True,
     chunk_pixels: int = 65536,
     progress: bool = True,
+    label_checkpoint: str | Path | None = None,
 ) -> dict:
     """Generate this rank's share of candidates (resumable) and, when ``world_size == 1``, filter and merge.
 
     Returns stats: ``n_generated`` (candidates made now), ``n_skipped`` (already complete), ``n_candidates`` (this
     rank's), ``images_per_s``, ``mean_uncertainty`` (this rank's candidates), ``class_histogram`` (pixels per class over
     this rank's candidates, segmentation only), and after a merge also ``n_written`` (kept samples in manifest.jsonl).
+    ``label_checkpoint``: the file ``ensemble`` came from, recorded in ``plan.json`` (the weights' fingerprint is
+    recorded and checked either way).
     """
     if world_size < 1 or not 0 <= rank < world_size:
         raise ConfigError(f"rank={rank}, world_size={world_size}: need 0 <= rank < world_size")
@@ -143,17 +191,27 @@ def synthesize(
     plan = filter_plan(n, filter_fraction, drop_least_uncertain)
     out = Path(out_dir)
     task = ensemble.task
+    size = int(generator.resolution)
     meta = {**plan, "seed": int(seed), "truncation_psi": float(truncation_psi), "world_size": int(world_size),
-            "task": task, "working_resolution": extractor.resolution}  # fmt: skip
+            "task": task, "working_resolution": extractor.resolution, "image_resolution": size,
+            "label_generator": fingerprint(ensemble), "generator": fingerprint(generator)}  # fmt: skip
+    source = file_identity(label_checkpoint) if label_checkpoint is not None else None
     plan_path = out / "plan.json"
     if plan_path.exists():
         old = read_json(plan_path)
-        if old != meta:
+        before = old.get("label_checkpoint") or "unknown"
+        for key, what in (("label_generator", "label generator"), ("generator", "generator")):
+            if key in old and old[key] != meta[key]:
+                raise DataError(f"{out} holds candidates of another {what} (plan.json: {key} {old[key][:12]}, label "
+                                f"checkpoint {before}; now {meta[key][:12]}): use a new out= or delete {out} "
+                                "to start clean")  # fmt: skip
+        if {k: v for k, v in old.items() if k != "label_checkpoint"} != meta:
+            shown = {k: v for k, v in old.items() if k not in ("label_checkpoint", "label_generator", "generator")}
             raise DataError(
-                f"{out} holds a synthesis run with other settings ({old}): use a new out_dir or the same settings"
+                f"{out} holds a synthesis run with other settings ({shown}): use a new out_dir or the same settings"
             )
     else:
-        write_json(plan_path, meta)
+        write_json(plan_path, {**meta, "label_checkpoint": source})
     mine = list(range(rank, plan["n_total"], world_size))
     todo = [i for i in mine if not (out / "records" / f"{i:08d}.json").exists()]
     was_training = ensemble.training
@@ -171,9 +229,9 @@ def synthesize(
         preds = _label_batch(ensemble, extractor, feats, chunk_pixels)
         for j, i in enumerate(ids):
             sid = f"{i:08d}"
-            p = preds[j]
+            score = float(image_uncertainty(preds[j]["uncertainty"].float()[None])[0])  # on the ensemble's own grid
+            p = _to_image_grid(preds[j], task, extractor.resolution, size)
             unc = p["uncertainty"].float()
-            score = float(image_uncertainty(unc[None])[0])
             atomic_write_bytes(out / "images" / f"{sid}.png", _png_bytes(_image_uint8(img[j])))
             hist: dict[str, int] = {}
             if task == "segmentation":
@@ -184,9 +242,10 @@ def synthesize(
                 hist = {str(int(c)): int(k) for c, k in zip(cls, cnt)}
             elif task == "keypoints":
                 coords, conf = decode_keypoints(p["heatmap"].permute(2, 0, 1)[None])
-                kps = [{"x": float(c[0]), "y": float(c[1]), "confidence": float(s)} for c, s in zip(coords[0], conf[0])]
-                atomic_write_text(out / "labels" / f"{sid}.json", json.dumps({"resolution": extractor.resolution,
-                                                                             "keypoints": kps}) + "\n")  # fmt: skip
+                coords = rescale_coords(coords[0].float().cpu(), extractor.resolution, size).clamp(0, size - 1)
+                kps = [{"x": float(c[0]), "y": float(c[1]), "confidence": float(s)} for c, s in zip(coords, conf[0])]
+                atomic_write_text(out / "labels" / f"{sid}.json", json.dumps({"resolution": size, "keypoints": kps,
+                                  "working_resolution": extractor.resolution}) + "\n")  # fmt: skip
             else:
                 atomic_save_npy(out / "labels" / f"{sid}.npy", p["depth"].float().cpu().numpy())
             if save_uncertainty:

@@ -42,11 +42,20 @@ class SimilarityConv(MessagePassing):
         return edge_weight.unsqueeze(-1) * x_j
 
     def message_and_aggregate(self, adj_t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return torch.sparse.mm(adj_t, x)
+        # The sparse product runs in the adjacency's dtype (fp32) with autocast off: torch.sparse.mm has no bf16/fp16
+        # CPU kernel, and a similarity-weighted sum of up to k neighbours gains nothing from half precision.
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            out = torch.sparse.mm(adj_t, x.to(adj_t.dtype))
+        return out.to(x.dtype)
 
 
 def sparse_adjacency(edge_index: torch.Tensor, edge_weight: torch.Tensor, n: int) -> torch.Tensor:
-    """``adj_t[i, j] = w_ij`` for edges j -> i, as a sparse CSR matrix (rows = targets)."""
+    """``adj_t[i, j] = w_ij`` for edges j -> i (rows = targets): sparse CSR on CPU, coalesced COO on CUDA.
+
+    The layouts differ on purpose and give the same product: CSR is the fast CPU layout for ``torch.sparse.mm``
+    (several times faster than COO there); on CUDA the coalesced COO product (cuSPARSE) and its backward are the
+    long-standing, well-tested path, so we do not convert. Callers only ever pass the result to ``torch.sparse.mm``.
+    """
     adj = torch.sparse_coo_tensor(edge_index.flip(0), edge_weight, (n, n), check_invariants=False).coalesce()
     if adj.device.type != "cpu":
         return adj
@@ -139,10 +148,18 @@ def lander_loss(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Density MSE + link cross-entropy (equal weight). The link term covers only edges whose ground-truth density is
     higher at the source (d_j > d_i), as in the reference; ``balance`` drops surplus positives/negatives at random;
-    ``focal`` uses the focal loss (gamma)."""
-    density_loss = F.mse_loss(pred_density, data.density)
+    ``focal`` uses the focal loss (gamma).
+
+    With ``data.seed_mask`` (a mini-batch of seed nodes, as the reference's sampled training) both terms cover only
+    the seeds: their densities and their in-edges."""
     src, dst = data.edge_index
-    mask = data.density[src] > data.density[dst]
+    seeds = getattr(data, "seed_mask", None)
+    if seeds is None:
+        density_loss = F.mse_loss(pred_density, data.density)
+        mask = data.density[src] > data.density[dst]
+    else:
+        density_loss = F.mse_loss(pred_density[seeds], data.density[seeds])
+        mask = (data.density[src] > data.density[dst]) & seeds[dst]
     labels = data.edge_label
     if balance and mask.any():
         pos = torch.nonzero(mask & (labels == 1)).squeeze(1)
@@ -163,7 +180,7 @@ def lander_loss(
         acc = (logits.argmax(-1) == y).float().mean()
     else:
         link_loss = link_logits.sum() * 0.0
-        acc = torch.tensor(float("nan"))
+        acc = torch.full((), float("nan"), device=link_logits.device)
     total = density_loss + link_loss
     return total, {"loss": total.detach(), "density_loss": density_loss.detach(), "link_loss": link_loss.detach(),
                    "link_acc": acc.detach(), "link_edges": mask.sum().detach().float()}  # fmt: skip

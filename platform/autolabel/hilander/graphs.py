@@ -13,18 +13,21 @@ from torch_geometric.utils import scatter
 
 
 def knn_edges(nbrs: np.ndarray, sims: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(edge_index [2, E] long, edge_sim [E] float)`` from kNN arrays; missing neighbours (-1) are dropped.
+    """``(edge_index [2, E] long, edge_sim [E] float)`` from kNN arrays.
 
-    Similarities are clamped to [0, 1]: a negative cosine among the top-k (possible in sparse regions) then carries no
-    weight instead of flipping the sign of a density term.
+    Missing neighbours (-1) and neighbours with a negative cosine similarity are dropped, as the reference does
+    (``fast_knns2spmat`` keeps ``sim >= th_sim`` with ``th_sim = 0``): an anti-correlated "neighbour" (possible in
+    sparse regions or tiny pools) is no evidence of anything, so it neither enters the neighbour means nor becomes a
+    decode candidate. A node whose neighbours are all negative has no in-edges: it stays a singleton. Similarities
+    above 1 (float rounding) are clipped to 1.
     """
     n, k = nbrs.shape
     dst = np.repeat(np.arange(n, dtype=np.int64), k)
     src = nbrs.reshape(-1).astype(np.int64)
-    sim = sims.reshape(-1).astype(np.float32)
-    valid = src >= 0
+    sim = np.nan_to_num(sims.reshape(-1).astype(np.float32), nan=-1.0, neginf=-1.0)
+    valid = (src >= 0) & (sim >= 0)
     edge_index = torch.from_numpy(np.stack([src[valid], dst[valid]]))
-    edge_sim = torch.from_numpy(np.clip(np.nan_to_num(sim[valid], neginf=0.0), 0.0, 1.0))
+    edge_sim = torch.from_numpy(np.minimum(sim[valid], 1.0))
     return edge_index, edge_sim
 
 
@@ -38,10 +41,13 @@ def row_normalized(edge_index: torch.Tensor, edge_sim: torch.Tensor, n: int) -> 
 
 
 def gt_density(edge_index: torch.Tensor, edge_sim: torch.Tensor, labels: torch.Tensor, n: int) -> torch.Tensor:
-    """d_i = mean over i's neighbours j of a_ij * (+1 if y_j == y_i else -1).
+    """d_i = mean over i's in-edges j of a_ij * (+1 if y_j == y_i else -1); 0 for a node without in-edges.
 
-    The reference divides by k-1 with k counting the node itself; our kNN lists exclude self, so this is the same mean
-    over the real neighbours.
+    The reference divides by k-1 with k counting the node itself, i.e. by the number of real neighbours; our kNN lists
+    exclude self, so without dropped edges this is the same mean. After dropping negative-similarity neighbours we
+    average over the kept in-edges: the predicted density d̂_i is a mean over exactly those edges, so the target stays
+    reachable (the reference's target still sums the negative terms over k-1 while its prediction averages over the
+    graph's edges).
     """
     src, dst = edge_index
     sign = (labels[src] == labels[dst]).float() * 2 - 1

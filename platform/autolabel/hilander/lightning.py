@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 from torch_geometric.data import Data
 
 from autolabel.config.hilander import HiLanderTrainConfig, LanderModelConfig
 from autolabel.data.pools import FeaturePool
-from autolabel.data.sampling import EpochShuffleSampler
 from autolabel.errors import CheckpointError, DataError
 from autolabel.hilander.gnn import LANDER, lander_loss
 from autolabel.hilander.hierarchy import build_training_levels
@@ -102,21 +102,105 @@ class _GraphList(Dataset):
         return self.graphs[i]
 
 
+def seed_subgraph(g: Data, seeds: torch.Tensor, num_hops: int) -> Data:
+    """The part of level graph ``g`` that the loss on ``seeds`` depends on: every node within ``num_hops`` hops
+    upstream of a seed and every edge among them, with ``seed_mask`` marking the seeds.
+
+    With ``num_hops = num_conv + 1`` the GNN output is exact for the seeds and their in-neighbours (each node up to
+    ``num_conv`` hops away keeps its whole in-neighbourhood, and edge weights are the full graph's), so the seeds'
+    link logits and densities equal those of the full-graph forward.
+    """
+    from torch_geometric.utils import k_hop_subgraph
+
+    subset, edge_index, mapping, edge_mask = k_hop_subgraph(
+        seeds, num_hops, g.edge_index, relabel_nodes=True, num_nodes=g.num_nodes, flow="source_to_target"
+    )
+    seed_mask = torch.zeros(subset.numel(), dtype=torch.bool)
+    seed_mask[mapping] = True
+    return Data(x=g.x[subset], edge_index=edge_index, edge_sim=g.edge_sim[edge_mask],
+                edge_weight=g.edge_weight[edge_mask], density=g.density[subset], edge_label=g.edge_label[edge_mask],
+                y=g.y[subset], num_nodes=int(subset.numel()), seed_mask=seed_mask)  # fmt: skip
+
+
+class SeedBatches(Dataset):
+    """One epoch of optimizer steps over level graphs, as the reference's sampled training schedules them.
+
+    Each of the G graphs gets ``R = ceil(N_max / batch_nodes)`` steps per epoch (``N_max``: the largest graph, the
+    level-0 pool). Graph g's steps walk an endless stream of random permutations of its nodes cut into chunks of
+    ``batch_nodes`` (the last chunk of a pass is shorter), so a small graph is passed over several times per epoch,
+    as the reference's re-created per-graph loaders do. A graph with at most ``batch_nodes`` nodes is served whole.
+    Indices are ``epoch * len(self) + step`` (:class:`_EpochSteps` encodes the epoch), so every batch is a pure
+    function of ``(seed, epoch, step)``: a resumed run sees the same batches.
+    """
+
+    def __init__(self, graphs: list[Data], batch_nodes: int, num_hops: int, seed: int = 0):
+        if not graphs:
+            raise DataError("no training level graphs: the meta-training pool needs at least 2 labeled samples")
+        self.graphs, self.batch, self.hops, self.seed = graphs, int(batch_nodes), int(num_hops), int(seed)
+        n_max = max(g.num_nodes for g in graphs)
+        self.rounds = 1 if self.batch <= 0 else -(-n_max // self.batch)
+
+    def __len__(self) -> int:
+        return len(self.graphs) * self.rounds
+
+    def seeds(self, gi: int, t: int) -> torch.Tensor:
+        """Seed nodes of graph ``gi``'s ``t``-th step (counted over all epochs)."""
+        n = self.graphs[gi].num_nodes
+        per_pass = -(-n // self.batch)  # batches per pass over the graph's nodes
+        p, c = divmod(t, per_pass)
+        gen = torch.Generator().manual_seed((self.seed * 1_000_003 + gi) * 1_000_003 + p)
+        return torch.randperm(n, generator=gen)[c * self.batch : (c + 1) * self.batch]
+
+    def __getitem__(self, index: int) -> Data:
+        epoch, step = divmod(int(index), len(self))
+        r, gi = divmod(step, len(self.graphs))
+        g = self.graphs[gi]
+        if self.batch <= 0 or g.num_nodes <= self.batch:
+            return g
+        return seed_subgraph(g, self.seeds(gi, epoch * self.rounds + r), self.hops)
+
+
+class _EpochSteps(Sampler[int]):
+    """A fresh permutation of the epoch's steps, yielded as ``epoch * n + step`` (a pure function of seed, epoch)."""
+
+    def __init__(self, n: int, seed: int = 0):
+        self.n, self.seed, self.epoch = int(n), int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        base = self.epoch * self.n
+        return iter((base + torch.randperm(self.n, generator=g)).tolist())
+
+    def __len__(self) -> int:
+        return self.n
+
+
 def _first(batch: list[Data]) -> Data:
     return batch[0]
 
 
 class LevelGraphDataModule(pl.LightningDataModule):
-    """Builds the training level graphs of a labeled pool once (per process) and serves them, shuffled each epoch.
+    """Builds the training level graphs of a labeled pool once (per process) and serves one optimizer step's graph at
+    a time: a whole level graph, or (``train.batch_nodes``) a seed mini-batch's subgraph, see :class:`SeedBatches`.
 
-    With DDP each rank gets a disjoint share of the graphs (Lightning inserts a DistributedSampler).
+    With DDP each rank gets a disjoint share of the steps (Lightning wraps the sampler in a distributed one).
     """
 
-    def __init__(self, train_pool: FeaturePool, train: HiLanderTrainConfig, val_pool: FeaturePool | None = None):
+    def __init__(
+        self,
+        train_pool: FeaturePool,
+        train: HiLanderTrainConfig,
+        val_pool: FeaturePool | None = None,
+        num_conv: int = 1,
+    ):
         super().__init__()
         if not train_pool.has_labels:
             raise DataError("Hi-LANDER meta-training needs labels in the training pool")
         self.train_pool, self.val_pool, self.cfg = train_pool, val_pool, train
+        self.num_conv = int(num_conv)
         self.train_graphs: list[Data] = []
         self.val_graphs: list[Data] = []
 
@@ -132,12 +216,8 @@ class LevelGraphDataModule(pl.LightningDataModule):
             self.val_graphs = self._levels(self.val_pool)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(
-            _GraphList(self.train_graphs),
-            batch_size=1,
-            sampler=EpochShuffleSampler(len(self.train_graphs)),
-            collate_fn=_first,
-        )
+        steps = SeedBatches(self.train_graphs, self.cfg.batch_nodes, self.num_conv + 1)
+        return DataLoader(steps, batch_size=1, sampler=_EpochSteps(len(steps)), collate_fn=_first)
 
     def val_dataloader(self) -> DataLoader | list:
         if not self.val_graphs:
@@ -164,7 +244,11 @@ def load_lander(path: str | os.PathLike, map_location: str = "cpu") -> tuple[LAN
         raise CheckpointError(
             f"{p} is not a Hi-LANDER checkpoint (it holds {found}); pass a checkpoint written by `autolabel fit hilander`"
         )
-    model = LANDER(hp["feature_dim"], **hp["model"])
-    state = {k[len("model.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
-    model.load_state_dict(state)
+    try:
+        model = LANDER(hp["feature_dim"], **hp["model"])
+        state = {k[len("model.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
+        model.load_state_dict(state)
+    except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as e:
+        raise CheckpointError(f"{p} is a damaged or incompatible Hi-LANDER checkpoint ({type(e).__name__}); "
+                              "retrain it with `autolabel fit hilander`") from e  # fmt: skip
     return model.eval(), hp

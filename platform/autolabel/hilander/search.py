@@ -20,6 +20,46 @@ from autolabel.errors import ConfigError, DataError
 METHODS = ("auto", "flat", "ivf", "hnsw")
 
 
+class KCapWarning(UserWarning):
+    """k was larger than the number of other points and has been capped at N-1."""
+
+
+GPU_DISTRIBUTIONS = ("faiss-gpu-cu12", "faiss-gpu-cu11", "faiss-gpu")
+FAISS_FIX = "pip uninstall -y faiss-cpu && pip install --force-reinstall --no-deps faiss-gpu-cu12"
+
+
+def faiss_install_conflict(installed=None) -> str | None:
+    """A one-line warning when faiss-cpu and a faiss-gpu wheel are both installed: both write the same ``faiss/``
+    package, so which build Python imports depends on the install order. ``installed(name)`` -> version or None."""
+    from importlib import metadata
+
+    def _version(name: str) -> str | None:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+
+    installed = installed or _version
+    gpu = [name for name in GPU_DISTRIBUTIONS if installed(name)]
+    if not (installed("faiss-cpu") and gpu):
+        return None
+    build = "a GPU" if hasattr(faiss, "StandardGpuResources") else "the CPU-only"
+    return (f"faiss-cpu and {gpu[0]} are both installed and overwrite each other's faiss/ package ({build} build is "
+            f"in use); keep one: {FAISS_FIX}")  # fmt: skip
+
+
+_warned_conflict = False
+
+
+def _warn_install_conflict() -> None:
+    global _warned_conflict
+    if not _warned_conflict:
+        _warned_conflict = True
+        conflict = faiss_install_conflict()
+        if conflict:
+            warnings.warn(conflict, RuntimeWarning, stacklevel=3)
+
+
 def num_gpus() -> int:
     try:
         return int(faiss.get_num_gpus())
@@ -27,7 +67,16 @@ def num_gpus() -> int:
         return 0
 
 
-def _build_index(x: np.ndarray, method: str, nlist: int | None, nprobe: int, hnsw_m: int, ef_search: int, seed: int):
+def build_index(
+    x: np.ndarray,
+    method: str,
+    nlist: int | None = None,
+    nprobe: int = 64,
+    hnsw_m: int = 32,
+    ef_search: int = 128,
+    seed: int = 0,
+):
+    """An empty (trained, for IVF) CPU faiss index of `method` for the rows of `x`; `knn_search` adds and queries it."""
     n, d = x.shape
     if method == "flat":
         return faiss.IndexFlatIP(d)
@@ -86,17 +135,18 @@ def knn_search(
     if not finite.all():
         raise DataError(f"knn_search: {int((~finite).sum())} of {n} rows contain NaN/inf; clean or drop them first")
     if k > n - 1:
-        warnings.warn(f"k={k} >= N={n}: using k={n - 1} (each point has only N-1 others)", stacklevel=2)
+        warnings.warn(f"k={k} >= N={n}: using k={n - 1} (each point has only N-1 others)", KCapWarning, stacklevel=2)
         k = n - 1
     if method == "auto":
         method = "flat" if n <= exact_max else "ivf"
-    index = _build_index(x, method, nlist, nprobe, hnsw_m, ef_search, seed)
+    index = build_index(x, method, nlist, nprobe, hnsw_m, ef_search, seed)
+    _warn_install_conflict()
     gpu = num_gpus() > 0 if use_gpu == "auto" else bool(use_gpu)
     if gpu and method != "hnsw":
         if num_gpus() == 0:
-            raise ConfigError(
-                "use_gpu=true but faiss sees no GPU; install faiss-gpu (pip install -e '.[gpu]') or use_gpu=auto"
-            )
+            conflict = faiss_install_conflict()
+            raise ConfigError(conflict if conflict else "use_gpu=true but faiss sees no GPU; install faiss-gpu (pip "
+                              f"install -e '.[gpu]', then {FAISS_FIX}) or use_gpu=auto")  # fmt: skip
         index = _to_gpus(index, method)
     index.add(x)
     kk = min(k + 1, n)
