@@ -26,7 +26,6 @@ from omegaconf import DictConfig, OmegaConf
 from autolabel.config import config_hash
 from autolabel.engine.io import read_json, write_json
 from autolabel.engine.rundir import RunDir, global_rank
-from autolabel.engine.trainer import seed_all
 from autolabel.errors import AutolabelError, ConfigError
 
 MANIFEST = "manifest.json"
@@ -245,6 +244,8 @@ def run_pipeline(
 ) -> list[StageResult]:
     """Run (or skip) every stage in order; returns what happened to each (on every rank). ``rank`` defaults to the
     global rank the launcher's environment gives this process."""
+    from autolabel.engine.trainer import seed_all  # Lightning: imported when a pipeline runs, not for --help
+
     cfg = OmegaConf.structured(cfg_obj)
     forced = pipeline.downstream(pipeline.stage(from_stage).name) if from_stage else set()
     if until_stage:

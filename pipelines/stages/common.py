@@ -10,7 +10,6 @@ from omegaconf import OmegaConf
 from autolabel.config import RunConfig
 from autolabel.engine import RunDir, open_run_dir
 from autolabel.engine.rundir import global_rank
-from autolabel.engine.trainer import seed_all
 from pipelines import registry
 
 # Keys that steer *how* a command runs, not *what* it computes: they do not change a run's identity, so rerunning
@@ -45,6 +44,8 @@ def open_run(cfg: Any, run: RunConfig) -> RunDir:
     )
     if global_rank() == 0:
         print(f"run directory: {rd.path}")
+    from autolabel.engine.trainer import seed_all  # Lightning: imported only when a command runs
+
     trainer = getattr(cfg, "trainer", None)
     seed_all(getattr(trainer, "seed", 0))  # models built after this get the same weights in any process
     return rd

@@ -24,8 +24,6 @@ from typing import Any, Optional
 from omegaconf import MISSING
 
 from autolabel.config import RunConfig, TrainerConfig
-from autolabel.data.labeled import SyntheticLabels as SyntheticLabels  # re-exported (it used to live here)
-from autolabel.data.labeled import open_synthetic, synthetic_task
 from autolabel.errors import ConfigError, DataError
 from pipelines.registry import command
 from pipelines.stages.common import finish_stage, open_run
@@ -107,11 +105,19 @@ class FitKeypointsCommand(DownstreamCommand):
                                   "e.g. flip_pairs=[[2,3]] (or leave it null to disable flips)")  # fmt: skip
 
 
+def __getattr__(name: str) -> Any:
+    if name == "SyntheticLabels":  # it used to live here; importing it pulls in torch, so only on demand
+        from autolabel.data.labeled import SyntheticLabels
+
+        return SyntheticLabels
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def open_labeled(root: str | Path, task: str, size: int, n_classes: int | None = None, limit: int | None = None,
                  role: str = "train", min_confidence: float = 0.0) -> Any:  # fmt: skip
     """A labeled folder (``images/`` + ``masks/`` | ``keypoints.csv`` | ``depth/``) or a synthetic dataset
     (``images/`` + ``labels/``); ``role`` (train | test) names the command argument in error messages."""
-    from autolabel.data.labeled import LabeledFolder
+    from autolabel.data.labeled import LabeledFolder, open_synthetic, synthetic_task
 
     r = Path(root)
     if not r.is_dir():

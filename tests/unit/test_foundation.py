@@ -239,6 +239,16 @@ def test_cli_help_lists_commands():
     )
 
 
+def test_cli_help_does_not_import_torch_or_lightning():
+    # `autolabel --help` and `COMMAND --help` stay instant: the heavy libraries load only when a command runs
+    code = ("import sys; from pipelines.cli import main; main(['--help']); main(['fit', 'hilander', '--help']); "
+            "heavy = sorted(m for m in ('torch', 'pytorch_lightning', 'torch_geometric', 'faiss') if m in sys.modules); "
+            "print('HEAVY', heavy)")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert "HEAVY []" in out.stdout
+
+
 def test_cli_unknown_command_suggests():
     from pipelines.cli import main
 
