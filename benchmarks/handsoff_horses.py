@@ -191,7 +191,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--lpips-weight", type=float, default=None,
                     help="phase-2 LPIPS-VGG weight (default: 10 when the VGG weights are on disk, else 0)")  # fmt: skip
     # label generator
-    ap.add_argument("--refine-steps", type=int, default=0, help=">0: per-image refinement (random LPIPS backbone)")
+    ap.add_argument(
+        "--refine-steps",
+        type=int,
+        default=0,
+        help=">0: per-image latent refinement (LPIPS-VGG; a random backbone when --lpips-weight is 0)",
+    )
     ap.add_argument("--label-steps", type=int, default=1000)
     ap.add_argument("--label-members", type=int, default=10)
     ap.add_argument("--label-hidden", default="256,32")

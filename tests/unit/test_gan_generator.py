@@ -199,6 +199,20 @@ def test_adaptive_p_moves_by_sign_of_rt_minus_target_with_known_step():
     assert float(big.p) == pytest.approx(0.5 - 0.064, abs=1e-12)
 
 
+def test_adaptive_p_counts_steps_on_the_host_and_resumes_mid_interval():
+    ada = AdaptiveP(target=0.6, speed_kimg=1.0, interval=3, p=0.5)
+    ada.accumulate(AdaptiveP.local_sums(_pred(7, 1)))
+    ada.accumulate(AdaptiveP.local_sums(_pred(7, 1)))
+    state = {k: v.clone() for k, v in ada.state_dict().items()}
+    assert int(state["steps"]) == 2
+    resumed = AdaptiveP(target=0.6, speed_kimg=1.0, interval=3, p=0.5)
+    resumed.accumulate(AdaptiveP.local_sums(_pred(7, 1)))  # its own host counter is at 1 ...
+    resumed.load_state_dict(state)  # ... until a checkpoint replaces the buffers: then it follows them
+    for a in (ada, resumed):
+        assert a.accumulate(AdaptiveP.local_sums(_pred(7, 1))) == 0.75  # the 3rd step of the interval updates p
+        assert float(a.p) == pytest.approx(0.5 + 0.024, abs=1e-12) and int(a.steps) == 0
+
+
 def test_adaptive_p_is_clamped_and_validated():
     ada = AdaptiveP(target=0.6, speed_kimg=0.001, interval=1, p=0.5)
     ada.accumulate(AdaptiveP.local_sums(_pred(8, 0)))

@@ -383,5 +383,10 @@ def test_datamodule_steps_per_epoch_match_the_reference():
     loader.sampler.set_epoch(1)
     steps = list(loader)
     assert sum(int(s.seed_mask.sum()) for s in steps) == 2 * 100  # each graph's nodes seeded once per epoch
+    # the default trains on whole level graphs (full-graph message passing): one step per graph per epoch
+    whole = LevelGraphDataModule(FeaturePool(x, y), HiLanderTrainConfig(k_list=[5, 3], levels_list=[1, 1]))
+    whole.setup()
+    graphs = list(whole.train_dataloader())
+    assert len(graphs) == 2 and all(g.num_nodes == 100 and getattr(g, "seed_mask", None) is None for g in graphs)
     with pytest.raises(ConfigError, match="train.batch_nodes"):
         HiLanderTrainConfig(batch_nodes=-1)

@@ -63,12 +63,13 @@ class HiLanderTrainConfig:
     balance: bool = False
     focal: bool = False
     focal_gamma: float = 2.0
-    # Seed nodes per optimizer step, as the reference's sampled training (train_subg.py, batch_size 4096): every level
-    # graph gets ceil(N/batch_nodes) steps per epoch (N = the largest level graph, i.e. the pool), each on a fresh
-    # chunk of a random permutation of that graph's nodes; the loss covers the seeds' densities and in-edges, the
-    # forward runs on their exact (num_conv + 1)-hop subgraph. Pools of <= batch_nodes points get one whole-graph step
-    # per graph per epoch; 0 always does (the reference's full-graph train.py).
-    batch_nodes: int = 4096
+    # 0 (default): every optimizer step is one whole level graph with full-graph message passing (DESIGN 3.7, one step
+    # per level graph per epoch, round-robin). > 0: seed nodes per optimizer step, as the reference's sampled training
+    # (train_subg.py, batch_size 4096): every level graph gets ceil(N/batch_nodes) steps per epoch (N = the largest
+    # level graph, i.e. the pool), each on a fresh chunk of a random permutation of that graph's nodes; the loss covers
+    # the seeds' densities and in-edges, the forward runs on their exact (num_conv + 1)-hop subgraph (more optimizer
+    # steps per epoch, but the subgraphs overlap, so an epoch costs more). Graphs of <= batch_nodes nodes stay whole.
+    batch_nodes: int = 0
     knn: KnnConfig = field(default_factory=KnnConfig)
 
     def __post_init__(self) -> None:

@@ -101,6 +101,11 @@ class AdaptiveP(torch.nn.Module):
         self.register_buffer("sign_sum", torch.zeros((), dtype=torch.long))  # sum of sign(D(real)) since last update
         self.register_buffer("count", torch.zeros((), dtype=torch.long))  # images since last update
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))  # steps since last update
+        self._host_steps: int | None = None  # host copy of `steps` (no device read per step); None: read it once
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._host_steps = None  # `steps` came from a checkpoint: re-read it at the next accumulate
 
     @staticmethod
     def local_sums(real_pred: Tensor) -> Tensor:
@@ -116,7 +121,8 @@ class AdaptiveP(torch.nn.Module):
         self.sign_sum += sums[0]
         self.count += sums[1]
         self.steps += 1
-        if int(self.steps) < self.interval:
+        self._host_steps = int(self.steps) if self._host_steps is None else self._host_steps + 1
+        if self._host_steps < self.interval:
             return None
         n = max(int(self.count), 1)
         rt = float(self.sign_sum) / n
@@ -125,4 +131,5 @@ class AdaptiveP(torch.nn.Module):
         self.sign_sum.zero_()
         self.count.zero_()
         self.steps.zero_()
+        self._host_steps = 0
         return rt
