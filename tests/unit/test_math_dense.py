@@ -1,0 +1,137 @@
+"""Downstream dense tasks: loss known answers, and floors -- a net trained on tiny real data must beat the constant
+baseline computed from its training labels (per-pixel majority class, mean depth map, mean keypoint shape)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import pytorch_lightning as pl
+import torch
+from torch import nn
+
+from autolabel.data.labeled import LabeledFolder
+from autolabel.data.procedural import make_shapes_dataset
+from autolabel.metrics.dense import confusion_matrix, depth_errors, miou, nme, pck
+from autolabel.tasks.keypoints import KeypointModule, evaluate_keypoints
+from autolabel.tasks.segmentation import (
+    DenseDataModule,
+    SegmentationModule,
+    evaluate_depth,
+    evaluate_segmentation,
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+class _Const(nn.Module):
+    def __init__(self, out: torch.Tensor):
+        super().__init__()
+        self.out = out
+
+    def forward(self, x):
+        return self.out
+
+
+def test_depth_loss_is_l1_to_the_target():
+    m = SegmentationModule(task="depth", base=4, depth=1)
+    pred = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])
+    m.model = _Const(pred)
+    depth = torch.tensor([[[[2.0, 2.0], [0.0, 8.0]]]])
+    loss, out = m._loss({"image": torch.zeros(1, 3, 2, 2), "depth": depth})
+    assert loss.item() == pytest.approx((1 + 0 + 3 + 4) / 4)
+    assert torch.equal(out, pred)
+    loss0, _ = m._loss({"image": torch.zeros(1, 3, 2, 2), "depth": pred.clone()})
+    assert loss0.item() == 0.0
+
+
+def test_segmentation_loss_is_cross_entropy():
+    m = SegmentationModule(n_classes=2, base=4, depth=1)
+    logits = torch.zeros(1, 2, 1, 2)
+    logits[0, 1, 0, 0] = math.log(3.0)  # pixel 0: p(class 1) = 3/4 ; pixel 1: 1/2
+    m.model = _Const(logits)
+    loss, _ = m._loss({"image": torch.zeros(1, 3, 1, 2), "mask": torch.tensor([[[1, 0]]])})
+    assert loss.item() == pytest.approx((-math.log(0.75) - math.log(0.5)) / 2, rel=1e-6)
+
+
+def test_keypoint_loss_is_heatmap_mse_over_visible_keypoints():
+    m = KeypointModule(n_keypoints=2, base=4, depth=1, sigma=1.0)
+    kp = torch.tensor([[[1.0, 1.0], [2.0, 0.0]]])
+    ys, xs = torch.meshgrid(torch.arange(3.0), torch.arange(3.0), indexing="ij")
+    target0 = torch.exp(-((xs - 1) ** 2 + (ys - 1) ** 2) / 2)
+    out = torch.zeros(1, 2, 3, 3)
+    out[0, 0] = target0  # keypoint 0 exact; keypoint 1 predicted all zero
+    m.model = _Const(out)
+    target1 = torch.exp(-((xs - 2) ** 2 + ys**2) / 2)
+    batch = {"image": torch.zeros(1, 3, 3, 3), "keypoints": kp, "visible": torch.tensor([[True, True]])}
+    loss, _ = m._loss(batch)
+    assert loss.item() == pytest.approx(float((target1**2).mean()) / 2, rel=1e-5)
+    batch["visible"] = torch.tensor([[True, False]])
+    assert m._loss(batch)[0].item() == pytest.approx(0.0, abs=1e-7)
+
+
+def _trainer(steps: int) -> pl.Trainer:
+    return pl.Trainer(accelerator="cpu", devices=1, max_steps=steps, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                      limit_val_batches=0)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    root = tmp_path_factory.mktemp("floors")
+    make_shapes_dataset(root / "train", 48, size=16, seed=0, n_classes_shapes=1)
+    make_shapes_dataset(root / "test", 16, size=16, seed=1, n_classes_shapes=1)
+    return root
+
+
+def test_segmentation_net_beats_the_majority_class_map(shapes):
+    train = LabeledFolder(shapes / "train", task="segmentation", size=16)
+    test = LabeledFolder(shapes / "test", task="segmentation", size=16, n_classes=train.n_classes)
+    masks = torch.stack([train[i]["mask"] for i in range(len(train))])
+    k = train.n_classes
+    majority = torch.nn.functional.one_hot(masks.long(), k).sum(0).argmax(-1)  # per-pixel majority class [H, W]
+    gts = torch.stack([test[i]["mask"] for i in range(len(test))])
+    base_miou, _ = miou(confusion_matrix(majority.expand_as(gts), gts, k))
+    torch.manual_seed(0)
+    module = SegmentationModule(n_classes=k, base=8, depth=2, lr=1e-2)
+    _trainer(60).fit(module, datamodule=DenseDataModule(shapes / "train", task="segmentation", size=16, batch_size=8,
+                                                        val_fraction=0.0, augment=False))  # fmt: skip
+    got = evaluate_segmentation(module, test)["miou"]
+    assert got > base_miou + 0.1, (got, base_miou)
+
+
+def test_depth_net_beats_the_mean_depth_map(shapes):
+    train = LabeledFolder(shapes / "train", task="depth", size=16)
+    test = LabeledFolder(shapes / "test", task="depth", size=16)
+    mean_map = torch.stack([train[i]["depth"] for i in range(len(train))]).mean(0)
+    gts = torch.stack([test[i]["depth"] for i in range(len(test))])
+    base = depth_errors(mean_map.expand_as(gts), gts)["rmse"]
+    torch.manual_seed(0)
+    module = SegmentationModule(task="depth", base=8, depth=2, lr=5e-2)
+    _trainer(150).fit(module, datamodule=DenseDataModule(shapes / "train", task="depth", size=16, batch_size=8,
+                                                        val_fraction=0.0, augment=False))  # fmt: skip
+    got = evaluate_depth(module, test)["rmse"]
+    assert got < 0.9 * base, (got, base)
+
+
+def test_keypoint_net_beats_the_mean_shape(shapes):
+    train = LabeledFolder(shapes / "train", task="keypoints", size=16)
+    test = LabeledFolder(shapes / "test", task="keypoints", size=16)
+    mean_shape = torch.stack([train[i]["keypoints"] for i in range(len(train))]).mean(0)
+    gts = torch.stack([test[i]["keypoints"] for i in range(len(test))])
+    vis = torch.stack([test[i]["visible"] for i in range(len(test))])
+    norm = torch.full((len(test),), math.hypot(16, 16))
+    base = nme(mean_shape.expand_as(gts), gts, norm, vis)
+    base_pck = pck(mean_shape.expand_as(gts), gts, norm, 0.1, vis)
+    torch.manual_seed(0)
+    module = KeypointModule(train.n_keypoints, base=8, depth=2, lr=1e-2)
+    _trainer(80).fit(module, datamodule=DenseDataModule(shapes / "train", task="keypoints", size=16, batch_size=8,
+                                                        val_fraction=0.0, augment=False))  # fmt: skip
+    got = evaluate_keypoints(module, test)
+    assert got["nme"] < base and got["pck@0.1"] >= base_pck, (got, base, base_pck)
