@@ -461,6 +461,7 @@ def synthesis_figures(
     import numpy as np
     from PIL import Image
 
+    from autolabel.data.coords import rescale_xy
     from autolabel.engine.io import read_json
     from autolabel.viz import colorize_depth, draw_keypoints, image_grid, overlay_mask, uncertainty_figure
 
@@ -482,8 +483,9 @@ def synthesis_figures(
             return overlay_mask(img, mask, alpha=0.5)
         if plan["task"] == "keypoints":
             lab = read_json(out / "labels" / f"{sid}.json")
-            scale = (img.shape[1] - 1) / max(lab["resolution"] - 1, 1)
-            xy = np.array([[k["x"] * scale, k["y"] * scale] for k in lab["keypoints"]], dtype=np.float32)
+            res = lab["resolution"]
+            xy = rescale_xy(np.array([[k["x"], k["y"]] for k in lab["keypoints"]], dtype=np.float32), (res, res),
+                            (img.shape[1], img.shape[0]))  # fmt: skip
             return draw_keypoints(img, xy, radius=max(1, img.shape[0] // 32))
         return colorize_depth(np.load(out / "labels" / f"{sid}.npy"))
 

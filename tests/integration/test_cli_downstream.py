@@ -121,7 +121,7 @@ def test_synthetic_keypoints_are_rescaled_from_the_working_resolution(tmp_path):
     ds = open_labeled(tmp_path, "keypoints", size=16, min_confidence=0.5)
     assert ds.task == "keypoints" and len(ds) == 2 and ds.n_keypoints == 2
     assert ds[0]["image"].shape == (3, 16, 16)
-    assert ds[0]["keypoints"].tolist() == [[15.0, 0.0], [7.5, 15.0]]  # (x, y) * (16 - 1) / (4 - 1)
+    assert ds[0]["keypoints"].tolist() == [[13.5, 1.5], [7.5, 13.5]]  # (x, y) -> (x + .5) * 16 / 4 - .5 (centres)
     assert ds[1]["visible"].tolist() == [True, False] and ds[1]["keypoints"][1].tolist() == [-1.0, -1.0]
 
 

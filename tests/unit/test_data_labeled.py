@@ -78,9 +78,10 @@ def test_keypoints_round_trip_visibility_and_scaling(tmp_path):
     assert ds.task == "keypoints" and ds.n_keypoints == 2
     assert torch.allclose(ds[0]["keypoints"], torch.tensor([[0.0, 0.0], [8.0, 8.0]]))
     assert ds[1]["visible"].tolist() == [True, False]
-    up = LabeledFolder(tmp_path, size=17)  # (17-1)/(9-1) = 2x
-    assert torch.allclose(up[0]["keypoints"], torch.tensor([[0.0, 0.0], [16.0, 16.0]]))
-    assert torch.allclose(up[1]["keypoints"], torch.tensor([[8.0, 4.0], [-1.0, -1.0]]))
+    up = LabeledFolder(tmp_path, size=17)  # pixel centres aligned: x' = (x + .5) * 17 / 9 - .5
+    s = 17 / 9
+    assert torch.allclose(up[0]["keypoints"], torch.tensor([[0.5 * s - 0.5] * 2, [8.5 * s - 0.5] * 2]))
+    assert torch.allclose(up[1]["keypoints"], torch.tensor([[4.5 * s - 0.5, 2.5 * s - 0.5], [-1.0, -1.0]]))
 
 
 def test_keypoints_errors(tmp_path):
@@ -224,7 +225,7 @@ def test_synthetic_datasets_read_only_the_manifest(tmp_path, task):
     elif task == "depth":
         assert item["depth"].eq(3.0).all()
     else:
-        assert item["keypoints"].tolist() == [[3.0, pytest.approx(3 * 3 / 7)]]  # (7, 3) * (4 - 1) / (8 - 1)
+        assert item["keypoints"].tolist() == [[3.25, 1.25]]  # (7, 3) -> (x + .5) * 4 / 8 - .5 (pixel centres)
     _synthetic(tmp_path / "unmerged", task, ids, kept=None)
     with pytest.raises(DataError, match="no manifest.jsonl: the synthesis run is unfinished or unmerged"):
         open_synthetic(tmp_path / "unmerged", task, size=4)

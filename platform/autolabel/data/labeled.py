@@ -33,6 +33,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from autolabel.data.coords import rescale_xy
 from autolabel.engine.io import atomic_save_npy, atomic_write_bytes, atomic_write_text
 from autolabel.errors import ConfigError, DataError
 
@@ -192,8 +193,7 @@ class LabeledFolder(Dataset):
                             f"keypoints.csv row {row}: keypoint {k} = ({x:g}, {y:g}) outside image "
                             f"{w}x{h} (WxH) -- fix it or mark it invisible with -1,-1"
                         )
-                sx, sy = (out[1] - 1) / max(w - 1, 1), (out[0] - 1) / max(h - 1, 1)
-                scaled = kp * np.array([sx, sy], dtype=np.float32)
+                scaled = rescale_xy(kp, (w, h), (out[1], out[0]))  # pixel centres aligned, as the image resize
                 scaled[~vis] = -1.0
                 self._labels.append(torch.from_numpy(scaled.astype(np.float32)))
                 self._visible.append(torch.from_numpy(vis))
@@ -514,8 +514,7 @@ class SyntheticLabels(Dataset):
             self._images.append(torch.from_numpy(arr).float().div(127.5).sub(1.0))
             if task == "keypoints":
                 kp, vis = self._read_json(label_path, (h0, w0), min_confidence)
-                sx, sy = (size - 1) / max(kp["w"] - 1, 1), (size - 1) / max(kp["h"] - 1, 1)
-                xy = kp["xy"] * np.array([sx, sy], dtype=np.float32)
+                xy = rescale_xy(kp["xy"], (kp["w"], kp["h"]), (size, size))  # pixel centres aligned
                 xy[~vis] = -1.0
                 if self._labels and xy.shape[0] != self._labels[0].shape[0]:
                     raise DataError(f"{label_path}: {xy.shape[0]} keypoints but {stems[0]}{ext} has "

@@ -7,7 +7,7 @@ at the chosen positions), so memory is O(P x C) instead of O(H x W x C).
 
 Pixel grid convention: working-resolution pixel ``i`` is the centre of the image-space cell it was resized from
 (``align_corners=False``), so a position ``u`` at resolution ``a`` is ``(u + 0.5) * b / a - 0.5`` at resolution ``b``
-(:func:`rescale_coords`). Keypoints move between the image and the working grid with this map, which keeps them
+(:func:`rescale_coords`, the project's one convention: :mod:`autolabel.data.coords`). Keypoints move between the image and the working grid with this map, which keeps them
 aligned with the hypercolumns; masks use ``nearest-exact`` and depth ``bilinear`` resizing (the same centres).
 """
 
@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from autolabel.data.coords import rescale_xy
 from autolabel.errors import ConfigError, DataError
 
 
@@ -29,7 +30,7 @@ def rescale_coords(xy: Tensor, src_resolution: int, dst_resolution: int) -> Tens
         raise ConfigError(f"resolutions {src_resolution} -> {dst_resolution} must be >= 1")
     if src_resolution == dst_resolution:
         return xy.clone()
-    return (xy + 0.5) * (dst_resolution / src_resolution) - 0.5
+    return rescale_xy(xy, (src_resolution, src_resolution), (dst_resolution, dst_resolution))
 
 
 def pixel_xy(index: Tensor, resolution: int) -> Tensor:
