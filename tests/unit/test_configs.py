@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from autolabel.config import configs_dir, load_config, to_object
 from pipelines.registry import commands
@@ -62,3 +63,91 @@ def test_the_default_pipeline_file_is_the_default():
     assert written == builtin
     raw = OmegaConf.to_container(OmegaConf.load(configs_dir() / "pipeline" / "handsoff_then_hilander.yaml"))
     assert {"shapes", "gan", "encoder", "labels", "synthesis", "downstream", "classifier", "hilander"} <= set(raw)
+
+
+def _leaves(d: dict, prefix: str = "") -> list[tuple[str, object]]:
+    out = []
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out += _leaves(v, key + ".") if isinstance(v, dict) else [(key, v)]
+    return out
+
+
+def _get(obj, dotted: str):
+    for part in dotted.split("."):
+        obj = obj[part] if isinstance(obj, dict) else getattr(obj, part)
+    return obj
+
+
+@pytest.mark.parametrize("name", sorted(USES))
+def test_every_value_in_a_shipped_config_reaches_the_resolved_config(name):
+    """Each value written in the YAML is the value the command sees (no key silently dropped, renamed or overridden)."""
+    from omegaconf import OmegaConf
+
+    cmd_name, overrides = USES[name]
+    obj = to_object(load_config(commands()[cmd_name].schema, yaml_files=[configs_dir() / name], overrides=overrides))
+    raw = OmegaConf.to_container(OmegaConf.load(configs_dir() / name))
+    leaves = _leaves(raw)
+    assert leaves
+    for key, value in leaves:
+        got = _get(obj, key)
+        got = list(got) if isinstance(got, (list, tuple)) else got
+        assert got == value, (name, key, got, value)
+
+
+def _resolved(name: str):
+    cmd_name, overrides = USES[name]
+    return to_object(load_config(commands()[cmd_name].schema, yaml_files=[configs_dir() / name], overrides=overrides))
+
+
+def test_gan_config_reaches_the_gan_module_and_trainer(tmp_path):
+    from autolabel.engine.trainer import build_trainer
+    from autolabel.gan import GANModule
+
+    cfg = _resolved("gan/weizmann_horse64.yaml")
+    m = GANModule(cfg.gan, cfg.gan_train)
+    g = m.generator
+    assert (g.resolution, g.z_dim, g.w_dim) == (64, 256, 256)
+    assert sum("Linear" in type(x).__name__ for x in g.style.modules()) == 4  # n_mapping
+    assert g.input.input.shape[1] == 256  # channel_max caps the 4x4 constant
+    assert m.r1_gamma == 1.0 and m.tcfg.batch_size == 32
+    assert m.augment is not None and m.ada is not None and m.ada.target == 0.6
+    trainer = build_trainer(cfg.trainer, tmp_path, accelerator="cpu", tensorboard=False)
+    assert trainer.precision == "bf16-mixed"
+
+
+def test_encoder_config_reaches_the_encoder(tmp_path):
+    from autolabel.gan import Generator
+    from autolabel.handsoff.encoder_module import EncoderModule
+
+    cfg = _resolved("handsoff/encoder_64.yaml")
+    gen = Generator(resolution=64, z_dim=8, w_dim=8, n_mapping=1, channel_base=64, channel_max=8)
+    m = EncoderModule(gen, cfg.encoder, cfg.encoder_train)
+    assert m.encoder.__class__.__name__.lower().startswith(("pyramid", "inversion"))
+    stem = next(mod for mod in m.encoder.modules() if isinstance(mod, torch.nn.Conv2d))
+    assert stem.out_channels == 32  # encoder.width
+    assert max(mod.out_channels for mod in m.encoder.modules() if isinstance(mod, torch.nn.Conv2d)) <= 256
+    assert m.train_cfg.max_steps == 20000 + 2000 and m.train_cfg.lpips_net == "vgg"
+
+
+def test_labels_config_reaches_the_label_generator():
+    from autolabel.handsoff.label_generator import LabelGeneratorEnsemble
+
+    cfg = _resolved("handsoff/labels_segmentation.yaml")
+    lg = cfg.label_generator
+    ens = LabelGeneratorEnsemble(12, lg.task, 3, None, lg.n_members, list(lg.hidden))
+    assert ens.n_members == 10
+    lin = [m for m in ens.members[0].modules() if isinstance(m, torch.nn.Linear)]
+    assert [x.out_features for x in lin] == [256, 32, 3]
+    assert (cfg.label_train.lr, cfg.label_train.batch_pixels, lg.min_class_pixels, cfg.refine_steps) == (
+        0.001, 64, 30, 500)  # fmt: skip
+
+
+def test_large_pool_config_reaches_the_lander_module():
+    from autolabel.hilander.lightning import LanderModule
+
+    cfg = _resolved("hilander/large_pool.yaml")
+    m = LanderModule(cfg.model, cfg.train, feature_dim=8)
+    assert len(m.model.convs) == 1 and m.model.convs[0].lin.out_features == 512
+    assert m.train_cfg.k_list == [10, 5, 3] and m.train_cfg.levels_list == [2, 3, 4] and m.train_cfg.lr == 0.01
+    assert m.train_cfg.knn.nprobe == 64
