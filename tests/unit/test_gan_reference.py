@@ -82,3 +82,20 @@ def test_rosinality_checkpoint_draws_the_reference_image(tmp_path):
     with torch.no_grad():  # truncation toward the stored average latent, as rosinality's truncation_latent
         t = g(reference_z(), truncation_psi=0.5, noise_mode="const").numpy()
     np.testing.assert_allclose(t, np.load(GOLDEN / "rosinality_16_trunc05.npy"), atol=2e-4, rtol=1e-3)
+
+
+def test_nvidia_pickle_draws_the_reference_image():
+    """nvidia_16.pkl is NVIDIA's own pickled module tree (stylegan2-ada-pytorch's persistence, conv_clamp 256, noise
+    strengths, biases and w_avg all non-zero); it is read without importing dnnlib/torch_utils."""
+    import sys
+
+    g = load_generator(GOLDEN / "nvidia_16.pkl").eval()
+    assert not any(m.split(".")[0] in ("dnnlib", "torch_utils", "training") for m in sys.modules)
+    assert (g.resolution, g.z_dim, g.w_dim) == (16, 16, 16)
+    with torch.no_grad():
+        img = g(reference_z(), truncation_psi=1.0, noise_mode="const").numpy()
+        trunc = g(reference_z(), truncation_psi=0.5, noise_mode="const").numpy()
+    want = np.load(GOLDEN / "nvidia_16.npy")
+    assert float(np.abs(want).mean()) > 0.05
+    np.testing.assert_allclose(img, want, atol=2e-4, rtol=1e-3)
+    np.testing.assert_allclose(trunc, np.load(GOLDEN / "nvidia_16_trunc05.npy"), atol=2e-4, rtol=1e-3)
