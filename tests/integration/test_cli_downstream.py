@@ -90,6 +90,15 @@ def test_fit_keypoints_end_to_end_beats_untrained(shapes, tmp_path):
         torch.manual_seed(seed)
         untrained.append(evaluate_keypoints(KeypointModule(4, 3, base=8, depth=2).model, test)["nme"])
     assert m["nme"] < 0.8 * float(np.mean(untrained))
+    # floor: it beats the constant baseline -- the mean training shape placed on every test image
+    from autolabel.metrics.dense import nme
+
+    train = LabeledFolder(shapes / "train", task="keypoints", size=16)
+    mean_shape = torch.stack([train[i]["keypoints"] for i in range(len(train))]).mean(0)
+    gts = torch.stack([test[i]["keypoints"] for i in range(len(test))])
+    vis = torch.stack([test[i]["visible"] for i in range(len(test))])
+    base = nme(mean_shape.expand_as(gts), gts, torch.full((len(test),), math.hypot(16, 16)), vis)
+    assert m["nme"] < base, (m["nme"], base)
     with open(run / "keypoints" / "logs" / "metrics.csv") as f:
         val_loss = [float(r["val/loss"]) for r in csv.DictReader(f) if r.get("val/loss")]
     assert len(val_loss) == 6 and val_loss[-1] < val_loss[0]

@@ -317,6 +317,13 @@ def test_end_to_end_clusters_unseen_classes(tmp_path):
     xt, yt = make_blob_features(8, 25, 16, spread=0.1, seed=7)  # new centres: classes never seen in training
     res = cluster_pool(module.model, xt, k=5, tau=0.8, levels=3, progress=False)
     assert pairwise_fscore(yt, res.labels)[2] > 0.9
+    # floor: far above both constant partitions (all-in-one, all-singletons)
+    from autolabel.metrics.clustering import evaluate_clustering
+
+    got = evaluate_clustering(yt, res.labels)
+    for const in (np.zeros(len(yt), int), np.arange(len(yt))):
+        ref = evaluate_clustering(yt, const)
+        assert got["pairwise_f"] > ref["pairwise_f"] + 0.5 and got["bcubed_f"] > ref["bcubed_f"] + 0.5
     assert res.levels[0]["nodes"] == 200 and res.labels.shape == (200,)
     # checkpoint round trip
     ckpt = tmp_path / "model.ckpt"

@@ -135,3 +135,29 @@ def test_keypoint_net_beats_the_mean_shape(shapes):
                                                         val_fraction=0.0, augment=False))  # fmt: skip
     got = evaluate_keypoints(module, test)
     assert got["nme"] < base and got["pck@0.1"] >= base_pck, (got, base, base_pck)
+
+
+def test_metric_edge_cases_found_by_mutation_testing():
+    # class index bounds: n_classes itself is out of range, n_classes - 1 is in
+    assert confusion_matrix(torch.tensor([1]), torch.tensor([1]), 2).tolist() == [[0, 0], [0, 1]]
+    for pred, gt in ((torch.tensor([2]), torch.tensor([0])), (torch.tensor([0]), torch.tensor([2]))):
+        with pytest.raises(Exception, match="class index outside"):
+            confusion_matrix(pred, gt, 2)
+    # one pixel: accuracy is defined
+    from autolabel.metrics.dense import pixel_accuracy
+
+    assert pixel_accuracy(torch.tensor([[1, 0], [0, 0]])) == 1.0
+    # keypoint distances are differences (non-zero ground truth), per-image norms below 1 are valid, two images
+    gt = torch.tensor([[[2.0, 2.0]], [[10.0, 0.0]]])
+    pred = torch.tensor([[[2.3, 2.4]], [[10.0, 3.0]]])  # distances 0.5 and 3
+    norm = torch.tensor([0.5, 10.0])
+    assert nme(pred, gt, norm) == pytest.approx((1.0 + 0.3) / 2)
+    assert pck(pred, gt, norm) == pytest.approx(0.0)  # default threshold 0.1: 1.0 and 0.3 both above
+    assert pck(pred, gt, norm, threshold=0.3) == pytest.approx(0.5)
+    # both maps are clamped to [1e-3, 80]: a ground truth beyond the range is compared at the bound
+    e = depth_errors(torch.tensor([80.0, 1e-3]), torch.tensor([500.0, -4.0]))
+    assert e["rmse"] == pytest.approx(0.0, abs=1e-6) and e["abs_rel"] == pytest.approx(0.0, abs=1e-4)
+    e2 = depth_errors(torch.tensor([2.0]), torch.tensor([100.0]), max_depth=10.0)
+    assert (
+        e2["rmse"] == pytest.approx(8.0) and e2["abs_rel"] == pytest.approx(0.8) and e2["sq_rel"] == pytest.approx(6.4)
+    )
