@@ -17,7 +17,7 @@ TINY = [
     "labels.model.n_members=2", "labels.model.hidden=[8,8]", "labels.model.min_class_pixels=1",
     "labels.train.max_steps=3", "labels.train.pixels_per_image=32", "labels.train.batch_pixels=32",
     "synthesis.n=8", "synthesis.drop_least_uncertain=1", "synthesis.batch_size=4",
-    "downstream.max_epochs=10", "downstream.base=8", "downstream.batch_size=4",
+    "downstream.max_epochs=40", "downstream.base=8", "downstream.batch_size=2",
     "classifier.max_epochs=1", "classifier.model.width=8", "classifier.model.depth=1", "classifier.model.embed_dim=16",
     "hilander.max_epochs=2", "hilander.model.hidden=16", "hilander.train.k_list=[4]", "hilander.train.levels_list=[2]",
     "hilander.cluster.k=4", "hilander.baselines=[kmeans]",
@@ -88,8 +88,8 @@ def test_default_pipeline_end_to_end(tmp_path, capsys):
     stages = read_json(run / "summary.json")["stages"]
     assert stages["downstream"]["status"] == "ran" and stages["synthesis"]["status"] == "skipped"
     assert sub_ckpt.stat().st_mtime_ns != before
-    steps = [r["step"] for r in csv.DictReader((run / "downstream" / "synthetic" / "logs" / "metrics.csv").open())]
-    assert len(steps) == len(set(steps))  # one training's log, not a resumed one appended to the old
+    steps = [int(r["step"]) for r in csv.DictReader((run / "downstream" / "synthetic" / "logs" / "metrics.csv").open())]
+    assert steps == sorted(steps)  # one training's log, not a resumed one appended to the old (steps would restart)
 
     # a changed synthesis.n in the same run directory regenerates the dataset instead of reusing the old images
     started = time.time()

@@ -175,3 +175,11 @@ def test_one_training_step_moves_g_and_d_the_right_way():
     assert g_loss_after < g_loss_before - 1e-5, (g_loss_before, g_loss_after)
     # and g_ema followed G (ema_kimg=0: a copy)
     assert all(torch.equal(a, b) for a, b in zip(m.g_ema.parameters(), m.generator.parameters()))
+
+
+def test_path_length_of_a_constant_image_is_finite(monkeypatch):
+    # an image that ignores its latents has zero gradient: length sqrt(0 + 1e-12), never NaN
+    ws = torch.randn(2, 2, 3, requires_grad=True)
+    img = ws.sum() * 0.0 + torch.ones(2, 1, 2, 2)
+    pen, mean, lengths = path_length_penalty(img, ws, torch.tensor(0.0))
+    assert torch.isfinite(pen) and lengths.item() == pytest.approx(1e-6, rel=1e-3)

@@ -151,3 +151,33 @@ def test_hypercolumns_of_selected_layers_in_order():
     dense = ext(ws)
     up1 = F.interpolate(blocks[1], size=(16, 16), mode="bilinear", align_corners=False)
     torch.testing.assert_close(dense, torch.cat([blocks[last], up1], 1), atol=1e-5, rtol=1e-5)
+
+
+def test_edge_cases_found_by_mutation_testing():
+    from autolabel.errors import ConfigError
+    from autolabel.handsoff.label_generator import keypoint_heatmaps, majority_vote
+
+    # a class no member predicts (mean probability exactly 0) must not turn the score into NaN
+    assert js_divergence(torch.tensor([[[1.0, 0.0, 0.0]], [[0.0, 1.0, 0.0]]])).item() == pytest.approx(math.log(2))
+    # image-shaped inputs [M, H, W, K]: the class axis is the last one
+    probs = torch.zeros(2, 2, 3, 2)
+    probs[0, ..., 0] = 1.0
+    probs[1, ..., 1] = 1.0
+    probs[:, 0, 0] = torch.tensor([0.5, 0.5])
+    js = js_divergence(probs)
+    assert js.shape == (2, 3) and js[0, 0].item() == pytest.approx(0.0, abs=1e-6)
+    assert js[1, 2].item() == pytest.approx(math.log(2), abs=1e-6)
+    votes = torch.tensor([[[0, 1, 1], [2, 2, 0]], [[0, 1, 2], [2, 1, 0]], [[1, 1, 2], [0, 2, 0]]])  # [M=3, H=2, W=3]
+    assert majority_vote(votes, 3).tolist() == [[0, 1, 2], [2, 2, 0]]
+    # heatmap sigma: any positive value (also below 1) is valid, 0 is not
+    hm = keypoint_heatmaps(torch.tensor([[[1.0, 1.0]]]), 3, sigma=0.5)
+    assert hm[0, 0, 1, 1].item() == 1.0 and hm[0, 0, 1, 2].item() == pytest.approx(math.exp(-2.0))
+    with pytest.raises(ConfigError, match="heatmap_sigma=0"):
+        keypoint_heatmaps(torch.tensor([[[1.0, 1.0]]]), 3, sigma=0.0)
+    # filtering: n=1 and drop_least_uncertain=0 are valid plans; ties keep the earlier candidates (stable order)
+    assert filter_plan(1, filter_fraction=0.5, drop_least_uncertain=0) == {"n": 1, "n_total": 2, "drop_least": 0,
+                                                                           "drop_most": 1}  # fmt: skip
+    with pytest.raises(ConfigError, match="drop_least_uncertain=-1"):
+        filter_plan(5, drop_least_uncertain=-1)
+    ties = np.zeros(300)
+    assert filter_indices(ties, 200, 20).tolist() == list(range(20, 220))

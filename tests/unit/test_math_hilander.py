@@ -188,3 +188,15 @@ def test_build_level_graph_feeds_identity_and_cluster_features():
     g = build_level_graph(ident, nbrs, sims, cluster=clus)
     assert torch.equal(g.x, torch.cat([torch.from_numpy(ident), torch.from_numpy(clus)], 1))
     assert g.edge_index.tolist() == [[2, 2, 1], [0, 1, 2]] and not hasattr(g, "density")
+
+
+def test_clustering_metric_edge_cases_found_by_mutation_testing():
+    from autolabel.metrics.clustering import bcubed_fscore, cluster_stats
+
+    # five true pairs spread crosswise over two predicted clusters of five: precision 1/5, recall 1/2 (sum < 1)
+    truth = np.repeat(np.arange(5), 2)
+    pred = np.tile([0, 1], 5)
+    p, r, f = bcubed_fscore(truth, pred)
+    assert (p, r) == pytest.approx((0.2, 0.5)) and f == pytest.approx(2 * 0.2 * 0.5 / 0.7)
+    stats = cluster_stats(np.array([0, 0, 0, 1, 2, 2]))
+    assert stats["largest_cluster"] == 3
