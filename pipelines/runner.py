@@ -13,6 +13,7 @@ ranks wait for its manifest (a file barrier in the stage folder, tagged with a t
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 import uuid
@@ -25,7 +26,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from autolabel.config import config_hash
 from autolabel.engine.io import read_json, write_json
-from autolabel.engine.rundir import RunDir, global_rank
+from autolabel.engine.dist import global_rank, launcher_token
+from autolabel.engine.rundir import RunDir
 from autolabel.errors import AutolabelError, ConfigError
 
 MANIFEST = "manifest.json"
@@ -163,22 +165,11 @@ def _prepare_stage_dir(sdir: Path, stage_hash: str, *, fresh: bool = False, atte
 # ------------------------------------------------------------------------------------------------ rank sync
 
 
-def _launcher_token() -> str | None:
-    """A token every rank of one torchrun / SLURM launch computes alike (None outside such a launcher)."""
-    env = os.environ
-    if "TORCHELASTIC_RUN_ID" in env:
-        return "torchrun:" + ":".join(env.get(k, "") for k in ("TORCHELASTIC_RUN_ID", "MASTER_ADDR", "MASTER_PORT",
-                                                                 "TORCHELASTIC_RESTART_COUNT"))  # fmt: skip
-    if "SLURM_JOB_ID" in env:
-        return "slurm:" + ":".join(env.get(k, "") for k in ("SLURM_JOB_ID", "SLURM_STEP_ID", "SLURM_RESTART_COUNT"))
-    return None
-
-
 def attempt_token(rank: int | None = None) -> str:
     """The token that tags this launch's stage markers and manifests. Rank 0 exports it, so ranks that Lightning's
     DDP launcher starts from rank 0 inherit it; ranks started by torchrun or SLURM derive it from their launcher."""
     rank = global_rank() if rank is None else rank
-    launcher = _launcher_token()
+    launcher = launcher_token()
     if rank == 0:
         token = launcher or uuid.uuid4().hex
         os.environ[ATTEMPT_ENV] = token
@@ -192,7 +183,7 @@ def _await_file(path: Path, want: dict[str, Any], failed: Path, attempt: str, wh
     timeout = float(os.environ.get(WAIT_ENV, 24 * 3600))
     deadline = time.monotonic() + timeout
     parent = os.getppid()
-    inherited = _launcher_token() is None  # started by rank 0 itself (Lightning's launcher): it is our parent
+    inherited = launcher_token() is None  # started by rank 0 itself (Lightning's launcher): it is our parent
     delay = 0.05
     while True:
         for p, check in ((path, True), (failed, False)):
@@ -225,6 +216,36 @@ def _mark_failed(sdir: Path, stage_hash: str, attempt: str, error: BaseException
         pass
 
 
+# ------------------------------------------------------------------------------------------------ validation
+
+
+def _check(node: Any, key: str) -> None:
+    """Re-run the checks of the config dataclass ``node`` and of every dataclass inside it."""
+    if not dataclasses.is_dataclass(node) or isinstance(node, type):
+        return
+    for f in dataclasses.fields(node):
+        _check(getattr(node, f.name), f"{key}.{f.name}" if key else f.name)
+    post = getattr(node, "__post_init__", None)
+    if post is not None:
+        post()
+
+
+def validate_stages(pipeline: Pipeline, cfg_obj: Any) -> None:
+    """Check the config section of every stage of ``pipeline`` (numeric ranges, choices...) before the first stage
+    runs, so a bad setting of the last stage fails in seconds, not after hours of training. Raises the first
+    section's one-line ConfigError."""
+    seen: set[str] = set()
+    for stage in pipeline.stages:
+        for key in stage.config_keys:
+            if key in seen:
+                continue
+            seen.add(key)
+            node: Any = cfg_obj
+            for part in key.split("."):
+                node = getattr(node, part, None)
+            _check(node, key)
+
+
 # ------------------------------------------------------------------------------------------------ the runner
 
 
@@ -246,6 +267,7 @@ def run_pipeline(
     global rank the launcher's environment gives this process."""
     from autolabel.engine.trainer import seed_all  # Lightning: imported when a pipeline runs, not for --help
 
+    validate_stages(pipeline, cfg_obj)
     cfg = OmegaConf.structured(cfg_obj)
     forced = pipeline.downstream(pipeline.stage(from_stage).name) if from_stage else set()
     if until_stage:
