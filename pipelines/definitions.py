@@ -115,8 +115,16 @@ def get_pipeline(name: str) -> Pipeline:
     return PIPELINES[name]
 
 
-HEADLINE_KEYS = ("miou_synthetic", "miou_real_few", "pairwise_f", "bcubed_f", "nmi", "n_clusters", "n_true_clusters",
-                 "tau")  # fmt: skip
+HEADLINE_KEYS = (
+    "miou_synthetic",
+    "miou_real_few",
+    "pairwise_f",
+    "bcubed_f",
+    "nmi",
+    "n_clusters",
+    "n_true_clusters",
+    "tau",
+)
 BASELINE_KEYS = ("pairwise_f", "bcubed_f", "nmi", "n_clusters", "seconds")
 
 

@@ -74,8 +74,10 @@ class LauncherConfig:
         for key in ("slurm_nodes", "slurm_tasks_per_node", "slurm_gpus_per_node"):
             v = getattr(self, key)
             if v is not None and v < (0 if key == "slurm_gpus_per_node" else 1):
-                raise ConfigError(f"launcher.{key}={v} must be >= {0 if key == 'slurm_gpus_per_node' else 1} "
-                                  "(or unset: follow the job's trainer settings)")  # fmt: skip
+                raise ConfigError(
+                    f"launcher.{key}={v} must be >= {0 if key == 'slurm_gpus_per_node' else 1} "
+                    "(or unset: follow the job's trainer settings)"
+                )
 
 
 def summary_of(run_dir: Path) -> dict:
@@ -118,8 +120,9 @@ def run_local_monitored(job: Job, should_stop: Callable[[], bool], interval_s: f
     job.run_dir.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k != "AUTOLABEL_RUN_DIR"}
     with open(job.run_dir / "job.log", "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", *job.argv()], env=env, stdout=log,
-                                stderr=subprocess.STDOUT)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pipelines.cli", *job.argv()], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
         pruned = False
         while True:
             try:
@@ -156,13 +159,17 @@ def slurm_placement(job: Job, cfg: LauncherConfig) -> dict[str, int]:
     devices, num_nodes = job.devices, job.nodes
     tasks = cfg.slurm_tasks_per_node or devices or cfg.slurm_gpus_per_node or 1
     if devices is not None and tasks != devices:
-        raise ConfigError(f"launcher.slurm_tasks_per_node={tasks} but job {job.name} trains on trainer.devices="
-                          f"{devices}: Lightning needs one SLURM task per device; set them equal (or leave "
-                          "launcher.slurm_tasks_per_node unset)")  # fmt: skip
+        raise ConfigError(
+            f"launcher.slurm_tasks_per_node={tasks} but job {job.name} trains on trainer.devices="
+            f"{devices}: Lightning needs one SLURM task per device; set them equal (or leave "
+            "launcher.slurm_tasks_per_node unset)"
+        )
     nodes = cfg.slurm_nodes or num_nodes
     if nodes != num_nodes:
-        raise ConfigError(f"launcher.slurm_nodes={nodes} but job {job.name} has trainer.num_nodes={num_nodes}: set "
-                          "them equal (or leave launcher.slurm_nodes unset)")  # fmt: skip
+        raise ConfigError(
+            f"launcher.slurm_nodes={nodes} but job {job.name} has trainer.num_nodes={num_nodes}: set "
+            "them equal (or leave launcher.slurm_nodes unset)"
+        )
     gpus = tasks if cfg.slurm_gpus_per_node is None else cfg.slurm_gpus_per_node
     return {"nodes": nodes, "tasks_per_node": tasks, "gpus_per_node": gpus}
 

@@ -25,8 +25,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from autolabel.config import config_hash
-from autolabel.engine.io import read_json, write_json
 from autolabel.engine.dist import global_rank, launcher_token
+from autolabel.engine.io import read_json, write_json
 from autolabel.engine.rundir import RunDir
 from autolabel.errors import AutolabelError, ConfigError
 
@@ -196,22 +196,34 @@ def _await_file(path: Path, want: dict[str, Any], failed: Path, attempt: str, wh
             if check and not info.get("failed") and all(info.get(k) == v for k, v in want.items()):
                 return info
             if not check and info.get("failed") and info.get("attempt") == attempt:
-                raise RankSyncError(f"rank {rank}: rank 0 failed in {what} ({info.get('error', '?')}); "
-                                    "fix that error and rerun the same command on every rank")  # fmt: skip
+                raise RankSyncError(
+                    f"rank {rank}: rank 0 failed in {what} ({info.get('error', '?')}); "
+                    "fix that error and rerun the same command on every rank"
+                )
         if inherited and os.getppid() != parent:
-            raise RankSyncError(f"rank {rank}: rank 0 exited while this rank waited for {what}; "
-                                "rerun the same command to resume")  # fmt: skip
+            raise RankSyncError(
+                f"rank {rank}: rank 0 exited while this rank waited for {what}; rerun the same command to resume"
+            )
         if time.monotonic() > deadline:
-            raise RankSyncError(f"rank {rank} waited {timeout:.0f}s for rank 0 to finish {what}; raise "
-                                f"${WAIT_ENV} or check rank 0's log")  # fmt: skip
+            raise RankSyncError(
+                f"rank {rank} waited {timeout:.0f}s for rank 0 to finish {what}; raise "
+                f"${WAIT_ENV} or check rank 0's log"
+            )
         time.sleep(delay)
         delay = min(1.0, delay * 1.5)
 
 
 def _mark_failed(sdir: Path, stage_hash: str, attempt: str, error: BaseException) -> None:
     try:
-        write_json(sdir / RUNNING, {"stage_hash": stage_hash, "attempt": attempt, "failed": True,
-                                    "error": f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"})  # fmt: skip
+        write_json(
+            sdir / RUNNING,
+            {
+                "stage_hash": stage_hash,
+                "attempt": attempt,
+                "failed": True,
+                "error": f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}",
+            },
+        )
     except OSError:
         pass
 
@@ -317,8 +329,9 @@ def run_pipeline(
                 if rank != 0:  # a training stage: start once rank 0 has prepared the folder
                     say(f"[{stage.name}] rank {rank}: training along with rank 0")
                     want = {"stage_hash": h, "attempt": attempt}
-                    _await_file(sdir / RUNNING, want, sdir / RUNNING, attempt, f"the start of stage '{stage.name}'",
-                                rank)  # fmt: skip
+                    _await_file(
+                        sdir / RUNNING, want, sdir / RUNNING, attempt, f"the start of stage '{stage.name}'", rank
+                    )
                 ctx = StageContext(cfg_obj, run, sdir, {n: manifests[n] for n in stage.needs})
                 seed_all(OmegaConf.select(cfg, "trainer.seed", default=0))  # same weights whatever ran before
                 try:

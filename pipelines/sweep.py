@@ -126,8 +126,16 @@ def results_table(
     table = []
     for a, r in rows:
         status = r.status or ("pruned" if r.pruned else "done" if r.returncode == 0 else "failed")
-        table.append([r.name, *[a.get(p) for p in params], *[_lookup(r.summary, m) for m in metrics], status,
-                      r.returncode, round(r.seconds, 1)])  # fmt: skip
+        table.append(
+            [
+                r.name,
+                *[a.get(p) for p in params],
+                *[_lookup(r.summary, m) for m in metrics],
+                status,
+                r.returncode,
+                round(r.seconds, 1),
+            ]
+        )
     return header, table
 
 
@@ -194,14 +202,17 @@ def _pruning_check(trial: Any, run_dir: Path, column: str, stage: str = "") -> C
 
     def check() -> bool:
         if not chosen:
-            found = [p for p in sorted(run_dir.glob("**/logs/metrics.csv"), key=lambda p: p.stat().st_mtime)
-                     if series_of(p)]  # fmt: skip
+            found = [
+                p for p in sorted(run_dir.glob("**/logs/metrics.csv"), key=lambda p: p.stat().st_mtime) if series_of(p)
+            ]
             if not found:
                 return False
             chosen.append(found[0])
             if len(found) > 1:
-                print(f"trial {trial.number}: several stages log {column}; pruning on "
-                      f"{found[0].parent.parent.relative_to(run_dir)} (set optuna.prune_stage to choose)")  # fmt: skip
+                print(
+                    f"trial {trial.number}: several stages log {column}; pruning on "
+                    f"{found[0].parent.parent.relative_to(run_dir)} (set optuna.prune_stage to choose)"
+                )
         for step, value in series_of(chosen[0]) or []:
             if int(step) not in reported:
                 reported.add(int(step))
@@ -229,8 +240,10 @@ def _run_optuna(
     if not oc.params:
         raise ConfigError("optuna.params is empty: give each key a {low, high[, log]} range or {choices: [...]}")
     if oc.prune_metric and cfg.launcher.name != "local":
-        raise ConfigError(f"optuna.prune_metric needs launcher=local (got {cfg.launcher.name}): the sweep process must "
-                          "watch each trial's metrics while it runs; clear optuna.prune_metric to sweep elsewhere")  # fmt: skip
+        raise ConfigError(
+            f"optuna.prune_metric needs launcher=local (got {cfg.launcher.name}): the sweep process must "
+            "watch each trial's metrics while it runs; clear optuna.prune_metric to sweep elsewhere"
+        )
     if oc.pruner not in ("median", "threshold"):
         raise ConfigError(f"optuna.pruner={oc.pruner!r}: use median or threshold")
 
@@ -246,8 +259,13 @@ def _run_optuna(
                 a[key] = trial.suggest_float(key, float(spec["low"]), float(spec["high"]), log=bool(spec.get("log")))
         job = _job(cfg, sweep_dir, trial.number, a, commands)
         if "run_dir" in trial.user_attrs:  # an interrupted trial tried again: continue in its run directory
-            job = Job(trial.user_attrs.get("job", job.name), job.args, Path(trial.user_attrs["run_dir"]),
-                      devices=job.devices, nodes=job.nodes)  # fmt: skip
+            job = Job(
+                trial.user_attrs.get("job", job.name),
+                job.args,
+                Path(trial.user_attrs["run_dir"]),
+                devices=job.devices,
+                nodes=job.nodes,
+            )
         trial.set_user_attr("job", job.name)
         trial.set_user_attr("run_dir", str(job.run_dir))
         if oc.prune_metric:
@@ -267,15 +285,22 @@ def _run_optuna(
         return float(value)
 
     if oc.pruner == "threshold":
-        pruner: Any = optuna.pruners.ThresholdPruner(lower=oc.prune_lower, upper=oc.prune_upper,
-                                                     n_warmup_steps=oc.prune_warmup_steps)  # fmt: skip
+        pruner: Any = optuna.pruners.ThresholdPruner(
+            lower=oc.prune_lower, upper=oc.prune_upper, n_warmup_steps=oc.prune_warmup_steps
+        )
     else:
-        pruner = optuna.pruners.MedianPruner(n_startup_trials=oc.prune_startup_trials,
-                                             n_warmup_steps=oc.prune_warmup_steps)  # fmt: skip
+        pruner = optuna.pruners.MedianPruner(
+            n_startup_trials=oc.prune_startup_trials, n_warmup_steps=oc.prune_warmup_steps
+        )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction=oc.direction, sampler=optuna.samplers.TPESampler(seed=oc.seed),
-                                pruner=pruner, storage=oc.storage or None, study_name=oc.study_name or cfg.name,
-                                load_if_exists=bool(oc.storage))  # fmt: skip
+    study = optuna.create_study(
+        direction=oc.direction,
+        sampler=optuna.samplers.TPESampler(seed=oc.seed),
+        pruner=pruner,
+        storage=oc.storage or None,
+        study_name=oc.study_name or cfg.name,
+        load_if_exists=bool(oc.storage),
+    )
     states = optuna.trial.TrialState
     finished = [t for t in study.trials if t.state in (states.COMPLETE, states.PRUNED, states.FAIL)]
     interrupted = [t for t in study.trials if t.state == states.RUNNING]
@@ -287,8 +312,10 @@ def _run_optuna(
             study.enqueue_trial(dict(params))
     remaining = max(0, oc.n_trials - len(finished))
     if finished or interrupted:
-        print(f"study {study.study_name}: {len(finished)} trial(s) done before, {len(interrupted)} interrupted "
-              f"(tried again), {remaining} to run")  # fmt: skip
+        print(
+            f"study {study.study_name}: {len(finished)} trial(s) done before, {len(interrupted)} interrupted "
+            f"(tried again), {remaining} to run"
+        )
     study.optimize(objective, n_trials=remaining, catch=(TrialFailed,))
     return _study_rows(study, sweep_dir)
 
@@ -305,8 +332,14 @@ def _study_rows(study: Any, sweep_dir: Path) -> list[tuple[dict[str, Any], JobRe
             continue
         run_dir = Path(t.user_attrs.get("run_dir", sweep_dir / f"{t.number:03d}"))
         status = {states.COMPLETE: "done", states.PRUNED: "pruned", states.FAIL: "failed"}[t.state]
-        res = JobResult(t.user_attrs.get("job", f"{t.number:03d}"), run_dir, int(t.user_attrs.get("returncode", -1)),
-                        float(t.user_attrs.get("seconds", 0.0)), summary_of(run_dir), pruned=t.state == states.PRUNED,
-                        status=status)  # fmt: skip
+        res = JobResult(
+            t.user_attrs.get("job", f"{t.number:03d}"),
+            run_dir,
+            int(t.user_attrs.get("returncode", -1)),
+            float(t.user_attrs.get("seconds", 0.0)),
+            summary_of(run_dir),
+            pruned=t.state == states.PRUNED,
+            status=status,
+        )
         by_dir[str(run_dir)] = (dict(t.params), res)
     return list(by_dir.values())

@@ -20,8 +20,15 @@ from autolabel.errors import ConfigError
 
 # Keys that steer *how* a command runs, not *what* it computes: they do not change a run's identity, so rerunning
 # with e.g. from_stage=X or without a progress bar reopens the same run directory.
-CONTROL_KEYS = ("from_stage", "until_stage", "progress", "run.resume", "run.dir", "trainer.enable_progress_bar",
-                "trainer.log_every_n_steps")  # fmt: skip
+CONTROL_KEYS = (
+    "from_stage",
+    "until_stage",
+    "progress",
+    "run.resume",
+    "run.dir",
+    "trainer.enable_progress_bar",
+    "trainer.log_every_n_steps",
+)
 
 
 @dataclass(frozen=True)
@@ -148,8 +155,14 @@ def open_run(cfg: Any, invocation: Invocation) -> Any:
     from autolabel.engine.rundir import open_run_dir
 
     run = cfg.run
-    rd = open_run_dir(name=run.name, root=run.root, resume=run.resume, pinned=run.dir, config_yaml=identity_yaml(cfg),
-                      argv=list(invocation.argv))  # fmt: skip
+    rd = open_run_dir(
+        name=run.name,
+        root=run.root,
+        resume=run.resume,
+        pinned=run.dir,
+        config_yaml=identity_yaml(cfg),
+        argv=list(invocation.argv),
+    )
     if global_rank() == 0:
         print(f"run directory: {rd.path}")
     return rd

@@ -49,8 +49,13 @@ def embed(cfg: EmbedCommand, inv: Invocation) -> int:
 
 
 COMMANDS = (
-    Command("fit classifier", "train the feature encoder on an image folder with class subfolders",
-            FitClassifierCommand, fit_classifier),  # fmt: skip
-    Command("embed", "embed an image folder into a feature pool .npz with a trained feature encoder", EmbedCommand,
-            embed),  # fmt: skip
+    Command(
+        "fit classifier",
+        "train the feature encoder on an image folder with class subfolders",
+        FitClassifierCommand,
+        fit_classifier,
+    ),
+    Command(
+        "embed", "embed an image folder into a feature pool .npz with a trained feature encoder", EmbedCommand, embed
+    ),
 )

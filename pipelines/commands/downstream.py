@@ -95,8 +95,9 @@ def fit_segmentation(cfg: FitSegmentationCommand, inv: Invocation) -> int:
     split_test(folders[1], cfg.val_fraction)  # directory is made
 
     def stage(ctx):
-        return train_segmentation(cfg, cfg.train, cfg.test, cfg.task, cfg.size, cfg.trainer, ctx.dir, cfg.limit,
-                                  folders)  # fmt: skip
+        return train_segmentation(
+            cfg, cfg.train, cfg.test, cfg.task, cfg.size, cfg.trainer, ctx.dir, cfg.limit, folders
+        )
 
     entry = Stage("segmentation", stage, description="train and score a UNet", distributed=True)
     return run_stage(cfg, inv, entry, f"fit segmentation ({cfg.task})")
@@ -106,17 +107,37 @@ def fit_keypoints(cfg: FitKeypointsCommand, inv: Invocation) -> int:
     folders = open_keypoint_folders(cfg.train, cfg.test, cfg.size, cfg.limit, cfg.min_confidence, cfg.flip_pairs)
 
     def stage(ctx):
-        return train_keypoints(cfg, cfg.train, cfg.test, cfg.size, cfg.trainer, ctx.dir, limit=cfg.limit,
-                               sigma=cfg.sigma, pck_threshold=cfg.pck_threshold, min_confidence=cfg.min_confidence,
-                               flip_pairs=cfg.flip_pairs, folders=folders)  # fmt: skip
+        return train_keypoints(
+            cfg,
+            cfg.train,
+            cfg.test,
+            cfg.size,
+            cfg.trainer,
+            ctx.dir,
+            limit=cfg.limit,
+            sigma=cfg.sigma,
+            pck_threshold=cfg.pck_threshold,
+            min_confidence=cfg.min_confidence,
+            flip_pairs=cfg.flip_pairs,
+            folders=folders,
+        )
 
     entry = Stage("keypoints", stage, description="train and score a keypoint net", distributed=True)
     return run_stage(cfg, inv, entry, f"fit keypoints (PCK@{cfg.pck_threshold:g}, NME)")
 
 
 COMMANDS = (
-    Command("fit segmentation", "downstream check: train a UNet on real or synthetic labels, score it on a real test "
-            "folder", FitSegmentationCommand, fit_segmentation),  # fmt: skip
-    Command("fit keypoints", "downstream check: train a keypoint heatmap net on real or synthetic labels, score "
-            "PCK/NME on a real test folder", FitKeypointsCommand, fit_keypoints),  # fmt: skip
+    Command(
+        "fit segmentation",
+        "downstream check: train a UNet on real or synthetic labels, score it on a real test folder",
+        FitSegmentationCommand,
+        fit_segmentation,
+    ),
+    Command(
+        "fit keypoints",
+        "downstream check: train a keypoint heatmap net on real or synthetic labels, score "
+        "PCK/NME on a real test folder",
+        FitKeypointsCommand,
+        fit_keypoints,
+    ),
 )

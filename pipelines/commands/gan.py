@@ -45,14 +45,24 @@ def weights_gan(cfg: WeightsGANCommand, inv: Invocation) -> int:
 
     gen = load_generator(cfg.src)
     path = save_generator(gen, cfg.out)
-    print(f"{cfg.src} -> {path}: resolution {gen.resolution}, num_ws {gen.num_ws}, "
-          f"hypercolumn width {sum(gen.feature_channels)}")  # fmt: skip
+    print(
+        f"{cfg.src} -> {path}: resolution {gen.resolution}, num_ws {gen.num_ws}, "
+        f"hypercolumn width {sum(gen.feature_channels)}"
+    )
     return 0
 
 
 COMMANDS = (
-    Command("fit gan", "train StyleGAN2 on an image folder (DiffAugment, lazy R1, EMA) -> generator.pt", FitGANCommand,
-            fit_gan),  # fmt: skip
-    Command("weights gan", "convert a pretrained StyleGAN2 (.pt/.pkl/.ckpt) into autolabel's generator file",
-            WeightsGANCommand, weights_gan),  # fmt: skip
+    Command(
+        "fit gan",
+        "train StyleGAN2 on an image folder (DiffAugment, lazy R1, EMA) -> generator.pt",
+        FitGANCommand,
+        fit_gan,
+    ),
+    Command(
+        "weights gan",
+        "convert a pretrained StyleGAN2 (.pt/.pkl/.ckpt) into autolabel's generator file",
+        WeightsGANCommand,
+        weights_gan,
+    ),
 )

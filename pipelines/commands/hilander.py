@@ -32,8 +32,9 @@ def fit_hilander(cfg: FitHiLanderCommand, inv: Invocation) -> int:
     def stage(ctx):
         return train_hilander(cfg.train_features, cfg.val_features, cfg.model, cfg.train, cfg.trainer, ctx.dir)
 
-    return run_stage(cfg, inv, Stage("hilander", stage, description="meta-train Hi-LANDER", distributed=True),
-                     "fit hilander")  # fmt: skip
+    return run_stage(
+        cfg, inv, Stage("hilander", stage, description="meta-train Hi-LANDER", distributed=True), "fit hilander"
+    )
 
 
 @dataclass
@@ -93,6 +94,10 @@ def cluster(cfg: ClusterCommand, inv: Invocation) -> int:
 
 COMMANDS = (
     Command("fit hilander", "meta-train the Hi-LANDER GNN on a labeled feature pool", FitHiLanderCommand, fit_hilander),
-    Command("cluster", "cluster a feature pool with a trained Hi-LANDER checkpoint -> id,cluster CSV", ClusterCommand,
-            cluster),  # fmt: skip
+    Command(
+        "cluster",
+        "cluster a feature pool with a trained Hi-LANDER checkpoint -> id,cluster CSV",
+        ClusterCommand,
+        cluster,
+    ),
 )

@@ -34,6 +34,10 @@ def run(cfg: PipelineConfig, inv: Invocation) -> int:
 
 
 COMMANDS = (
-    Command("run", "run a pipeline end to end (default: the bundled demo) in one resumable run directory",
-            PipelineConfig, run),  # fmt: skip
+    Command(
+        "run",
+        "run a pipeline end to end (default: the bundled demo) in one resumable run directory",
+        PipelineConfig,
+        run,
+    ),
 )

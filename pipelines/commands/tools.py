@@ -36,8 +36,19 @@ def sweep(cfg: SweepCommand, inv: Invocation) -> int:
 
 
 COMMANDS = (
-    Command("report", "write report.html + PNGs for a run directory (autolabel report RUN_DIR)", ReportCommand, report,
-            positional=("run_dir",)),  # fmt: skip
-    Command("sweep", "expand a grid / Optuna study into runs, launch them, collect a table (autolabel sweep FILE "
-            "[key=value])", SweepCommand, sweep, positional=("file",), passthrough=True),  # fmt: skip
+    Command(
+        "report",
+        "write report.html + PNGs for a run directory (autolabel report RUN_DIR)",
+        ReportCommand,
+        report,
+        positional=("run_dir",),
+    ),
+    Command(
+        "sweep",
+        "expand a grid / Optuna study into runs, launch them, collect a table (autolabel sweep FILE [key=value])",
+        SweepCommand,
+        sweep,
+        positional=("file",),
+        passthrough=True,
+    ),
 )

@@ -120,7 +120,9 @@ class ShapesDataConfig:
 
     def __post_init__(self) -> None:
         if self.n_labeled > MAX_LABELED:
-            raise ConfigError(f"shapes.n_labeled={self.n_labeled}: HandsOff is built for at most {MAX_LABELED} labeled images")
+            raise ConfigError(
+                f"shapes.n_labeled={self.n_labeled}: HandsOff is built for at most {MAX_LABELED} labeled images"
+            )
         for key in ("size", "n_pool", "n_labeled", "n_test"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"shapes.{key}={getattr(self, key)} must be >= 1")
@@ -256,7 +258,10 @@ def _folders_data(ctx: StageContext) -> dict[str, Any]:
         "images": images,
         "labeled": labeled.materialize(ctx.dir / "labeled") if labeled.needs_copy else labeled.root,
     }
-    metrics: dict[str, Any] = {"pool_images": len(image_folder("images", str(images))), "labeled_images": len(labeled.stems)}
+    metrics: dict[str, Any] = {
+        "pool_images": len(image_folder("images", str(images))),
+        "labeled_images": len(labeled.stems),
+    }
     if test is not None:
         outputs["test"] = test.materialize(ctx.dir / "test") if test.needs_copy else test.root
         metrics["test_images"] = len(test.stems)
@@ -282,10 +287,18 @@ def _procedural_data(ctx: StageContext) -> dict[str, Any]:
     train_dir = copy_categories(enc / "unlabeled", ctx.dir / "encoder_train", list(d.meta_categories))
     meta_dir = copy_categories(gnn / "unlabeled", ctx.dir / "gnn_train", list(d.meta_categories))
     pool_dir = copy_categories(pool / "unlabeled", ctx.dir / "pool_unseen", list(d.pool_categories))
-    outputs = {"images": pool / "images", "labeled": labeled, "test": test, "train_dir": train_dir,
-               "meta_dir": meta_dir, "pool_dir": pool_dir}  # fmt: skip
-    return {"outputs": outputs, "metrics": {"pool_images": d.n_pool, "labeled_images": d.n_labeled,
-                                            "test_images": d.n_test}}  # fmt: skip
+    outputs = {
+        "images": pool / "images",
+        "labeled": labeled,
+        "test": test,
+        "train_dir": train_dir,
+        "meta_dir": meta_dir,
+        "pool_dir": pool_dir,
+    }
+    return {
+        "outputs": outputs,
+        "metrics": {"pool_images": d.n_pool, "labeled_images": d.n_labeled, "test_images": d.n_test},
+    }
 
 
 def stage_handsoff_data(ctx: StageContext) -> dict[str, Any]:
@@ -295,10 +308,22 @@ def stage_handsoff_data(ctx: StageContext) -> dict[str, Any]:
 
 
 # what the handsoff data stage reads of data.* (the hilander-only keys do not invalidate a trained GAN)
-HANDSOFF_DATA_KEYS = ("source", "root", "images", "labeled", "labeled_masks", "n_labeled", "test", "test_masks",
-                      "train_dir", "pool_dir")  # fmt: skip
+HANDSOFF_DATA_KEYS = (
+    "source",
+    "root",
+    "images",
+    "labeled",
+    "labeled_masks",
+    "n_labeled",
+    "test",
+    "test_masks",
+    "train_dir",
+    "pool_dir",
+)
 
-HILANDER_DATA = Stage("data", stage_data, config_keys=["data"], description="prepare meta-training and pool image folders")
+HILANDER_DATA = Stage(
+    "data", stage_data, config_keys=["data"], description="prepare meta-training and pool image folders"
+)
 HANDSOFF_DATA = Stage(
     "data",
     stage_handsoff_data,

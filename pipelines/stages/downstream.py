@@ -210,8 +210,14 @@ def train_keypoints(
     ckpt, selection = _fit_selected(module, dm, d, trainer_cfg, stage_dir, "val/nme", "min")
     scores = evaluate_keypoints(module.model, scored, threshold=pck_threshold, per_keypoint=True)
     per = scores.pop("per_keypoint_pck")
-    metrics = {**scores, **{f"pck_kp{i}": v for i, v in enumerate(per)}, "n_keypoints": train_set.n_keypoints,
-               "train_images": len(train_set), "test_images": len(scored), **selection}  # fmt: skip
+    metrics = {
+        **scores,
+        **{f"pck_kp{i}": v for i, v in enumerate(per)},
+        "n_keypoints": train_set.n_keypoints,
+        "train_images": len(train_set),
+        "test_images": len(scored),
+        **selection,
+    }
     return {"outputs": {"checkpoint": ckpt}, "metrics": _scalars(metrics)}
 
 

@@ -71,8 +71,13 @@ def train_gan(
 
     ds = ImageFolderDataset(images, size=gcfg.resolution, channels=gcfg.img_channels, with_labels=False)
     epochs = max(1, math.ceil(kimg * 1000 / len(ds)))
-    dm = GANDataModule(size=gcfg.resolution, channels=gcfg.img_channels, batch_size=tcfg.batch_size,
-                       num_workers=tcfg.num_workers, dataset=ds)  # fmt: skip
+    dm = GANDataModule(
+        size=gcfg.resolution,
+        channels=gcfg.img_channels,
+        batch_size=tcfg.batch_size,
+        num_workers=tcfg.num_workers,
+        dataset=ds,
+    )
     module = GANModule(gcfg, tcfg)
     tc = dataclasses.replace(trainer_cfg, max_epochs=epochs, max_steps=-1)
     trainer = fit(module, dm, dataclasses.replace(tc, strategy=gan_strategy(tc)), stage_dir)

@@ -121,8 +121,14 @@ def stage_cluster(ctx: StageContext) -> dict[str, Any]:
         gallery = str(cluster_gallery(files, res["labels"], ctx.dir / "cluster_gallery.png", truth=truth))
         figures.append(gallery)
         captions[gallery] = "cluster gallery: " + gallery_caption(res["labels"])
-    return {"outputs": {"clusters": csv_path}, "metrics": metrics, "figures": figures, "captions": captions,
-            "timings": res["timings"], "hierarchy": res["levels"]}  # fmt: skip
+    return {
+        "outputs": {"clusters": csv_path},
+        "metrics": metrics,
+        "figures": figures,
+        "captions": captions,
+        "timings": res["timings"],
+        "hierarchy": res["levels"],
+    }
 
 
 STAGE = Stage(

@@ -37,7 +37,9 @@ class SynthesisStageConfig:
             )
 
 
-def synthesis_figures(out_dir: str | Path, fig_dir: str | Path, n_overlays: int = 24, n_examples: int = 8) -> list[Path]:
+def synthesis_figures(
+    out_dir: str | Path, fig_dir: str | Path, n_overlays: int = 24, n_examples: int = 8
+) -> list[Path]:
     """Pictures of a finished synthetic dataset: ``synthetic_overlays.png`` (kept images with their labels drawn on)
     and ``uncertainty.png`` (score histogram of all candidates, kept vs filtered, and the least / most uncertain kept
     samples with their per-pixel uncertainty maps)."""

@@ -84,8 +84,8 @@ def test_synthesize_single_and_sharded_agree(trained, tmp_path):
 
 
 def test_launcher_rank_reads_torchrun_and_slurm_variables():
-    from autolabel.errors import ConfigError
     from autolabel.engine.dist import launcher_rank
+    from autolabel.errors import ConfigError
 
     assert launcher_rank({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"}) == (3, 4, 1)
     assert launcher_rank({"SLURM_PROCID": "5", "SLURM_STEP_NUM_TASKS": "8", "SLURM_LOCALID": "1"}) == (5, 8, 1)

@@ -7,8 +7,9 @@ never imports the pipeline layer, and HandsOff and Hi-LANDER never import each o
 from __future__ import annotations
 
 import ast
-import tomllib
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 TOPS = {"autolabel": ROOT / "platform" / "autolabel", "pipelines": ROOT / "pipelines"}
@@ -111,21 +112,28 @@ def test_no_import_cycles_among_the_projects_modules():
 
 def test_imports_run_one_way():
     graph = _import_graph()
-    back = sorted((m, t) for m, ts in graph.items() if m.startswith("autolabel") for t in ts if t.startswith("pipelines"))
+    back = sorted(
+        (m, t) for m, ts in graph.items() if m.startswith("autolabel") for t in ts if t.startswith("pipelines")
+    )
     assert back == [], "the library must not import the pipeline layer"
     layer = {"pipelines.cli": 0, "pipelines.commands": 1, "pipelines.stages": 2, "pipelines.definitions": 2}
 
     def rank(mod: str) -> int | None:
         return next((r for prefix, r in layer.items() if mod == prefix or mod.startswith(prefix + ".")), None)
 
-    upward = [(m, t) for m, ts in graph.items() for t in ts if rank(m) is not None and rank(t) is not None
-              and rank(t) < rank(m)]  # fmt: skip
+    upward = [
+        (m, t)
+        for m, ts in graph.items()
+        for t in ts
+        if rank(m) is not None and rank(t) is not None and rank(t) < rank(m)
+    ]
     assert upward == [], "stages never import commands, commands never import the CLI"
     for a, b in (("autolabel.handsoff", "autolabel.hilander"), ("autolabel.hilander", "autolabel.handsoff")):
         assert not [(m, t) for m, ts in graph.items() if m.startswith(a) for t in ts if t.startswith(b)]
 
 
 def test_every_package_and_the_configs_ship_in_the_wheel():
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
     setup = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     on_disk = {m for m, p in _modules().items() if p.name == "__init__.py"}
     assert on_disk <= set(setup["packages"]), f"add {sorted(on_disk - set(setup['packages']))} to pyproject packages"

@@ -92,8 +92,9 @@ def test_runner_checks_every_stage_before_the_first_runs(tmp_path):
         calls.append("late")
         return {}
 
-    pipeline = Pipeline("p", [Stage("first", first, config_keys=["first"]),
-                              Stage("late", late, needs=["first"], config_keys=["late"])])  # fmt: skip
+    pipeline = Pipeline(
+        "p", [Stage("first", first, config_keys=["first"]), Stage("late", late, needs=["first"], config_keys=["late"])]
+    )
     cfg = _Cfg()
     cfg.late.epochs = 0  # set after construction: only the runner's check can catch it
     run = RunDir(tmp_path)

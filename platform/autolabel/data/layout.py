@@ -119,8 +119,7 @@ def select_labeled(
         stems = stems[:limit]
     if not stems:
         raise DataError(
-            f"data.{key}={folder}: no images left once the labeled ones are left out; give a separate "
-            f"data.{key} folder"
+            f"data.{key}={folder}: no images left once the labeled ones are left out; give a separate data.{key} folder"
         )
     return LabeledSelection(key, root, images, labels, task, stems, files, total, bool(masks))
 

@@ -75,8 +75,9 @@ def train_label_generator(
         )
     task = folder.task
     if task != lg.task:
-        raise ConfigError(f"label_generator.task={lg.task} but {labeled} holds {task} labels: set "
-                          f"label_generator.task={task}")  # fmt: skip
+        raise ConfigError(
+            f"label_generator.task={lg.task} but {labeled} holds {task} labels: set label_generator.task={task}"
+        )
     if task == "keypoints" and lg.n_keypoints != folder.n_keypoints:
         raise ConfigError(
             f"label_generator.n_keypoints={lg.n_keypoints} but {labeled} labels {folder.n_keypoints} keypoints per "
@@ -98,8 +99,15 @@ def train_label_generator(
 
             lp = build_lpips(lpips_net, lpips_weights, random_backbone=lpips_random).to(device)
         parts = [
-            invert_images(enc.encoder, gen, images[i : i + invert_batch_size], refine_steps=refine_steps,
-                          lr=refine_lr, lpips=lp, progress=progress)  # fmt: skip
+            invert_images(
+                enc.encoder,
+                gen,
+                images[i : i + invert_batch_size],
+                refine_steps=refine_steps,
+                lr=refine_lr,
+                lpips=lp,
+                progress=progress,
+            )
             for i in range(0, n, invert_batch_size)
         ]
         inv = {k: None if parts[0][k] is None else torch.cat([p[k].detach().cpu() for p in parts]) for k in parts[0]}
@@ -119,17 +127,38 @@ def train_label_generator(
     else:
         labels = torch.stack([it["keypoints"] for it in items]).float()
         visible = torch.stack([it["visible"] for it in items])
-    targets = LabelTargets(labels, task, wr, image_resolution=gen.resolution,
-                           n_classes=folder.n_classes if task == "segmentation" else None, visible=visible,
-                           min_class_pixels=lg.min_class_pixels, heatmap_sigma=lg.heatmap_sigma)  # fmt: skip
+    targets = LabelTargets(
+        labels,
+        task,
+        wr,
+        image_resolution=gen.resolution,
+        n_classes=folder.n_classes if task == "segmentation" else None,
+        visible=visible,
+        min_class_pixels=lg.min_class_pixels,
+        heatmap_sigma=lg.heatmap_sigma,
+    )
     torch.manual_seed(lt.seed)  # member initialization: a function of label_train.seed only
     module = LabelGeneratorModule(
-        HypercolumnExtractor(gen, wr, list(lg.layers) or None).channels, task,
-        targets.n_outputs if task == "segmentation" else None, targets.n_outputs if task == "keypoints" else None,
-        lg.n_members, list(lg.hidden), lt.lr, lt.batch_pixels, None, list(lg.layers) or None, wr, lg.fp16,
-        lg.heatmap_sigma, lg.depth_loss, str(Path(generator).resolve()), pixels_per_image=lt.pixels_per_image,
-        images_per_step=lt.images_per_step, keypoint_peak_fraction=lt.keypoint_peak_fraction, seed=lt.seed,
-    ).attach(gen, ws, targets)  # fmt: skip
+        HypercolumnExtractor(gen, wr, list(lg.layers) or None).channels,
+        task,
+        targets.n_outputs if task == "segmentation" else None,
+        targets.n_outputs if task == "keypoints" else None,
+        lg.n_members,
+        list(lg.hidden),
+        lt.lr,
+        lt.batch_pixels,
+        None,
+        list(lg.layers) or None,
+        wr,
+        lg.fp16,
+        lg.heatmap_sigma,
+        lg.depth_loss,
+        str(Path(generator).resolve()),
+        pixels_per_image=lt.pixels_per_image,
+        images_per_step=lt.images_per_step,
+        keypoint_peak_fraction=lt.keypoint_peak_fraction,
+        seed=lt.seed,
+    ).attach(gen, ws, targets)
     per_epoch = module.steps_per_epoch
     max_steps = int(math.ceil(lt.epochs * per_epoch)) if lt.epochs > 0 else lt.max_steps
     tc = dataclasses.replace(trainer_cfg, max_steps=max_steps, max_epochs=None)

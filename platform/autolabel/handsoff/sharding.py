@@ -165,9 +165,20 @@ def run_synthesis(
 
     from autolabel.handsoff.synthesis import merge_manifests
 
-    plan = _Plan(str(checkpoint), str(out), generator, settings.n, settings.seed, settings.truncation_psi,
-                 settings.batch_size, settings.filter_fraction, settings.drop_least_uncertain, save_uncertainty,
-                 progress, wait_timeout_s)  # fmt: skip
+    plan = _Plan(
+        str(checkpoint),
+        str(out),
+        generator,
+        settings.n,
+        settings.seed,
+        settings.truncation_psi,
+        settings.batch_size,
+        settings.filter_fraction,
+        settings.drop_least_uncertain,
+        save_uncertainty,
+        progress,
+        wait_timeout_s,
+    )
     devices = int(settings.devices)
     device = accelerator
     if device == "auto":

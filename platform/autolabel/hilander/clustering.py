@@ -27,8 +27,10 @@ def check_feature_dim(hp: dict, dim: int, checkpoint: str | Path, features: str 
     """A pool must have the feature width the checkpoint was meta-trained on (else a raw matmul shape error)."""
     want = int(hp["feature_dim"])
     if dim != want:
-        raise DataError(f"checkpoint {checkpoint} was trained on {want}-d features, pool {features} has {dim}-d: "
-                        "embed the pool with the same encoder as the meta-training features")  # fmt: skip
+        raise DataError(
+            f"checkpoint {checkpoint} was trained on {want}-d features, pool {features} has {dim}-d: "
+            "embed the pool with the same encoder as the meta-training features"
+        )
 
 
 def cluster_features(
@@ -49,25 +51,39 @@ def cluster_features(
     model, hp = load_lander(checkpoint)
     pool = load_feature_pool(features)
     check_feature_dim(hp, pool.dim, checkpoint, features)
-    kwargs = dict(k=cluster_cfg.k, levels=cluster_cfg.levels, early_stop=cluster_cfg.early_stop,
-                  device=cluster_cfg.device, knn_kwargs=cluster_cfg.knn.kwargs())  # fmt: skip
+    kwargs = dict(
+        k=cluster_cfg.k,
+        levels=cluster_cfg.levels,
+        early_stop=cluster_cfg.early_stop,
+        device=cluster_cfg.device,
+        knn_kwargs=cluster_cfg.knn.kwargs(),
+    )
     tau, tau_scores = cluster_cfg.tau, None
     if cluster_cfg.tau_candidates:
         if calibrate is None:
-            raise ConfigError("cluster.tau_candidates is set but no labeled calibration pool: pass calibrate=POOL.npz "
-                              "(features of seen classes, with labels) or clear cluster.tau_candidates")  # fmt: skip
+            raise ConfigError(
+                "cluster.tau_candidates is set but no labeled calibration pool: pass calibrate=POOL.npz "
+                "(features of seen classes, with labels) or clear cluster.tau_candidates"
+            )
         cal = load_feature_pool(calibrate)
         check_feature_dim(hp, cal.dim, checkpoint, calibrate)
         if not cal.has_labels:
             raise DataError(f"calibrate={calibrate} has no labels: tau is chosen by scoring clusters against them")
-        tau, tau_scores = select_tau(model, cal.features, cal.labels, list(cluster_cfg.tau_candidates),
-                                     metric=cluster_cfg.tau_metric, **kwargs)  # fmt: skip
+        tau, tau_scores = select_tau(
+            model, cal.features, cal.labels, list(cluster_cfg.tau_candidates), metric=cluster_cfg.tau_metric, **kwargs
+        )
     t0 = time.perf_counter()
     result = cluster_pool(model, pool.features, tau=tau, **kwargs)
     seconds = time.perf_counter() - t0
     ids = pool.ids if pool.ids is not None else np.arange(pool.n).astype(str)
-    out: dict[str, Any] = {"labels": result.labels, "ids": ids, "seconds": seconds, "levels": result.levels,
-                           "timings": result.seconds, "tau": tau}  # fmt: skip
+    out: dict[str, Any] = {
+        "labels": result.labels,
+        "ids": ids,
+        "seconds": seconds,
+        "levels": result.levels,
+        "timings": result.seconds,
+        "tau": tau,
+    }
     if tau_scores is not None:
         out["tau_scores"] = {f"{t:g}": v for t, v in sorted(tau_scores.items())}
     if pool.has_labels:
