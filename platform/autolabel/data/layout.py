@@ -17,7 +17,6 @@ from typing import Any
 from autolabel.errors import ConfigError, DataError
 
 MAX_LABELED = 50  # HandsOff's premise: at most 50 labeled images
-TASKS = ("segmentation", "keypoints", "depth")
 LABEL_KIND = {"segmentation": "masks", "keypoints": "keypoints.csv", "depth": "depth"}  # task -> labels in a folder
 
 
