@@ -231,31 +231,25 @@ def _mark_failed(sdir: Path, stage_hash: str, attempt: str, error: BaseException
 # ------------------------------------------------------------------------------------------------ validation
 
 
-def _check(node: Any, key: str) -> None:
-    """Re-run the checks of the config dataclass ``node`` and of every dataclass inside it."""
+def _check(node: Any) -> None:
+    """Re-run the checks (``__post_init__``) of the config dataclass ``node`` and of every dataclass inside it."""
     if not dataclasses.is_dataclass(node) or isinstance(node, type):
         return
     for f in dataclasses.fields(node):
-        _check(getattr(node, f.name), f"{key}.{f.name}" if key else f.name)
+        _check(getattr(node, f.name))
     post = getattr(node, "__post_init__", None)
     if post is not None:
         post()
 
 
 def validate_stages(pipeline: Pipeline, cfg_obj: Any) -> None:
-    """Check the config section of every stage of ``pipeline`` (numeric ranges, choices...) before the first stage
-    runs, so a bad setting of the last stage fails in seconds, not after hours of training. Raises the first
-    section's one-line ConfigError."""
-    seen: set[str] = set()
-    for stage in pipeline.stages:
-        for key in stage.config_keys:
-            if key in seen:
-                continue
-            seen.add(key)
-            node: Any = cfg_obj
-            for part in key.split("."):
-                node = getattr(node, part, None)
-            _check(node, key)
+    """Check the config sections of every stage of ``pipeline`` (numeric ranges, choices...) before the first stage
+    runs, so a bad setting of the last stage fails in seconds, not after hours of training. A stage that depends on
+    ``labels.model.task`` gets its whole ``labels`` section checked. Raises the first section's one-line
+    ConfigError."""
+    sections = dict.fromkeys(key.split(".")[0] for stage in pipeline.stages for key in stage.config_keys)
+    for name in sections:
+        _check(getattr(cfg_obj, name, None))
 
 
 # ------------------------------------------------------------------------------------------------ the runner
