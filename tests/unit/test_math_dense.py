@@ -161,3 +161,12 @@ def test_metric_edge_cases_found_by_mutation_testing():
     assert (
         e2["rmse"] == pytest.approx(8.0) and e2["abs_rel"] == pytest.approx(0.8) and e2["sq_rel"] == pytest.approx(6.4)
     )
+
+
+def test_undefined_metrics_are_nan():
+    from autolabel.metrics.dense import pixel_accuracy
+
+    assert math.isnan(miou(torch.zeros(2, 2, dtype=torch.long))[0])
+    assert math.isnan(pixel_accuracy(torch.zeros(2, 2, dtype=torch.long)))
+    kp, vis = torch.zeros(1, 2, 2), torch.zeros(1, 2, dtype=torch.bool)
+    assert math.isnan(pck(kp, kp, torch.ones(1), visible=vis)) and math.isnan(nme(kp, kp, torch.ones(1), vis))

@@ -181,3 +181,12 @@ def test_edge_cases_found_by_mutation_testing():
         filter_plan(5, drop_least_uncertain=-1)
     ties = np.zeros(300)
     assert filter_indices(ties, 200, 20).tolist() == list(range(20, 220))
+
+
+def test_rescale_from_a_one_pixel_grid_and_fp16_resize():
+    from autolabel.handsoff.hypercolumns import rescale_coords
+
+    assert rescale_coords(torch.tensor([[0.0, 0.0]]), 1, 4).tolist() == [[1.5, 1.5]]  # the centre of the image
+    ext = HypercolumnExtractor(_noisy_generator(), resolution=8, dtype=torch.float16)
+    out = ext.resize_all([torch.ones(1, 2, 4, 4)])
+    assert out.dtype == torch.float16 and out.shape == (1, 2, 8, 8)

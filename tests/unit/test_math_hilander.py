@@ -200,3 +200,13 @@ def test_clustering_metric_edge_cases_found_by_mutation_testing():
     assert (p, r) == pytest.approx((0.2, 0.5)) and f == pytest.approx(2 * 0.2 * 0.5 / 0.7)
     stats = cluster_stats(np.array([0, 0, 0, 1, 2, 2]))
     assert stats["largest_cluster"] == 3
+
+
+def test_best_parent_with_several_targets_and_two_samples():
+    # targets 0, 1, 2 each with in-edges listed best-last: every node keeps its own best, not a neighbour's
+    ei = np.array([[3, 4, 5, 6, 7], [0, 0, 1, 1, 2]])
+    assert best_parent(ei, np.array([0.1, 0.9, 0.2, 0.8, 0.5]), np.ones(5, bool), 8).tolist() == [4, 6, 7, 3, 4, 5,
+                                                                                                    6, 7]  # fmt: skip
+    x = np.array([[1.0, 0.0], [0.8, 0.6]], np.float32)  # the smallest pool meta-training accepts
+    graphs = build_training_levels(x, np.array([0, 0]), k_list=[1], levels_list=[1])
+    assert len(graphs) == 1 and graphs[0].num_nodes == 2
