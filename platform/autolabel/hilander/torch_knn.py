@@ -58,7 +58,9 @@ def knn_search_torch(
         raise ConfigError(f"k={k} must be >= 1")
     finite = torch.isfinite(x).all(dim=1)
     if not bool(finite.all()):
-        raise DataError(f"knn_search_torch: {int((~finite).sum())} of {n} rows contain NaN/inf; clean or drop them first")
+        raise DataError(
+            f"knn_search_torch: {int((~finite).sum())} of {n} rows contain NaN/inf; clean or drop them first"
+        )
     if k > n - 1:
         from autolabel.hilander.search import KCapWarning  # lazy: search.py may import this module
 
@@ -97,10 +99,10 @@ def _search_block(db: torch.Tensor, ids: torch.Tensor, k: int, db_chunk: int) ->
     for start in range(0, db.shape[0], db_chunk):
         stop = min(db.shape[0], start + db_chunk)
         scores = q @ db[start:stop].T
-        own = (ids >= start) & (ids < stop)
-        if bool(own.any()):
-            r = own.nonzero()[:, 0]
-            scores[r, ids[r] - start] = -torch.inf
+        # each query's own column -> -inf where it falls in this block (no host sync: a masked scatter)
+        col = (ids - start).clamp(0, stop - start - 1)[:, None]
+        own = ((ids >= start) & (ids < stop))[:, None]
+        scores.scatter_(1, col, torch.where(own, -torch.inf, scores.gather(1, col)))
         kk = min(k, stop - start)
         s, i = scores.topk(kk, dim=1)
         cand_s = torch.cat([best_s, s], dim=1)
