@@ -107,7 +107,8 @@ def _reset_peak() -> None:
     import torch
 
     if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
+        with contextlib.suppress(Exception):  # a measurement aid: never the reason a check fails
+            torch.cuda.reset_peak_memory_stats()
 
 
 def _peak_gib() -> float | None:
@@ -283,7 +284,7 @@ def _pipeline(precision: str) -> Callable[[Ctx], dict]:
         if not ctx.gpu and precision == "16-mixed":
             raise Skip("16-mixed (fp16 autocast + GradScaler) needs CUDA; Lightning refuses it on the CPU")
         if not ctx.gpu and precision == "bf16-mixed":
-            raise Skip("bf16-mixed runs Hi-LANDER's sparse products in bf16, which have no CPU kernel")
+            raise Skip("bf16-mixed is checked on the GPU only (the CPU dry run keeps to fp32 to stay fast)")
         root = ctx.folder(f"pipeline_{precision}")
         sizes = [*TINY_PIPELINE, "until_stage=synthesis"] if ctx.tiny else GPU_PIPELINE  # tiny: the rest runs in ddp_*
         _reset_peak()
@@ -596,7 +597,7 @@ def _run_in_process(check: Check, ctx: Ctx) -> dict:
     return {"status": status, "seconds": round(time.perf_counter() - t0, 2), **extra}
 
 
-def _run_isolated(check: Check, ctx: Ctx, timeout: float, log_dir: Path) -> dict:
+def _run_isolated(check: Check, ctx: Ctx, timeout: float, log_dir: Path, all_logs: Path | None = None) -> dict:
     """The check in a fresh Python process (its own CUDA context), killed with its process group after ``timeout``."""
     res_path = log_dir / f"{check.name}.result.json"
     log_path = log_dir / f"{check.name}.log"
@@ -612,7 +613,11 @@ def _run_isolated(check: Check, ctx: Ctx, timeout: float, log_dir: Path) -> dict
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     seconds = round(time.perf_counter() - t0, 2)
-    tail = log_path.read_text(errors="replace")[-3000:]
+    text = log_path.read_text(errors="replace")
+    tail = text[-3000:]
+    if all_logs is not None:  # every check's output in one file that comes back with the table
+        with open(all_logs, "a") as f:
+            f.write(f"\n===== {check.name} =====\n{text[-200_000:]}")
     if res_path.is_file():
         out = json.loads(res_path.read_text())
         out["process_seconds"] = seconds  # including the child's start-up (imports)
@@ -690,7 +695,9 @@ def main(argv: list[str] | None = None) -> int:
     if a.run_one:  # child process of an isolated check
         r = _run_in_process(by_name[a.run_one], Ctx(**json.loads(a.ctx)))
         Path(a.result).write_text(json.dumps(r, default=str))
-        return 0
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)  # no interpreter teardown: a hanging NCCL/faiss/CUDA shutdown must not eat the time budget
     import torch
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if a.device == "auto" else a.device
@@ -702,6 +709,8 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix="gpu_check_"))
     work.mkdir(parents=True, exist_ok=True)
     out_dir = Path(a.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "gpu_check_checks.log").unlink(missing_ok=True)
     report: dict[str, Any] = {
         "date": datetime.datetime.now().strftime("%Y-%m-%d %H:%M"), "device": device, "tiny": a.tiny,
         "budget_s": budget, "isolated": isolate, "commit": _commit(),
@@ -724,7 +733,10 @@ def main(argv: list[str] | None = None) -> int:
             timeout = min(left, check.cap_s) if device == "cuda" else left
             ctx = Ctx(device=device, tiny=a.tiny, work=str(work), deadline=time.time() + timeout)
             print(f"[gpu_check] {check.name} (up to {timeout:.0f} s) ...", flush=True)
-            r = _run_isolated(check, ctx, timeout, work) if isolate else _run_in_process(check, ctx)
+            if isolate:
+                r = _run_isolated(check, ctx, timeout, work, out_dir / "gpu_check_checks.log")
+            else:
+                r = _run_in_process(check, ctx)
         report["checks"][check.name] = r
         print(f"[gpu_check] {check.name}: {r['status']} in {r.get('seconds', 0):.1f} s "
               f"{_headline(check.name, r)}", flush=True)  # fmt: skip
