@@ -10,9 +10,10 @@ failure) and ``gpu_check.md`` (the same as a table, with machine and date) into 
 
 - ``environment``: versions, the GPU, which optional packages import, whether faiss has a GPU index;
 - ``lpips``: LPIPS-VGG forward on the device against the CPU value (same random backbone);
-- ``pipeline_fp32`` / ``pipeline_bf16mixed`` / ``pipeline_16mixed``: the default pipeline (``autolabel run``) with
+- ``pipeline_fp32`` / ``pipeline_16mixed`` / ``pipeline_bf16mixed``: the default pipeline (``autolabel run``) with
   ``trainer.accelerator=gpu`` in each precision, shortened (fewer kimg/steps/epochs), per-stage seconds;
-- ``fit_gan_64`` / ``fit_gan_256``: ``autolabel fit gan`` with the default StyleGAN2 config, kimg per minute;
+- ``fit_gan_64`` / ``fit_gan_256``: ``autolabel fit gan`` with the default StyleGAN2 config, kimg per minute (64 px
+  also in bf16-mixed and 16-mixed -- the GradScaler path -- side by side);
 - ``labels_synthesize``: ``fit encoder`` (LPIPS on the device) -> ``fit labels`` -> ``synthesize``: seconds, images/s
   and peak memory (``torch.cuda.max_memory_allocated``) of each;
 - ``hilander_meta_train``: ``autolabel fit hilander`` on labeled blob features;
@@ -312,6 +313,22 @@ def _render(ctx: Ctx, name: str, n: int, size: int) -> Path:
     return out
 
 
+def _gan_run(ctx: Ctx, images: Path, res_px: int, kimg: float, model: list[str], precision: str, root: Path) -> dict:
+    """One ``autolabel fit gan``: kimg shown, training seconds (``Trainer.fit`` only), kimg per minute, peak memory."""
+    _reset_peak()
+    res = run_cli(["fit", "gan", f"images={images / 'images'}", f"gan.resolution={res_px}", f"kimg={kimg}", *model,
+                   *_trainer_args(ctx, precision), f"run.root={root}"])  # fmt: skip
+    metrics = _manifests(root)["gan"]["metrics"]
+    shown = metrics["images"] * metrics["epochs"] / 1000.0
+    fit_s = sum(f["seconds"] for f in res["fits"])
+    for key in ("train/d_loss", "train/g_loss"):
+        if key in metrics and not abs(metrics[key]) < float("inf"):
+            raise CheckFailed(f"{precision}: {key} is {metrics[key]}")
+    return {"kimg": round(shown, 3), "fit_seconds": round(fit_s, 2), "kimg_per_min": round(shown / fit_s * 60, 3),
+            "steps": sum(f["steps"] for f in res["fits"]), "peak_gpu_gib": _peak_gib(),
+            "d_loss": metrics.get("train/d_loss"), "g_loss": metrics.get("train/g_loss")}  # fmt: skip
+
+
 def _fit_gan(resolution: int) -> Callable[[Ctx], dict]:
     def check(ctx: Ctx) -> dict:
         res_px = resolution
@@ -325,19 +342,23 @@ def _fit_gan(resolution: int) -> Callable[[Ctx], dict]:
             model = [f"gan_train.batch_size={16 if resolution <= 64 else 8}"]
             kimg = 2.0 if resolution <= 64 else 0.4
         root = ctx.folder(f"fit_gan_{resolution}")
-        _reset_peak()
-        res = run_cli(["fit", "gan", f"images={images / 'images'}", f"gan.resolution={res_px}", f"kimg={kimg}",
-                       *model, *_trainer_args(ctx), f"run.root={root}"])  # fmt: skip
-        manifest = _manifests(root)["gan"]
-        metrics = manifest["metrics"]
-        shown = metrics["images"] * metrics["epochs"] / 1000.0
-        fit_s = sum(f["seconds"] for f in res["fits"])
-        for key in ("train/d_loss", "train/g_loss"):
-            if key in metrics and not abs(metrics[key]) < float("inf"):
-                raise CheckFailed(f"{key} is {metrics[key]}")
-        return {"resolution": res_px, "kimg": round(shown, 3), "fit_seconds": round(fit_s, 2), "kimg_per_min": round(shown / fit_s * 60, 3),
-                "steps": sum(f["steps"] for f in res["fits"]), "peak_gpu_gib": _peak_gib(),
-                "d_loss": metrics.get("train/d_loss"), "g_loss": metrics.get("train/g_loss")}  # fmt: skip
+        out: dict[str, Any] = {
+            "resolution": res_px,
+            **_gan_run(ctx, images, res_px, kimg, model, "32-true", root / "fp32"),
+        }
+        if ctx.gpu and resolution <= 64:  # the AMP step (GradScaler with 16-mixed, manual optimization) side by side
+            errors = []
+            for precision in ("bf16-mixed", "16-mixed"):
+                try:
+                    amp = _gan_run(ctx, images, res_px, kimg, model, precision, root / precision)
+                    out[precision] = amp
+                    out[f"{precision}_speedup_vs_fp32"] = round(amp["kimg_per_min"] / out["kimg_per_min"], 2)
+                except Exception as e:  # noqa: BLE001 - record it, measure the other precision, fail at the end
+                    out[precision] = {"error": f"{type(e).__name__}: {e}"[:1000], "traceback": traceback.format_exc()}
+                    errors.append(precision)
+            if errors:
+                raise CheckFailed(f"fit gan failed in {', '.join(errors)}: {json.dumps(out, default=str)[:3000]}")
+        return out
 
     return check
 
@@ -572,7 +593,7 @@ CHECKS = [
     Check("pipeline_fp32", _pipeline("32-true"), 100, 30),
     Check("pipeline_16mixed", _pipeline("16-mixed"), 100, 30),
     Check("pipeline_bf16mixed", _pipeline("bf16-mixed"), 100, 30),
-    Check("fit_gan_64", _fit_gan(64), 60, 20),
+    Check("fit_gan_64", _fit_gan(64), 90, 20),
     Check("fit_gan_256", _fit_gan(256), 75, 20),
     Check("labels_synthesize", check_labels_synthesize, 90, 30),
     Check("hilander_meta_train", check_hilander_meta_train, 60, 20),
@@ -645,7 +666,8 @@ def _headline(name: str, r: dict) -> str:
     if keys is None and name.startswith("pipeline"):
         keys = ("seconds", "trainer_precisions", "miou_synthetic", "nmi", "peak_gpu_gib")
     if keys is None and name.startswith("fit_gan"):
-        keys = ("kimg", "fit_seconds", "kimg_per_min", "peak_gpu_gib")
+        keys = ("resolution", "kimg", "fit_seconds", "kimg_per_min", "peak_gpu_gib", "bf16-mixed_speedup_vs_fp32",
+                "16-mixed_speedup_vs_fp32")  # fmt: skip
     if keys is None and name.startswith("hilander_cluster"):
         keys = ("points", "knn_backend", "seconds_knn", "seconds_gnn", "seconds_decode", "recall_at_10_vs_exact_cpu",
                 "cpu_faiss_flat_seconds_per_1k_queries", "knn_speedup_vs_cpu_faiss", "bcubed_f")  # fmt: skip
