@@ -59,7 +59,12 @@ for _p in (ROOT / "platform", ROOT):  # run from a checkout without an install
 
 
 class CheckFailed(RuntimeError):
-    """A check's own verdict (a wrong value, a non-zero exit code), as opposed to a crash."""
+    """A check's own verdict (a wrong value, a non-zero exit code), as opposed to a crash; ``metrics`` keeps what
+    was measured before it."""
+
+    def __init__(self, message: str, metrics: dict | None = None):
+        super().__init__(message)
+        self.metrics = metrics
 
 
 class Skip(Exception):
@@ -357,7 +362,7 @@ def _fit_gan(resolution: int) -> Callable[[Ctx], dict]:
                     out[precision] = {"error": f"{type(e).__name__}: {e}"[:1000], "traceback": traceback.format_exc()}
                     errors.append(precision)
             if errors:
-                raise CheckFailed(f"fit gan failed in {', '.join(errors)}: {json.dumps(out, default=str)[:3000]}")
+                raise CheckFailed(f"fit gan failed in {', '.join(errors)} (tracebacks in metrics)", out)
         return out
 
     return check
@@ -427,9 +432,17 @@ def check_hilander_meta_train(ctx: Ctx) -> dict:
                    f"run.root={root / 'runs'}"])  # fmt: skip
     fit = res["fits"][-1]
     m = _manifests(root / "runs")["hilander"]
-    return {"points": len(x), "dim": s["dim"], "fit_seconds": fit["seconds"], "steps": fit["steps"],
-            "device": fit["device"], "peak_gpu_gib": _peak_gib(), "checkpoint": m["outputs"]["checkpoint"],
-            **{k: round(v, 4) for k, v in m["metrics"].items() if k.startswith("train/")}}  # fmt: skip
+    out = {"points": len(x), "dim": s["dim"], "fit_seconds": fit["seconds"], "steps": fit["steps"],
+           "device": fit["device"], "peak_gpu_gib": _peak_gib(), "checkpoint": m["outputs"]["checkpoint"],
+           **{k: round(v, 4) for k, v in m["metrics"].items() if k.startswith("train/")}}  # fmt: skip
+    if ctx.gpu:  # exact resume rests on determinism: do the scatter / sparse kernels allow it on CUDA?
+        try:
+            det = run_cli(["fit", "hilander", f"train_features={root / 'meta.npz'}", *size, "trainer.max_epochs=2",
+                           "trainer.deterministic=true", *_trainer_args(ctx), f"run.root={root / 'deterministic'}"])  # fmt: skip
+            out["deterministic_fit_seconds"] = det["fits"][-1]["seconds"]
+        except Exception as e:  # noqa: BLE001 - the main measurement stands; the check still fails below
+            raise CheckFailed(f"trainer.deterministic=true failed on CUDA: {type(e).__name__}: {e}"[:1500], out) from e
+    return out
 
 
 def gpu_knn_backend(device: str) -> tuple[str, Callable, str | None]:
@@ -615,6 +628,8 @@ def _run_in_process(check: Check, ctx: Ctx) -> dict:
         status, extra = "skipped", {"reason": str(e)}
     except Exception as e:  # noqa: BLE001 - every failure is recorded, the next check still runs
         status, extra = "failed", {"error": f"{type(e).__name__}: {e}"[:2000], "traceback": traceback.format_exc()}
+        if getattr(e, "metrics", None):
+            extra["metrics"] = e.metrics
     return {"status": status, "seconds": round(time.perf_counter() - t0, 2), **extra}
 
 

@@ -56,18 +56,22 @@ def test_a_failure_is_recorded_and_the_budget_skips_the_rest(gpu_check, tmp_path
     def boom(ctx):
         raise ValueError("planted failure")
 
+    def wrong(ctx):
+        raise gpu_check.CheckFailed("planted verdict", {"measured": 1.5})
+
     def slow(ctx):
         import time
 
         time.sleep(1.2)
         return {"slept": True}
 
-    monkeypatch.setattr(gpu_check, "CHECKS", [gpu_check.Check("boom", boom, 10, 0), gpu_check.Check("slow", slow, 10, 0),
-                                              gpu_check.Check("late", slow, 10, 5)])  # fmt: skip
+    monkeypatch.setattr(gpu_check, "CHECKS", [gpu_check.Check("boom", boom, 10, 0), gpu_check.Check("wrong", wrong, 10, 0),
+                                              gpu_check.Check("slow", slow, 10, 0), gpu_check.Check("late", slow, 10, 5)])  # fmt: skip
     out = tmp_path / "out"
     assert gpu_check.main(["--device", "cpu", "--out", str(out), "--work", str(tmp_path), "--budget-s", "5"]) == 0
     checks = json.loads((out / "gpu_check.json").read_text())["checks"]
     assert checks["boom"]["status"] == "failed" and "planted failure" in checks["boom"]["error"]
     assert "ValueError" in checks["boom"]["traceback"]
+    assert checks["wrong"]["status"] == "failed" and checks["wrong"]["metrics"] == {"measured": 1.5}  # kept
     assert checks["slow"]["status"] == "ok" and checks["slow"]["metrics"] == {"slept": True}
     assert checks["late"]["status"] == "skipped" and "budget" in checks["late"]["reason"]
