@@ -16,7 +16,8 @@ failure) and ``gpu_check.md`` (the same as a table, with machine and date) into 
   also in bf16-mixed and 16-mixed -- the GradScaler path -- side by side);
 - ``labels_synthesize``: ``fit encoder`` (LPIPS on the device) -> ``fit labels`` -> ``synthesize``: seconds, images/s
   and peak memory (``torch.cuda.max_memory_allocated``) of each;
-- ``hilander_meta_train``: ``autolabel fit hilander`` on labeled blob features;
+- ``hilander_meta_train``: ``autolabel fit hilander`` on labeled blob features (on a GPU also with
+  ``trainer.deterministic=true``, which exact resume relies on);
 - ``hilander_cluster_100k`` / ``hilander_cluster_1m``: hierarchical clustering of unseen-class blobs with the
   meta-trained model: kNN (faiss's GPU index where the installed faiss has one, else the exact chunked torch
   ``matmul + topk`` -- named in the output), GNN and decode seconds; kNN recall against exact CPU faiss on sampled
