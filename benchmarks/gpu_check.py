@@ -569,7 +569,7 @@ def _cluster(n_points: int) -> Callable[[Ctx], dict]:
             out["torch_knn_level0_seconds"] = round(time.perf_counter() - t0, 3)
             out["torch_knn_recall_vs_exact_cpu"] = round(knn_recall(tn[rows], exact), 4)
         if out["recall_at_10_vs_exact_cpu"] < (0.999 if name.startswith("torch") else 0.5):
-            raise CheckFailed(f"kNN recall {out['recall_at_10_vs_exact_cpu']} against exact CPU search ({name})")
+            raise CheckFailed(f"kNN recall {out['recall_at_10_vs_exact_cpu']} against exact CPU search ({name})", out)
         return out
 
     return check
