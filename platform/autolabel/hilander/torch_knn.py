@@ -4,7 +4,8 @@ The GPU path when no working faiss GPU build is installed (faiss-gpu wheels are 
 the CPU wheel has no GPU index). Same convention as :func:`autolabel.hilander.search.knn_search`: inner product on
 the rows as given (cosine similarity for unit vectors), each row's ``k`` most similar *other* rows sorted by decreasing
 similarity, the query removed by id (so exact duplicates stay neighbours), ``k`` capped at ``N - 1`` with a
-:class:`~autolabel.hilander.search.KCapWarning`, and ``(nbrs int64 [Q, k], sims float32 [Q, k])`` as numpy arrays.
+``UserWarning``, and ``(nbrs int64 [Q, k], sims float32 [Q, k])`` as numpy arrays. This module imports nothing from
+``search.py``, so ``search.py`` can dispatch here (it caps k itself, with its ``KCapWarning``) without an import cycle.
 
 Memory is bounded by ``block_elems``: queries are scored ``q_chunk`` at a time against ``db_chunk`` database rows,
 keeping a running top-k per query, so 1M x 1M runs in ~1 GiB of scores on a GPU. Products run in full fp32 (TF32 is
@@ -62,9 +63,7 @@ def knn_search_torch(
             f"knn_search_torch: {int((~finite).sum())} of {n} rows contain NaN/inf; clean or drop them first"
         )
     if k > n - 1:
-        from autolabel.hilander.search import KCapWarning  # lazy: search.py may import this module
-
-        warnings.warn(f"k={k} >= N={n}: using k={n - 1} (each point has only N-1 others)", KCapWarning, stacklevel=2)
+        warnings.warn(f"k={k} >= N={n}: using k={n - 1} (each point has only N-1 others)", UserWarning, stacklevel=2)
         k = n - 1
     q_ids = torch.arange(n) if rows is None else torch.as_tensor(rows, dtype=torch.long).reshape(-1)
     if q_ids.numel() and (int(q_ids.min()) < 0 or int(q_ids.max()) >= n):
