@@ -134,13 +134,14 @@ def stage_device(trainer: TrainerConfig) -> Any:
 
 def _saved_latents(path: Path, ids: list[str]) -> dict[str, Any] | None:
     """The inversion saved by an interrupted run of this stage (``latents.pt`` for the same images), else None."""
-    import torch
+    from autolabel.engine.checkpoint_io import load_checkpoint
+    from autolabel.errors import CheckpointError
 
     if not path.is_file():
         return None
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError):
+        saved = load_checkpoint(path, what="saved inversion")
+    except CheckpointError:
         return None
     if not isinstance(saved, dict) or list(saved.get("ids", [])) != list(ids) or "mse" not in saved:
         return None
@@ -350,17 +351,11 @@ def _spawn_entry(rank: int, cfg: SynthesizeCommand, world: int, device: str) -> 
 
 
 def load_label_module(path: str | Path) -> Any:
-    from autolabel.errors import CheckpointError
+    from autolabel.engine.checkpoint_io import load_lightning_module
     from autolabel.handsoff.label_module import LabelGeneratorModule
 
-    p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(f"label-generator checkpoint not found: {p} -- train one with `autolabel fit labels`")
-    try:
-        return LabelGeneratorModule.load_from_checkpoint(p, map_location="cpu").eval()
-    except (KeyError, TypeError, RuntimeError) as e:
-        raise CheckpointError(f"{p} is not a label-generator checkpoint ({type(e).__name__}); pass the last.ckpt "
-                              "written by `autolabel fit labels`") from e  # fmt: skip
+    return load_lightning_module(LabelGeneratorModule, path, what="label-generator checkpoint",
+                                 hint="pass the last.ckpt written by `autolabel fit labels`").eval()  # fmt: skip
 
 
 def _wait_for(paths: list[Path], timeout_s: float, what: str) -> None:

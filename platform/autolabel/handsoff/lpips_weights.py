@@ -86,12 +86,9 @@ def build_lpips(net: str = "vgg", weights: str | os.PathLike | None = None, rand
                 raise ConfigError(f"LPIPS-{net} backbone weights not found (searched {path}); {_FIX}")
             path = None
     if path is not None:
-        try:
-            raw = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user problem
-            raise CheckpointError(
-                f"cannot read LPIPS weights {path} ({type(exc).__name__}); re-create it with {_FIX}"
-            ) from exc
+        from autolabel.engine.checkpoint_io import load_checkpoint
+
+        raw = load_checkpoint(path, what="LPIPS weights", hint=f"re-create it with {_FIX}")
         if not isinstance(raw, dict):
             raise CheckpointError(f"{path} is not a state dict; re-create it with {_FIX}")
         model.net.load_state_dict(_backbone_state(raw, model.net.state_dict(), path))

@@ -227,17 +227,11 @@ class LevelGraphDataModule(pl.LightningDataModule):
 
 def load_lander(path: str | os.PathLike, map_location: str = "cpu") -> tuple[LANDER, dict]:
     """The LANDER model and its hyperparameters from a checkpoint written by ``autolabel fit hilander``."""
+    from autolabel.engine.checkpoint_io import load_checkpoint
+
     p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(
-            f"checkpoint not found: {p} -- train one with `autolabel fit hilander train_features=...`"
-        )
-    try:
-        ckpt = torch.load(p, map_location=map_location, weights_only=False)
-    except Exception as e:
-        raise CheckpointError(
-            f"{p} is not a readable torch checkpoint ({type(e).__name__}); is the file complete?"
-        ) from e
+    ckpt = load_checkpoint(p, map_location, what="Hi-LANDER checkpoint",
+                           hint="train one with `autolabel fit hilander train_features=...`")  # fmt: skip
     hp = ckpt.get("hyper_parameters", {}) if isinstance(ckpt, dict) else {}
     if hp.get("kind") != KIND:
         found = hp.get("kind") or (", ".join(list(hp)[:5]) if hp else "no hyperparameters")

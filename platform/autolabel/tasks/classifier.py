@@ -171,13 +171,11 @@ class ClassifierDataModule(pl.LightningDataModule):
 
 def load_classifier(path: str | os.PathLike, map_location: str = "cpu") -> ClassifierModule:
     """A trained feature encoder from a Lightning checkpoint written by ``autolabel fit classifier`` (eval mode)."""
+    from autolabel.engine.checkpoint_io import load_checkpoint
+
     p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(f"checkpoint not found: {p} -- train one with `autolabel fit classifier train_dir=...`")
-    try:
-        ckpt = torch.load(p, map_location=map_location, weights_only=False)
-    except Exception as e:
-        raise CheckpointError(f"{p} is not a readable torch checkpoint ({type(e).__name__})") from e
+    ckpt = load_checkpoint(p, map_location, what="feature-encoder checkpoint",
+                           hint="train one with `autolabel fit classifier train_dir=...`")  # fmt: skip
     hp = ckpt.get("hyper_parameters", {}) if isinstance(ckpt, dict) else {}
     if hp.get("kind") != KIND:
         found = hp.get("kind") or "no autolabel hyperparameters"
