@@ -126,8 +126,10 @@ class WeightsGANCommand:
 @command("weights gan", "convert a pretrained StyleGAN2 (.pt/.pkl/.ckpt) into autolabel's generator file",
          WeightsGANCommand)  # fmt: skip
 def weights_gan(cfg: WeightsGANCommand) -> int:
+    from autolabel.engine.paths import check_output_file
     from autolabel.gan import load_generator, save_generator
 
+    check_output_file(cfg.out, {"src": cfg.src}, example="generator.pt")
     gen = load_generator(cfg.src)
     path = save_generator(gen, cfg.out)
     print(f"{cfg.src} -> {path}: resolution {gen.resolution}, num_ws {gen.num_ws}, "

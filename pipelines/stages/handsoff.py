@@ -503,6 +503,10 @@ def synthesis_figures(
 @command("synthesize", "sample latents -> labeled images (filtered by ensemble uncertainty), written as shards",
          SynthesizeCommand)  # fmt: skip
 def synthesize_cmd(cfg: SynthesizeCommand) -> int:
+    from autolabel.engine.paths import check_output_dir
+
+    check_output_dir(cfg.out, {"checkpoint": cfg.checkpoint, "generator": cfg.generator}, marker="plan.json",
+                     command="autolabel synthesize")  # fmt: skip
     stats = run_synthesis(cfg)
     if stats.get("rank", 0) != 0:  # launched ranks: rank 0 reports and draws
         return 0

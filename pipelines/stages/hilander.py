@@ -189,8 +189,12 @@ def _show_warnings(caught: list[warnings.WarningMessage], ours: type[Warning]) -
 
 @command("cluster", "cluster a feature pool with a trained Hi-LANDER checkpoint -> id,cluster CSV", ClusterCommand)
 def cluster(cfg: ClusterCommand) -> int:
+    from autolabel.engine.paths import check_output_file
     from autolabel.hilander.search import KCapWarning
 
+    inputs = {"features": cfg.features, "checkpoint": cfg.checkpoint, "calibrate": cfg.calibrate}
+    check_output_file(cfg.out, inputs, example="clusters.csv")
+    check_output_file(cfg.metrics_out or Path(cfg.out).with_suffix(".metrics.json"), inputs, key="metrics_out")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", KCapWarning)
         res = cluster_features(cfg.checkpoint, cfg.features, cfg.cluster, list(cfg.baselines), cfg.calibrate)

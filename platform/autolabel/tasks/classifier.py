@@ -208,6 +208,10 @@ def embed_folder(checkpoint: str | os.PathLike | ClassifierModule, images: str |
                  batch_size: int = 256, device: str = "cpu", progress: bool = True) -> dict[str, Any]:  # fmt: skip
     """Embed every image of a folder into a feature pool ``.npz`` (``features``, ``ids``; ``labels`` and
     ``class_names`` when the folder has class subfolders)."""
+    from autolabel.engine.paths import check_output_file
+
+    ckpt_path = None if isinstance(checkpoint, ClassifierModule) else checkpoint
+    check_output_file(out, {"checkpoint": ckpt_path, "images": images}, example="pool.npz")
     module = checkpoint if isinstance(checkpoint, ClassifierModule) else load_classifier(checkpoint)
     ds = ImageFolderDataset(images, module.cfg.image_size, module.cfg.channels)
     feats = embed_dataset(module, ds, batch_size, device, progress)
