@@ -49,10 +49,9 @@ def save_generator(gen: Generator, path: str | Path) -> Path:
 
 
 def _require(path: str | Path) -> Path:
-    p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(f"generator checkpoint not found: {p} -- give the path of a {SUPPORTED} file")
-    return p
+    from autolabel.engine.checkpoint_io import check_checkpoint_file
+
+    return check_checkpoint_file(path, "generator checkpoint", f"give the path of a {SUPPORTED} file")
 
 
 def _torch_load(p: Path) -> object:
