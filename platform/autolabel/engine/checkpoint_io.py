@@ -84,12 +84,12 @@ def _translated(p: Path | None, what: str, hint: str) -> Iterator[None]:
                 f"a checkpoint (nothing from it was run); use a checkpoint you trust{_hint(hint)}"
             ) from None
         raise CheckpointError(
-            f"cannot read {label}: not a readable torch checkpoint (not a torch file, or damaged){_hint(hint)}"
+            f"cannot read {label}: it is not a readable torch checkpoint (not a torch file, or damaged){_hint(hint)}"
         ) from None
     except Exception as e:  # noqa: BLE001 - the restricted unpickler runs nothing; any failure means a damaged file
         first = (str(e).splitlines() or [type(e).__name__])[0][:120]
         raise CheckpointError(
-            f"cannot read {label}: not a readable torch checkpoint (truncated or damaged: {first}){_hint(hint)}"
+            f"cannot read {label}: it is not a readable torch checkpoint (truncated or damaged: {first}){_hint(hint)}"
         ) from None
 
 
