@@ -8,7 +8,8 @@ only tensors, containers and primitive values plus the classes in :func:`allowed
 dataclasses and ``argparse.Namespace`` (rosinality's ``train.py`` checkpoints). A file naming anything else is refused
 before any of it runs, with one line that names the file and the offending global.
 
-:class:`SafeCheckpointIO` plugs the same loader into Lightning, so resuming from ``last.ckpt`` is covered too.
+:class:`autolabel.engine.trainer.AtomicCheckpointIO` plugs the same loader into Lightning, so a stage resuming from
+``last.ckpt`` is covered too.
 """
 
 from __future__ import annotations
@@ -125,7 +126,7 @@ def load_lightning_module(cls: type, path: str | os.PathLike, map_location: Any 
     p = check_checkpoint_file(path, what, hint)
     ckpt = load_checkpoint(p, map_location, what=what, hint=hint)  # refuses unsafe files before Lightning opens them
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        found = sorted(ckpt)[:5] if isinstance(ckpt, dict) else type(ckpt).__name__
+        found = [str(k) for k in list(ckpt)[:5]] if isinstance(ckpt, dict) else type(ckpt).__name__
         raise CheckpointError(f"{what} {p} is not a Lightning checkpoint (it holds {found}){_hint(hint)}")
     import torch
 
@@ -136,5 +137,6 @@ def load_lightning_module(cls: type, path: str | os.PathLike, map_location: Any 
         raise
     except (KeyError, TypeError, AttributeError, RuntimeError, ValueError) as e:
         raise CheckpointError(
-            f"{what} {p} does not fit {cls.__name__} ({type(e).__name__}: {str(e)[:80]}){_hint(hint)}"
+            f"{what} {p} does not fit {cls.__name__} ({type(e).__name__}: {(str(e).splitlines() or [''])[0][:80]})"
+            f"{_hint(hint)}"
         ) from None

@@ -200,8 +200,6 @@ class LevelGraphDataModule(pl.LightningDataModule):
         if not train_pool.has_labels:
             raise DataError("Hi-LANDER meta-training needs labels in the training pool")
         check_meta_training_pool(train_pool, list(train.k_list), "training")
-        if val_pool is not None and val_pool.has_labels:
-            check_meta_training_pool(val_pool, list(train.k_list), "validation")
         self.train_pool, self.val_pool, self.cfg = train_pool, val_pool, train
         self.num_conv = int(num_conv)
         self.train_graphs: list[Data] = []
