@@ -238,6 +238,7 @@ def _out_cases(w: dict, tmp: Path) -> dict[str, tuple[list, str]]:
                                          "is a non-empty folder (images, masks) that is not an earlier"),
         "synthesize_out_is_a_file": (["synthesize", f"checkpoint={w['lander']}", f"out={tmp / 'a_file.txt'}", "n=2"],
                                      "is a file: give a folder"),
+        "fit_run_root_unwritable": ([*w["fit"], "run.root=/sys/autolabel_runs"], "cannot write to /sys"),
         "weights_gan_out_is_src": (["weights", "gan", f"src={w['generator']}", f"out={w['generator']}"],
                                    "is the input src="),
     }  # fmt: skip
@@ -245,7 +246,8 @@ def _out_cases(w: dict, tmp: Path) -> dict[str, tuple[list, str]]:
 
 OUT_CASES = ["cluster_out_is_features", "cluster_out_is_checkpoint", "cluster_out_is_directory",
              "cluster_metrics_out_is_features", "cluster_out_on_unwritable_disk", "embed_out_is_an_input_image",
-             "synthesize_into_real_dataset", "synthesize_out_is_a_file", "weights_gan_out_is_src"]  # fmt: skip
+             "synthesize_into_real_dataset", "synthesize_out_is_a_file", "fit_run_root_unwritable",
+             "weights_gan_out_is_src"]  # fmt: skip
 
 
 @pytest.mark.parametrize("case", OUT_CASES)

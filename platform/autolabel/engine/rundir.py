@@ -218,6 +218,9 @@ def open_run_dir(
                 path = name_dir / _timestamp()
     run = RunDir(path.resolve())
     if rank == 0:
+        from autolabel.engine.paths import check_writable
+
+        check_writable(run.path, key="run.root")  # a read-only or full disk fails here, before any training
         run.path.mkdir(parents=True, exist_ok=True)
         lock_run_dir(run.path)
         if config_yaml:
