@@ -68,6 +68,7 @@ def check_mask_values(counts: Sequence[np.ndarray], paths: Sequence[Path], polic
     top = int(present.max())
     if top < 1:
         return
+
     def is_stray(c: int) -> bool:
         return (c < STRAY_MIN_PIXELS and c < STRAY_SMALL_SHARE * n_pix) or c < STRAY_MIN_SHARE * n_pix
 
