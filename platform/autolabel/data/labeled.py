@@ -164,6 +164,7 @@ class LabeledFolder(Dataset):
         self._visible: list[torch.Tensor] = []
         raw_masks: list[np.ndarray] = []
         raw_max: list[int] = []  # per mask, before resizing: a thin class that resizing erases still counts
+        raw_top: list[int] = []  # the same without ignore_index pixels
         mask_paths = [labels[s] if foreign is None else images[s] for s in stems] if task == "segmentation" else []
         for s in tqdm(stems, desc="load labeled folder", disable=not progress):
             im = _open(images[s]).convert("RGB")
@@ -171,6 +172,8 @@ class LabeledFolder(Dataset):
             if task == "segmentation":
                 m = _mask_image(labels[s], colors, self.ignore_index)
                 raw_max.append(int(np.asarray(m).max()))
+                if self.ignore_index is not None:
+                    raw_top.append(_top(np.asarray(m), self.ignore_index))
                 lsz = (m.height, m.width)
             elif task == "depth":
                 d = self._read_depth(labels[s])
@@ -222,7 +225,7 @@ class LabeledFolder(Dataset):
                 self._labels.append(torch.from_numpy(scaled.astype(np.float32)))
                 self._visible.append(torch.from_numpy(vis))
         if task == "segmentation":
-            self._finish_masks(raw_masks, mask_paths, n_classes, raw_max)
+            self._finish_masks(raw_masks, mask_paths, n_classes, raw_max, raw_top)
         else:
             self.n_classes = n_classes
 
@@ -291,7 +294,8 @@ class LabeledFolder(Dataset):
         return d.astype(np.float32)
 
     def _finish_masks(
-        self, raw: list[np.ndarray], paths: list[Path], n_classes: int | None, raw_max: list[int] | None = None
+        self, raw: list[np.ndarray], paths: list[Path], n_classes: int | None, raw_max: list[int] | None = None,
+        raw_top: list[int] | None = None,
     ) -> None:
         mode = self.mask_mode
         if mode == "auto":
@@ -312,7 +316,8 @@ class LabeledFolder(Dataset):
         else:
             masks = [m.astype(np.int64) for m in raw]
             ign = self.ignore_index
-            tops = [_top(m, ign) for m in masks] if ign is not None else (list(raw_max) or [int(m.max()) for m in masks])
+            tops = list(raw_top if ign is not None else raw_max or [])
+            tops = tops or [_top(m, ign) if ign is not None else int(m.max()) for m in masks]
             inferred = max(max(tops) + 1 if tops else 1, len(self.class_names or ()))
         if n_classes is not None:
             for p, top in zip(paths, tops):
