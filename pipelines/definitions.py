@@ -536,6 +536,9 @@ class _LabeledSelection:
         (dst / "images").mkdir(parents=True, exist_ok=True)
         for s in self.stems:
             shutil.copy2(self.files[s], dst / "images" / self.files[s].name)
+        for side in ("labels.json", "labelmap.txt"):  # class / keypoint names (and mask colours)
+            if (self.root / side).is_file():
+                shutil.copy2(self.root / side, dst / side)
         if self.task == "keypoints":
             import csv
 
@@ -570,7 +573,11 @@ def _select_labeled(key: str, folder: str, masks: Optional[str], task: str, limi
     """Check a user's labeled folder (``data.labeled`` / ``data.test``) and pick the images to use."""
     from autolabel.data.images import IMAGE_EXTENSIONS
 
+    from autolabel.data.formats import FOREIGN, ImportedSelection, detect_format
+
     root = Path(folder).expanduser().resolve()
+    if not masks and detect_format(root, task) in FOREIGN:  # COCO / VOC / YOLO: imported into a labeled folder
+        return ImportedSelection(key, root, task, limit, exclude)  # type: ignore[return-value]
     if not root.is_dir():
         raise DataError(f"data.{key}={folder}: folder not found -- give a labeled folder (images/ + masks/, "
                         "keypoints.csv or depth/)")  # fmt: skip

@@ -119,10 +119,12 @@ def open_labeled(root: str | Path, task: str, size: int, n_classes: int | None =
     (``images/`` + ``labels/``); ``role`` (train | test) names the command argument in error messages."""
     from autolabel.data.labeled import LabeledFolder, open_synthetic, synthetic_task
 
+    from autolabel.data.formats import FOREIGN, detect_format
+
     r = Path(root)
-    if not r.is_dir():
+    if not r.exists():
         raise DataError(f"{role}={root}: folder not found -- give an existing labeled folder or synthesis output")
-    if (r / _REAL_LABELS[task]).exists():
+    if (r / _REAL_LABELS[task]).exists() or detect_format(r, task) in FOREIGN:
         return LabeledFolder(r, task=task, size=size, n_classes=n_classes, limit=limit)
     synth = synthetic_task(r)
     if synth == task:

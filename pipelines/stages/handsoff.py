@@ -176,7 +176,7 @@ def train_labels(cfg: FitLabelsCommand, stage_dir: Path, progress: bool = True) 
     if task != lg.task:
         raise ConfigError(f"label_generator.task={lg.task} but {cfg.labeled} holds {task} labels: set "
                           f"label_generator.task={task}")  # fmt: skip
-    if task == "keypoints" and lg.n_keypoints != folder.n_keypoints:
+    if task == "keypoints" and lg.n_keypoints > 0 and lg.n_keypoints != folder.n_keypoints:
         raise ConfigError(f"label_generator.n_keypoints={lg.n_keypoints} but {cfg.labeled} labels "
                           f"{folder.n_keypoints} keypoints per image: set label_generator.n_keypoints="
                           f"{folder.n_keypoints}")  # fmt: skip
@@ -217,14 +217,17 @@ def train_labels(cfg: FitLabelsCommand, stage_dir: Path, progress: bool = True) 
         visible = torch.stack([it["visible"] for it in items])
     targets = LabelTargets(labels, task, wr, image_resolution=gen.resolution,
                            n_classes=folder.n_classes if task == "segmentation" else None, visible=visible,
-                           min_class_pixels=lg.min_class_pixels, heatmap_sigma=lg.heatmap_sigma)  # fmt: skip
+                           min_class_pixels=lg.min_class_pixels, heatmap_sigma=lg.heatmap_sigma,
+                           ignore_index=getattr(folder, "ignore_index", None))  # fmt: skip
+    names = folder.names
     torch.manual_seed(lt.seed)  # member initialization: a function of label_train.seed only
     module = LabelGeneratorModule(
         HypercolumnExtractor(gen, wr, list(lg.layers) or None).channels, task,
         targets.n_outputs if task == "segmentation" else None, targets.n_outputs if task == "keypoints" else None,
-        lg.n_members, list(lg.hidden), lt.lr, lt.batch_pixels, None, list(lg.layers) or None, wr, lg.fp16,
+        lg.n_members, list(lg.hidden), lt.lr, lt.batch_pixels, names.get("classes"), list(lg.layers) or None, wr, lg.fp16,
         lg.heatmap_sigma, lg.depth_loss, str(Path(cfg.generator).resolve()), pixels_per_image=lt.pixels_per_image,
         images_per_step=lt.images_per_step, keypoint_peak_fraction=lt.keypoint_peak_fraction, seed=lt.seed,
+        keypoint_names=names.get("keypoint_names"), skeleton=names.get("skeleton"),
     ).attach(gen, ws, targets)  # fmt: skip
     per_epoch = module.steps_per_epoch
     max_steps = int(math.ceil(lt.epochs * per_epoch)) if lt.epochs > 0 else lt.max_steps
@@ -338,7 +341,7 @@ def _synth_worker(rank: int, cfg: SynthesizeCommand, world: int, device: str, de
                       truncation_psi=cfg.truncation_psi, batch_size=cfg.batch_size, filter_fraction=cfg.filter_fraction,
                       drop_least_uncertain=cfg.drop_least_uncertain, rank=rank, world_size=world,
                       save_uncertainty=cfg.save_uncertainty, progress=cfg.progress and rank == 0,
-                      label_checkpoint=cfg.checkpoint)  # fmt: skip
+                      label_checkpoint=cfg.checkpoint, names=module.label_names())  # fmt: skip
 
 
 def _spawn_entry(rank: int, cfg: SynthesizeCommand, world: int, device: str) -> None:

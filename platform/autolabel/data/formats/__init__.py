@@ -224,3 +224,39 @@ def export_dataset(src: str | os.PathLike, fmt: str, out: str | os.PathLike, tas
     path = write_labels(ls, fmt, out)
     return {"n": len(ls), "task": ls.task, "format": fmt, "path": str(path), "classes": ls.class_names(),
             "keypoints": ls.keypoint_names() if ls.task == "keypoints" else []}  # fmt: skip
+
+
+class ImportedSelection:
+    """The images of an imported dataset (COCO / VOC / YOLO) that a run uses: the first ``limit`` by name, without
+    ``exclude``; :meth:`materialize` writes them as this platform's labeled folder (with ``labels.json``). Duck-types
+    the pipeline layer's selection of a native folder (``root``, ``images``, ``stems``, ``total``, ``needs_copy``)."""
+
+    needs_copy = True
+
+    def __init__(self, key: str, path: str | os.PathLike, task: str, limit: int = -1, exclude=(),
+                 ignore_index: int | None = 255) -> None:  # fmt: skip
+        self.key, self.root, self.task = key, Path(path).expanduser().resolve(), task
+        try:
+            self.labels = read_labels(self.root, task, ignore_index)
+        except DataError as e:
+            raise DataError(f"data.{key}={path}: {e}") from e
+        order = sorted(range(len(self.labels)), key=lambda i: self.labels.ids[i])
+        keep = [i for i in order if self.labels.ids[i] not in set(exclude)]
+        self.total = len(keep)
+        self._keep = keep[:limit] if limit > 0 else keep
+        if not self._keep:
+            raise DataError(f"data.{key}={path}: no images left once the labeled ones are left out; give a separate "
+                            f"data.{key}")  # fmt: skip
+        self.stems = [self.labels.ids[i] for i in self._keep]
+        self.images = self.labels.images[self._keep[0]].parent
+
+    def subset(self) -> LabelSet:
+        ls, k = self.labels, self._keep
+        return LabelSet(ls.task, [ls.ids[i] for i in k], [ls.images[i] for i in k],
+                        masks=[ls.masks[i] for i in k] if ls.masks is not None else None,
+                        keypoints=ls.keypoints[k] if ls.keypoints is not None else None,
+                        visible=ls.visible[k] if ls.visible is not None else None, names=ls.names,
+                        ignore_index=ls.ignore_index, n_classes=ls.class_count() if ls.task == "segmentation" else None)  # fmt: skip
+
+    def materialize(self, dst: Path) -> Path:
+        return write_folder(self.subset(), dst)
