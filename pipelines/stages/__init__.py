@@ -1,3 +1,3 @@
 """Stage and command implementations: each module registers its CLI commands."""
 
-from pipelines.stages import classifier, downstream, gan, handsoff, hilander, run, tools  # noqa: F401
+from pipelines.stages import classifier, downstream, formats, gan, handsoff, hilander, run, tools  # noqa: F401

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from omegaconf import MISSING
 
 from autolabel.config import RunConfig, TrainerConfig
 from autolabel.config.classifier import ClassifierConfig
+from autolabel.errors import ConfigError
 from pipelines.registry import command
 from pipelines.stages.common import finish_stage, open_run
 
@@ -48,11 +49,14 @@ def fit_classifier(cfg: FitClassifierCommand) -> int:
 
 @dataclass
 class EmbedCommand:
-    checkpoint: str = MISSING  # written by `autolabel fit classifier`
+    checkpoint: Optional[str] = None  # written by `autolabel fit classifier` (or use embedder=)
     images: str = MISSING  # image folder (class subfolders become labels)
     out: str = "pool.npz"
     batch_size: int = 256
     device: str = "auto"
+    embedder: Optional[str] = None  # torchscript:FILE.pt | timm:NAME (with weights=FILE); nothing is downloaded
+    weights: Optional[str] = None  # embedder=timm:NAME: the local weights file (.safetensors / .pth)
+    image_size: int = 0  # embedder=: input side in pixels (0 = the model's, else 224)
 
 
 @command("embed", "embed an image folder into a feature pool .npz with a trained feature encoder", EmbedCommand)
@@ -62,6 +66,16 @@ def embed(cfg: EmbedCommand) -> int:
     from autolabel.tasks.classifier import embed_folder
 
     device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
-    info = embed_folder(cfg.checkpoint, cfg.images, cfg.out, batch_size=cfg.batch_size, device=device)
+    if cfg.embedder:
+        from autolabel.data.embedders import embed_with, load_embedder
+
+        model, spec = load_embedder(cfg.embedder, cfg.weights)
+        info = embed_with(model, cfg.images, cfg.out, image_size=cfg.image_size or spec.get("image_size", 224),
+                          mean=spec["mean"], std=spec["std"], batch_size=cfg.batch_size, device=device)  # fmt: skip
+    elif not cfg.checkpoint:
+        raise ConfigError("embed needs checkpoint=CKPT (from `autolabel fit classifier`) or embedder=torchscript:FILE "
+                          "| embedder=timm:NAME weights=FILE")  # fmt: skip
+    else:
+        info = embed_folder(cfg.checkpoint, cfg.images, cfg.out, batch_size=cfg.batch_size, device=device)
     print(f"embedded {info['n']} images -> {info['dim']}-d features: {info['path']}")
     return 0
