@@ -571,9 +571,8 @@ def _label_stems(labels: Path, task: str) -> set[str]:
 def _select_labeled(key: str, folder: str, masks: Optional[str], task: str, limit: int = -1,
                     exclude: Sequence[str] = ()) -> _LabeledSelection:  # fmt: skip
     """Check a user's labeled folder (``data.labeled`` / ``data.test``) and pick the images to use."""
-    from autolabel.data.images import IMAGE_EXTENSIONS
-
     from autolabel.data.formats import FOREIGN, ImportedSelection, detect_format
+    from autolabel.data.images import IMAGE_EXTENSIONS
 
     root = Path(folder).expanduser().resolve()
     if not masks and detect_format(root, task) in FOREIGN:  # COCO / VOC / YOLO: imported into a labeled folder

@@ -117,9 +117,8 @@ def open_labeled(root: str | Path, task: str, size: int, n_classes: int | None =
                  role: str = "train", min_confidence: float = 0.0) -> Any:  # fmt: skip
     """A labeled folder (``images/`` + ``masks/`` | ``keypoints.csv`` | ``depth/``) or a synthetic dataset
     (``images/`` + ``labels/``); ``role`` (train | test) names the command argument in error messages."""
-    from autolabel.data.labeled import LabeledFolder, open_synthetic, synthetic_task
-
     from autolabel.data.formats import FOREIGN, detect_format
+    from autolabel.data.labeled import LabeledFolder, open_synthetic, synthetic_task
 
     r = Path(root)
     if not r.exists():

@@ -98,7 +98,7 @@ def test_torchscript_and_timm_embedders(tmp_path):
     pool = load_feature_pool(info["path"])
     assert info["dim"] == 6 and pool.n == 4 and pool.labels.tolist() == [0, 0, 1, 1]
     img = np.asarray(Image.open(tmp_path / "imgs" / "b" / "im1.png").resize((16, 16), Image.BILINEAR), np.float32)
-    x = (torch.from_numpy(img / 255.0).permute(2, 0, 1)[None] - torch.tensor(spec["mean"]).view(1, 3, 1, 1))
+    x = torch.from_numpy(img / 255.0).permute(2, 0, 1)[None] - torch.tensor(spec["mean"]).view(1, 3, 1, 1)
     x = x / torch.tensor(spec["std"]).view(1, 3, 1, 1)
     want = net(x.float()).mean((2, 3))[0].detach().numpy()
     assert np.allclose(pool.features[3], want / np.linalg.norm(want), atol=1e-4)

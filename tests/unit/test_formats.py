@@ -102,8 +102,18 @@ def _coco_keypoints(tmp_path):
     for i, img in enumerate(_images(2)):
         Image.fromarray(img).save(tmp_path / "images" / f"p{i}.jpg")
         images.append({"id": 10 + i, "file_name": f"p{i}.jpg", "height": 24, "width": 32})
-        anns.append({"id": i + 1, "image_id": 10 + i, "category_id": 1, "iscrowd": 0, "bbox": [0, 0, 32, 24],
-                     "area": 768.0, "num_keypoints": 2, "keypoints": [v for p in kps[i] for v in p]})
+        anns.append(
+            {
+                "id": i + 1,
+                "image_id": 10 + i,
+                "category_id": 1,
+                "iscrowd": 0,
+                "bbox": [0, 0, 32, 24],
+                "area": 768.0,
+                "num_keypoints": 2,
+                "keypoints": [v for p in kps[i] for v in p],
+            }
+        )
     cats = [{"id": 1, "name": "horse", "keypoints": ["nose", "tail", "hoof"], "skeleton": [[1, 2], [2, 3]]}]
     path = tmp_path / "person_keypoints.json"
     path.write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))

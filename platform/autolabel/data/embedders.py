@@ -46,7 +46,7 @@ def load_embedder(spec: str, weights: str | os.PathLike | None = None) -> tuple[
             model = torch.jit.load(str(p), map_location="cpu")
         except (RuntimeError, ValueError) as e:
             raise CheckpointError(f"{p} is not a TorchScript file ({e.__class__.__name__}) -- save it with "
-                                  "torch.jit.save")  # fmt: skip
+                                  "torch.jit.save") from e  # fmt: skip
         return model.eval(), {"mean": IMAGENET_MEAN, "std": IMAGENET_STD}
     try:
         import timm

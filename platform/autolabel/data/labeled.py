@@ -294,7 +294,11 @@ class LabeledFolder(Dataset):
         return d.astype(np.float32)
 
     def _finish_masks(
-        self, raw: list[np.ndarray], paths: list[Path], n_classes: int | None, raw_max: list[int] | None = None,
+        self,
+        raw: list[np.ndarray],
+        paths: list[Path],
+        n_classes: int | None,
+        raw_max: list[int] | None = None,
         raw_top: list[int] | None = None,
     ) -> None:
         mode = self.mask_mode

@@ -202,7 +202,7 @@ def write_folder(ls: LabelSet, out: str | os.PathLike) -> Path:
         lines = ["image," + ",".join(f"x{j},y{j}" for j in range(k))]
         for i, stem in enumerate(ls.ids):
             xy = np.where(ls.visible[i][:, None], ls.keypoints[i], -1.0)
-            lines.append(f"{ls.images[i].stem}{ls.images[i].suffix.lower()}," +
+            lines.append(f"{stem}{ls.images[i].suffix.lower()}," +
                          ",".join(f"{v:.3f}" for v in xy.reshape(-1)))  # fmt: skip
         atomic_write_text(out / "keypoints.csv", "\n".join(lines) + "\n")
     names = LabelNames(classes=ls.class_names(), keypoints=ls.keypoint_names() if ls.task == "keypoints" else [],

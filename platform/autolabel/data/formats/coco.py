@@ -87,7 +87,9 @@ def read_coco(path: str | os.PathLike, task: str | None = None, images_dir: str 
     for im in imgs:
         s = Path(im["file_name"]).stem
         if s in stems:
-            raise DataError(f"{json_path}: two images named {s} ({stems[s]}, {im['file_name']}) -- names must be unique")
+            raise DataError(
+                f"{json_path}: two images named {s} ({stems[s]}, {im['file_name']}) -- names must be unique"
+            )
         stems[s] = im["file_name"]
     if task == "segmentation":
         if not cats:

@@ -52,7 +52,9 @@ def colors_to_index(rgb: np.ndarray, colors: list[tuple[int, int, int]], ignore_
     return out.reshape(key.shape)
 
 
-def read_mask(path: Path, colors: list[tuple[int, int, int]] | None = None, ignore_index: int | None = 255) -> np.ndarray:
+def read_mask(
+    path: Path, colors: list[tuple[int, int, int]] | None = None, ignore_index: int | None = 255
+) -> np.ndarray:
     """A mask file as int32 class indices: palette (P) PNGs give their indices (VOC), grey PNGs their values, colour
     PNGs are mapped through ``colors`` (from ``labelmap.txt``; needed)."""
     im = open_image(path)
