@@ -339,8 +339,7 @@ def headline(results: list[Any]) -> dict[str, Any]:
     for r in results:
         m = r.manifest.get("metrics", {})
         for key in (
-            "miou_synthetic",
-            "miou_real_few",
+            *(f"{m}_{s}" for ms in TASK_METRICS.values() for m in ms for s in ("synthetic", "real_few")),
             "pairwise_f",
             "bcubed_f",
             "nmi",
@@ -765,6 +764,8 @@ def _synthetic_size(dataset: Path) -> int:
 
 
 _HEADLINE_METRIC = {"segmentation": "miou", "depth": "rmse", "keypoints": "pck@0.1"}
+# the task's own metrics, reported per training set as <metric>_<synthetic|real_few> (the headline table shows them)
+TASK_METRICS = {"segmentation": ("miou",), "keypoints": ("pck@0.1", "nme"), "depth": ("rmse", "abs_rel")}
 
 
 def stage_downstream(ctx: StageContext) -> dict[str, Any]:
@@ -798,11 +799,12 @@ def stage_downstream(ctx: StageContext) -> dict[str, Any]:
     key = _HEADLINE_METRIC[task]
     metrics: dict[str, Any] = {
         "downstream": {
-            k: {m: v[m] for m in (key, "pixel_acc", "nme", "train_images") if m in v} for k, v in results.items()
+            k: {m: v[m] for m in (key, "pixel_acc", "nme", "abs_rel", "train_images") if m in v}
+            for k, v in results.items()
         }  # fmt: skip
     }
-    if task == "segmentation":
-        metrics.update(miou_synthetic=results["synthetic"]["miou"], miou_real_few=results["real_few"]["miou"])
+    for name, res in results.items():
+        metrics.update({f"{m}_{name}": res[m] for m in TASK_METRICS[task] if m in res})
     return {"outputs": {"synthetic_model": checkpoints["synthetic"]}, "metrics": metrics}
 
 

@@ -112,3 +112,16 @@ def test_bad_folders_fail_before_any_work(faces, tmp_path, setup, overrides, mes
     with pytest.raises(AutolabelError, match=message):
         cfg = _cfg(*overrides)
         get_pipeline(cfg.pipeline).validate(cfg)
+
+
+def test_headline_shows_each_task_own_metrics():
+    from types import SimpleNamespace
+
+    from pipelines.definitions import headline
+
+    kp = SimpleNamespace(manifest={"metrics": {"pck@0.1_synthetic": 0.6, "pck@0.1_real_few": 0.5, "nme_synthetic": 0.1,
+                                               "nme_real_few": 0.2, "downstream": {}}})  # fmt: skip
+    depth = SimpleNamespace(manifest={"metrics": {"rmse_synthetic": 1.5, "abs_rel_real_few": 0.3}})
+    assert headline([kp]) == {"pck@0.1_synthetic": 0.6, "pck@0.1_real_few": 0.5, "nme_synthetic": 0.1,
+                              "nme_real_few": 0.2}  # fmt: skip
+    assert headline([depth]) == {"rmse_synthetic": 1.5, "abs_rel_real_few": 0.3}
