@@ -492,6 +492,12 @@ def synthesis_figures(
 
     figs = [image_grid([labeled(r["id"]) for r in kept[:n_overlays]], fig_dir / "synthetic_overlays.png", ncol=8,
                        size=64)]  # fmt: skip
+    if plan.get("classes") or plan.get("keypoint_names"):  # legend: the class / keypoint names in the overlay colours
+        from autolabel.viz import append_legend, palette
+
+        names = plan.get("classes") or plan["keypoint_names"]
+        cols = palette(len(names)) if plan.get("classes") else palette(len(names) + 1)[1:]
+        append_legend(figs[0], names[1:] if plan.get("classes") else names, cols[1:] if plan.get("classes") else cols)
     records = [read_json(p) for p in sorted((out / "records").glob("*.json"))]
     kept_ids = {r["id"] for r in kept}
     by_score = sorted(kept, key=lambda r: r["uncertainty"])
