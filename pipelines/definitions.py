@@ -643,7 +643,7 @@ def _handsoff_selections(cfg: PipelineConfig) -> tuple[_LabeledSelection, Option
     test_dir, test = d.folder("test", optional=True), None
     if test_dir:
         probe = Path(test_dir).expanduser().resolve()
-        same = (probe if d.test_masks else probe / "images") == labeled.images
+        same = (probe if d.test_masks else probe / "images") == labeled.images or probe == labeled.root
         test = _select_labeled("test", test_dir, d.test_masks, task, exclude=labeled.stems if same else ())
     return labeled, test
 
