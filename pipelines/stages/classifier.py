@@ -59,7 +59,7 @@ class EmbedCommand:
     image_size: int = 0  # embedder=: input side in pixels (0 = the model's, else 224)
 
 
-@command("embed", "embed an image folder into a feature pool .npz with a trained feature encoder", EmbedCommand)
+@command("embed", "embed an image folder into a feature pool .npz (trained encoder, TorchScript or timm)", EmbedCommand)
 def embed(cfg: EmbedCommand) -> int:
     import torch
 
