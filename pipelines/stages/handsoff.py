@@ -224,7 +224,8 @@ def train_labels(cfg: FitLabelsCommand, stage_dir: Path, progress: bool = True) 
     module = LabelGeneratorModule(
         HypercolumnExtractor(gen, wr, list(lg.layers) or None).channels, task,
         targets.n_outputs if task == "segmentation" else None, targets.n_outputs if task == "keypoints" else None,
-        lg.n_members, list(lg.hidden), lt.lr, lt.batch_pixels, names.get("classes"), list(lg.layers) or None, wr, lg.fp16,
+        lg.n_members, list(lg.hidden), lt.lr, lt.batch_pixels, names.get("classes"), list(lg.layers) or None, wr,
+        lg.fp16,
         lg.heatmap_sigma, lg.depth_loss, str(Path(cfg.generator).resolve()), pixels_per_image=lt.pixels_per_image,
         images_per_step=lt.images_per_step, keypoint_peak_fraction=lt.keypoint_peak_fraction, seed=lt.seed,
         keypoint_names=names.get("keypoint_names"), skeleton=names.get("skeleton"),

@@ -16,8 +16,9 @@ VOC "void" border; None to disable) stay ``ignore_index``: they are no class, lo
 ``mask_mode="auto"`` treats the masks as binary (threshold 128, >=128 -> class 1) when any mask is a JPEG, or when
 mask values are near 0 or 255 (<= 32 or >= 223 on >= 95% of pixels, JPEG ringing allowed) and some value is >= 223;
 otherwise masks hold class indices. PNG masks whose values other than ``ignore_index`` are all small (< 128, some
-non-zero) are VOC-style index masks with void borders, never binary. Items are dicts ``image`` float [C,H,W] in [-1,1], ``mask`` long [H,W] |
-``keypoints`` float [K,2] (x, y pixels after resizing) + ``visible`` bool [K] | ``depth`` float [1,H,W], and ``id``.
+non-zero) are VOC-style index masks with void borders, never binary. Items are dicts ``image`` float [C,H,W] in
+[-1,1], ``mask`` long [H,W] | ``keypoints`` float [K,2] (x, y pixels after resizing) + ``visible`` bool [K] |
+``depth`` float [1,H,W], and ``id``.
 All samples are decoded and resized once at construction (small datasets: a few thousand images). ``n_classes``
 (segmentation) is counted on the masks as stored, before any resizing (a thin class that resizing erases still
 counts); a given ``n_classes`` below a mask's largest class is a clear error.

@@ -256,7 +256,8 @@ class ImportedSelection:
                         masks=[ls.masks[i] for i in k] if ls.masks is not None else None,
                         keypoints=ls.keypoints[k] if ls.keypoints is not None else None,
                         visible=ls.visible[k] if ls.visible is not None else None, names=ls.names,
-                        ignore_index=ls.ignore_index, n_classes=ls.class_count() if ls.task == "segmentation" else None)  # fmt: skip
+                        ignore_index=ls.ignore_index,
+                        n_classes=ls.class_count() if ls.task == "segmentation" else None)  # fmt: skip
 
     def materialize(self, dst: Path) -> Path:
         return write_folder(self.subset(), dst)

@@ -46,8 +46,9 @@ def colors_to_index(rgb: np.ndarray, colors: list[tuple[int, int, int]], ignore_
     unknown = [int(u) for u in uniq if int(u) not in lut]
     if unknown:
         u = unknown[0]
-        raise DataError(f"{where}: colour ({u >> 16},{(u >> 8) & 255},{u & 255}) is not in labelmap.txt -- add a line "
-                        f"name:{u >> 16},{(u >> 8) & 255},{u & 255}:: for it ({len(unknown)} unknown colour(s))")  # fmt: skip
+        rgb_s = f"{u >> 16},{(u >> 8) & 255},{u & 255}"
+        raise DataError(f"{where}: colour ({rgb_s}) is not in labelmap.txt -- add a line name:{rgb_s}:: for it "
+                        f"({len(unknown)} unknown colour(s))")  # fmt: skip
     out = np.array([lut[int(u)] for u in uniq], dtype=np.int32)[inv]
     return out.reshape(key.shape)
 

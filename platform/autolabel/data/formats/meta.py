@@ -130,7 +130,8 @@ def read_names(root: str | os.PathLike) -> LabelNames:
                 names.ignore_index = int(obj["ignore_index"])
         except (ValueError, TypeError, AttributeError) as e:
             raise DataError(f"{js} is not a labels.json ({e.__class__.__name__}): expected "
-                            '{"classes": [...], "keypoints": [...], "skeleton": [[0, 1]]} -- fix or delete it') from e  # fmt: skip
+                            '{"classes": [...], "keypoints": [...], "skeleton": [[0, 1]]} -- fix or delete '
+                            "it") from e  # fmt: skip
     return names
 
 
