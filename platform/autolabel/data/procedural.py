@@ -145,7 +145,7 @@ def make_shapes_dataset(
         cls_lines.append(f"{sid}.png,{cat},{shape},{color}")
     atomic_write_text(out / "keypoints.csv", "\n".join(kp_lines) + "\n")
     atomic_write_text(out / "classes.csv", "\n".join(cls_lines) + "\n")
-    names = {"classes": ["background", *SHAPES], "keypoints": ["top", "bottom", "left", "right"],
+    names = {"classes": ["background", *SHAPES[:n_classes_shapes]], "keypoints": ["top", "bottom", "left", "right"],
              "skeleton": [[0, 3], [3, 1], [1, 2], [2, 0]]}  # fmt: skip
     atomic_write_text(out / "labels.json", json.dumps(names) + "\n")
     return out
