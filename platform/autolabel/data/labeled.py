@@ -391,12 +391,16 @@ class LabeledFolder(Dataset):
 
 def _foreign_labels(root: Path, task: str, ignore_index: int | None):
     """A COCO / VOC / YOLO dataset at ``root`` read as a LabelSet, or None for this platform's own folders."""
-    from autolabel.data.formats import FOREIGN, detect_format, read_labels
+    from autolabel.data.formats.detect import FOREIGN, detect_format, read_foreign
 
-    fmt = detect_format(root, None if task == "auto" else task)
+    want = None if task == "auto" else task
+    fmt = detect_format(root, want)
     if fmt not in FOREIGN:
         return None
-    return read_labels(root, None if task == "auto" else task, ignore_index, fmt=fmt)
+    ls = read_foreign(root, fmt, want, ignore_index)
+    if want is not None and ls.task != want:
+        raise DataError(f"{root} holds {ls.task} labels but task={want} was asked: set the task to {ls.task}")
+    return ls
 
 
 def _foreign_dict(ls) -> dict[str, object]:

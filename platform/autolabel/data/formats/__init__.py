@@ -22,51 +22,14 @@ from pathlib import Path
 import numpy as np
 
 from autolabel.data.formats.core import LabelSet, read_mask
+from autolabel.data.formats.detect import FOREIGN, detect_format, read_foreign
 from autolabel.data.formats.meta import LabelNames, read_names, write_names
 from autolabel.errors import ConfigError, DataError
 
-__all__ = ["EXPORTS", "LabelSet", "LabelNames", "detect_format", "export_dataset", "read_labels", "read_mask",
+__all__ = ["EXPORTS", "FOREIGN", "LabelSet", "LabelNames", "detect_format", "export_dataset", "read_labels", "read_mask",
            "read_names", "write_labels", "write_names"]  # fmt: skip
 
 EXPORTS = ("coco", "yolo", "voc", "folder")
-FOREIGN = ("coco", "voc", "yolo")  # formats a LabeledFolder reads through this package
-
-
-def _coco_json(root: Path, task: str | None) -> Path | None:
-    if (root / "annotations.json").is_file():
-        return root / "annotations.json"
-    ann = root / "annotations"
-    files = sorted(ann.glob("*.json")) if ann.is_dir() else []
-    if len(files) > 1 and task in ("keypoints", "segmentation"):
-        pref = "person_keypoints" if task == "keypoints" else "instances"
-        files = [f for f in files if f.name.startswith(pref)] or files
-    if len(files) > 1:
-        raise DataError(f"{ann} holds {len(files)} COCO files ({', '.join(f.name for f in files[:4])}): point "
-                        "data.labeled / src= at one of them")  # fmt: skip
-    return files[0] if files else None
-
-
-def detect_format(path: str | os.PathLike, task: str | None = None) -> str | None:
-    """``coco`` | ``voc`` | ``yolo`` | ``synthetic`` | ``folder`` (see the module docstring), or None."""
-    from autolabel.data.formats.voc import is_voc
-    from autolabel.data.formats.yolo import is_yolo
-
-    p = Path(path)
-    if p.is_file():
-        return "coco" if p.suffix.lower() == ".json" else None
-    if not p.is_dir():
-        return None
-    if (p / "plan.json").is_file() and (p / "labels").is_dir():
-        return "synthetic"
-    if is_voc(p):
-        return "voc"
-    if is_yolo(p):
-        return "yolo"
-    if any((p / n).exists() for n in ("masks", "keypoints.csv", "depth")):
-        return "folder"
-    if _coco_json(p, task) is not None:
-        return "coco"
-    return None
 
 
 def read_synthetic(root: str | os.PathLike, min_confidence: float = 0.0) -> LabelSet:
@@ -132,18 +95,8 @@ def read_labels(path: str | os.PathLike, task: str | None = None, ignore_index: 
     task = None if task in (None, "auto") else task
     fmt = fmt or detect_format(path, task)
     p = Path(path)
-    if fmt == "coco":
-        from autolabel.data.formats.coco import read_coco
-
-        return read_coco(p if p.is_file() else _coco_json(p, task), task, ignore_index=ignore_index)
-    if fmt == "voc":
-        from autolabel.data.formats.voc import read_voc
-
-        ls = read_voc(p, ignore_index)
-    elif fmt == "yolo":
-        from autolabel.data.formats.yolo import read_yolo
-
-        ls = read_yolo(p)
+    if fmt in FOREIGN:
+        ls = read_foreign(p, fmt, task, ignore_index)
     elif fmt == "synthetic":
         ls = read_synthetic(p)
     elif fmt == "folder":

@@ -8,7 +8,7 @@ from typing import Optional
 
 from omegaconf import MISSING
 
-from pipelines.registry import command
+from pipelines.commands.base import Command, Invocation
 
 
 @dataclass
@@ -22,9 +22,7 @@ class ExportCommand:
     ignore_index: int = 255  # mask value that is no class (VOC void borders); -1 = none
 
 
-@command("export", "write a labeled dataset as COCO / YOLO / VOC, or clusters.csv as one folder per cluster",
-         ExportCommand)  # fmt: skip
-def export(cfg: ExportCommand) -> int:
+def export(cfg: ExportCommand, inv: Invocation) -> int:
     from autolabel.errors import ConfigError
 
     if cfg.format == "folders":
@@ -37,8 +35,9 @@ def export(cfg: ExportCommand) -> int:
         return 0
     from autolabel.data.formats import export_dataset
 
-    info = export_dataset(cfg.src, cfg.format, cfg.out, task=cfg.task,
-                          ignore_index=None if cfg.ignore_index < 0 else cfg.ignore_index)  # fmt: skip
+    info = export_dataset(
+        cfg.src, cfg.format, cfg.out, task=cfg.task, ignore_index=None if cfg.ignore_index < 0 else cfg.ignore_index
+    )
     names = info["keypoints"] if info["task"] == "keypoints" else info["classes"]
     print(f"{info['n']} {info['task']} samples -> {cfg.format}: {info['path']} ({', '.join(names)})")
     return 0
@@ -56,13 +55,30 @@ class AssignCommand:
     device: str = "cpu"
 
 
-@command("assign", "assign new samples to the clusters of an earlier run (no re-clustering), with a confidence",
-         AssignCommand)  # fmt: skip
-def assign(cfg: AssignCommand) -> int:
+def assign(cfg: AssignCommand, inv: Invocation) -> int:
     from autolabel.hilander.assign import assign_files
 
-    info = assign_files(cfg.checkpoint, cfg.clusters, cfg.features, cfg.out, pool=cfg.pool, k=cfg.k, tau=cfg.tau,
-                        device=cfg.device)  # fmt: skip
-    print(f"{info['n']} samples: {info['n_existing']} joined existing clusters, {info['n_new']} far from all "
-          f"({info['new_clusters']} new cluster(s)) at tau={info['tau']:g}: {info['path']}")  # fmt: skip
+    info = assign_files(
+        cfg.checkpoint, cfg.clusters, cfg.features, cfg.out, pool=cfg.pool, k=cfg.k, tau=cfg.tau, device=cfg.device
+    )
+    print(
+        f"{info['n']} samples: {info['n_existing']} joined existing clusters, {info['n_new']} far from all "
+        f"({info['new_clusters']} new cluster(s)) at tau={info['tau']:g}: {info['path']}"
+    )
     return 0
+
+
+COMMANDS = (
+    Command(
+        "export",
+        "write a labeled dataset as COCO / YOLO / VOC, or clusters.csv as one folder per cluster",
+        ExportCommand,
+        export,
+    ),
+    Command(
+        "assign",
+        "assign new samples to the clusters of an earlier run (no re-clustering), with a confidence",
+        AssignCommand,
+        assign,
+    ),
+)
