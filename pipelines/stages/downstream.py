@@ -231,6 +231,8 @@ def _synthetic_size(dataset: Path) -> int:
 
 
 HEADLINE_METRIC = {"segmentation": "miou", "depth": "rmse", "keypoints": "pck@0.1"}
+# the task's own metrics, reported per training set as <metric>_<synthetic|real_few> (the headline table shows them)
+TASK_METRICS = {"segmentation": ("miou",), "keypoints": ("pck@0.1", "nme"), "depth": ("rmse", "abs_rel")}
 
 
 def stage_downstream(ctx: StageContext) -> dict[str, Any]:
@@ -253,10 +255,10 @@ def stage_downstream(ctx: StageContext) -> dict[str, Any]:
             out = train_segmentation(d, str(train), str(test), task, size, ctx.cfg.trainer, sub)
         results[name], checkpoints[name] = out["metrics"], out["outputs"]["checkpoint"]
     key = HEADLINE_METRIC[task]
-    keep = (key, "pixel_acc", "nme", "train_images")
+    keep = (key, "pixel_acc", "nme", "abs_rel", "train_images")
     metrics: dict[str, Any] = {"downstream": {k: {m: v[m] for m in keep if m in v} for k, v in results.items()}}
-    if task == "segmentation":
-        metrics.update(miou_synthetic=results["synthetic"]["miou"], miou_real_few=results["real_few"]["miou"])
+    for name, res in results.items():
+        metrics.update({f"{m}_{name}": res[m] for m in TASK_METRICS[task] if m in res})
     return {"outputs": {"synthetic_model": checkpoints["synthetic"]}, "metrics": metrics}
 
 
