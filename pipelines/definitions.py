@@ -22,6 +22,7 @@ import numpy as np
 
 from autolabel.config import RunConfig, TrainerConfig
 from autolabel.config.classifier import ClassifierConfig
+from autolabel.config.downstream import DownstreamConfig
 from autolabel.config.gan import GANTrainConfig, GeneratorConfig
 from autolabel.config.hilander import HiLanderClusterConfig, HiLanderTrainConfig, LanderModelConfig
 from autolabel.config.inversion import EncoderConfig, EncoderTrainConfig
@@ -339,8 +340,6 @@ def headline(results: list[Any]) -> dict[str, Any]:
     for r in results:
         m = r.manifest.get("metrics", {})
         for key in (
-            "miou_synthetic",
-            "miou_real_few",
             "pairwise_f",
             "bcubed_f",
             "nmi",
@@ -350,6 +349,7 @@ def headline(results: list[Any]) -> dict[str, Any]:
         ):
             if key in m and isinstance(m[key], (int, float, np.integer, np.floating)):
                 out[key] = m[key]
+        out.update(m.get("headline", {}))  # the downstream check: each training set's and the constant's scores
         if "baselines" in m:
             out["baselines"] = {k: {x: v[x] for x in ("pairwise_f", "bcubed_f", "nmi", "n_clusters", "seconds")}
                                 for k, v in m["baselines"].items()}  # fmt: skip
@@ -422,17 +422,6 @@ class SynthesisStageConfig:
 
 
 @dataclass
-class DownstreamStageConfig:
-    max_epochs: int = 15
-    base: int = 16
-    depth: int = 2
-    batch_size: int = 16
-    # a fixed share of the real test folder picks each net's best epoch; metrics are reported on the rest (0: last
-    # epoch, scored on the whole test folder)
-    val_fraction: float = 0.2
-
-
-@dataclass
 class PipelineConfig:
     """``autolabel run``: which pipeline, and the settings of every stage any bundled pipeline has."""
 
@@ -445,7 +434,7 @@ class PipelineConfig:
     encoder: EncoderStageConfig = field(default_factory=EncoderStageConfig)
     labels: LabelsStageConfig = field(default_factory=LabelsStageConfig)
     synthesis: SynthesisStageConfig = field(default_factory=SynthesisStageConfig)
-    downstream: DownstreamStageConfig = field(default_factory=DownstreamStageConfig)
+    downstream: DownstreamConfig = field(default_factory=DownstreamConfig)  # synthetic vs real_few vs mixed vs constant
     classifier: ClassifierStageConfig = field(default_factory=ClassifierStageConfig)
     hilander: HiLanderStageConfig = field(default_factory=HiLanderStageConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
@@ -758,18 +747,10 @@ def _synthetic_size(dataset: Path) -> int:
         return int(im.height)
 
 
-_HEADLINE_METRIC = {"segmentation": "miou", "depth": "rmse", "keypoints": "pck@0.1"}
-
-
 def stage_downstream(ctx: StageContext) -> dict[str, Any]:
-    from pipelines.stages.downstream import (
-        FitKeypointsCommand,
-        FitSegmentationCommand,
-        train_keypoints,
-        train_segmentation,
-    )
+    from autolabel.tasks.compare import compare_training_sets
+    from pipelines.stages.downstream import open_labeled
 
-    d: DownstreamStageConfig = ctx.cfg.downstream
     test = ctx.inputs["data"].get("outputs", {}).get("test")
     if not test:
         return {"metrics": {"skipped": "no real labeled test folder (data.test): nothing to score the labels on"}}
@@ -777,27 +758,13 @@ def stage_downstream(ctx: StageContext) -> dict[str, Any]:
     synthetic = ctx.input_path("synthesis", "dataset")
     procedural = ctx.cfg.data.source_for(handsoff=True) == "procedural"
     size = ctx.cfg.shapes.size if procedural else _synthetic_size(synthetic)
-    results, checkpoints = {}, {}
-    for name, train in (("synthetic", synthetic), ("real_few", ctx.input_path("data", "labeled"))):
-        common = dict(train=str(train), test=str(test), size=size, base=d.base, depth=d.depth,
-                      batch_size=d.batch_size, max_epochs=d.max_epochs, val_fraction=d.val_fraction,
-                      trainer=ctx.cfg.trainer)  # fmt: skip
-        sub = ctx.dir / name
-        sub.mkdir(exist_ok=True)
-        if task == "keypoints":
-            out = train_keypoints(FitKeypointsCommand(**common), sub)  # type: ignore[arg-type]
-        else:
-            out = train_segmentation(FitSegmentationCommand(task=task, **common), sub)  # type: ignore[arg-type]
-        results[name], checkpoints[name] = out["metrics"], out["outputs"]["checkpoint"]
-    key = _HEADLINE_METRIC[task]
-    metrics: dict[str, Any] = {
-        "downstream": {
-            k: {m: v[m] for m in (key, "pixel_acc", "nme", "train_images") if m in v} for k, v in results.items()
-        }  # fmt: skip
-    }
-    if task == "segmentation":
-        metrics.update(miou_synthetic=results["synthetic"]["miou"], miou_real_few=results["real_few"]["miou"])
-    return {"outputs": {"synthetic_model": checkpoints["synthetic"]}, "metrics": metrics}
+    d: DownstreamConfig = ctx.cfg.downstream
+    real = open_labeled(ctx.input_path("data", "labeled"), task, size, role="data.labeled")
+    synth = open_labeled(synthetic, task, size, role="synthesis", min_confidence=d.min_confidence)
+    out = compare_training_sets(task, real, synth, open_labeled(test, task, size, role="data.test"), d,
+                                ctx.cfg.trainer, ctx.dir)  # fmt: skip
+    metrics = {"downstream": out["metrics"], "headline": out["headline"]}
+    return {"outputs": {"synthetic_model": out["checkpoints"].get("synthetic")}, "metrics": metrics}
 
 
 # what the handsoff data stage reads of data.* (the hilander-only keys do not invalidate a trained GAN)

@@ -22,17 +22,18 @@ import dataclasses
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 
+from autolabel.config.downstream import TRAINING_SETS, DownstreamConfig
 from autolabel.errors import ConfigError, DataError
 
-TRAINING_SETS = ("synthetic", "real_few", "mixed")
+__all__ = ["TRAINING_SETS", "DownstreamConfig", "MixedDataset", "compare_training_sets", "constant_prediction"]
+
 TASKS = ("segmentation", "keypoints", "depth")
 # the metrics a person reads first, per task (the headline and the report show these for every training set)
 HEADLINE_METRICS = {
@@ -42,45 +43,6 @@ HEADLINE_METRICS = {
 }
 # what picks the checkpoint on the validation slice
 MONITOR = {"segmentation": ("val/miou", "max"), "keypoints": ("val/nme", "min"), "depth": ("val/rmse", "min")}
-
-
-@dataclass
-class CompareConfig:
-    """Settings of the downstream comparison (the same for every training set)."""
-
-    task: str = "segmentation"  # segmentation | keypoints | depth
-    steps: int = 300  # optimizer steps for EVERY training set (equal budgets, not equal epochs)
-    val_every: int = 50  # validate on the validation slice every this many steps; the best one is scored
-    val_fraction: float = 0.2  # share of the test folder that picks the checkpoint (the same slice for every set)
-    batch_size: int = 16
-    lr: float = 1e-3
-    base: int = 16  # UNet width
-    depth: int = 2  # UNet depth
-    real_share: float = 0.5  # mixed set: about this share of the draws are real images (oversampled)
-    sets: list[str] = field(default_factory=lambda: list(TRAINING_SETS))  # which training sets to train
-    augment: bool = True  # segmentation/depth: horizontal flips; keypoints: random affine (+ flips with flip_pairs)
-    ignore_index: int = 255  # segmentation: mask value left out of the loss and the metrics
-    sigma: float = 1.5  # keypoints: heatmap target width in pixels
-    pck_thresholds: list[float] = field(default_factory=lambda: [0.1, 0.05])
-    eye_keypoints: Optional[list[int]] = None  # keypoints: [left_eye, right_eye] indices -> NME/PCK by inter-ocular
-    flip_pairs: Optional[list[Any]] = None  # keypoints: index pairs swapped by a mirror; null = no flips
-    min_confidence: float = 0.0  # synthetic keypoints below this confidence count as invisible
-
-    def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ConfigError(f"downstream task={self.task!r}: use one of {', '.join(TASKS)}")
-        if self.steps < 1 or self.val_every < 1 or self.batch_size < 1 or self.lr <= 0:
-            raise ConfigError(f"steps={self.steps}, val_every={self.val_every}, batch_size={self.batch_size}, "
-                              f"lr={self.lr}: need steps, val_every, batch_size >= 1 and lr > 0")  # fmt: skip
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ConfigError(f"val_fraction={self.val_fraction} must be in [0, 1) (0: score the final weights)")
-        if not 0.0 < self.real_share < 1.0:
-            raise ConfigError(f"real_share={self.real_share} must be in (0, 1): the mixed set's share of real draws")
-        bad = [s for s in self.sets if s not in TRAINING_SETS]
-        if bad:
-            raise ConfigError(f"sets={list(self.sets)}: unknown {bad}; use some of {', '.join(TRAINING_SETS)}")
-        if self.eye_keypoints is not None and len(self.eye_keypoints) != 2:
-            raise ConfigError(f"eye_keypoints={self.eye_keypoints}: name exactly two keypoints, e.g. [36,45]")
 
 
 # ---------------------------------------------------------------------------------------------------- datasets
@@ -170,17 +132,17 @@ class ConstantModel(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------- scoring
-def score(model: nn.Module, data: Dataset, cfg: CompareConfig, n_classes: int | None = None) -> dict[str, Any]:
+def score(model: nn.Module, data: Dataset, task: str, cfg: DownstreamConfig, n_classes: int | None = None) -> dict:
     """The task's metrics of ``model`` on ``data`` (segmentation: mIoU, pixel accuracy, per-class IoU; keypoints:
     PCK/NME under every normalizer; depth: RMSE, RMSE-log, AbsRel, SqRel)."""
     from autolabel.tasks.keypoints import evaluate_keypoints
     from autolabel.tasks.segmentation import evaluate_depth, evaluate_segmentation
 
-    if cfg.task == "segmentation":
+    if task == "segmentation":
         s = evaluate_segmentation(model, data, n_classes=n_classes, ignore_index=cfg.ignore_index)  # type: ignore
         return {"miou": s["miou"], "pixel_acc": s["pixel_acc"],
                 **{f"iou_class{i}": v for i, v in enumerate(s["per_class_iou"])}}  # fmt: skip
-    if cfg.task == "depth":
+    if task == "depth":
         return evaluate_depth(model, data)  # type: ignore[arg-type]
     return evaluate_keypoints(model, data, thresholds=cfg.pck_thresholds, eye_keypoints=cfg.eye_keypoints)
 
@@ -197,34 +159,34 @@ def split_test(test: Dataset, val_fraction: float) -> tuple[Dataset | None, Data
 
 
 # ---------------------------------------------------------------------------------------------------- training
-def _augmented(train: Dataset, cfg: CompareConfig, seed: int) -> Dataset:
+def _augmented(train: Dataset, task: str, cfg: DownstreamConfig, seed: int) -> Dataset:
     from autolabel.tasks.augment import RandomAffineDataset
     from autolabel.tasks.segmentation import FlipDataset
 
     if not cfg.augment:
         return train
-    if cfg.task != "keypoints":
+    if task != "keypoints":
         return FlipDataset(train, seed=seed)
     if cfg.flip_pairs is not None:
         train = FlipDataset(train, flip_pairs=[(int(a), int(b)) for a, b in cfg.flip_pairs], seed=seed)
     return RandomAffineDataset(train, seed=seed)
 
 
-def build_module(cfg: CompareConfig, channels: int, n_classes: int | None, n_keypoints: int,
+def build_module(task: str, cfg: DownstreamConfig, channels: int, n_classes: int | None, n_keypoints: int,
                  mean_shape: torch.Tensor | None = None):  # fmt: skip
-    """The downstream LightningModule for ``cfg.task`` (keypoints: with the mean-shape prior when given, in units of
+    """The downstream LightningModule for ``task`` (keypoints: with the mean-shape prior when given, in units of
     the image size)."""
     from autolabel.tasks.keypoints import KeypointModule
     from autolabel.tasks.segmentation import SegmentationModule
 
-    if cfg.task == "keypoints":
+    if task == "keypoints":
         return KeypointModule(n_keypoints, channels, cfg.base, cfg.depth, cfg.lr, cfg.sigma, cfg.pck_thresholds[0],
                               mean_shape=None if mean_shape is None else mean_shape.tolist(),
                               eye_keypoints=cfg.eye_keypoints)  # fmt: skip
-    return SegmentationModule(n_classes or 1, channels, cfg.base, cfg.depth, cfg.lr, cfg.task, cfg.ignore_index)
+    return SegmentationModule(n_classes or 1, channels, cfg.base, cfg.depth, cfg.lr, task, cfg.ignore_index)
 
 
-def train_for_steps(module, train: Dataset, val: Dataset | None, cfg: CompareConfig, trainer_cfg,
+def train_for_steps(module, train: Dataset, val: Dataset | None, task: str, cfg: DownstreamConfig, trainer_cfg,
                     stage_dir: str | os.PathLike) -> dict[str, Any]:  # fmt: skip
     """Train ``module`` for exactly ``cfg.steps`` optimizer steps (validating every ``cfg.val_every`` on ``val``);
     load the best validation checkpoint's weights (the final ones without ``val``). Returns ``checkpoint``,
@@ -234,18 +196,20 @@ def train_for_steps(module, train: Dataset, val: Dataset | None, cfg: CompareCon
 
     t0 = time.perf_counter()
     stage_dir = Path(stage_dir)
-    dm = DenseDataModule(stage_dir, None, cfg.task, None, cfg.batch_size, seed=trainer_cfg.seed)
+    dm = DenseDataModule(stage_dir, None, task, None, cfg.batch_size, seed=trainer_cfg.seed)
     dm.train_set, dm.val_set = train, val
     tc = dataclasses.replace(trainer_cfg, max_steps=cfg.steps, max_epochs=None)
     ckpts = stage_dir / "checkpoints"
     if val is None:
         trainer = fit(module, dm, tc, stage_dir, limit_val_batches=0, check_val_every_n_epoch=None)
+        trainer.save_checkpoint(ckpts / "last.ckpt")
         return {"checkpoint": ckpts / "last.ckpt", "steps": int(trainer.global_step), "val_images": 0,
                 "seconds": round(time.perf_counter() - t0, 2)}  # fmt: skip
-    monitor, mode = MONITOR[cfg.task]
+    monitor, mode = MONITOR[task]
     trainer = fit(module, dm, tc, stage_dir, monitor=monitor, monitor_mode=mode,
                   val_check_interval=min(cfg.val_every, cfg.steps), check_val_every_n_epoch=None,
                   num_sanity_val_steps=0)  # fmt: skip
+    trainer.save_checkpoint(ckpts / "last.ckpt")  # the final step (training may stop between two validations)
     best = ckpts / "best.ckpt"
     if not best.is_file():
         raise DataError(f"no {best} after training: the validation slice logged no {monitor} -- check val_fraction")
@@ -275,7 +239,7 @@ def _sizes(datasets: Mapping[str, Dataset], task: str) -> tuple[int, int | None,
     return channels, n_classes, (next(iter(n_kp.values())) if n_kp else 0)
 
 
-def compare_training_sets(real_few: Dataset, synthetic: Dataset | None, test: Dataset, cfg: CompareConfig,
+def compare_training_sets(task: str, real_few: Dataset, synthetic: Dataset | None, test: Dataset, cfg: DownstreamConfig,
                           trainer_cfg, out_dir: str | os.PathLike,
                           extra_sets: Mapping[str, Dataset] | None = None) -> dict[str, Any]:  # fmt: skip
     """Train one downstream net per training set in ``cfg.sets`` (``synthetic``, ``real_few``, ``mixed``) plus any
@@ -288,6 +252,8 @@ def compare_training_sets(real_few: Dataset, synthetic: Dataset | None, test: Da
     """
     import pytorch_lightning as pl
 
+    if task not in TASKS:
+        raise ConfigError(f"downstream task={task!r}: use one of {', '.join(TASKS)}")
     sets: dict[str, Dataset] = {}
     for name in cfg.sets:
         if name == "real_few":
@@ -299,29 +265,29 @@ def compare_training_sets(real_few: Dataset, synthetic: Dataset | None, test: Da
         else:
             sets[name] = MixedDataset(real_few, synthetic, cfg.real_share)
     sets.update(extra_sets or {})
-    channels, n_classes, n_kp = _sizes({**sets, "real_few": real_few, "test": test}, cfg.task)
+    channels, n_classes, n_kp = _sizes({**sets, "real_few": real_few, "test": test}, task)
     val, scored = split_test(test, cfg.val_fraction)
-    constant = constant_prediction(real_few, cfg.task, n_classes, cfg.ignore_index)
+    constant = constant_prediction(real_few, task, n_classes, cfg.ignore_index)
     results: dict[str, dict[str, Any]] = {}
     checkpoints: dict[str, Path] = {}
     mean_shape = None
-    if cfg.task == "keypoints":
+    if task == "keypoints":
         h, w = real_few[0]["image"].shape[-2:]
         mean_shape = constant / torch.tensor([w, h], dtype=constant.dtype)  # units of the image size
     for name, train in sets.items():
         sub = Path(out_dir) / name
         sub.mkdir(parents=True, exist_ok=True)
         pl.seed_everything(trainer_cfg.seed, workers=True, verbose=False)  # the same initial weights for every set
-        module = build_module(cfg, channels, n_classes, n_kp, mean_shape)
-        info = train_for_steps(module, _augmented(train, cfg, trainer_cfg.seed), val, cfg, trainer_cfg, sub)
+        module = build_module(task, cfg, channels, n_classes, n_kp, mean_shape)
+        info = train_for_steps(module, _augmented(train, task, cfg, trainer_cfg.seed), val, task, cfg, trainer_cfg, sub)
         checkpoints[name] = info.pop("checkpoint")
-        metrics = score(module.model if cfg.task == "keypoints" else module, scored, cfg, n_classes)
+        metrics = score(module.model if task == "keypoints" else module, scored, task, cfg, n_classes)
         extra = {"real_fraction": round(train.real_fraction, 4)} if isinstance(train, MixedDataset) else {}
         results[name] = {**metrics, "train_images": len(train), "test_images": len(scored), **info, **extra}
-    const = ConstantModel(constant, cfg.task, n_classes)
-    results["constant"] = {**score(const, scored, cfg, n_classes), "train_images": len(real_few),
+    const = ConstantModel(constant, task, n_classes)
+    results["constant"] = {**score(const, scored, task, cfg, n_classes), "train_images": len(real_few),
                            "test_images": len(scored)}  # fmt: skip
-    return {"metrics": _plain(results), "checkpoints": checkpoints, "headline": headline_metrics(cfg.task, results)}
+    return {"metrics": _plain(results), "checkpoints": checkpoints, "headline": headline_metrics(task, results)}
 
 
 def headline_metrics(task: str, results: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
