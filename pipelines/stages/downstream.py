@@ -252,17 +252,18 @@ def open_keypoint_folders(cfg: FitKeypointsCommand) -> tuple[Any, Any, list[tupl
 
 
 def train_keypoints(cfg: FitKeypointsCommand, stage_dir: Path, folders: tuple | None = None) -> dict[str, Any]:
+    from autolabel.tasks.compare import augment, relative_mean_shape
     from autolabel.tasks.keypoints import KeypointModule, evaluate_keypoints
-    from autolabel.tasks.segmentation import DenseDataModule, FlipDataset
+    from autolabel.tasks.segmentation import DenseDataModule
 
     train, test, pairs = folders or open_keypoint_folders(cfg)
     val, scored = split_test(test, cfg.val_fraction)
     dm = DenseDataModule(cfg.train, cfg.test, "keypoints", cfg.size, cfg.batch_size)
-    dm.train_set = train if pairs is None else FlipDataset(train, flip_pairs=pairs, seed=cfg.trainer.seed)
+    dm.train_set = augment(train, "keypoints", cfg.trainer.seed, pairs)  # random affine (+ flips with pairs)
     dm.val_set = val
     _seed(cfg.trainer)
     module = KeypointModule(train.n_keypoints, int(train[0]["image"].shape[0]), cfg.base, cfg.depth, cfg.lr,
-                            cfg.sigma, cfg.pck_threshold)  # fmt: skip
+                            cfg.sigma, cfg.pck_threshold, mean_shape=relative_mean_shape(train))  # fmt: skip
     ckpt, selection = _fit_selected(module, dm, cfg, stage_dir, "val/nme", "min")
     scores = evaluate_keypoints(module.model, scored, threshold=cfg.pck_threshold, per_keypoint=True)
     per = scores.pop("per_keypoint_pck")

@@ -169,7 +169,8 @@ def test_keypoint_module_loss_drops_and_evaluate(shapes):
     assert after < before
     assert "val/pck" in trainer.callback_metrics
     res = evaluate_keypoints(module.model, LabeledFolder(shapes / "val", task="keypoints", size=16))
-    assert set(res) == {"pck@0.1", "nme"} and 0 <= res["pck@0.1"] <= 1 and res["nme"] > 0
+    assert set(res) == {"pck@0.1", "pck@0.05", "nme", "pck_bbox@0.1", "pck_bbox@0.05", "nme_bbox"}
+    assert 0 <= res["pck@0.05"] <= res["pck@0.1"] <= 1 and res["nme"] > 0
     assert KeypointNet(3).predict(torch.randn(2, 3, 16, 16)).shape == (2, 3, 2)
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -159,17 +159,23 @@ def split_test(test: Dataset, val_fraction: float) -> tuple[Dataset | None, Data
 
 
 # ---------------------------------------------------------------------------------------------------- training
-def _augmented(train: Dataset, task: str, cfg: DownstreamConfig, seed: int) -> Dataset:
+def augment(train: Dataset, task: str, seed: int = 0, flip_pairs: Sequence | None = None) -> Dataset:
+    """The training-time augmentation of the downstream nets: horizontal flips (segmentation, depth); keypoints: a
+    random affine warp (shift, scale, rotation), plus flips when ``flip_pairs`` says which keypoints swap."""
     from autolabel.tasks.augment import RandomAffineDataset
     from autolabel.tasks.segmentation import FlipDataset
 
-    if not cfg.augment:
-        return train
     if task != "keypoints":
         return FlipDataset(train, seed=seed)
-    if cfg.flip_pairs is not None:
-        train = FlipDataset(train, flip_pairs=[(int(a), int(b)) for a, b in cfg.flip_pairs], seed=seed)
+    if flip_pairs is not None:
+        train = FlipDataset(train, flip_pairs=[(int(a), int(b)) for a, b in flip_pairs], seed=seed)
     return RandomAffineDataset(train, seed=seed)
+
+
+def relative_mean_shape(labeled: Dataset) -> torch.Tensor:
+    """The mean labeled shape ``[K, 2]`` in units of the image size (x / W, y / H): the keypoint net's prior."""
+    h, w = labeled[0]["image"].shape[-2:]
+    return constant_prediction(labeled, "keypoints") / torch.tensor([w, h], dtype=torch.float32)
 
 
 def build_module(task: str, cfg: DownstreamConfig, channels: int, n_classes: int | None, n_keypoints: int,
@@ -270,16 +276,15 @@ def compare_training_sets(task: str, real_few: Dataset, synthetic: Dataset | Non
     constant = constant_prediction(real_few, task, n_classes, cfg.ignore_index)
     results: dict[str, dict[str, Any]] = {}
     checkpoints: dict[str, Path] = {}
-    mean_shape = None
-    if task == "keypoints":
-        h, w = real_few[0]["image"].shape[-2:]
-        mean_shape = constant / torch.tensor([w, h], dtype=constant.dtype)  # units of the image size
     for name, train in sets.items():
         sub = Path(out_dir) / name
         sub.mkdir(parents=True, exist_ok=True)
         pl.seed_everything(trainer_cfg.seed, workers=True, verbose=False)  # the same initial weights for every set
+        # keypoints: the prior is the mean shape of the set's own training labels (synthetic-only uses no real label)
+        mean_shape = _own_mean_shape(train, real_few) if task == "keypoints" else None
         module = build_module(task, cfg, channels, n_classes, n_kp, mean_shape)
-        info = train_for_steps(module, _augmented(train, task, cfg, trainer_cfg.seed), val, task, cfg, trainer_cfg, sub)
+        seen = augment(train, task, trainer_cfg.seed, cfg.flip_pairs) if cfg.augment else train
+        info = train_for_steps(module, seen, val, task, cfg, trainer_cfg, sub)
         checkpoints[name] = info.pop("checkpoint")
         metrics = score(module.model if task == "keypoints" else module, scored, task, cfg, n_classes)
         extra = {"real_fraction": round(train.real_fraction, 4)} if isinstance(train, MixedDataset) else {}
@@ -288,6 +293,13 @@ def compare_training_sets(task: str, real_few: Dataset, synthetic: Dataset | Non
     results["constant"] = {**score(const, scored, task, cfg, n_classes), "train_images": len(real_few),
                            "test_images": len(scored)}  # fmt: skip
     return {"metrics": _plain(results), "checkpoints": checkpoints, "headline": headline_metrics(task, results)}
+
+
+def _own_mean_shape(train: Dataset, fallback: Dataset) -> torch.Tensor:
+    try:
+        return relative_mean_shape(train)
+    except DataError:  # a keypoint never visible (e.g. filtered by confidence) in this set: the real labels' shape
+        return relative_mean_shape(fallback)
 
 
 def headline_metrics(task: str, results: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
