@@ -153,3 +153,22 @@ def test_keypoint_net_beats_the_mean_shape_on_moving_shapes(tmp_path):
     assert net["nme"] < 0.75 * const["nme"] and net["nme_bbox"] < 0.75 * const["nme_bbox"]
     assert net["pck@0.1"] > const["pck@0.1"] + 0.15
     assert {"pck@0.05", "pck_bbox@0.1", "pck_bbox@0.05"} <= set(net)
+
+
+def test_depth_comparison_reports_the_mean_depth_map_baseline(tmp_path):
+    from autolabel.data.labeled import FolderSubset, holdout_split
+    from autolabel.metrics.dense import depth_errors
+
+    real = LabeledFolder(make_shapes_dataset(tmp_path / "real", 4, size=8, seed=0), task="depth", size=8)
+    test = LabeledFolder(make_shapes_dataset(tmp_path / "test", 5, size=8, seed=1), task="depth", size=8)
+    cfg = DownstreamConfig(steps=3, val_every=3, batch_size=2, base=4, depth=1, sets=["real_few"])
+    out = compare_training_sets("depth", real, None, test, cfg, _trainer_cfg(), tmp_path / "runs")
+    m = out["metrics"]
+    assert m["real_few"]["steps"] == 3 and set(out["headline"]) == {
+        "rmse_real_few", "abs_rel_real_few", "rmse_constant", "abs_rel_constant"}  # fmt: skip
+    mean_map = torch.stack([real[i]["depth"] for i in range(4)]).mean(0)
+    scored = FolderSubset(test, holdout_split(5, 0.2)[1])
+    gt = torch.stack([scored[i]["depth"] for i in range(len(scored))])
+    expected = depth_errors(mean_map.expand_as(gt), gt)
+    assert m["constant"]["rmse"] == pytest.approx(expected["rmse"]) and m["constant"]["test_images"] == 4
+    assert m["constant"]["abs_rel"] == pytest.approx(expected["abs_rel"])
