@@ -65,6 +65,7 @@ class FitSegmentationCommand(DownstreamCommand):
     written by ``autolabel synthesize``) and score it on the real labeled folder ``test``."""
 
     task: str = "segmentation"  # segmentation | depth
+    ignore_index: int = 255  # mask value left out of the loss and the metrics (e.g. VOC's object borders)
     run: RunConfig = field(default_factory=lambda: RunConfig(name="segmentation"))
 
     def __post_init__(self) -> None:
@@ -209,11 +210,11 @@ def train_segmentation(cfg: FitSegmentationCommand, stage_dir: Path, folders: tu
     dm.train_set, dm.val_set, dm.n_classes = FlipDataset(train), val, n_classes  # folders opened above
     channels = int(train[0]["image"].shape[0])
     _seed(cfg.trainer)
-    module = SegmentationModule(n_classes or 1, channels, cfg.base, cfg.depth, cfg.lr, cfg.task)
+    module = SegmentationModule(n_classes or 1, channels, cfg.base, cfg.depth, cfg.lr, cfg.task, cfg.ignore_index)
     monitor, mode = ("val/miou", "max") if cfg.task == "segmentation" else ("val/rmse", "min")
     ckpt, selection = _fit_selected(module, dm, cfg, stage_dir, monitor, mode)
     if cfg.task == "segmentation":
-        scores = evaluate_segmentation(module, scored, n_classes=n_classes)
+        scores = evaluate_segmentation(module, scored, n_classes=n_classes, ignore_index=cfg.ignore_index)
         metrics = {"miou": scores["miou"], "pixel_acc": scores["pixel_acc"],
                    **{f"iou_class{i}": v for i, v in enumerate(scores["per_class_iou"])}}  # fmt: skip
     else:
