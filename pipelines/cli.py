@@ -84,6 +84,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AutolabelError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a full / read-only disk mid-run: one line, not a traceback (bugs still raise)
+        from autolabel.errors import os_error_message
+
+        msg = os_error_message(e)
+        if msg is None:
+            raise
+        print(f"error: {msg}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume from the last checkpoint", file=sys.stderr)
         return 130

@@ -86,9 +86,8 @@ def _fit_selected(
 ) -> tuple[Path, dict[str, Any]]:
     """Train; with a validation slice keep the best epoch by ``monitor`` and load its weights into ``module``.
     Returns the scored checkpoint and selection metrics (``val_images``, ``best_epoch``, ``val_score``)."""
-    import torch
-
     from autolabel.engine import fit
+    from autolabel.engine.checkpoint_io import load_checkpoint
 
     tc = dataclasses.replace(trainer_cfg, max_epochs=d.max_epochs, max_steps=-1)
     ckpts = stage_dir / "checkpoints"
@@ -99,7 +98,7 @@ def _fit_selected(
     best = ckpts / "best.ckpt"
     if not best.is_file():
         raise DataError(f"no {best} after training: the validation slice logged no {monitor} -- check val_fraction")
-    state = torch.load(best, map_location="cpu", weights_only=False)
+    state = load_checkpoint(best, what="best checkpoint")
     module.load_state_dict(state["state_dict"])
     score = next((cb.best_model_score for cb in trainer.checkpoint_callbacks if getattr(cb, "monitor", None)), None)
     info = {"val_images": len(dm.val_set), "best_epoch": int(state["epoch"])}

@@ -37,7 +37,10 @@ def palette(n: int) -> np.ndarray:
 
 def _to_rgb(img: np.ndarray | str | os.PathLike, size: int | None = None) -> np.ndarray:
     if isinstance(img, (str, os.PathLike)):
-        im = Image.open(img).convert("RGB")
+        from autolabel.data.images import image_array, open_image  # any mode, bomb-guarded
+
+        with open_image(img) as src:
+            im = Image.fromarray(image_array(src, 3))
     else:
         arr = np.asarray(img)
         if arr.dtype != np.uint8:

@@ -30,9 +30,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset
 
+from autolabel.data.images import image_array, open_image
+from autolabel.data.mask_checks import check_mask_values, resolve_mask_check, single_channel_mask
 from autolabel.engine.io import atomic_save_npy, atomic_write_bytes, atomic_write_text
 from autolabel.errors import ConfigError, DataError
 
@@ -45,12 +47,12 @@ def _list(folder: Path, exts: Sequence[str]) -> dict[str, Path]:
 
 
 def _open(path: Path) -> Image.Image:
-    try:
-        im = Image.open(path)
-        im.load()
-        return im
-    except (UnidentifiedImageError, OSError) as e:
-        raise DataError(f"cannot read {path}: {e.__class__.__name__}; remove or re-save the file") from e
+    return open_image(path)  # one-line errors, decompression-bomb guard
+
+
+def _rgb(im: Image.Image) -> Image.Image:
+    """8-bit RGB of a photo in any mode (16-bit / float images scaled, not clipped to white)."""
+    return Image.fromarray(image_array(im, 3))
 
 
 def _size_hw(size: int | Sequence[int] | None) -> tuple[int, int] | None:
@@ -84,6 +86,7 @@ class LabeledFolder(Dataset):
         progress: bool = False,
         _images_dir: str | os.PathLike | None = None,
         _masks_dir: str | os.PathLike | None = None,
+        mask_check: str | None = None,
     ):
         self.root = Path(root)
         if not self.root.is_dir():
@@ -93,6 +96,7 @@ class LabeledFolder(Dataset):
             )
         if mask_mode not in ("auto", "index", "binary"):
             raise ConfigError(f"mask_mode={mask_mode!r}: use auto, index or binary")
+        self.mask_check = resolve_mask_check(mask_check)
         img_dir = Path(_images_dir) if _images_dir is not None else self.root / "images"
         if not img_dir.is_dir():
             raise DataError(f"images folder missing: {img_dir} -- put the photos in {img_dir}")
@@ -142,14 +146,15 @@ class LabeledFolder(Dataset):
         self._visible: list[torch.Tensor] = []
         raw_masks: list[np.ndarray] = []
         raw_max: list[int] = []  # per mask, before resizing: a thin class that resizing erases still counts
+        raw_counts: list[np.ndarray] = []  # per mask, pixels per value as stored (for the stray-value check)
         mask_paths = [labels[s] for s in stems] if task == "segmentation" else []
         for s in tqdm(stems, desc="load labeled folder", disable=not progress):
-            im = _open(images[s]).convert("RGB")
+            im = _rgb(_open(images[s]))
             isz = (im.height, im.width)
             if task == "segmentation":
-                m = _open(labels[s])
-                m = m if m.mode in ("L", "P") else m.convert("L")
-                raw_max.append(int(np.asarray(m).max()))
+                m = single_channel_mask(_open(labels[s]), labels[s])
+                raw_counts.append(np.bincount(np.asarray(m, dtype=np.uint8).ravel(), minlength=256))
+                raw_max.append(int(np.flatnonzero(raw_counts[-1]).max()))
                 lsz = (m.height, m.width)
             elif task == "depth":
                 d = self._read_depth(labels[s])
@@ -199,6 +204,8 @@ class LabeledFolder(Dataset):
                 self._visible.append(torch.from_numpy(vis))
         if task == "segmentation":
             self._finish_masks(raw_masks, mask_paths, n_classes, raw_max)
+            if n_classes is None and self.mask_mode_resolved == "index":
+                check_mask_values(raw_counts, mask_paths, self.mask_check)
         else:
             self.n_classes = n_classes
 
@@ -506,7 +513,7 @@ class SyntheticLabels(Dataset):
         self._visible: list[torch.Tensor] = []
         for s in stems:
             label_path = self.root / "labels" / f"{s}{ext}"
-            im = _open(images[s]).convert("RGB")
+            im = _rgb(_open(images[s]))
             w0, h0 = im.width, im.height
             if (h0, w0) != (size, size):
                 im = im.resize((size, size), Image.BILINEAR)
@@ -579,5 +586,5 @@ def open_synthetic(root: str | os.PathLike, task: str, size: int, n_classes: int
     root = Path(root)
     if task == "segmentation":
         return LabeledFolder.from_dirs(root / "images", root / "labels", size=size, n_classes=n_classes, limit=limit,
-                                       mask_mode="index", ids=synthetic_ids(root))  # fmt: skip
+                                       mask_mode="index", ids=synthetic_ids(root), mask_check="off")  # fmt: skip
     return SyntheticLabels(root, task, size, limit=limit, min_confidence=min_confidence)

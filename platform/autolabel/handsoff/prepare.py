@@ -19,13 +19,14 @@ from autolabel.errors import ConfigError, DataError
 
 def _saved_latents(path: Path, ids: list[str]) -> dict[str, Any] | None:
     """The inversion saved by an interrupted run of this stage (``latents.pt`` for the same images), else None."""
-    import torch
+    from autolabel.engine.checkpoint_io import load_checkpoint
+    from autolabel.errors import CheckpointError
 
     if not path.is_file():
         return None
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError):
+        saved = load_checkpoint(path, what="saved inversion")
+    except CheckpointError:
         return None
     if not isinstance(saved, dict) or list(saved.get("ids", [])) != list(ids) or "mse" not in saved:
         return None

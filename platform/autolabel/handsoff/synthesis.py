@@ -41,6 +41,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from autolabel.engine.io import atomic_save_npy, atomic_write_bytes, atomic_write_text, read_json, write_json
+from autolabel.engine.paths import check_output_dir
 from autolabel.errors import ConfigError, DataError
 from autolabel.handsoff.hypercolumns import HypercolumnExtractor, rescale_coords
 from autolabel.handsoff.label_generator import LabelGeneratorEnsemble, decode_keypoints, image_uncertainty
@@ -190,6 +191,7 @@ def synthesize(
         )
     plan = filter_plan(n, filter_fraction, drop_least_uncertain)
     out = Path(out_dir)
+    check_output_dir(out, {"label_checkpoint": label_checkpoint}, marker="plan.json", command="autolabel synthesize")
     task = ensemble.task
     size = int(generator.resolution)
     meta = {**plan, "seed": int(seed), "truncation_psi": float(truncation_psi), "world_size": int(world_size),

@@ -198,6 +198,7 @@ def train_for_steps(module, train: Dataset, val: Dataset | None, task: str, cfg:
     load the best validation checkpoint's weights (the final ones without ``val``). Returns ``checkpoint``,
     ``steps`` (``trainer.global_step``), ``best_step``, ``val_score``, ``val_images``, ``seconds``."""
     from autolabel.engine import fit
+    from autolabel.engine.checkpoint_io import load_checkpoint
     from autolabel.tasks.segmentation import DenseDataModule
 
     t0 = time.perf_counter()
@@ -219,7 +220,7 @@ def train_for_steps(module, train: Dataset, val: Dataset | None, task: str, cfg:
     best = ckpts / "best.ckpt"
     if not best.is_file():
         raise DataError(f"no {best} after training: the validation slice logged no {monitor} -- check val_fraction")
-    state = torch.load(best, map_location="cpu", weights_only=False)
+    state = load_checkpoint(best, what="best checkpoint")
     module.load_state_dict(state["state_dict"])
     info: dict[str, Any] = {"checkpoint": best, "steps": int(trainer.global_step), "val_images": len(val),
                             "best_step": int(state["global_step"])}  # type: ignore[arg-type]  # fmt: skip
