@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from autolabel.config import RunConfig, TrainerConfig
-from autolabel.config.downstream import DownstreamConfig
+from autolabel.config.downstream import HEADLINE_METRICS, TRAINING_SETS, DownstreamConfig
 from autolabel.errors import ConfigError
 from pipelines.runner import Pipeline
 from pipelines.stages import classifier, data, downstream, encoder, gan, hilander, labels, synthesis
@@ -114,6 +114,8 @@ def get_pipeline(name: str) -> Pipeline:
 
 
 HEADLINE_KEYS = (
+    # the downstream check's per-task metrics per training set and the constant: miou_synthetic, nme_constant, ...
+    *(f"{m}_{s}" for ms in HEADLINE_METRICS.values() for m in ms for s in (*TRAINING_SETS, "constant")),
     "pairwise_f",
     "bcubed_f",
     "nmi",
@@ -134,7 +136,6 @@ def headline(results: list[Any]) -> dict[str, Any]:
         for key in HEADLINE_KEYS:
             if key in m and isinstance(m[key], (int, float, np.integer, np.floating)):
                 out[key] = m[key]
-        out.update(m.get("headline", {}))  # the downstream check: every training set's and the constant's scores
         if "baselines" in m:
             out["baselines"] = {k: {x: v[x] for x in BASELINE_KEYS} for k, v in m["baselines"].items()}
     return out

@@ -267,7 +267,7 @@ def stage_downstream(ctx: StageContext) -> dict[str, Any]:
     out = compare_training_sets(
         task, real, synth, open_labeled(test, task, size, role="data.test"), d, ctx.cfg.trainer, ctx.dir
     )
-    metrics = {"downstream": out["metrics"], "headline": out["headline"]}
+    metrics = {"downstream": out["metrics"], **out["headline"]}  # headline: <metric>_<set>, e.g. miou_mixed
     return {"outputs": {"synthetic_model": out["checkpoints"].get("synthetic")}, "metrics": metrics}
 
 

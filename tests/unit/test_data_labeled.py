@@ -42,6 +42,8 @@ def test_binary_mask_auto_and_class_range(tmp_path):
     assert ds.mask_mode_resolved == "binary" and ds.n_classes == 2
     assert ds[0]["mask"][:4].eq(1).all() and ds[0]["mask"][5, 5] == 1 and ds[0]["mask"][6, 0] == 0
     with pytest.raises(DataError, match="class index 255 >= n_classes=2"):
+        LabeledFolder(tmp_path, mask_mode="index", n_classes=2, ignore_index=None)
+    with pytest.raises(DataError, match="class index 240 >= n_classes=2"):  # 255 = void by default: not a class
         LabeledFolder(tmp_path, mask_mode="index", n_classes=2)
     with pytest.raises(ConfigError, match="mask_mode"):
         LabeledFolder(tmp_path, mask_mode="weird")

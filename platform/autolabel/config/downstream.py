@@ -8,6 +8,12 @@ from typing import Any, Optional
 from autolabel.errors import ConfigError
 
 TRAINING_SETS = ("synthetic", "real_few", "mixed")
+# the metrics a person reads first, per task: the headline shows f"{metric}_{set}" for every training set + constant
+HEADLINE_METRICS = {
+    "segmentation": ("miou",),
+    "keypoints": ("pck@0.1", "pck@0.05", "nme", "nme_bbox", "nme_io"),
+    "depth": ("rmse", "abs_rel"),
+}
 
 
 @dataclass

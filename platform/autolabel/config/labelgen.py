@@ -11,7 +11,7 @@ from autolabel.errors import ConfigError
 class LabelGeneratorConfig:
     task: str = "segmentation"  # segmentation | keypoints | depth
     n_classes: int = -1  # -1 = the labeled folder's class count (max label + 1 at full resolution)
-    n_keypoints: int = 0  # required for task=keypoints; checked against the labeled folder
+    n_keypoints: int = 0  # 0 = the labeled folder's keypoint count; > 0 is checked against it
     n_members: int = 10
     hidden: list[int] = field(default_factory=lambda: [256, 32])
     working_resolution: int = -1  # -1 = the generator's image resolution
@@ -37,10 +37,9 @@ class LabelGeneratorConfig:
         if self.n_classes == 1:
             raise ConfigError("label_generator.n_classes=1: segmentation needs >= 2 classes (background included); "
                               "use -1 to count them in the labeled folder")  # fmt: skip
-        if self.task == "keypoints" and self.n_keypoints < 1:
-            raise ConfigError(
-                "label_generator.n_keypoints must be >= 1 for task=keypoints: set it to the keypoint count"
-            )
+        if self.n_keypoints < 0:
+            raise ConfigError(f"label_generator.n_keypoints={self.n_keypoints}: use 0 (count them in the labels) or "
+                              "the keypoint count")  # fmt: skip
         if self.heatmap_sigma <= 0:
             raise ConfigError(f"label_generator.heatmap_sigma={self.heatmap_sigma} must be > 0 (2 pixels is typical)")
         if self.min_class_pixels < 0:

@@ -81,6 +81,7 @@ def _worker(rank: int, plan: _Plan, world: int, device: str, device_index: int |
         save_uncertainty=plan.save_uncertainty,
         progress=plan.progress and rank == 0,
         label_checkpoint=plan.checkpoint,
+        names=module.label_names(),  # class / keypoint names: into plan.json and manifest.jsonl
     )
 
 

@@ -29,18 +29,12 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from autolabel.config.downstream import TRAINING_SETS, DownstreamConfig
+from autolabel.config.downstream import HEADLINE_METRICS, TRAINING_SETS, DownstreamConfig
 from autolabel.errors import ConfigError, DataError
 
 __all__ = ["TRAINING_SETS", "DownstreamConfig", "MixedDataset", "compare_training_sets", "constant_prediction"]
 
 TASKS = ("segmentation", "keypoints", "depth")
-# the metrics a person reads first, per task (the headline and the report show these for every training set)
-HEADLINE_METRICS = {
-    "segmentation": ("miou",),
-    "keypoints": ("pck@0.1", "pck@0.05", "nme", "nme_bbox", "nme_io"),
-    "depth": ("rmse", "abs_rel"),
-}
 # what picks the checkpoint on the validation slice
 MONITOR = {"segmentation": ("val/miou", "max"), "keypoints": ("val/nme", "min"), "depth": ("val/rmse", "min")}
 
