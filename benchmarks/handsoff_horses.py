@@ -204,28 +204,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # synthesis + downstream
     ap.add_argument("--n-synth", type=int, default=2000)
     ap.add_argument("--synth-batch", type=int, default=16)
-    ap.add_argument("--seg-steps", type=int, default=500, help="gradient steps of every segmentation run")
+    ap.add_argument("--seg-steps", type=int, default=500, help="optimizer steps of EVERY downstream training set")
     ap.add_argument("--seg-base", type=int, default=16)
     ap.add_argument("--seg-depth", type=int, default=3)
     ap.add_argument("--seg-batch", type=int, default=8)
+    ap.add_argument("--seg-val-every", type=int, default=50, help="validate every N steps; the best step is scored")
+    ap.add_argument("--real-share", type=float, default=0.5, help="mixed set: share of draws from the real labels")
+    ap.add_argument("--downstream-only", action="store_true",
+                    help="no GAN: compare the real label sets (16 vs 200) and the constant baseline only")  # fmt: skip
     a = ap.parse_args(argv)
     if a.quick:
         a.kimg, a.channel_max, a.z_dim, a.n_mapping, a.gan_batch = 0.2, 16, 32, 2, 8
         a.encoder_width, a.encoder_max_width, a.encoder_phase1_steps, a.encoder_finetune_steps = 8, 16, 4, 2
         a.label_steps, a.label_members, a.label_hidden, a.label_batch_pixels = 10, 2, "16,8", 64
         a.n_synth, a.synth_batch, a.seg_steps, a.seg_base, a.seg_depth = 40, 8, 10, 4, 2
+        a.seg_val_every = 5
     if a.lpips_weight is None:
         from autolabel.handsoff.lpips_weights import default_weight_path
 
         a.lpips_weight = 10.0 if default_weight_path("vgg").is_file() else 0.0
     if a.out is None:
-        a.out = str(Path(a.work) / "quick.json") if a.quick else str(REPO / "benchmarks/results/handsoff_horses.json")
+        name = "handsoff_horses_downstream.json" if a.downstream_only else "handsoff_horses.json"
+        a.out = str(Path(a.work) / "quick.json") if a.quick else str(REPO / "benchmarks/results" / name)
     return a
-
-
-def seg_epochs(n_train: int, batch: int, steps: int) -> int:
-    per_epoch = n_train // batch if n_train > batch else 1  # the datamodule drops the last partial batch
-    return max(1, round(steps / per_epoch))
 
 
 # settings each stage depends on (a stage is reused by --resume only when these match the previous run's)
@@ -236,8 +237,7 @@ _ENC_KEYS = [*_GAN_KEYS, "encoder_width", "encoder_max_width", "encoder_phase1_s
 _LAB_KEYS = [*_ENC_KEYS, "n_labeled", "label_seed", "refine_steps", "label_steps", "label_members", "label_hidden",
              "label_batch_pixels"]  # fmt: skip
 _SYN_KEYS = [*_LAB_KEYS, "n_synth", "synth_batch"]
-_SEG_KEYS = ["seg_steps", "seg_base", "seg_depth", "seg_batch"]
-_REAL_KEYS = ["data", "size", "seed", "accelerator", "n_labeled", "label_seed", *_SEG_KEYS]
+_SEG_KEYS = ["seg_steps", "seg_base", "seg_depth", "seg_batch", "seg_val_every", "real_share", "downstream_only"]
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -276,7 +276,8 @@ def main(argv: list[str] | None = None) -> dict:
             "inversion": "encoder only (refine_steps=0)" if a.refine_steps == 0 else f"refine_steps={a.refine_steps}",
             "masks": "figure_ground >= 128 at mask resolution, area-resized to size, >= 0.5 -> horse (class 1)",
             "photos": "rgb resized (bilinear) to the mask's pixel size, then to size x size (aspect not kept)",
-            "segmentation": "same UNet and the same number of gradient steps for every training set",
+            "segmentation": "same UNet, the same number of optimizer steps for every training set, checkpoint picked "
+            "on the same validation slice of the test horses (autolabel.tasks.compare)",
             "timing": "each stage is one child process: wall seconds include Python/torch start-up (~10-20 s)",
         },
         "stages": {},
@@ -310,6 +311,9 @@ def main(argv: list[str] | None = None) -> dict:
     folders = {k: Path(v) for k, v in data["folders"].items()}
     print(f"data: {json.dumps(res['data'], indent=1)}", flush=True)
     save()
+    if a.downstream_only:  # no GAN: the real label sets (16 vs 200) and the constant baseline only
+        res["segmentation"] = downstream(a, folders, None, runs / "downstream")
+        return finish(res, out_path)
 
     # -- GAN
     gan_dir = runs / "gan"
@@ -383,49 +387,79 @@ def main(argv: list[str] | None = None) -> dict:
     res["stages"]["synthesis"] = rec
     save()
 
-    # -- downstream segmentation
-    for name, train, n_train, keys in (("synthetic", synth, rec["kept"], [*_SYN_KEYS, *_SEG_KEYS]),
-                                       ("real16", folders["labeled"], a.n_labeled, _REAL_KEYS),
-                                       ("real200", folders["real200"], N_TRAIN, _REAL_KEYS)):  # fmt: skip
-        seg_dir = runs / f"seg_{name}"
-        seg = reuse("segmentation", name, keys, seg_dir / "segmentation" / "manifest.json")
-        if seg is None:
-            ep = seg_epochs(n_train, a.seg_batch, a.seg_steps)
-            r = run_cli(["fit", "segmentation", f"train={train}", f"test={folders['test']}", f"size={a.size}",
-                         f"base={a.seg_base}", f"depth={a.seg_depth}", f"batch_size={a.seg_batch}",
-                         f"max_epochs={ep}", f"trainer.check_val_every_n_epoch={ep}", *common,
-                         f"run.dir={fresh(seg_dir)}"], threads=a.threads)  # fmt: skip
-            seg = {**_timing(r), "epochs": ep, "steps": ep * (n_train // a.seg_batch if n_train > a.seg_batch else 1),
-                   "metrics": manifest(seg_dir / "segmentation")["metrics"]}  # fmt: skip
-        res["segmentation"][name] = seg
-        save()
+    # -- downstream: every training set gets the same optimizer steps, the checkpoint is picked on the same
+    # validation slice of the test horses, and the constant answer (per-pixel majority of the 16 labeled masks) is
+    # scored beside them (autolabel.tasks.compare)
+    rec = reuse("segmentation", "comparison", [*_SYN_KEYS, *_SEG_KEYS], runs / "downstream")
+    res["segmentation"] = rec if rec is not None else downstream(a, folders, None if a.downstream_only else synth,
+                                                                  runs / "downstream")  # fmt: skip
+    save()
 
+    return finish(res, out_path)
+
+
+def finish(res: dict, out_path: Path) -> dict:
+    """Totals, status, the results JSON and the markdown tables."""
     stage_seconds = [res["data"]["seconds"], *(v["seconds"] for v in res["stages"].values()),
-                     *(v["seconds"] for v in res["segmentation"].values())]  # fmt: skip
+                     res["segmentation"]["seconds"]]  # fmt: skip
     res["total_seconds"] = round(sum(stage_seconds), 1)  # sum of the stages (reused ones: their original time)
     res["machine"]["loadavg_end"] = list(os.getloadavg())
     res["status"] = "done"
-    save()
+    write_json_atomic(out_path, res)
     print()
     print(markdown(res))
     print(f"\nresults: {out_path}")
     return res
 
 
-ROWS = (("synthetic", "synthetic {n} (HandsOff, {k} labels)"), ("real16", "{k} real labels"),
-        ("real200", "200 real labels (upper bound)"))  # fmt: skip
+def downstream(a: argparse.Namespace, folders: dict[str, Path], synth: Path | None, out: Path) -> dict:
+    """The downstream comparison in this process (``--threads`` intra-op threads): synthetic, 16 real, mixed and
+    200 real labels, each trained for ``--seg-steps`` optimizer steps, plus the constant baseline."""
+    import torch
+
+    from autolabel.config import TrainerConfig
+    from autolabel.config.downstream import DownstreamConfig
+    from autolabel.data.labeled import LabeledFolder, open_synthetic
+    from autolabel.tasks.compare import compare_training_sets
+
+    if a.threads > 0:
+        torch.set_num_threads(a.threads)
+    t0 = time.perf_counter()
+    real = LabeledFolder(folders["labeled"], task="segmentation", size=a.size, n_classes=2)
+    many = LabeledFolder(folders["real200"], task="segmentation", size=a.size, n_classes=2)
+    test = LabeledFolder(folders["test"], task="segmentation", size=a.size, n_classes=2)
+    syn = None if synth is None else open_synthetic(synth, "segmentation", a.size, n_classes=2)
+    cfg = DownstreamConfig(steps=a.seg_steps, val_every=a.seg_val_every, batch_size=a.seg_batch, base=a.seg_base,
+                           depth=a.seg_depth, real_share=a.real_share)  # fmt: skip
+    tc = TrainerConfig(accelerator=a.accelerator, seed=a.seed, enable_progress_bar=False)
+    print(f"\ndownstream comparison: {cfg}", flush=True)
+    got = compare_training_sets("segmentation", real, syn, test, cfg, tc, fresh(out), extra_sets={"real200": many})
+    for name, m in got["metrics"].items():
+        print(f"  {name:10s} mIoU {m['miou']:.3f}  ({m.get('steps', '-')} steps, {m['train_images']} images)")
+    return {"seconds": round(time.perf_counter() - t0, 2), "metrics": got["metrics"], "headline": got["headline"]}
+
+
+ROWS = (("synthetic", "synthetic {n} (HandsOff, {k} labels)"), ("real_few", "{k} real labels"),
+        ("mixed", "{k} real (oversampled) + synthetic {n}"), ("real200", "200 real labels (upper bound)"),
+        ("constant", "constant: per-pixel majority of the {k} labeled masks"))  # fmt: skip
 
 
 def markdown(res: dict) -> str:
-    """The two result tables as markdown."""
+    """The result tables as markdown."""
     s, st = res["settings"], res["stages"]
-    out = ["| training set | train images | mIoU | IoU background | IoU horse | pixel acc | seg. seconds |",
-           "|---|---|---|---|---|---|---|"]  # fmt: skip
+    kept = st["synthesis"]["kept"] if "synthesis" in st else 0
+    out = ["| training set | train images | optimizer steps | best step | mIoU | IoU background | IoU horse | "
+           "pixel acc | seconds |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    ds = res["segmentation"]["metrics"]
     for key, label in ROWS:
-        m = res["segmentation"][key]["metrics"]
-        out.append(f"| {label.format(n=st['synthesis']['kept'], k=s['n_labeled'])} | {int(m['train_images'])} | "
-                   f"{m['miou']:.3f} | {m['iou_class0']:.3f} | {m['iou_class1']:.3f} | {m['pixel_acc']:.3f} | "
-                   f"{res['segmentation'][key]['seconds']:.0f} |")  # fmt: skip
+        if key not in ds:
+            continue
+        m = ds[key]
+        out.append(f"| {label.format(n=kept, k=s['n_labeled'])} | {int(m['train_images'])} | {m.get('steps', '-')} | "
+                   f"{m.get('best_step', '-')} | {m['miou']:.3f} | {m['iou_class0']:.3f} | {m['iou_class1']:.3f} | "
+                   f"{m['pixel_acc']:.3f} | {m.get('seconds', 0):.0f} |")  # fmt: skip
+    if "gan" not in st:
+        return "\n".join(out)
     g, e, lab, syn = st["gan"], st["encoder"], st["labels"], st["synthesis"]
     out += ["", "| stage | value |", "|---|---|",
             f"| GAN training | {g['s_per_kimg']:.0f} s/kimg ({g['kimg_trained']:.1f} kimg in {g['seconds']:.0f} s) |",
@@ -435,8 +469,7 @@ def markdown(res: dict) -> str:
             f"| synthesis ({syn['candidates']} candidates -> {syn['kept']} kept) | "
             f"{syn['images_per_s_wall']:.2f} images/s (wall, incl. start-up; in-loop "
             f"{syn['images_per_s_reported'] or float('nan'):.2f}) |",
-            *(f"| segmentation training, {k} | {v['seconds']:.0f} s ({v['steps']} steps) |"
-              for k, v in res["segmentation"].items()),
+            f"| downstream comparison (all sets) | {res['segmentation']['seconds']:.0f} s |",
             f"| whole benchmark | {res['total_seconds']:.0f} s |"]  # fmt: skip
     return "\n".join(out)
 

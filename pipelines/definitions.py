@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from autolabel.config import RunConfig, TrainerConfig
+from autolabel.config.downstream import HEADLINE_METRICS, TRAINING_SETS, DownstreamConfig
 from autolabel.errors import ConfigError
 from pipelines.runner import Pipeline
 from pipelines.stages import classifier, data, downstream, encoder, gan, hilander, labels, synthesis
 from pipelines.stages.classifier import ClassifierStageConfig
 from pipelines.stages.data import HANDSOFF_SOURCES, HILANDER_SOURCES, DataConfig, ShapesDataConfig
-from pipelines.stages.downstream import TASK_METRICS, DownstreamConfig
 from pipelines.stages.encoder import EncoderStageConfig
 from pipelines.stages.gan import GANStageConfig
 from pipelines.stages.hilander import HiLanderStageConfig
@@ -44,9 +44,7 @@ class PipelineConfig:
     encoder: EncoderStageConfig = field(default_factory=EncoderStageConfig)
     labels: LabelsStageConfig = field(default_factory=LabelsStageConfig)
     synthesis: SynthesisStageConfig = field(default_factory=SynthesisStageConfig)
-    downstream: DownstreamConfig = field(
-        default_factory=lambda: DownstreamConfig(max_epochs=15, base=16, depth=2, batch_size=16)
-    )
+    downstream: DownstreamConfig = field(default_factory=DownstreamConfig)  # synthetic/real_few/mixed + constant
     classifier: ClassifierStageConfig = field(default_factory=ClassifierStageConfig)
     hilander: HiLanderStageConfig = field(default_factory=HiLanderStageConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
@@ -116,8 +114,8 @@ def get_pipeline(name: str) -> Pipeline:
 
 
 HEADLINE_KEYS = (
-    # the downstream check's per-task metrics per training set: miou_synthetic, pck@0.1_real_few, rmse_synthetic, ...
-    *(f"{m}_{s}" for ms in TASK_METRICS.values() for m in ms for s in ("synthetic", "real_few")),
+    # the downstream check's per-task metrics per training set and the constant: miou_synthetic, nme_constant, ...
+    *(f"{m}_{s}" for ms in HEADLINE_METRICS.values() for m in ms for s in (*TRAINING_SETS, "constant")),
     "pairwise_f",
     "bcubed_f",
     "nmi",

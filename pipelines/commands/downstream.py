@@ -52,6 +52,7 @@ class FitSegmentationCommand(DownstreamCommand):
     written by ``autolabel synthesize``) and score it on the real labeled folder ``test``."""
 
     task: str = "segmentation"  # segmentation | depth
+    ignore_index: int = 255  # mask value left out of the loss and the metrics (e.g. VOC's object borders)
     run: RunConfig = field(default_factory=lambda: RunConfig(name="segmentation"))
 
     def __post_init__(self) -> None:
@@ -96,7 +97,7 @@ def fit_segmentation(cfg: FitSegmentationCommand, inv: Invocation) -> int:
 
     def stage(ctx):
         return train_segmentation(
-            cfg, cfg.train, cfg.test, cfg.task, cfg.size, cfg.trainer, ctx.dir, cfg.limit, folders
+            cfg, cfg.train, cfg.test, cfg.task, cfg.size, cfg.trainer, ctx.dir, cfg.limit, folders, cfg.ignore_index
         )
 
     entry = Stage("segmentation", stage, description="train and score a UNet", distributed=True)

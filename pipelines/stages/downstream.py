@@ -2,6 +2,11 @@
 scored on a real labeled test folder (segmentation: mIoU + pixel accuracy; depth: RMSE, abs-rel...; keypoints:
 PCK@t and NME).
 
+The pipeline stage (:func:`stage_downstream`) compares synthetic, real_few and mixed training sets at EQUAL OPTIMIZER
+STEPS beside a constant baseline (:mod:`autolabel.tasks.compare`, configured by
+:class:`autolabel.config.downstream.DownstreamConfig`); the ``fit segmentation`` / ``fit keypoints`` commands train
+one set for ``max_epochs`` (:class:`DownstreamConfig` below).
+
 Checkpoint selection (DESIGN 3.6): a fixed ``val_fraction`` slice of the test folder (seed 0, the same for every run
 on that folder) validates every epoch; the epoch with the best validation score (mIoU / RMSE / NME) is kept as
 ``checkpoints/best.ckpt`` and scored on the REST of the test folder. ``val_fraction=0`` scores the final weights on
@@ -120,8 +125,10 @@ def train_segmentation(
     stage_dir: Path,
     limit: int = -1,
     folders: tuple | None = None,
+    ignore_index: int = 255,
 ) -> dict[str, Any]:
-    """Train a UNet on ``train`` (masks, or depth with ``task=depth``) and score it on the real folder ``test``."""
+    """Train a UNet on ``train`` (masks, or depth with ``task=depth``) and score it on the real folder ``test``;
+    mask pixels equal to ``ignore_index`` count neither in the loss nor in the metrics."""
     from autolabel.tasks.segmentation import (
         DenseDataModule,
         FlipDataset,
@@ -137,11 +144,11 @@ def train_segmentation(
     dm.train_set, dm.val_set, dm.n_classes = FlipDataset(train_set), val, n_classes  # folders opened above
     channels = int(train_set[0]["image"].shape[0])
     _seed(trainer_cfg)
-    module = SegmentationModule(n_classes or 1, channels, d.base, d.depth, d.lr, task)
+    module = SegmentationModule(n_classes or 1, channels, d.base, d.depth, d.lr, task, ignore_index)
     monitor, mode = ("val/miou", "max") if task == "segmentation" else ("val/rmse", "min")
     ckpt, selection = _fit_selected(module, dm, d, trainer_cfg, stage_dir, monitor, mode)
     if task == "segmentation":
-        scores = evaluate_segmentation(module, scored, n_classes=n_classes)
+        scores = evaluate_segmentation(module, scored, n_classes=n_classes, ignore_index=ignore_index)
         per_class = {f"iou_class{i}": v for i, v in enumerate(scores["per_class_iou"])}
         metrics = {"miou": scores["miou"], "pixel_acc": scores["pixel_acc"], **per_class}
     else:
@@ -195,17 +202,27 @@ def train_keypoints(
     folders: tuple | None = None,
 ) -> dict[str, Any]:
     """Train a UNet heatmap regressor on ``train`` and score PCK / NME on the real folder ``test``."""
+    from autolabel.tasks.compare import augment, relative_mean_shape
     from autolabel.tasks.keypoints import KeypointModule, evaluate_keypoints
-    from autolabel.tasks.segmentation import DenseDataModule, FlipDataset
+    from autolabel.tasks.segmentation import DenseDataModule
 
     train_set, test_set, pairs = folders or open_keypoint_folders(train, test, size, limit, min_confidence, flip_pairs)
     val, scored = split_test(test_set, d.val_fraction)
     dm = DenseDataModule(train, test, "keypoints", size, d.batch_size)
-    dm.train_set = train_set if pairs is None else FlipDataset(train_set, flip_pairs=pairs, seed=trainer_cfg.seed)
+    dm.train_set = augment(train_set, "keypoints", trainer_cfg.seed, pairs)  # random affine (+ flips with pairs)
     dm.val_set = val
     _seed(trainer_cfg)
     channels = int(train_set[0]["image"].shape[0])
-    module = KeypointModule(train_set.n_keypoints, channels, d.base, d.depth, d.lr, sigma, pck_threshold)
+    module = KeypointModule(
+        train_set.n_keypoints,
+        channels,
+        d.base,
+        d.depth,
+        d.lr,
+        sigma,
+        pck_threshold,
+        mean_shape=relative_mean_shape(train_set),
+    )
     ckpt, selection = _fit_selected(module, dm, d, trainer_cfg, stage_dir, "val/nme", "min")
     scores = evaluate_keypoints(module.model, scored, threshold=pck_threshold, per_keypoint=True)
     per = scores.pop("per_keypoint_pck")
@@ -230,13 +247,13 @@ def _synthetic_size(dataset: Path) -> int:
         return int(im.height)
 
 
-HEADLINE_METRIC = {"segmentation": "miou", "depth": "rmse", "keypoints": "pck@0.1"}
-# the task's own metrics, reported per training set as <metric>_<synthetic|real_few> (the headline table shows them)
-TASK_METRICS = {"segmentation": ("miou",), "keypoints": ("pck@0.1", "nme"), "depth": ("rmse", "abs_rel")}
-
-
 def stage_downstream(ctx: StageContext) -> dict[str, Any]:
-    d: DownstreamConfig = ctx.cfg.downstream
+    """Synthetic vs few real vs mixed labels at equal optimizer steps, beside the constant baseline
+    (:mod:`autolabel.tasks.compare`)."""
+    from autolabel.data.layout import open_labeled
+    from autolabel.tasks.compare import compare_training_sets
+
+    d = ctx.cfg.downstream  # autolabel.config.downstream.DownstreamConfig
     test = ctx.inputs["data"].get("outputs", {}).get("test")
     if not test:
         return {"metrics": {"skipped": "no real labeled test folder (data.test): nothing to score the labels on"}}
@@ -245,21 +262,13 @@ def stage_downstream(ctx: StageContext) -> dict[str, Any]:
     procedural = ctx.cfg.data.source_for(handsoff=True) == "procedural"
     size = ctx.cfg.shapes.size if procedural else _synthetic_size(synthetic)
     check_size(size, d.depth)
-    results, checkpoints = {}, {}
-    for name, train in (("synthetic", synthetic), ("real_few", ctx.input_path("data", "labeled"))):
-        sub = ctx.dir / name
-        sub.mkdir(exist_ok=True)
-        if task == "keypoints":
-            out = train_keypoints(d, str(train), str(test), size, ctx.cfg.trainer, sub)
-        else:
-            out = train_segmentation(d, str(train), str(test), task, size, ctx.cfg.trainer, sub)
-        results[name], checkpoints[name] = out["metrics"], out["outputs"]["checkpoint"]
-    key = HEADLINE_METRIC[task]
-    keep = (key, "pixel_acc", "nme", "abs_rel", "train_images")
-    metrics: dict[str, Any] = {"downstream": {k: {m: v[m] for m in keep if m in v} for k, v in results.items()}}
-    for name, res in results.items():
-        metrics.update({f"{m}_{name}": res[m] for m in TASK_METRICS[task] if m in res})
-    return {"outputs": {"synthetic_model": checkpoints["synthetic"]}, "metrics": metrics}
+    real = open_labeled(ctx.input_path("data", "labeled"), task, size, role="data.labeled")
+    synth = open_labeled(synthetic, task, size, role="synthesis", min_confidence=d.min_confidence)
+    out = compare_training_sets(
+        task, real, synth, open_labeled(test, task, size, role="data.test"), d, ctx.cfg.trainer, ctx.dir
+    )
+    metrics = {"downstream": out["metrics"], **out["headline"]}  # headline: <metric>_<set>, e.g. miou_mixed
+    return {"outputs": {"synthetic_model": out["checkpoints"].get("synthetic")}, "metrics": metrics}
 
 
 STAGE = Stage(

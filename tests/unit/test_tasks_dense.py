@@ -169,7 +169,8 @@ def test_keypoint_module_loss_drops_and_evaluate(shapes):
     assert after < before
     assert "val/pck" in trainer.callback_metrics
     res = evaluate_keypoints(module.model, LabeledFolder(shapes / "val", task="keypoints", size=16))
-    assert set(res) == {"pck@0.1", "nme"} and 0 <= res["pck@0.1"] <= 1 and res["nme"] > 0
+    assert set(res) == {"pck@0.1", "pck@0.05", "nme", "pck_bbox@0.1", "pck_bbox@0.05", "nme_bbox"}
+    assert 0 <= res["pck@0.05"] <= res["pck@0.1"] <= 1 and res["nme"] > 0
     assert KeypointNet(3).predict(torch.randn(2, 3, 16, 16)).shape == (2, 3, 2)
 
 
@@ -194,3 +195,21 @@ def test_dense_task_config_validation():
         DenseTaskConfig(batch_size=0)
     with pytest.raises(ConfigError, match="val_fraction"):
         DenseDataModule("x", val_fraction=-0.1)
+
+
+def test_segmentation_ignore_index_in_loss_and_validation_metric():
+    torch.manual_seed(0)
+    module = SegmentationModule(n_classes=2, base=4, depth=1)  # ignore_index 255 by default
+    img = torch.randn(2, 3, 8, 8)
+    mask = torch.randint(0, 2, (2, 8, 8))
+    ignored = mask.clone()
+    ignored[:, :4] = 255  # the top half is "don't care"
+    with torch.no_grad():
+        loss, out = module._loss({"image": img, "mask": ignored})
+        keep = ignored != 255
+        expected = torch.nn.functional.cross_entropy(out.permute(0, 2, 3, 1)[keep], mask[keep])
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    module.val_miou.update(out.argmax(1), ignored)
+    assert int(module.val_miou.confmat.sum()) == int(keep.sum())  # ignored pixels counted nowhere
+    with pytest.raises(ConfigError, match="ignore_index=1 is a real class"):
+        SegmentationModule(n_classes=2, ignore_index=1)

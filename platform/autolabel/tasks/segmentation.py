@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from autolabel.data.labeled import LabeledFolder
 from autolabel.data.sampling import EpochShuffleSampler
 from autolabel.errors import ConfigError
-from autolabel.metrics.dense import confusion_matrix, depth_errors, miou, pixel_accuracy
+from autolabel.metrics.dense import DepthRMSE, MeanIoU, confusion_matrix, depth_errors, miou, pixel_accuracy
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:
@@ -65,7 +65,12 @@ class UNet(nn.Module):
 
 
 class SegmentationModule(pl.LightningModule):
-    """Lightning wrapper: ``task="segmentation"`` (cross-entropy, mIoU) or ``"depth"`` (L1, RMSE)."""
+    """Lightning wrapper: ``task="segmentation"`` (cross-entropy, mIoU) or ``"depth"`` (L1, RMSE).
+
+    Pixels labeled ``ignore_index`` (255 by default, e.g. VOC's object borders) count neither in the loss nor in the
+    metrics. Validation metrics are torchmetrics (:class:`~autolabel.metrics.dense.MeanIoU`, ``DepthRMSE``), so under
+    DDP ``val/miou`` is computed over every rank's share of the validation set, equal to the single-process value.
+    """
 
     def __init__(
         self,
@@ -75,17 +80,21 @@ class SegmentationModule(pl.LightningModule):
         depth: int = 3,
         lr: float = 1e-3,
         task: str = "segmentation",
-        ignore_index: int = -100,
+        ignore_index: int = 255,
     ):
         super().__init__()
         if task not in ("segmentation", "depth"):
             raise ConfigError(
                 f"SegmentationModule task={task!r}: use segmentation or depth (keypoints: KeypointModule)"
             )
+        if task == "segmentation" and 0 <= ignore_index < n_classes:
+            raise ConfigError(f"ignore_index={ignore_index} is a real class (n_classes={n_classes}): use 255 or -100")
         self.save_hyperparameters()
         self.model = UNet(in_channels, 1 if task == "depth" else n_classes, base, depth)
-        self._conf: torch.Tensor | None = None
-        self._depth_sq: list[torch.Tensor] = []
+        if task == "depth":
+            self.val_rmse = DepthRMSE()
+        else:
+            self.val_miou = MeanIoU(n_classes, ignore_index=ignore_index)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (segmentation) or depth ``[B, 1, H, W]``."""
@@ -102,27 +111,23 @@ class SegmentationModule(pl.LightningModule):
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["image"].shape[0])
         return loss
 
-    def on_validation_epoch_start(self) -> None:
-        self._conf, self._depth_sq = None, []
-
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         loss, out = self._loss(batch)
-        self.log("val/loss", loss, batch_size=batch["image"].shape[0])
+        self.log("val/loss", loss, batch_size=batch["image"].shape[0], sync_dist=True)
         if self.hparams.task == "depth":
-            self._depth_sq.append(((out - batch["depth"]) ** 2).flatten().detach().cpu())
-            return
-        k = self.hparams.n_classes
-        conf = confusion_matrix(out.argmax(1).cpu(), batch["mask"].cpu(), k, ignore_index=self.hparams.ignore_index)
-        self._conf = conf if self._conf is None else self._conf + conf
+            self.val_rmse.update(out.detach(), batch["depth"])
+        else:
+            self.val_miou.update(out.detach().argmax(1), batch["mask"])
 
     def on_validation_epoch_end(self) -> None:
+        # compute() all-reduces the metric states across ranks (torchmetrics), so every rank logs the global value
         if self.hparams.task == "depth":
-            if self._depth_sq:
-                self.log("val/rmse", torch.cat(self._depth_sq).mean().sqrt())
-        elif self._conf is not None:
-            m, _ = miou(self._conf)
-            self.log("val/miou", m, prog_bar=True)
-            self.log("val/pixel_acc", pixel_accuracy(self._conf))
+            self.log("val/rmse", self.val_rmse.compute().float())
+            self.val_rmse.reset()
+            return
+        self.log("val/miou", self.val_miou.compute().float(), prog_bar=True)
+        self.log("val/pixel_acc", float(self.val_miou.pixel_accuracy()))
+        self.val_miou.reset()
 
     def configure_optimizers(self):
         opt = torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
@@ -238,9 +243,15 @@ def _model_out(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate_segmentation(
-    model: nn.Module, folder: LabeledFolder, batch_size: int = 16, n_classes: int | None = None, progress: bool = False
+    model: nn.Module,
+    folder: LabeledFolder,
+    batch_size: int = 16,
+    n_classes: int | None = None,
+    progress: bool = False,
+    ignore_index: int | None = 255,
 ) -> dict:
-    """mIoU (all classes incl. background present in gt or pred), per-class IoU and pixel accuracy on ``folder``."""
+    """mIoU (all classes incl. background present in gt or pred), per-class IoU and pixel accuracy on ``folder``;
+    ground-truth pixels equal to ``ignore_index`` are skipped."""
     from tqdm import tqdm
 
     if folder.task != "segmentation":
@@ -252,7 +263,7 @@ def evaluate_segmentation(
     conf = torch.zeros(k, k, dtype=torch.long)
     for batch in tqdm(DataLoader(folder, batch_size), desc="eval seg", disable=not progress):
         pred = _model_out(model, batch["image"].to(dev)).argmax(1).cpu()
-        conf += confusion_matrix(pred, batch["mask"], k)
+        conf += confusion_matrix(pred, batch["mask"], k, ignore_index=ignore_index)
     model.train(was)
     m, per = miou(conf)
     return {"miou": m, "per_class_iou": per, "pixel_acc": pixel_accuracy(conf)}

@@ -1,0 +1,58 @@
+"""Schema of the downstream comparison (``autolabel.tasks.compare``): torch-free, so the CLI loads it instantly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from autolabel.errors import ConfigError
+
+TRAINING_SETS = ("synthetic", "real_few", "mixed")
+# the metrics a person reads first, per task: the headline shows f"{metric}_{set}" for every training set + constant
+HEADLINE_METRICS = {
+    "segmentation": ("miou",),
+    "keypoints": ("pck@0.1", "pck@0.05", "nme", "nme_bbox", "nme_io"),
+    "depth": ("rmse", "abs_rel"),
+}
+
+
+@dataclass
+class DownstreamConfig:
+    """Settings of the downstream comparison, the same for every training set (the task comes from the labels)."""
+
+    steps: int = 300  # optimizer steps for EVERY training set (equal budgets, not equal epochs)
+    val_every: int = 50  # validate on the validation slice every this many steps; the best one is scored
+    val_fraction: float = 0.2  # share of the test folder that picks the checkpoint (the same slice for every set)
+    batch_size: int = 16
+    lr: float = 1e-3
+    base: int = 16  # UNet width
+    depth: int = 2  # UNet depth
+    real_share: float = 0.5  # mixed set: about this share of the draws are real images (oversampled)
+    sets: list[str] = field(default_factory=lambda: list(TRAINING_SETS))  # which training sets to train
+    augment: bool = True  # segmentation/depth: horizontal flips; keypoints: random affine (+ flips with flip_pairs)
+    ignore_index: int = 255  # segmentation: mask value left out of the loss and the metrics
+    sigma: float = 1.5  # keypoints: heatmap target width in pixels
+    pck_thresholds: list[float] = field(default_factory=lambda: [0.1, 0.05])
+    eye_keypoints: Optional[list[int]] = None  # keypoints: [left_eye, right_eye] indices -> NME/PCK by inter-ocular
+    flip_pairs: Optional[list[Any]] = None  # keypoints: index pairs swapped by a mirror; null = no flips
+    min_confidence: float = 0.0  # synthetic keypoints below this confidence count as invisible
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.val_every < 1 or self.batch_size < 1 or self.lr <= 0:
+            raise ConfigError(
+                f"downstream.steps={self.steps}, val_every={self.val_every}, batch_size={self.batch_size}, "
+                f"lr={self.lr}: need steps, val_every, batch_size >= 1 and lr > 0"
+            )
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"downstream.val_fraction={self.val_fraction} must be in [0, 1) (0: no selection)")
+        if not 0.0 < self.real_share < 1.0:
+            raise ConfigError(f"downstream.real_share={self.real_share} must be in (0, 1): the mixed set's real share")
+        bad = [s for s in self.sets if s not in TRAINING_SETS]
+        if bad:
+            raise ConfigError(
+                f"downstream.sets={list(self.sets)}: unknown {bad}; use some of {', '.join(TRAINING_SETS)}"
+            )
+        if self.eye_keypoints is not None and len(self.eye_keypoints) != 2:
+            raise ConfigError(
+                f"downstream.eye_keypoints={self.eye_keypoints}: name exactly two keypoints, e.g. [36,45]"
+            )

@@ -1,0 +1,174 @@
+"""The downstream comparison on equal terms: mixed-set oversampling, constant baselines (hand-computed answers), the
+same optimizer-step budget for every training set, and a keypoint net that beats the mean-shape constant."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+from autolabel.config import TrainerConfig
+from autolabel.config.downstream import DownstreamConfig
+from autolabel.data.labeled import LabeledFolder
+from autolabel.data.procedural import make_shapes_dataset
+from autolabel.errors import ConfigError, DataError
+from autolabel.tasks.augment import RandomAffineDataset, affine_matrix, warp_item
+from autolabel.tasks.compare import (
+    ConstantModel,
+    MixedDataset,
+    compare_training_sets,
+    constant_prediction,
+    headline_metrics,
+    score,
+)
+
+
+class Items(Dataset):
+    def __init__(self, items, **attrs):
+        self.items = items
+        for k, v in attrs.items():
+            setattr(self, k, v)
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return self.items[i]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _trainer_cfg(**kw):
+    return TrainerConfig(accelerator="cpu", enable_progress_bar=False, log_every_n_steps=1, **kw)
+
+
+def test_mixed_dataset_oversamples_real_images():
+    real = Items([{"i": ("r", i)} for i in range(4)], task="segmentation", n_classes=3)
+    synth = Items([{"i": ("s", i)} for i in range(40)])
+    mixed = MixedDataset(real, synth, real_share=0.5)
+    # 40 synthetic: each of the 4 real images is drawn 10 times, so half of an epoch's draws are real
+    assert mixed.repeats == 10 and len(mixed) == 80 and mixed.real_fraction == pytest.approx(0.5)
+    draws = [mixed[i]["i"] for i in range(len(mixed))]
+    assert sum(d[0] == "r" for d in draws) == 40 and {d for d in draws if d[0] == "r"} == {("r", i) for i in range(4)}
+    assert [d for d in draws if d[0] == "s"] == [("s", i) for i in range(40)]  # every synthetic image exactly once
+    assert mixed.task == "segmentation" and mixed.n_classes == 3
+    quarter = MixedDataset(real, synth, real_share=0.25)  # 1/3 * 40 / 4 = 3.33 -> 3 copies: 12 of 52 draws
+    assert quarter.repeats == 3 and quarter.real_fraction == pytest.approx(12 / 52)
+    assert MixedDataset(real, Items([{}]), 0.1).repeats == 1  # never fewer than one copy of each real image
+    with pytest.raises(ConfigError, match="real_share"):
+        MixedDataset(real, synth, 1.0)
+    with pytest.raises(DataError, match="non-empty"):
+        MixedDataset(real, Items([]), 0.5)
+
+
+def test_constant_baselines_known_answers():
+    masks = [torch.tensor([[0, 1], [1, 2]]), torch.tensor([[0, 1], [0, 2]]), torch.tensor([[1, 1], [0, 255]])]
+    seg = Items([{"mask": m} for m in masks], n_classes=3)
+    # per pixel: (0,0) votes 0,0,1 -> 0; (0,1) 1,1,1 -> 1; (1,0) 1,0,0 -> 0; (1,1) 2,2,ignored -> 2
+    assert constant_prediction(seg, "segmentation").tolist() == [[0, 1], [0, 2]]
+    kps = [torch.tensor([[1.0, 2.0], [9.0, 9.0]]), torch.tensor([[3.0, 4.0], [5.0, 1.0]]),
+           torch.tensor([[5.0, 0.0], [-1.0, -1.0]])]  # fmt: skip
+    vis = [torch.tensor([True, True]), torch.tensor([True, True]), torch.tensor([True, False])]
+    kp = Items([{"keypoints": k, "visible": v} for k, v in zip(kps, vis)])
+    assert constant_prediction(kp, "keypoints").tolist() == [[3.0, 2.0], [7.0, 5.0]]  # invisible points left out
+    depth = Items([{"depth": torch.full((1, 2, 2), 2.0)}, {"depth": torch.tensor([[[4.0, 0.0], [1.0, 2.0]]])}])
+    assert constant_prediction(depth, "depth").tolist() == [[[3.0, 1.0], [1.5, 2.0]]]
+    none_visible = Items([{"keypoints": torch.zeros(1, 2), "visible": torch.tensor([False])}])
+    with pytest.raises(DataError, match="invisible in every labeled image"):
+        constant_prediction(none_visible, "keypoints")
+
+
+def test_constant_model_scores_known_answer():
+    cfg = DownstreamConfig()
+    const = ConstantModel(torch.tensor([[0, 1], [1, 1]]), "segmentation", n_classes=2)
+    test = Items([{"image": torch.zeros(3, 2, 2), "mask": torch.tensor([[0, 0], [1, 1]])}], task="segmentation")
+    s = score(const, test, "segmentation", cfg, n_classes=2)
+    # confusion (rows gt): [[1, 1], [0, 2]] -> IoU0 = 1/2, IoU1 = 2/3
+    assert s["miou"] == pytest.approx((1 / 2 + 2 / 3) / 2) and s["pixel_acc"] == pytest.approx(3 / 4)
+    mean_shape = ConstantModel(torch.tensor([[1.0, 1.0], [1.0, 0.0]]), "keypoints")
+    kp_test = Items([{"image": torch.zeros(3, 4, 3), "keypoints": torch.tensor([[1.0, 3.0], [1.0, 0.0]]),
+                      "visible": torch.tensor([True, True])}], task="keypoints")  # fmt: skip
+    k = score(mean_shape, kp_test, "keypoints", cfg)
+    # distances 2 and 0; image diagonal 5; the keypoints' box is 0 x 3 (collinear) -> max side 3
+    assert k["nme"] == pytest.approx(1 / 5) and k["pck@0.1"] == 0.5 and k["pck@0.05"] == 0.5
+    assert k["nme_bbox"] == pytest.approx(1 / 3) and k["pck_bbox@0.1"] == 0.5
+    assert headline_metrics("keypoints", {"constant": k}) == {
+        "pck@0.1_constant": 0.5, "pck@0.05_constant": 0.5, "nme_constant": pytest.approx(0.2),
+        "nme_bbox_constant": pytest.approx(1 / 3)}  # fmt: skip
+
+
+def test_every_training_set_gets_the_same_number_of_steps(tmp_path):
+    shapes = make_shapes_dataset(tmp_path / "real", 4, size=8, n_classes_shapes=1, seed=0)
+    synth = make_shapes_dataset(tmp_path / "synth", 24, size=8, n_classes_shapes=1, seed=1)
+    test = make_shapes_dataset(tmp_path / "test", 6, size=8, n_classes_shapes=1, seed=2)
+    real, syn, tst = (LabeledFolder(p, task="segmentation", size=8) for p in (shapes, synth, test))
+    cfg = DownstreamConfig(steps=5, val_every=2, batch_size=4, base=4, depth=1)
+    out = compare_training_sets("segmentation", real, syn, tst, cfg, _trainer_cfg(), tmp_path / "runs")
+    m = out["metrics"]
+    assert set(m) == {"synthetic", "real_few", "mixed", "constant"}
+    # 24 synthetic images are 6 batches per epoch, 4 real ones 1: equal epochs would give 6x the steps
+    for name in ("synthetic", "real_few", "mixed"):
+        last = torch.load(tmp_path / "runs" / name / "checkpoints" / "last.ckpt", weights_only=False)
+        assert m[name]["steps"] == last["global_step"] == 5, name
+        assert m[name]["best_step"] in (2, 4) and m[name]["val_images"] == 1 and m[name]["test_images"] == 5
+        assert 0.0 <= m[name]["miou"] <= 1.0
+    assert m["mixed"]["train_images"] == 24 + 4 * 6 and m["mixed"]["real_fraction"] == pytest.approx(0.5)
+    assert m["constant"]["train_images"] == 4 and 0.0 <= m["constant"]["miou"] <= 1.0
+    assert set(out["headline"]) == {"miou_synthetic", "miou_real_few", "miou_mixed", "miou_constant"}
+    assert out["checkpoints"]["synthetic"].name == "best.ckpt"
+
+
+def test_affine_warp_moves_keypoints_with_the_image():
+    img = torch.zeros(1, 9, 9)
+    img[0, 2, 3] = 1.0  # a bright pixel at (x=3, y=2)
+    item = {"image": img, "keypoints": torch.tensor([[3.0, 2.0], [8.0, 8.0]]), "visible": torch.tensor([True, True]),
+            "mask": (img[0] > 0).long()}  # fmt: skip
+    out = warp_item(item, affine_matrix((9, 9), 90.0, 1.0, (0.0, 0.0)))  # 90 degrees about the centre (4, 4)
+    # (x, y) -> (4 - (y - 4), 4 + (x - 4)) = (6, 3); the corner (8, 8) -> (0, 8)
+    assert torch.allclose(out["keypoints"], torch.tensor([[6.0, 3.0], [0.0, 8.0]]), atol=1e-5)
+    assert int(out["image"][0].flatten().argmax()) == 3 * 9 + 6 and int(out["mask"][3, 6]) == 1
+    shifted = warp_item(item, affine_matrix((9, 9), 0.0, 1.0, (2.0, 0.0)))
+    assert shifted["visible"].tolist() == [True, False] and shifted["keypoints"][1].tolist() == [-1.0, -1.0]
+    ds = RandomAffineDataset(Items([item]), seed=0)
+    assert ds[0]["image"].shape == img.shape and not torch.equal(ds[0]["keypoints"], ds[0]["keypoints"])
+
+
+def test_keypoint_net_beats_the_mean_shape_on_moving_shapes(tmp_path):
+    """The procedural shapes move and change size, so their keypoints (extreme points) move: 16 real labels and
+    60 steps must give a net well below the mean shape's error (the old heatmap-MSE net was far above it)."""
+    train = make_shapes_dataset(tmp_path / "train", 16, size=16, seed=0)
+    test = make_shapes_dataset(tmp_path / "test", 30, size=16, seed=1)
+    real, tst = LabeledFolder(train, task="keypoints", size=16), LabeledFolder(test, task="keypoints", size=16)
+    cfg = DownstreamConfig(steps=60, val_every=20, batch_size=8, base=8, depth=2, lr=3e-3, sigma=1.0,
+                           sets=["real_few"], flip_pairs=[[2, 3]])  # fmt: skip
+    m = compare_training_sets("keypoints", real, None, tst, cfg, _trainer_cfg(), tmp_path / "runs")["metrics"]
+    net, const = m["real_few"], m["constant"]
+    assert net["steps"] == 60
+    assert net["nme"] < 0.75 * const["nme"] and net["nme_bbox"] < 0.75 * const["nme_bbox"]
+    assert net["pck@0.1"] > const["pck@0.1"] + 0.15
+    assert {"pck@0.05", "pck_bbox@0.1", "pck_bbox@0.05"} <= set(net)
+
+
+def test_depth_comparison_reports_the_mean_depth_map_baseline(tmp_path):
+    from autolabel.data.labeled import FolderSubset, holdout_split
+    from autolabel.metrics.dense import depth_errors
+
+    real = LabeledFolder(make_shapes_dataset(tmp_path / "real", 4, size=8, seed=0), task="depth", size=8)
+    test = LabeledFolder(make_shapes_dataset(tmp_path / "test", 5, size=8, seed=1), task="depth", size=8)
+    cfg = DownstreamConfig(steps=3, val_every=3, batch_size=2, base=4, depth=1, sets=["real_few"])
+    out = compare_training_sets("depth", real, None, test, cfg, _trainer_cfg(), tmp_path / "runs")
+    m = out["metrics"]
+    assert m["real_few"]["steps"] == 3 and set(out["headline"]) == {
+        "rmse_real_few", "abs_rel_real_few", "rmse_constant", "abs_rel_constant"}  # fmt: skip
+    mean_map = torch.stack([real[i]["depth"] for i in range(4)]).mean(0)
+    scored = FolderSubset(test, holdout_split(5, 0.2)[1])
+    gt = torch.stack([scored[i]["depth"] for i in range(len(scored))])
+    expected = depth_errors(mean_map.expand_as(gt), gt)
+    assert m["constant"]["rmse"] == pytest.approx(expected["rmse"]) and m["constant"]["test_images"] == 4
+    assert m["constant"]["abs_rel"] == pytest.approx(expected["abs_rel"])
