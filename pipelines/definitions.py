@@ -23,7 +23,7 @@ import numpy as np
 from autolabel.config import RunConfig, TrainerConfig
 from autolabel.config.classifier import ClassifierConfig
 from autolabel.config.gan import GANTrainConfig, GeneratorConfig
-from autolabel.config.hilander import HiLanderClusterConfig, HiLanderTrainConfig, LanderModelConfig
+from autolabel.config.hilander import CalibrationConfig, HiLanderClusterConfig, HiLanderTrainConfig, LanderModelConfig
 from autolabel.config.inversion import EncoderConfig, EncoderTrainConfig
 from autolabel.config.labelgen import LabelGeneratorConfig, LabelTrainConfig
 from autolabel.errors import ConfigError, DataError
@@ -127,20 +127,11 @@ class ClassifierStageConfig:
 class HiLanderStageConfig:
     model: LanderModelConfig = field(default_factory=lambda: LanderModelConfig(hidden=256))
     train: HiLanderTrainConfig = field(default_factory=HiLanderTrainConfig)
-    # tau is chosen on the held-out meta-training features (seen classes, labeled): the threshold that suits a
-    # given encoder's feature quality varies widely (the reference hand-set 0.8 for faces, 0.1 for iNat)
-    cluster: HiLanderClusterConfig = field(
-        default_factory=lambda: HiLanderClusterConfig(tau_candidates=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
-    )
+    # tau (and the link calibration) come from the checkpoint: fit holds out a share of the meta-training classes
+    cluster: HiLanderClusterConfig = field(default_factory=HiLanderClusterConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     max_epochs: int = 150
-    # Share of the meta-training features held out from the GNN and used only to choose tau: calibrating on the GNN's
-    # own training samples favours the too-confident thresholds (Fashion-MNIST: pool NMI 0.18 -> 0.33 held out).
-    calibration_fraction: float = 0.2
     baselines: list[str] = field(default_factory=lambda: ["kmeans", "agglomerative"])
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.calibration_fraction < 1.0:
-            raise ConfigError(f"hilander.calibration_fraction={self.calibration_fraction} must be in [0, 1)")
 
 
 def stage_trainer(cfg: PipelineConfig, max_epochs: int) -> TrainerConfig:
@@ -230,21 +221,11 @@ def stage_embed(ctx: StageContext) -> dict[str, Any]:
 
 
 def stage_hilander(ctx: StageContext) -> dict[str, Any]:
-    from autolabel.data.pools import load_feature_pool, save_feature_pool
     from pipelines.stages.hilander import train_hilander
 
     h: HiLanderStageConfig = ctx.cfg.hilander
-    train = ctx.input_path("embed", "train_features")
-    calibration = train
-    if h.calibration_fraction > 0:
-        pool = load_feature_pool(train)
-        held = np.random.default_rng(ctx.cfg.trainer.seed).random(pool.n) < h.calibration_fraction
-        if held.any() and (~held).any():
-            train = save_feature_pool(ctx.dir / "gnn_train.npz", pool.subset(np.flatnonzero(~held)))
-            calibration = save_feature_pool(ctx.dir / "calibration.npz", pool.subset(np.flatnonzero(held)))
-    out = train_hilander(train, None, h.model, h.train, stage_trainer(ctx.cfg, h.max_epochs), ctx.dir)
-    out["outputs"]["calibration"] = calibration
-    return out
+    return train_hilander(ctx.input_path("embed", "train_features"), None, h.model, h.train,
+                          stage_trainer(ctx.cfg, h.max_epochs), ctx.dir, h.calibration, h.cluster)  # fmt: skip
 
 
 def stage_cluster(ctx: StageContext) -> dict[str, Any]:
@@ -255,13 +236,12 @@ def stage_cluster(ctx: StageContext) -> dict[str, Any]:
 
     h: HiLanderStageConfig = ctx.cfg.hilander
     res = cluster_features(ctx.input_path("hilander", "checkpoint"), ctx.input_path("embed", "pool_features"),
-                           h.cluster, list(h.baselines), calibrate=ctx.input_path("hilander", "calibration"))  # fmt: skip
-    csv_path = write_clusters_csv(ctx.dir / "clusters.csv", res["ids"], res["labels"])
+                           h.cluster, list(h.baselines))  # fmt: skip
+    csv_path = write_clusters_csv(ctx.dir / "clusters.csv", res["ids"], res["labels"], res["columns"])
     metrics: dict[str, Any] = dict(res.get("metrics", {}))
     metrics["levels"] = len(res["levels"])
     metrics["tau"] = res["tau"]
-    if "tau_scores" in res:
-        metrics["tau_scores"] = {"calibration": res["tau_scores"]}
+    metrics["tau_source"] = res["tau_source"]
     if "baselines" in res:
         metrics["baselines"] = res["baselines"]
     write_json(ctx.dir / "metrics.json", metrics)
@@ -301,7 +281,7 @@ HILANDER = Pipeline(
                 "hilander.model",
                 "hilander.train",
                 "hilander.max_epochs",
-                "hilander.calibration_fraction",
+                "hilander.calibration",
                 "trainer.precision",
                 "trainer.seed",
             ],

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 import sys
 import time
 import warnings
@@ -14,7 +12,12 @@ from typing import Any, Optional
 from omegaconf import MISSING
 
 from autolabel.config import RunConfig, TrainerConfig
-from autolabel.config.hilander import HiLanderClusterConfig, HiLanderTrainConfig, LanderModelConfig
+from autolabel.config.hilander import (
+    CalibrationConfig,
+    HiLanderClusterConfig,
+    HiLanderTrainConfig,
+    LanderModelConfig,
+)
 from autolabel.engine.io import atomic_write_bytes, write_json
 from autolabel.errors import ConfigError, DataError
 from pipelines.registry import command
@@ -24,9 +27,12 @@ from pipelines.stages.common import finish_stage, open_run, print_metrics
 @dataclass
 class FitHiLanderCommand:
     train_features: str = MISSING  # .npz with features + labels of the meta-training classes
-    val_features: Optional[str] = None  # optional labeled pool for validation losses
+    val_features: Optional[str] = None  # optional labeled pool: validation losses + clustering metrics
+    val_cluster_every: int = 10  # with val_features: cluster it (pairwise/BCubed F, NMI) every N epochs and at the end
     model: LanderModelConfig = field(default_factory=LanderModelConfig)
     train: HiLanderTrainConfig = field(default_factory=HiLanderTrainConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)  # held-out classes -> links + tau
+    cluster: HiLanderClusterConfig = field(default_factory=HiLanderClusterConfig)  # how calibration/val cluster
     trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(max_epochs=100))
     run: RunConfig = field(default_factory=lambda: RunConfig(name="hilander"))
 
@@ -38,11 +44,14 @@ def train_hilander(
     train_cfg: HiLanderTrainConfig,
     trainer_cfg: TrainerConfig,
     stage_dir: Path,
+    calibration: CalibrationConfig | None = None,
+    cluster_cfg: HiLanderClusterConfig | None = None,
+    val_cluster_every: int = 0,
 ) -> dict[str, Any]:
-    """Meta-train LANDER on a labeled feature pool; returns the stage manifest (checkpoint path + final losses)."""
+    """Meta-train LANDER on a labeled feature pool (identities held out for calibrating links + tau, see
+    :func:`autolabel.hilander.fitting.meta_train`); returns the stage manifest."""
     from autolabel.data.pools import load_feature_pool
-    from autolabel.engine import fit
-    from autolabel.hilander.lightning import LanderModule, LevelGraphDataModule
+    from autolabel.hilander.fitting import meta_train
 
     train_pool = load_feature_pool(train_features)
     if not train_pool.has_labels:
@@ -53,19 +62,16 @@ def train_hilander(
     val_pool = load_feature_pool(val_features) if val_features else None
     if val_pool is not None and not val_pool.has_labels:
         raise DataError(f"{val_features} has no 'labels' array: validation needs labels (or leave val_features unset)")
-    dm = LevelGraphDataModule(train_pool, train_cfg, val_pool=val_pool, num_conv=model_cfg.num_conv)
-    module = LanderModule(model_cfg, train_cfg, feature_dim=train_pool.dim)
-    trainer = fit(module, dm, trainer_cfg, stage_dir, monitor="val/loss" if val_pool is not None else None)
-    ckpt = stage_dir / "checkpoints" / "last.ckpt"
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-    return {"outputs": {"checkpoint": ckpt}, "metrics": metrics}
+    return meta_train(train_pool, val_pool, model_cfg, train_cfg, trainer_cfg, stage_dir, calibration, cluster_cfg,
+                      val_cluster_every)  # fmt: skip
 
 
 @command("fit hilander", "meta-train the Hi-LANDER GNN on a labeled feature pool", FitHiLanderCommand)
 def fit_hilander(cfg: FitHiLanderCommand) -> int:
     run = open_run(cfg, cfg.run)
     stage_dir = run.stage("hilander")
-    out = train_hilander(cfg.train_features, cfg.val_features, cfg.model, cfg.train, cfg.trainer, stage_dir)
+    out = train_hilander(cfg.train_features, cfg.val_features, cfg.model, cfg.train, cfg.trainer, stage_dir,
+                         cfg.calibration, cfg.cluster, cfg.val_cluster_every)  # fmt: skip
     finish_stage(run, stage_dir, out, "fit hilander")
     return 0
 
@@ -74,20 +80,18 @@ def fit_hilander(cfg: FitHiLanderCommand) -> int:
 class ClusterCommand:
     checkpoint: str = MISSING  # written by `autolabel fit hilander`
     features: str = MISSING  # the pool to cluster (.npz / .npy)
-    out: str = "clusters.csv"  # id,cluster per sample
+    out: str = "clusters.csv"  # id,cluster,confidence,level,density per sample
     metrics_out: Optional[str] = None  # default: <out stem>.metrics.json (written when the pool has labels)
     cluster: HiLanderClusterConfig = field(default_factory=HiLanderClusterConfig)
     baselines: list[str] = field(default_factory=list)  # any of: kmeans, agglomerative, dbscan (need labels for k)
-    calibrate: Optional[str] = None  # labeled pool of seen classes for choosing tau among cluster.tau_candidates
+    calibrate: Optional[str] = None  # labeled pool of seen classes: recalibrate links + tau on it
 
 
-def write_clusters_csv(path: str | Path, ids: Any, clusters: Any) -> Path:
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["id", "cluster"])
-    for i, c in zip(ids, clusters):
-        w.writerow([i, int(c)])
-    return atomic_write_bytes(path, buf.getvalue().encode())
+def write_clusters_csv(path: str | Path, ids: Any, clusters: Any, extra: dict[str, Any] | None = None) -> Path:
+    """``id,cluster`` first, then ``extra`` columns (confidence, level, density; see autolabel.hilander.io)."""
+    from autolabel.hilander.hierarchy import clusters_table
+
+    return atomic_write_bytes(path, clusters_table(ids, clusters, extra).encode())
 
 
 def check_feature_dim(hp: dict, dim: int, checkpoint: str | Path, features: str | Path) -> None:
@@ -110,7 +114,8 @@ def cluster_features(
     import numpy as np
 
     from autolabel.data.pools import load_feature_pool
-    from autolabel.hilander.hierarchy import cluster_pool, select_tau
+    from autolabel.hilander.fitting import cluster_tau
+    from autolabel.hilander.hierarchy import cluster_pool
     from autolabel.hilander.lightning import load_lander
 
     model, hp = load_lander(checkpoint)
@@ -118,25 +123,23 @@ def cluster_features(
     check_feature_dim(hp, pool.dim, checkpoint, features)
     kwargs = dict(k=cluster_cfg.k, levels=cluster_cfg.levels, early_stop=cluster_cfg.early_stop,
                   device=cluster_cfg.device, knn_kwargs=cluster_cfg.knn.kwargs())  # fmt: skip
-    tau, tau_scores = cluster_cfg.tau, None
-    if cluster_cfg.tau_candidates:
-        if calibrate is None:
-            raise ConfigError("cluster.tau_candidates is set but no labeled calibration pool: pass calibrate=POOL.npz "
-                              "(features of seen classes, with labels) or clear cluster.tau_candidates")  # fmt: skip
-        cal = load_feature_pool(calibrate)
-        check_feature_dim(hp, cal.dim, checkpoint, calibrate)
-        if not cal.has_labels:
-            raise DataError(f"calibrate={calibrate} has no labels: tau is chosen by scoring clusters against them")
-        tau, tau_scores = select_tau(model, cal.features, cal.labels, list(cluster_cfg.tau_candidates),
-                                     metric=cluster_cfg.tau_metric, **kwargs)  # fmt: skip
+    cal_pool = None
+    if calibrate is not None:
+        cal_pool = load_feature_pool(calibrate)
+        check_feature_dim(hp, cal_pool.dim, checkpoint, calibrate)
+    elif cluster_cfg.tau_candidates:
+        raise ConfigError("cluster.tau_candidates is set but no labeled calibration pool: pass calibrate=POOL.npz "
+                          "(features of seen classes, with labels) or clear cluster.tau_candidates")  # fmt: skip
+    tau, cal, tau_source = cluster_tau(model, hp, cluster_cfg, cal_pool, str(calibrate or ""))
     t0 = time.perf_counter()
-    result = cluster_pool(model, pool.features, tau=tau, **kwargs)
+    result = cluster_pool(model, pool.features, tau=tau, link_prob=cal.prob if cal else None, **kwargs)
     seconds = time.perf_counter() - t0
     ids = pool.ids if pool.ids is not None else np.arange(pool.n).astype(str)
     out: dict[str, Any] = {"labels": result.labels, "ids": ids, "seconds": seconds, "levels": result.levels,
-                           "timings": result.seconds, "tau": tau}  # fmt: skip
-    if tau_scores is not None:
-        out["tau_scores"] = {f"{t:g}": v for t, v in sorted(tau_scores.items())}
+                           "timings": result.seconds, "tau": tau, "tau_source": tau_source,
+                           "columns": result.columns()}  # fmt: skip
+    if calibrate is not None and cal is not None:
+        out["tau_scores"] = cal.curve
     if pool.has_labels:
         from autolabel.metrics.clustering import evaluate_clustering
 
@@ -187,7 +190,7 @@ def _show_warnings(caught: list[warnings.WarningMessage], ours: type[Warning]) -
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
 
 
-@command("cluster", "cluster a feature pool with a trained Hi-LANDER checkpoint -> id,cluster CSV", ClusterCommand)
+@command("cluster", "cluster a feature pool with a trained Hi-LANDER checkpoint -> clusters CSV", ClusterCommand)
 def cluster(cfg: ClusterCommand) -> int:
     from autolabel.hilander.search import KCapWarning
 
@@ -195,9 +198,10 @@ def cluster(cfg: ClusterCommand) -> int:
         warnings.simplefilter("always", KCapWarning)
         res = cluster_features(cfg.checkpoint, cfg.features, cfg.cluster, list(cfg.baselines), cfg.calibrate)
     _show_warnings(caught, KCapWarning)
+    print(f"tau={res['tau']:g} ({res['tau_source']})")
     if "tau_scores" in res:
-        print(f"tau={res['tau']:g} chosen on {cfg.calibrate} ({cfg.cluster.tau_metric}: {res['tau_scores']})")
-    path = write_clusters_csv(cfg.out, res["ids"], res["labels"])
+        print(f"{cfg.cluster.tau_metric} vs tau on {cfg.calibrate}: {res['tau_scores']}")
+    path = write_clusters_csv(cfg.out, res["ids"], res["labels"], res["columns"])
     n_clusters = len(set(res["labels"].tolist()))
     print(f"{len(res['labels'])} samples -> {n_clusters} clusters in {res['seconds']:.2f}s: {path}")
     if "metrics" in res:
