@@ -38,11 +38,11 @@ def test_best_parent_picks_highest_score_and_keeps_orphans():
     assert parent.tolist() == [2, 1, 2, 3]
 
 
-def test_decode_level_ties_and_threshold_add_no_edges():
+def test_decode_level_ties_break_by_index_and_threshold_adds_no_edges():
     edge_index = torch.tensor([[1, 0, 2], [0, 1, 1]])
-    equal = torch.tensor([0.5, 0.5, 0.5])  # equal density: strict d_j > d_i keeps nothing, no cycle can form
+    equal = torch.tensor([0.5, 0.5, 0.5])  # equal density: the lower index is uphill (0 -> 1 kept), no cycle
     cid, peaks, added = decode_level(edge_index, equal, torch.ones(3), 0.5, 3)
-    assert added == 0 and len(peaks) == 3 and len(np.unique(cid)) == 3
+    assert added == 1 and peaks.tolist() == [0, 2] and cid.tolist() == [0, 0, 1]
     dens = torch.tensor([0.1, 0.2, 0.9])  # 2 -> 1 -> 0 by density, but score 0.5 is not > tau=0.5
     cid, peaks, added = decode_level(edge_index, dens, torch.tensor([1.0, 1.0, 0.5]), 0.5, 3)
     assert added == 1 and cid[0] == cid[1] != cid[2]

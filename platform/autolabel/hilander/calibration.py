@@ -5,7 +5,7 @@ tau works across datasets (a knife edge: 0.5 may give pairwise F 0.83 where 0.6 
 out a share of the training *classes* (:func:`identity_split`), trains the GNN on the rest, then on the held-out
 classes' level-0 graph fits a monotone map of the link logit ``z = l1 - l0`` to P(same class) -- Platt scaling
 ``sigmoid(a z + b)`` or temperature scaling ``sigmoid(z / T)`` (scikit-learn's logistic regression) -- and chooses tau
-on that calibrated scale by clustering the held-out classes at every candidate. The map, tau and the F-vs-tau curve go
+on that calibrated scale by clustering the held-out classes at every candidate (ties: the one nearest 0.5). The map, tau and the F-vs-tau curve go
 into the checkpoint (``checkpoint["hilander_calibration"]``, plain floats and lists) and ``cluster`` uses them.
 """
 
@@ -75,18 +75,28 @@ def identity_split(labels: np.ndarray, fraction: float, seed: int = 0) -> tuple[
 
 
 @torch.no_grad()
-def level0_link_logits(
-    model: torch.nn.Module, features: np.ndarray, labels: np.ndarray, k: int, knn_kwargs: dict | None = None,
-    device: str = "cpu",
-) -> tuple[torch.Tensor, torch.Tensor, tuple[np.ndarray, np.ndarray]]:
-    """Link logits and same-class labels of every edge of the pool's level-0 kNN graph, and the kNN arrays."""
-    from autolabel.hilander.graphs import build_level_graph
-    from autolabel.hilander.search import knn_search
+def hierarchy_link_logits(
+    model: torch.nn.Module, features: np.ndarray, labels: np.ndarray, k: int, levels: int,
+    knn_kwargs: dict | None = None, device: str = "cpu",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Link logits and same-class labels of every edge of the pool's ground-truth level graphs (level 0 and the
+    supernode levels above it, as meta-training builds them): the edges decoding meets at every level, including the
+    cross-class links between supernodes that a level-0 graph of well-separated classes lacks."""
+    import warnings as _w
 
-    nbrs, sims = knn_search(features, min(k, len(features) - 1), **dict(knn_kwargs or {}))
-    g = build_level_graph(features, nbrs, sims, labels=labels).to(device)
-    logits, _ = model.to(device).eval()(g)
-    return logits.float().cpu(), g.edge_label.cpu(), (nbrs, sims)
+    from autolabel.hilander.hierarchy import build_training_levels
+    from autolabel.hilander.search import KCapWarning
+
+    with _w.catch_warnings():
+        _w.simplefilter("ignore", KCapWarning)
+        graphs = build_training_levels(features, labels, [k], [levels], knn_kwargs)
+    model = model.to(device).eval()
+    logits, same = [], []
+    for g in graphs:
+        out, _ = model(g.to(device))
+        logits.append(out.float().cpu())
+        same.append(g.edge_label.cpu())
+    return torch.cat(logits), torch.cat(same)
 
 
 def fit_link_map(logits: torch.Tensor, same: torch.Tensor, method: str) -> tuple[float, float]:
@@ -142,8 +152,12 @@ def calibrate(
     k = int(cluster_kwargs.get("k", 10))
     device = str(cluster_kwargs.get("device", "cpu"))
     device = "cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device)
-    logits, same, knn = level0_link_logits(model, x, y, k, cluster_kwargs.get("knn_kwargs"), device)
+    from autolabel.hilander.search import knn_search
+
+    levels = int(cluster_kwargs.get("levels", 3))
+    logits, same = hierarchy_link_logits(model, x, y, k, levels, cluster_kwargs.get("knn_kwargs"), device)
     a, b = fit_link_map(logits, same, method)
+    knn = knn_search(x, min(k, len(x) - 1), **dict(cluster_kwargs.get("knn_kwargs") or {}))
     cal = Calibration(tau=0.5, a=a, b=b, method=method if (a, b) != (1.0, 0.0) else "none", metric=metric,
                       n_samples=len(x), n_classes=int(len(np.unique(y))), source=source)  # fmt: skip
     curves: dict[str, dict[float, float]] = {"pairwise_f": {}, "bcubed_f": {}, "nmi": {}, "n_clusters": {}}
@@ -155,7 +169,9 @@ def calibrate(
     scores = curves[metric]
     top = max(scores.values())
     tied = sorted(t for t, v in scores.items() if v >= top - 1e-12)
-    cal.tau = float(tied[len(tied) // 2])
+    # A plateau of equal scores: on a calibrated scale take the tie closest to P(same) = 0.5 (the Bayes threshold);
+    # uncalibrated, the middle of the plateau (as select_tau).
+    cal.tau = float(min(tied, key=lambda t: (abs(t - 0.5), -t)) if cal.method != "none" else tied[len(tied) // 2])
     cal.curve = {f"{t:g}": v for t, v in sorted(scores.items())}
     cal.curves = {name: {f"{t:g}": v for t, v in sorted(c.items())} for name, c in curves.items()}
     return cal
