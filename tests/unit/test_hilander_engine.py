@@ -122,7 +122,9 @@ class _PairMerger:
 
     def __call__(self, edge_index, density, score, threshold, n):
         cid = np.arange(n) // 2
-        return cid, np.arange(0, n, 2), n // 2
+        parent = np.arange(n) // 2 * 2  # 2i+1 -> 2i
+        edge = np.where(parent != np.arange(n), 0, -1)  # joined by some edge (its probability is not checked here)
+        return cid, np.arange(0, n, 2), parent, edge
 
 
 @pytest.mark.parametrize(
@@ -136,7 +138,7 @@ class _PairMerger:
 def test_early_stop_when_new_edges_fall_below_the_ratio(monkeypatch, k, early_stop, levels_run):
     from autolabel.hilander import hierarchy
 
-    monkeypatch.setattr(hierarchy, "decode_level", _PairMerger())
+    monkeypatch.setattr(hierarchy, "decode_level_edges", _PairMerger())
     x, _ = _blobs(4, 8, 8, seed=0)  # N = 32
     res = cluster_pool(LANDER(8, hidden=8), x, k=k, tau=0.5, levels=4, early_stop=early_stop, progress=False)
     assert [s["edges_added"] for s in res.levels] == [16, 8, 4, 2][:levels_run]

@@ -113,6 +113,10 @@ class CalibrationConfig:
     fraction: float = 0.2  # share of the training classes held out from the GNN (0: no calibration, tau = DEFAULT_TAU)
     method: str = "platt"  # platt (logistic a*z+b on the link logit z) | temperature (z/T) | none (raw probabilities)
     candidates: list[float] = field(default_factory=_default_tau_grid)  # taus tried, on the calibrated scale
+    # Also try taus at quantiles of the held-out edges' calibrated probabilities (same-class and other-class edges
+    # separately, plus the other-class upper tail): trained link heads saturate, and the decisive thresholds then sit
+    # between 0.95 and 1, where a fixed grid has no points.
+    adaptive: bool = True
     metric: str = "pairwise_f"  # pairwise_f | bcubed_f | nmi: what tau maximizes on the held-out classes
     seed: int = 0  # which classes are held out
 

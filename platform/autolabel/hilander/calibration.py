@@ -76,8 +76,13 @@ def identity_split(labels: np.ndarray, fraction: float, seed: int = 0) -> tuple[
 
 @torch.no_grad()
 def hierarchy_link_logits(
-    model: torch.nn.Module, features: np.ndarray, labels: np.ndarray, k: int, levels: int,
-    knn_kwargs: dict | None = None, device: str = "cpu",
+    model: torch.nn.Module,
+    features: np.ndarray,
+    labels: np.ndarray,
+    k: int,
+    levels: int,
+    knn_kwargs: dict | None = None,
+    device: str = "cpu",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Link logits and same-class labels of every edge of the pool's ground-truth level graphs (level 0 and the
     supernode levels above it, as meta-training builds them): the edges decoding meets at every level, including the
@@ -125,6 +130,19 @@ def fit_link_map(logits: torch.Tensor, same: torch.Tensor, method: str) -> tuple
     return a, b
 
 
+def adaptive_candidates(prob: np.ndarray, same: np.ndarray) -> set[float]:
+    """Taus where the held-out edges actually are: deciles of the same-class and of the other-class edges'
+    probabilities, and the upper tail of the other-class ones (the links that wrongly merge clusters), rounded."""
+    out: set[float] = set()
+    pos, neg = prob[same.astype(bool)], prob[~same.astype(bool)]
+    qs = np.linspace(0.05, 0.95, 10)
+    if len(pos):
+        out |= {float(v) for v in np.quantile(pos, qs)}
+    if len(neg):
+        out |= {float(v) for v in np.quantile(neg, np.concatenate([qs, [0.98, 0.99, 0.995, 0.999]]))}
+    return {round(min(max(t, 0.0), 0.999999), 6) for t in out}
+
+
 def calibrate(
     model: torch.nn.Module,
     features: np.ndarray,
@@ -134,6 +152,7 @@ def calibrate(
     metric: str = "pairwise_f",
     method: str = "platt",
     source: str = "",
+    adaptive: bool = True,
     **cluster_kwargs: Any,
 ) -> Calibration:
     """Fit the link map on a labeled pool of classes the GNN did not train on, then cluster the pool at every
@@ -157,11 +176,14 @@ def calibrate(
     levels = int(cluster_kwargs.get("levels", 3))
     logits, same = hierarchy_link_logits(model, x, y, k, levels, cluster_kwargs.get("knn_kwargs"), device)
     a, b = fit_link_map(logits, same, method)
+    grid = {round(float(t), 6) for t in candidates}
+    if adaptive:
+        grid |= adaptive_candidates(torch.sigmoid(a * (logits[:, 1] - logits[:, 0]) + b).numpy(), same.numpy())
     knn = knn_search(x, min(k, len(x) - 1), **dict(cluster_kwargs.get("knn_kwargs") or {}))
     cal = Calibration(tau=0.5, a=a, b=b, method=method if (a, b) != (1.0, 0.0) else "none", metric=metric,
                       n_samples=len(x), n_classes=int(len(np.unique(y))), source=source)  # fmt: skip
     curves: dict[str, dict[float, float]] = {"pairwise_f": {}, "bcubed_f": {}, "nmi": {}, "n_clusters": {}}
-    for tau in sorted({float(t) for t in candidates}, reverse=True):
+    for tau in sorted(grid, reverse=True):
         res = cluster_pool(model, x, tau=tau, progress=False, link_prob=cal.prob, level0_knn=knn, **cluster_kwargs)
         m = evaluate_clustering(y, res.labels)
         for name in curves:
@@ -199,7 +221,9 @@ def read_calibration(ckpt: dict) -> Calibration | None:
     try:
         return Calibration.from_dict(d)
     except (TypeError, AttributeError) as e:
-        raise CheckpointError(f"the checkpoint's {CKPT_KEY} entry is damaged ({e}); rerun `autolabel fit hilander`") from e
+        raise CheckpointError(
+            f"the checkpoint's {CKPT_KEY} entry is damaged ({e}); rerun `autolabel fit hilander`"
+        ) from e
 
 
 def resolve_tau(given: float | None, cal: Calibration | None, default: float) -> tuple[float, str]:

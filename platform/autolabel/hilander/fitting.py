@@ -75,7 +75,8 @@ class ClusterMetricsCallback(pl.Callback):
         cal = None
         if self.cal_pool is not None:
             cal = calibrate(model, self.cal_pool.features, self.cal_pool.labels, candidates=list(self.cfg.candidates),
-                            metric=self.cfg.metric, method=self.cfg.method, **_cluster_kwargs(self.cluster))  # fmt: skip
+                            metric=self.cfg.metric, method=self.cfg.method, adaptive=self.cfg.adaptive,
+                            **_cluster_kwargs(self.cluster))  # fmt: skip
         scores = score_pool(model, self.val_pool, cal, self.cluster)
         model.train(was_training)
         for name, v in scores.items():
@@ -120,8 +121,8 @@ def meta_train(
     cal = None
     if cal_pool is not None:
         cal = calibrate(model, cal_pool.features, cal_pool.labels, candidates=list(cal_cfg.candidates),
-                        metric=cal_cfg.metric, method=cal_cfg.method, source="held-out training classes",
-                        **_cluster_kwargs(cluster))  # fmt: skip
+                        metric=cal_cfg.metric, method=cal_cfg.method, adaptive=cal_cfg.adaptive,
+                        source="held-out training classes", **_cluster_kwargs(cluster))  # fmt: skip
         cal.held_out_classes = split["held_out_classes"]
         write_calibration(ckpt, cal)
         metrics["tau"] = cal.tau
@@ -142,7 +143,10 @@ def meta_train(
 
 
 def cluster_tau(
-    model: Any, hp: dict, cluster: HiLanderClusterConfig, calibration_pool: FeaturePool | None = None,
+    model: Any,
+    hp: dict,
+    cluster: HiLanderClusterConfig,
+    calibration_pool: FeaturePool | None = None,
     source: str = "",
 ) -> tuple[float, Calibration | None, str]:
     """``(tau, calibration, where_from)`` for ``autolabel cluster``: ``cluster.tau`` when given, else the tau that

@@ -85,8 +85,11 @@ def decode_level(
 
 
 def decode_level_edges(
-    edge_index: torch.Tensor | np.ndarray, density: torch.Tensor | np.ndarray, score: torch.Tensor | np.ndarray,
-    threshold: float, n: int,
+    edge_index: torch.Tensor | np.ndarray,
+    density: torch.Tensor | np.ndarray,
+    score: torch.Tensor | np.ndarray,
+    threshold: float,
+    n: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """:func:`decode_level` plus each node's parent and the position of the edge it joined by (-1: none)."""
     ei = edge_index.cpu().numpy() if isinstance(edge_index, torch.Tensor) else np.asarray(edge_index)
