@@ -125,13 +125,25 @@ def test_fit_link_map_recovers_a_known_logistic():
 def test_calibrate_chooses_the_best_tau_on_the_held_out_pool():
     x, y = make_blob_features(5, 12, 16, spread=0.15, seed=0)
     cal = calibrate(_SimilarityOracle(), x, y, candidates=[0.2, 0.5, 0.8, 0.9999], metric="pairwise_f", k=5,
-                    levels=3, device="cpu", method="none")  # fmt: skip
+                    levels=3, device="cpu", method="none", adaptive=False)  # fmt: skip
     assert set(cal.curve) == {"0.2", "0.5", "0.8", "0.9999"}
     assert cal.curve["0.9999"] < 0.2  # nothing links: singletons
     assert cal.curve[f"{cal.tau:g}"] == max(cal.curve.values()) > 0.9
     for t in ("0.2", "0.5", "0.8"):  # every candidate was scored as the chosen one would be
         res = cluster_pool(_SimilarityOracle(), x, tau=float(t), k=5, levels=3, device="cpu", progress=False)
         assert cal.curve[t] == pytest.approx(evaluate_clustering(y, res.labels)["pairwise_f"])
+
+
+def test_adaptive_candidates_sit_where_the_edges_are():
+    from autolabel.hilander.calibration import adaptive_candidates
+
+    pos = np.linspace(0.99, 1.0, 101)  # a saturated head: every same-class edge above 0.99
+    neg = np.linspace(0.0, 0.995, 200)
+    prob, same = np.concatenate([pos, neg]), np.concatenate([np.ones(101), np.zeros(200)])
+    c = adaptive_candidates(prob, same)
+    assert sum(t > 0.99 for t in c) >= 10  # the fixed 0.05 grid has none there
+    assert max(c) <= 0.999999 and min(c) >= 0.0
+    assert round(float(np.quantile(neg, 0.999)), 6) in c
 
 
 def test_resolve_tau_names_its_source():
