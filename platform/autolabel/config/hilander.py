@@ -117,6 +117,9 @@ class CalibrationConfig:
     # separately, plus the other-class upper tail): trained link heads saturate, and the decisive thresholds then sit
     # between 0.95 and 1, where a fixed grid has no points.
     adaptive: bool = True
+    # Cluster the held-out classes among the GNN's training samples (scored on pairs with a held-out member): the best
+    # tau grows with the number of look-alike identities in the pool, which the small held-out pool alone understates.
+    distractors: bool = True
     metric: str = "pairwise_f"  # pairwise_f | bcubed_f | nmi: what tau maximizes on the held-out classes
     seed: int = 0  # which classes are held out
 

@@ -143,6 +143,24 @@ def adaptive_candidates(prob: np.ndarray, same: np.ndarray) -> set[float]:
     return {round(min(max(t, 0.0), 0.999999), 6) for t in out}
 
 
+def held_out_pairwise_f(truth: np.ndarray, pred: np.ndarray, held: np.ndarray) -> float:
+    """Pairwise F over the pairs with at least one ``held`` sample (the others are distractors of other classes):
+    a held-out sample merged into a distractor's cluster is a false positive, distractor pairs are not scored."""
+
+    def pairs(groups: np.ndarray) -> float:  # ordered pairs in the same group with >= 1 held member, no self pairs
+        all_ = np.bincount(groups).astype(np.float64)
+        rest = np.bincount(groups[~held], minlength=len(all_)).astype(np.float64)
+        return float((all_**2 - rest**2).sum() - held.sum())
+
+    t = np.where(held, truth, -1 - np.arange(len(truth)))  # distractors: never the same class as anything
+    _, t = np.unique(t, return_inverse=True)
+    _, p = np.unique(pred, return_inverse=True)
+    _, joint = np.unique(p.astype(np.int64) * (t.max() + 1) + t, return_inverse=True)
+    tp, pp, ap = pairs(joint), pairs(p), pairs(t)
+    prec, rec = tp / max(pp, 1.0), tp / max(ap, 1.0)
+    return 0.0 if prec + rec == 0 else 2 * prec * rec / (prec + rec)
+
+
 def calibrate(
     model: torch.nn.Module,
     features: np.ndarray,
@@ -153,6 +171,7 @@ def calibrate(
     method: str = "platt",
     source: str = "",
     adaptive: bool = True,
+    distractors: np.ndarray | None = None,
     **cluster_kwargs: Any,
 ) -> Calibration:
     """Fit the link map on a labeled pool of classes the GNN did not train on, then cluster the pool at every
@@ -179,13 +198,22 @@ def calibrate(
     grid = {round(float(t), 6) for t in candidates}
     if adaptive:
         grid |= adaptive_candidates(torch.sigmoid(a * (logits[:, 1] - logits[:, 0]) + b).numpy(), same.numpy())
+    held = np.ones(len(x), dtype=bool)
+    if distractors is not None and len(distractors):
+        # the held-out classes among the GNN's training samples: a pool of realistic size and density (the best tau
+        # grows with the number of look-alike identities around a sample); scored on pairs with a held-out member
+        x = np.concatenate([x, np.ascontiguousarray(distractors, dtype=np.float32)])
+        held = np.concatenate([held, np.zeros(len(distractors), dtype=bool)])
+        y = np.concatenate([y, np.full(len(distractors), -1, dtype=y.dtype)])
     knn = knn_search(x, min(k, len(x) - 1), **dict(cluster_kwargs.get("knn_kwargs") or {}))
     cal = Calibration(tau=0.5, a=a, b=b, method=method if (a, b) != (1.0, 0.0) else "none", metric=metric,
                       n_samples=len(x), n_classes=int(len(np.unique(y))), source=source)  # fmt: skip
     curves: dict[str, dict[float, float]] = {"pairwise_f": {}, "bcubed_f": {}, "nmi": {}, "n_clusters": {}}
     for tau in sorted(grid, reverse=True):
         res = cluster_pool(model, x, tau=tau, progress=False, link_prob=cal.prob, level0_knn=knn, **cluster_kwargs)
-        m = evaluate_clustering(y, res.labels)
+        m = evaluate_clustering(y[held], res.labels[held])
+        if not held.all():
+            m["pairwise_f"] = held_out_pairwise_f(y, res.labels, held)
         for name in curves:
             curves[name][tau] = float(m[name])
     scores = curves[metric]

@@ -65,6 +65,7 @@ class ClusterMetricsCallback(pl.Callback):
     def __init__(self, val_pool: FeaturePool, cal_pool: FeaturePool | None, cfg: CalibrationConfig,
                  cluster: HiLanderClusterConfig | None, every: int):  # fmt: skip
         self.val_pool, self.cal_pool, self.cfg, self.cluster, self.every = val_pool, cal_pool, cfg, cluster, every
+        self.gnn_features = None  # set by meta_train: the distractors calibration clusters the held-out classes among
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch + 1
@@ -76,6 +77,7 @@ class ClusterMetricsCallback(pl.Callback):
         if self.cal_pool is not None:
             cal = calibrate(model, self.cal_pool.features, self.cal_pool.labels, candidates=list(self.cfg.candidates),
                             metric=self.cfg.metric, method=self.cfg.method, adaptive=self.cfg.adaptive,
+                            distractors=self.gnn_features if self.cfg.distractors else None,
                             **_cluster_kwargs(self.cluster))  # fmt: skip
         scores = score_pool(model, self.val_pool, cal, self.cluster)
         model.train(was_training)
@@ -110,6 +112,7 @@ def meta_train(
     callbacks = []
     if val_pool is not None and val_cluster_every > 0:
         callbacks.append(ClusterMetricsCallback(val_pool, cal_pool, cal_cfg, cluster, val_cluster_every))
+        callbacks[-1].gnn_features = gnn_pool.features
     trainer = fit(module, dm, trainer_cfg, stage_dir, monitor="val/loss" if val_pool is not None else None,
                   callbacks=callbacks)  # fmt: skip
     ckpt = stage_dir / "checkpoints" / "last.ckpt"
@@ -122,7 +125,8 @@ def meta_train(
     if cal_pool is not None:
         cal = calibrate(model, cal_pool.features, cal_pool.labels, candidates=list(cal_cfg.candidates),
                         metric=cal_cfg.metric, method=cal_cfg.method, adaptive=cal_cfg.adaptive,
-                        source="held-out training classes", **_cluster_kwargs(cluster))  # fmt: skip
+                        source="held-out training classes", distractors=gnn_pool.features if cal_cfg.distractors else None,
+                        **_cluster_kwargs(cluster))  # fmt: skip
         cal.held_out_classes = split["held_out_classes"]
         write_calibration(ckpt, cal)
         metrics["tau"] = cal.tau
