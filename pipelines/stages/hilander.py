@@ -204,6 +204,12 @@ def cluster(cfg: ClusterCommand) -> int:
     path = write_clusters_csv(cfg.out, res["ids"], res["labels"], res["columns"])
     n_clusters = len(set(res["labels"].tolist()))
     print(f"{len(res['labels'])} samples -> {n_clusters} clusters in {res['seconds']:.2f}s: {path}")
+    for lvl in res["levels"]:  # approximate kNN: the recall measured against exact search
+        if "recall_at_k" in lvl.get("knn", {}):
+            kn = lvl["knn"]
+            effort = ", ".join(f"{key}={kn[key]}" for key in ("nprobe", "ef_search") if key in kn)
+            print(f"knn level {lvl['level']}: {kn['method']} ({effort}) recall@{kn['k']}={kn['recall_at_k']:.3f} "
+                  f"on {kn['recall_queries']} queries (target {kn['target_recall']})")  # fmt: skip
     if "metrics" in res:
         mpath = Path(cfg.metrics_out) if cfg.metrics_out else Path(cfg.out).with_suffix(".metrics.json")
         payload = {"hilander": res["metrics"], **({"baselines": res["baselines"]} if "baselines" in res else {})}

@@ -246,3 +246,25 @@ def test_duplicates_in_training_levels_link_too():
         warnings.simplefilter("ignore")
         graphs = build_training_levels(x, y, [3], [2])
     assert len(graphs) == 2 and graphs[1].num_nodes == 4  # each group of copies became one supernode
+
+
+# ---------------------------------------------------------------- honest approximate kNN
+
+
+@pytest.mark.parametrize("method", ["ivf", "hnsw"])
+def test_approximate_knn_raises_effort_until_the_target_recall(method):
+    from autolabel.data.synthetic import random_unit_features
+    from autolabel.hilander.search import knn_recall, knn_search
+
+    x = random_unit_features(2000, 24, seed=0)  # no structure: the hardest case for an approximate index
+    exact, _ = knn_search(x, 10, method="flat")
+    kw = dict(method=method, nprobe=1, nlist=32, ef_search=2, hnsw_m=4)
+    low: dict = {}
+    knn_search(x, 10, target_recall=0.0, info=low, **kw)
+    assert "recall_at_k" not in low  # no check asked for
+    info: dict = {}
+    nbrs, _ = knn_search(x, 10, target_recall=0.95, recall_queries=300, info=info, **kw)
+    effort = info["nprobe" if method == "ivf" else "ef_search"]
+    assert info["recall_at_k"] >= 0.95 and effort > (1 if method == "ivf" else 2)  # effort was raised
+    assert knn_recall(nbrs, exact) >= 0.93  # the sampled recall holds for the whole search
+    assert info["recall_queries"] == 300 and info["method"] == method

@@ -14,6 +14,10 @@ class KnnConfig:
     nprobe: int = 64  # IVF lists probed per query
     exact_max: int = 100_000
     use_gpu: str = "auto"  # auto | true | false  (faiss-gpu, sharded over all GPUs)
+    # Approximate indexes (ivf, hnsw) are checked at run time: recall@k on `recall_queries` sampled rows against exact
+    # search; nprobe / efSearch are doubled until `target_recall` is reached (0: no check). Logged per level.
+    target_recall: float = 0.95
+    recall_queries: int = 1000
 
     def __post_init__(self) -> None:
         if self.method not in ("auto", "flat", "ivf", "hnsw"):
@@ -22,13 +26,17 @@ class KnnConfig:
             raise ConfigError(f"knn.use_gpu={self.use_gpu!r}: use auto, true or false")
         if self.nprobe < 1:
             raise ConfigError(f"knn.nprobe={self.nprobe} must be >= 1 (IVF lists probed per query; 64 is a good start)")
+        if not 0.0 <= self.target_recall <= 1.0 or self.recall_queries < 1:
+            raise ConfigError(f"knn.target_recall={self.target_recall} must be in [0, 1] and knn.recall_queries="
+                              f"{self.recall_queries} >= 1")  # fmt: skip
         if self.exact_max < 0:
             raise ConfigError(f"knn.exact_max={self.exact_max} must be >= 0 (pools up to this size use exact search)")
 
     def kwargs(self) -> dict:
         gpu = str(self.use_gpu).lower()
         return {"method": self.method, "nprobe": self.nprobe, "exact_max": self.exact_max,
-                "use_gpu": "auto" if gpu == "auto" else gpu == "true"}  # fmt: skip
+                "use_gpu": "auto" if gpu == "auto" else gpu == "true", "target_recall": self.target_recall,
+                "recall_queries": self.recall_queries}  # fmt: skip
 
 
 @dataclass

@@ -293,10 +293,11 @@ def cluster_pool(
             break
         t0 = time.perf_counter()
         kk = min(k0, n - 1)
+        knn_info: dict = {}
         if level == 0 and level0_knn is not None and level0_knn[0].shape[1] >= kk:
             nbrs, sims = level0_knn[0][:, :kk], level0_knn[1][:, :kk]
         else:
-            nbrs, sims = knn_search(identity, kk, **knn_kwargs)
+            nbrs, sims = knn_search(identity, kk, info=knn_info, **knn_kwargs)
         t1 = time.perf_counter()
         g = build_level_graph(identity, nbrs, sims, cluster=cluster).to(dev)
         logits, density = model(g)
@@ -323,7 +324,7 @@ def cluster_pool(
         totals["gnn"] += t2 - t1
         totals["decode"] += t3 - t2
         stats.append({"level": level, "nodes": n, "edges_added": added, "clusters": len(peaks),
-                      "seconds": round(t3 - t0, 4)})  # fmt: skip
+                      "seconds": round(t3 - t0, 4), "knn": knn_info})  # fmt: skip
         bar.update(1)
         bar.set_postfix(nodes=n, clusters=len(peaks))
         if added == 0 or level == levels - 1 or len(peaks) < 2:
