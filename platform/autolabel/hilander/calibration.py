@@ -41,8 +41,9 @@ class Calibration:
     metric: str = "pairwise_f"
     curve: dict[str, float] = field(default_factory=dict)  # "tau" -> metric on the held-out classes
     curves: dict[str, dict[str, float]] = field(default_factory=dict)  # every metric's curve
-    n_samples: int = 0
-    n_classes: int = 0
+    n_samples: int = 0  # held-out samples (scored)
+    n_classes: int = 0  # held-out classes
+    n_distractors: int = 0  # GNN-training samples they were clustered among (not scored)
     held_out_classes: list[int] = field(default_factory=list)
     source: str = ""  # where it was calibrated (for the `cluster` message)
 
@@ -207,7 +208,8 @@ def calibrate(
         y = np.concatenate([y, np.full(len(distractors), -1, dtype=y.dtype)])
     knn = knn_search(x, min(k, len(x) - 1), **dict(cluster_kwargs.get("knn_kwargs") or {}))
     cal = Calibration(tau=0.5, a=a, b=b, method=method if (a, b) != (1.0, 0.0) else "none", metric=metric,
-                      n_samples=len(x), n_classes=int(len(np.unique(y))), source=source)  # fmt: skip
+                      n_samples=int(held.sum()), n_classes=int(len(np.unique(y[held]))),
+                      n_distractors=int((~held).sum()), source=source)  # fmt: skip
     curves: dict[str, dict[float, float]] = {"pairwise_f": {}, "bcubed_f": {}, "nmi": {}, "n_clusters": {}}
     for tau in sorted(grid, reverse=True):
         res = cluster_pool(model, x, tau=tau, progress=False, link_prob=cal.prob, level0_knn=knn, **cluster_kwargs)
@@ -261,7 +263,8 @@ def resolve_tau(given: float | None, cal: Calibration | None, default: float) ->
         return float(given), f"cluster.tau given (compared with {scale} link probabilities)"
     if cal is not None:
         where = f" on {cal.source}" if cal.source else ""
-        return cal.tau, (f"calibrated by fit{where}: {cal.n_classes} held-out classes, {cal.n_samples} samples, "
+        among = f" among {cal.n_distractors} others" if cal.n_distractors else ""
+        return cal.tau, (f"calibrated by fit{where}: {cal.n_classes} held-out classes, {cal.n_samples} samples{among}, "
                          f"{cal.method} link map, best {cal.metric}")  # fmt: skip
     return default, "default: the checkpoint carries no calibrated tau (retrain with `autolabel fit hilander`)"
 
