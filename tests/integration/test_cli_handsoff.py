@@ -84,8 +84,8 @@ def test_synthesize_single_and_sharded_agree(trained, tmp_path):
 
 
 def test_launcher_rank_reads_torchrun_and_slurm_variables():
+    from autolabel.engine.dist import launcher_rank
     from autolabel.errors import ConfigError
-    from pipelines.stages.handsoff import launcher_rank
 
     assert launcher_rank({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"}) == (3, 4, 1)
     assert launcher_rank({"SLURM_PROCID": "5", "SLURM_STEP_NUM_TASKS": "8", "SLURM_LOCALID": "1"}) == (5, 8, 1)
@@ -96,17 +96,17 @@ def test_launcher_rank_reads_torchrun_and_slurm_variables():
     assert launcher_rank({}) is None
     with pytest.raises(ConfigError, match="RANK=4 outside"):
         launcher_rank({"RANK": "4", "WORLD_SIZE": "2"})
-    from pipelines.stages.handsoff import SynthesizeCommand, run_synthesis
+    from pipelines.commands.handsoff import SynthesizeCommand, synthesize_with
 
     with pytest.raises(ConfigError, match="rank 0 of 2 started by a launcher .* leave devices=1"):
-        run_synthesis(SynthesizeCommand(checkpoint="unused.ckpt", devices=2), launched=(0, 2, 0))
+        synthesize_with(SynthesizeCommand(checkpoint="unused.ckpt", devices=2), launched=(0, 2, 0))
 
 
 def test_synthesize_under_a_launcher_each_rank_writes_its_shard(trained, tmp_path, monkeypatch):
     """torchrun/srun-style ranks (RANK/WORLD_SIZE env vars, no torch.distributed group): each rank synthesizes its
     own shard, rank 0 merges after all finished -- the same dataset as one process writes. Rank 0 runs the CLI with
     the env vars set; rank 1 runs concurrently in a thread (the same code path, its rank passed explicitly)."""
-    from pipelines.stages.handsoff import SynthesizeCommand, run_synthesis
+    from pipelines.commands.handsoff import SynthesizeCommand, synthesize_with
 
     single, ranked = tmp_path / "single", tmp_path / "ranked"
     base = ["synthesize", f"checkpoint={trained['ckpt']}", "n=5", "batch_size=3", "accelerator=cpu", "progress=false",
@@ -117,7 +117,7 @@ def test_synthesize_under_a_launcher_each_rank_writes_its_shard(trained, tmp_pat
     cmd = SynthesizeCommand(checkpoint=str(trained["ckpt"]), n=5, batch_size=3, accelerator="cpu", progress=False,
                             out=str(ranked), wait_timeout_s=120)  # fmt: skip
     rank1: dict = {}
-    worker = threading.Thread(target=lambda: rank1.update(run_synthesis(cmd, launched=(1, 2, 1))))
+    worker = threading.Thread(target=lambda: rank1.update(synthesize_with(cmd, launched=(1, 2, 1))))
     worker.start()
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "2")
@@ -228,24 +228,24 @@ def test_handsoff_bad_input(args, message, capsys):
     assert err.startswith("error: ") and message in err
 
 
-def test_stage_device_follows_the_trainer_config(monkeypatch):
+def test_training_device_follows_the_trainer_config(monkeypatch):
     from autolabel.config import TrainerConfig
-    from pipelines.stages.handsoff import stage_device
+    from autolabel.engine.dist import training_device
 
-    assert stage_device(TrainerConfig(accelerator="cpu")).type == "cpu"
+    assert training_device(TrainerConfig(accelerator="cpu")).type == "cpu"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     monkeypatch.setenv("LOCAL_RANK", "1")
-    assert stage_device(TrainerConfig(accelerator="auto")) == torch.device("cuda", 1)
-    assert stage_device(TrainerConfig(accelerator="gpu", devices=[2, 3])) == torch.device("cuda", 3)
-    assert stage_device(TrainerConfig(accelerator="cpu")).type == "cpu"
+    assert training_device(TrainerConfig(accelerator="auto")) == torch.device("cuda", 1)
+    assert training_device(TrainerConfig(accelerator="gpu", devices=[2, 3])) == torch.device("cuda", 3)
+    assert training_device(TrainerConfig(accelerator="cpu")).type == "cpu"
 
 
 def test_resumed_labels_stage_reuses_its_latents(trained, tmp_path):
     """An interrupted `fit labels` resumes from last.ckpt on the W+ codes it saved (no re-inversion, so no drift)."""
     from autolabel.config import TrainerConfig
     from autolabel.config.labelgen import LabelGeneratorConfig, LabelTrainConfig
-    from pipelines.stages.handsoff import FitLabelsCommand, train_labels
+    from pipelines.commands.handsoff import FitLabelsCommand, train_labels
 
     stage = tmp_path / "labels"
     shutil.copytree(trained["labels_run"] / "labels", stage)

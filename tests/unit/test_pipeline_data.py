@@ -11,8 +11,9 @@ from autolabel.config import load_config, to_object
 from autolabel.data.procedural import make_shapes_dataset
 from autolabel.engine.rundir import RunDir
 from autolabel.errors import AutolabelError
-from pipelines.definitions import PipelineConfig, get_pipeline, stage_handsoff_data
+from pipelines.definitions import PipelineConfig, get_pipeline
 from pipelines.runner import StageContext
+from pipelines.stages.data import stage_handsoff_data
 
 
 def _cfg(*overrides: str) -> PipelineConfig:

@@ -26,11 +26,18 @@ T = TypeVar("T")
 
 
 def configs_dir() -> Path:
-    """The bundled ``configs/`` folder (override with ``$AUTOLABEL_CONFIGS``)."""
+    """The bundled ``configs/`` folder (override with ``$AUTOLABEL_CONFIGS``): ``autolabel/configs`` in an installed
+    wheel (package data), else the ``configs/`` next to the ``pyproject.toml`` of the source checkout."""
     env = os.environ.get("AUTOLABEL_CONFIGS")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[3] / "configs"
+    package = Path(__file__).resolve().parent.parent  # .../autolabel
+    if (package / "configs").is_dir():
+        return package / "configs"
+    for parent in package.parents:
+        if (parent / "pyproject.toml").is_file() and (parent / "configs").is_dir():
+            return parent / "configs"
+    return package / "configs"  # not found: error messages name the expected place
 
 
 def _closest(name: str, candidates: Sequence[str], parent: str = "") -> str:

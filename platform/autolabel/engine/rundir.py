@@ -24,33 +24,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from autolabel.engine.dist import global_rank
 from autolabel.engine.io import atomic_write_text, read_json, write_json
 from autolabel.errors import ConfigError
 
 ENV_RUN_DIR = "AUTOLABEL_RUN_DIR"
 _exported: list[str] = []  # run dirs this process exported (cleared by release_run_dir)
-
-
-def global_rank() -> int:
-    """This process's global rank from the launcher's environment (0 when not distributed).
-
-    torchrun and SLURM give it directly (``RANK``, ``SLURM_PROCID``); ranks that Lightning's DDP launcher starts have
-    ``LOCAL_RANK`` plus ``NODE_RANK``, and on a node > 0 even local rank 0 is not global rank 0.
-    """
-    env = os.environ
-    for var in ("RANK", "SLURM_PROCID", "PMI_RANK"):
-        if var in env:
-            try:
-                return int(env[var])
-            except ValueError:
-                continue
-    try:
-        local = int(env.get("LOCAL_RANK", 0))
-        node = int(env.get("NODE_RANK", env.get("GROUP_RANK", 0)))
-        per_node = int(env.get("LOCAL_WORLD_SIZE", 0)) or max(local + 1, 1)
-    except ValueError:
-        return 0
-    return node * per_node + local
 
 
 def _job_token() -> str:
