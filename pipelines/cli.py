@@ -3,7 +3,9 @@
     autolabel run [pipeline=NAME] [key=value ...]      run a pipeline in one run directory (resumable)
     autolabel fit TARGET [key=value ...]               train one component (hilander, classifier, gan, ...)
     autolabel cluster checkpoint=CKPT features=PATH out=FILE.csv
-    autolabel embed checkpoint=CKPT images=DIR out=pool.npz
+    autolabel embed checkpoint=CKPT images=DIR out=pool.npz   (or embedder=torchscript:FILE | timm:NAME weights=FILE)
+    autolabel export src=DIR format=coco|yolo|voc|folders out=DIR
+    autolabel assign checkpoint=CKPT clusters=RUN_DIR features=NEW.npz out=FILE.csv
     autolabel COMMAND --config                         print the resolved config and exit
 
 Every command takes ``key=value`` overrides on top of its schema defaults (and ``config=FILE.yaml``). A typo'd key
@@ -24,10 +26,10 @@ from pipelines.commands.base import Command, Invocation, defaults_path, find_com
 
 def commands() -> dict[str, Command]:
     """The registry: every ``autolabel`` command by name (``fit hilander``, ``cluster``, ...)."""
-    from pipelines.commands import classifier, downstream, gan, handsoff, hilander, run, tools
+    from pipelines.commands import classifier, downstream, formats, gan, handsoff, hilander, run, tools
 
     table: dict[str, Command] = {}
-    for module in (run, gan, handsoff, downstream, classifier, hilander, tools):
+    for module in (run, gan, handsoff, downstream, classifier, hilander, formats, tools):
         for cmd in module.COMMANDS:
             if cmd.name in table:
                 raise RuntimeError(f"two commands are named `autolabel {cmd.name}`")
@@ -83,6 +85,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(result) if isinstance(result, int) else 0
     except AutolabelError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a full / read-only disk mid-run: one line, not a traceback (bugs still raise)
+        from autolabel.errors import os_error_message
+
+        msg = os_error_message(e)
+        if msg is None:
+            raise
+        print(f"error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: rerun the same command to resume from the last checkpoint", file=sys.stderr)

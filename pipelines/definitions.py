@@ -23,7 +23,7 @@ from pipelines.runner import Pipeline
 from pipelines.stages import classifier, data, downstream, encoder, gan, hilander, labels, synthesis
 from pipelines.stages.classifier import ClassifierStageConfig
 from pipelines.stages.data import HANDSOFF_SOURCES, HILANDER_SOURCES, DataConfig, ShapesDataConfig
-from pipelines.stages.downstream import DownstreamConfig
+from pipelines.stages.downstream import TASK_METRICS, DownstreamConfig
 from pipelines.stages.encoder import EncoderStageConfig
 from pipelines.stages.gan import GANStageConfig
 from pipelines.stages.hilander import HiLanderStageConfig
@@ -116,8 +116,8 @@ def get_pipeline(name: str) -> Pipeline:
 
 
 HEADLINE_KEYS = (
-    "miou_synthetic",
-    "miou_real_few",
+    # the downstream check's per-task metrics per training set: miou_synthetic, pck@0.1_real_few, rmse_synthetic, ...
+    *(f"{m}_{s}" for ms in TASK_METRICS.values() for m in ms for s in ("synthetic", "real_few")),
     "pairwise_f",
     "bcubed_f",
     "nmi",

@@ -41,8 +41,10 @@ class WeightsGANCommand:
 
 
 def weights_gan(cfg: WeightsGANCommand, inv: Invocation) -> int:
+    from autolabel.engine.paths import check_output_file
     from autolabel.gan import load_generator, save_generator
 
+    check_output_file(cfg.out, {"src": cfg.src}, example="generator.pt")
     gen = load_generator(cfg.src)
     path = save_generator(gen, cfg.out)
     print(

@@ -82,9 +82,13 @@ def _show_warnings(caught: list[warnings.WarningMessage], ours: type[Warning]) -
 
 def cluster(cfg: ClusterCommand, inv: Invocation) -> int:
     from autolabel.engine.io import write_json
+    from autolabel.engine.paths import check_output_file
     from autolabel.hilander.clustering import cluster_features, write_clusters_csv
     from autolabel.hilander.search import KCapWarning
 
+    inputs = {"features": cfg.features, "checkpoint": cfg.checkpoint, "calibrate": cfg.calibrate}
+    check_output_file(cfg.out, inputs, example="clusters.csv")
+    check_output_file(cfg.metrics_out or Path(cfg.out).with_suffix(".metrics.json"), inputs, key="metrics_out")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", KCapWarning)
         res = cluster_features(cfg.checkpoint, cfg.features, cfg.cluster, list(cfg.baselines), cfg.calibrate)

@@ -221,7 +221,8 @@ def handsoff_selections(cfg: Any) -> tuple[Any, Any]:
     test_dir, test = d.folder("test", optional=True), None
     if test_dir:
         probe = Path(test_dir).expanduser().resolve()
-        same = (probe if d.test_masks else probe / "images") == labeled.images
+        # the same dataset as data.labeled (also a COCO / VOC / YOLO one): leave its labeled images out of the test set
+        same = (probe if d.test_masks else probe / "images") == labeled.images or probe == labeled.root
         test = select_labeled("test", test_dir, d.test_masks, task, exclude=labeled.stems if same else ())
     return labeled, test
 

@@ -81,9 +81,8 @@ def _fit_selected(
 ) -> tuple[Path, dict[str, Any]]:
     """Train; with a validation slice keep the best epoch by ``monitor`` and load its weights into ``module``.
     Returns the scored checkpoint and selection metrics (``val_images``, ``best_epoch``, ``val_score``)."""
-    import torch
-
     from autolabel.engine import fit
+    from autolabel.engine.checkpoint_io import load_checkpoint
 
     tc = dataclasses.replace(trainer_cfg, max_epochs=d.max_epochs, max_steps=-1)
     ckpts = stage_dir / "checkpoints"
@@ -94,7 +93,7 @@ def _fit_selected(
     best = ckpts / "best.ckpt"
     if not best.is_file():
         raise DataError(f"no {best} after training: the validation slice logged no {monitor} -- check val_fraction")
-    state = torch.load(best, map_location="cpu", weights_only=False)
+    state = load_checkpoint(best, what="best checkpoint")
     module.load_state_dict(state["state_dict"])
     score = next((cb.best_model_score for cb in trainer.checkpoint_callbacks if getattr(cb, "monitor", None)), None)
     info = {"val_images": len(dm.val_set), "best_epoch": int(state["epoch"])}
@@ -232,6 +231,8 @@ def _synthetic_size(dataset: Path) -> int:
 
 
 HEADLINE_METRIC = {"segmentation": "miou", "depth": "rmse", "keypoints": "pck@0.1"}
+# the task's own metrics, reported per training set as <metric>_<synthetic|real_few> (the headline table shows them)
+TASK_METRICS = {"segmentation": ("miou",), "keypoints": ("pck@0.1", "nme"), "depth": ("rmse", "abs_rel")}
 
 
 def stage_downstream(ctx: StageContext) -> dict[str, Any]:
@@ -254,10 +255,10 @@ def stage_downstream(ctx: StageContext) -> dict[str, Any]:
             out = train_segmentation(d, str(train), str(test), task, size, ctx.cfg.trainer, sub)
         results[name], checkpoints[name] = out["metrics"], out["outputs"]["checkpoint"]
     key = HEADLINE_METRIC[task]
-    keep = (key, "pixel_acc", "nme", "train_images")
+    keep = (key, "pixel_acc", "nme", "abs_rel", "train_images")
     metrics: dict[str, Any] = {"downstream": {k: {m: v[m] for m in keep if m in v} for k, v in results.items()}}
-    if task == "segmentation":
-        metrics.update(miou_synthetic=results["synthetic"]["miou"], miou_real_few=results["real_few"]["miou"])
+    for name, res in results.items():
+        metrics.update({f"{m}_{name}": res[m] for m in TASK_METRICS[task] if m in res})
     return {"outputs": {"synthetic_model": checkpoints["synthetic"]}, "metrics": metrics}
 
 

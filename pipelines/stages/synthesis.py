@@ -76,6 +76,13 @@ def synthesis_figures(
 
     overlays = [labeled(r["id"]) for r in kept[:n_overlays]]
     figs = [image_grid(overlays, fig_dir / "synthetic_overlays.png", ncol=8, size=64)]
+    if plan.get("classes") or plan.get("keypoint_names"):  # legend: the class / keypoint names in the overlay colours
+        from autolabel.viz import append_legend, palette
+
+        if plan.get("classes"):  # class 0 (background) is not drawn
+            append_legend(figs[0], plan["classes"][1:], palette(len(plan["classes"]))[1:])
+        else:
+            append_legend(figs[0], plan["keypoint_names"], palette(len(plan["keypoint_names"]) + 1)[1:])
     records = [read_json(p) for p in sorted((out / "records").glob("*.json"))]
     kept_ids = {r["id"] for r in kept}
     by_score = sorted(kept, key=lambda r: r["uncertainty"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shutil
@@ -200,7 +201,7 @@ def test_fit_labels_checks_class_and_keypoint_counts(trained, tmp_path, capsys):
 def test_keypoint_labels_end_to_end(trained, tmp_path):
     runs = tmp_path / "runs"
     assert main(["fit", "labels", f"generator={trained['gen']}", f"encoder={trained['enc']}",
-                 f"labeled={trained['data']}", "label_generator.task=keypoints", "label_generator.n_keypoints=4",
+                 f"labeled={trained['data']}", "label_generator.task=keypoints",  # n_keypoints: counted (4)
                  "label_generator.n_members=2", "label_generator.hidden=[8,4]", "label_generator.fp16=false",
                  "label_generator.working_resolution=8", "label_train.max_steps=3", "label_train.pixels_per_image=32",
                  "label_train.batch_pixels=8", *COMMON, f"run.root={runs}"]) == 0  # fmt: skip
@@ -211,6 +212,47 @@ def test_keypoint_labels_end_to_end(trained, tmp_path):
     lab = json.loads((out / "labels" / f"{sid}.json").read_text())
     assert (lab["resolution"], lab["working_resolution"], len(lab["keypoints"])) == (16, 8, 4)  # image pixels
     assert all(0 <= k["x"] <= 15 and 0 <= k["y"] <= 15 for k in lab["keypoints"])
+    plan = json.loads((out / "plan.json").read_text())  # keypoint names + skeleton of the labeled folder's labels.json
+    assert plan["keypoint_names"] == ["top", "bottom", "left", "right"] and len(plan["skeleton"]) == 4
+    if importlib.util.find_spec("pycocotools") is not None:
+        assert main(["export", f"src={out}", "format=coco", f"out={tmp_path / 'coco'}"]) == 0
+        cat = json.loads((tmp_path / "coco" / "annotations.json").read_text())["categories"][0]
+        assert cat["keypoints"] == plan["keypoint_names"] and cat["skeleton"][0] == [1, 4]
+
+
+def test_labels_and_names_survive_import_synthesize_export(trained, tmp_path):
+    pytest.importorskip("pycocotools")
+    pytest.importorskip("cv2")
+    import numpy as np
+    from PIL import Image
+
+    from autolabel.data.formats import export_dataset, read_labels
+
+    export_dataset(
+        trained["data"], "coco", tmp_path / "in", task="segmentation"
+    )  # the shapes' labels as a COCO file (the import side)
+    runs = tmp_path / "runs"
+    assert main(["fit", "labels", f"generator={trained['gen']}", f"encoder={trained['enc']}",
+                 f"labeled={tmp_path / 'in' / 'annotations.json'}", "label_generator.n_members=2",
+                 "label_generator.hidden=[8,4]", "label_generator.fp16=false", "label_generator.min_class_pixels=2",
+                 "label_train.max_steps=3", "label_train.pixels_per_image=64", "label_train.batch_pixels=16",
+                 *COMMON, f"run.root={runs}"]) == 0  # fmt: skip
+    ckpt = next(runs.glob("labels/*/labels/checkpoints/last.ckpt"))
+    synth = tmp_path / "synth"
+    assert main(["synthesize", f"checkpoint={ckpt}", "n=3", f"out={synth}", "accelerator=cpu", "progress=false"]) == 0
+    names = ["background", "ellipse", "rectangle", "triangle", "star"]
+    assert json.loads((synth / "plan.json").read_text())["classes"] == names
+    rows = [json.loads(line) for line in (synth / "manifest.jsonl").read_text().splitlines()]
+    masks = [np.array(Image.open(synth / "labels" / f"{r['id']}.png")) for r in rows]
+    for r, m in zip(rows, masks):
+        assert r["classes"] == [names[c] for c in np.unique(m)]
+    for fmt in ("coco", "yolo", "voc"):
+        assert main(["export", f"src={synth}", f"format={fmt}", f"out={tmp_path / fmt}"]) == 0
+        back = read_labels(tmp_path / fmt)
+        assert back.class_names() == names and back.ids == [r["id"] for r in rows]
+        for i, m in enumerate(masks):
+            agree = (back.mask(i) == m).mean()
+            assert agree == 1.0 if fmt != "yolo" else agree >= 0.9, (fmt, agree)  # YOLO: outer polygons only
 
 
 @pytest.mark.parametrize(

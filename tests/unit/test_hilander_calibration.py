@@ -268,3 +268,25 @@ def test_approximate_knn_raises_effort_until_the_target_recall(method):
     assert info["recall_at_k"] >= 0.95 and effort > (1 if method == "ivf" else 2)  # effort was raised
     assert knn_recall(nbrs, exact) >= 0.93  # the sampled recall holds for the whole search
     assert info["recall_queries"] == 300 and info["method"] == method
+
+
+def test_exact_knn_uses_torch_on_cuda_without_a_faiss_gpu_build(monkeypatch):
+    import autolabel.hilander.search as S
+    import autolabel.hilander.torch_knn as T
+
+    calls = []
+    real = T.knn_search_torch
+
+    def spy(x, k, device="auto", **kw):
+        calls.append(device)
+        return real(x, k, device="cpu", **kw)  # no CUDA here: run the same code on the CPU
+
+    monkeypatch.setattr(S, "_torch_cuda", lambda: True)
+    monkeypatch.setattr(S, "num_gpus", lambda: 0)
+    monkeypatch.setattr(T, "knn_search_torch", spy)
+    x, _ = make_blob_features(3, 10, 8, seed=0)
+    info: dict = {}
+    nbrs, sims = S.knn_search(x, 4, method="flat", info=info)
+    assert calls == ["cuda"] and info["method"] == "torch-flat"
+    exact = S.knn_search(x, 4, method="flat", use_gpu=False)
+    assert np.array_equal(nbrs, exact[0]) and np.allclose(sims, exact[1], atol=1e-6)

@@ -43,6 +43,9 @@ class LabeledSelection:
         (dst / "images").mkdir(parents=True, exist_ok=True)
         for s in self.stems:
             shutil.copy2(self.files[s], dst / "images" / self.files[s].name)
+        for side in ("labels.json", "labelmap.txt"):  # class / keypoint names (and mask colours)
+            if (self.root / side).is_file():
+                shutil.copy2(self.root / side, dst / side)
         if self.task == "keypoints":
             with open(self.labels, newline="") as f:
                 rows = list(csv.reader(f))
@@ -72,10 +75,14 @@ def label_stems(labels: Path, task: str) -> set[str]:
 def select_labeled(
     key: str, folder: str, masks: str | None, task: str, limit: int = -1, exclude: Sequence[str] = ()
 ) -> LabeledSelection:
-    """Check a user's labeled folder (``data.labeled`` / ``data.test``) and pick the images to use."""
+    """Check a user's labeled folder (``data.labeled`` / ``data.test``) and pick the images to use. A COCO / VOC /
+    YOLO dataset is read through :mod:`autolabel.data.formats` (an ``ImportedSelection`` with the same fields)."""
+    from autolabel.data.formats import FOREIGN, ImportedSelection, detect_format
     from autolabel.data.images import IMAGE_EXTENSIONS
 
     root = Path(folder).expanduser().resolve()
+    if not masks and detect_format(root, task) in FOREIGN:  # imported into a labeled folder by materialize()
+        return ImportedSelection(key, root, task, limit, exclude)  # type: ignore[return-value]
     if not root.is_dir():
         raise DataError(
             f"data.{key}={folder}: folder not found -- give a labeled folder (images/ + masks/, keypoints.csv or depth/)"
@@ -164,14 +171,15 @@ def open_labeled(
     role: str = "train",
     min_confidence: float = 0.0,
 ) -> Any:
-    """A labeled folder (``images/`` + ``masks/`` | ``keypoints.csv`` | ``depth/``) or a synthetic dataset
-    (``images/`` + ``labels/``); ``role`` (train | test) names the command argument in error messages."""
+    """A labeled folder (``images/`` + ``masks/`` | ``keypoints.csv`` | ``depth/``), a COCO / VOC / YOLO dataset or a
+    synthetic dataset (``images/`` + ``labels/``); ``role`` (train | test) names the command argument in errors."""
+    from autolabel.data.formats import FOREIGN, detect_format
     from autolabel.data.labeled import LabeledFolder, open_synthetic, synthetic_task
 
     r = Path(root)
-    if not r.is_dir():
+    if not r.exists():
         raise DataError(f"{role}={root}: folder not found -- give an existing labeled folder or synthesis output")
-    if (r / LABEL_KIND[task]).exists():
+    if (r / LABEL_KIND[task]).exists() or detect_format(r, task) in FOREIGN:
         return LabeledFolder(r, task=task, size=size, n_classes=n_classes, limit=limit)
     synth = synthetic_task(r)
     if synth == task:

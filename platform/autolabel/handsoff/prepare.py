@@ -19,13 +19,14 @@ from autolabel.errors import ConfigError, DataError
 
 def _saved_latents(path: Path, ids: list[str]) -> dict[str, Any] | None:
     """The inversion saved by an interrupted run of this stage (``latents.pt`` for the same images), else None."""
-    import torch
+    from autolabel.engine.checkpoint_io import load_checkpoint
+    from autolabel.errors import CheckpointError
 
     if not path.is_file():
         return None
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError):
+        saved = load_checkpoint(path, what="saved inversion")
+    except CheckpointError:
         return None
     if not isinstance(saved, dict) or list(saved.get("ids", [])) != list(ids) or "mse" not in saved:
         return None
@@ -78,7 +79,7 @@ def train_label_generator(
         raise ConfigError(
             f"label_generator.task={lg.task} but {labeled} holds {task} labels: set label_generator.task={task}"
         )
-    if task == "keypoints" and lg.n_keypoints != folder.n_keypoints:
+    if task == "keypoints" and lg.n_keypoints > 0 and lg.n_keypoints != folder.n_keypoints:  # 0: from the labels
         raise ConfigError(
             f"label_generator.n_keypoints={lg.n_keypoints} but {labeled} labels {folder.n_keypoints} keypoints per "
             f"image: set label_generator.n_keypoints={folder.n_keypoints}"
@@ -136,7 +137,9 @@ def train_label_generator(
         visible=visible,
         min_class_pixels=lg.min_class_pixels,
         heatmap_sigma=lg.heatmap_sigma,
+        ignore_index=getattr(folder, "ignore_index", None),  # VOC void borders: no loss there
     )
+    names = folder.names  # class / keypoint names and skeleton: into the checkpoint, then plan.json / manifest.jsonl
     torch.manual_seed(lt.seed)  # member initialization: a function of label_train.seed only
     module = LabelGeneratorModule(
         HypercolumnExtractor(gen, wr, list(lg.layers) or None).channels,
@@ -147,7 +150,7 @@ def train_label_generator(
         list(lg.hidden),
         lt.lr,
         lt.batch_pixels,
-        None,
+        names.get("classes"),
         list(lg.layers) or None,
         wr,
         lg.fp16,
@@ -158,6 +161,8 @@ def train_label_generator(
         images_per_step=lt.images_per_step,
         keypoint_peak_fraction=lt.keypoint_peak_fraction,
         seed=lt.seed,
+        keypoint_names=names.get("keypoint_names"),
+        skeleton=names.get("skeleton"),
     ).attach(gen, ws, targets)
     per_epoch = module.steps_per_epoch
     max_steps = int(math.ceil(lt.epochs * per_epoch)) if lt.epochs > 0 else lt.max_steps

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from autolabel.engine.dist import launcher_rank
-from autolabel.errors import CheckpointError, ConfigError, DataError
+from autolabel.errors import ConfigError, DataError
 
 
 @dataclass(frozen=True)
@@ -40,18 +40,15 @@ class _Plan:
 
 def load_label_module(path: str | Path) -> Any:
     """A trained label-generator LightningModule (``last.ckpt`` of ``autolabel fit labels``), on the CPU."""
+    from autolabel.engine.checkpoint_io import load_lightning_module
     from autolabel.handsoff.label_module import LabelGeneratorModule
 
-    p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(f"label-generator checkpoint not found: {p} -- train one with `autolabel fit labels`")
-    try:
-        return LabelGeneratorModule.load_from_checkpoint(p, map_location="cpu").eval()
-    except (KeyError, TypeError, RuntimeError) as e:
-        raise CheckpointError(
-            f"{p} is not a label-generator checkpoint ({type(e).__name__}); pass the last.ckpt written by "
-            "`autolabel fit labels`"
-        ) from e
+    return load_lightning_module(
+        LabelGeneratorModule,
+        path,
+        what="label-generator checkpoint",
+        hint="pass the last.ckpt written by `autolabel fit labels`",
+    ).eval()
 
 
 def _worker(rank: int, plan: _Plan, world: int, device: str, device_index: int | None = None) -> dict:
@@ -84,6 +81,7 @@ def _worker(rank: int, plan: _Plan, world: int, device: str, device_index: int |
         save_uncertainty=plan.save_uncertainty,
         progress=plan.progress and rank == 0,
         label_checkpoint=plan.checkpoint,
+        names=module.label_names(),  # class / keypoint names: into plan.json and manifest.jsonl
     )
 
 
@@ -163,8 +161,12 @@ def run_synthesis(
     Returns the stats (with ``rank`` and ``world_size`` when launched)."""
     import torch
 
+    from autolabel.engine.paths import check_output_dir
     from autolabel.handsoff.synthesis import merge_manifests
 
+    # before any model is loaded: never mix synthetic samples into someone else's folder, never write over an input
+    inputs = {"checkpoint": checkpoint, "generator": generator}
+    check_output_dir(out, inputs, marker="plan.json", command="autolabel synthesize")
     plan = _Plan(
         str(checkpoint),
         str(out),

@@ -231,10 +231,11 @@ def calibrate(
 
 def write_calibration(checkpoint: str | os.PathLike, cal: Calibration) -> Path:
     """Store ``cal`` in a Lightning checkpoint (atomically; plain types only, so ``weights_only`` loading reads it)."""
+    from autolabel.engine.checkpoint_io import load_checkpoint
     from autolabel.engine.io import atomic_write_bytes
 
     p = Path(checkpoint)
-    ckpt = torch.load(p, map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint(p, "cpu", what="Hi-LANDER checkpoint")
     ckpt[CKPT_KEY] = cal.to_dict()
     import io
 

@@ -59,6 +59,14 @@ def _warn_install_conflict() -> None:
             warnings.warn(conflict, RuntimeWarning, stacklevel=3)
 
 
+def _torch_cuda() -> bool:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a base dependency
+        return False
+    return bool(torch.cuda.is_available())
+
+
 def num_gpus() -> int:
     try:
         return int(faiss.get_num_gpus())
@@ -145,6 +153,13 @@ def knn_search(
         k = n - 1
     if method == "auto":
         method = "flat" if n <= exact_max else "ivf"
+    if method == "flat" and use_gpu is not False and str(use_gpu) != "false" and num_gpus() == 0 and _torch_cuda():
+        # no faiss GPU build but a CUDA device: exact chunked matmul + top-k in torch (issue 13's fallback)
+        from autolabel.hilander import torch_knn
+
+        if info is not None:
+            info.update({"method": "torch-flat", "n": n, "k": k})
+        return torch_knn.knn_search_torch(x, k, device="cuda")
     index = cpu_index = build_index(x, method, nlist, nprobe, hnsw_m, ef_search, seed)
     _warn_install_conflict()
     gpu = num_gpus() > 0 if use_gpu == "auto" else bool(use_gpu)
