@@ -78,6 +78,7 @@ class SweepConfig:
     base: list[str] = field(default_factory=list)
     grid: dict[str, list[Any]] = field(default_factory=dict)
     metrics: list[str] = field(default_factory=list)
+    rank_by: str = ""  # a metric: results.csv lists the runs best first by it ("-name": smaller is better)
     launcher: LauncherConfig = field(default_factory=LauncherConfig)
     optuna: Optional[OptunaConfig] = None
 
@@ -139,6 +140,15 @@ def results_table(
     return header, table
 
 
+def rank_rows(header: list[str], table: list[list[Any]], rank_by: str) -> list[list[Any]]:
+    """Rows best first by column ``rank_by`` (largest first; ``-name``: smallest first); rows without it last."""
+    name = rank_by.lstrip("-")
+    if name not in header:
+        raise ConfigError(f"rank_by={rank_by!r} is not one of the sweep's metrics {header}; add it to metrics")
+    col, sign = header.index(name), (1 if rank_by.startswith("-") else -1)
+    return sorted(table, key=lambda r: (not isinstance(r[col], (int, float)), sign * (r[col] or 0)))
+
+
 def write_table(path: Path, header: list[str], table: list[list[Any]]) -> Path:
     buf = io.StringIO()
     w = csv.writer(buf)
@@ -179,6 +189,8 @@ def run_sweep(
         print(f"sweep {cfg.name}: {len(jobs)} job(s) with launcher {cfg.launcher.name}")
         rows = list(zip(assignments, launch(jobs, cfg.launcher)))
     header, table = results_table(rows, list(cfg.metrics))
+    if cfg.rank_by:
+        table = rank_rows(header, table, cfg.rank_by)
     path = write_table(sweep_dir / "results.csv", header, table)
     print_table(f"sweep {cfg.name}", header, table)
     print(f"results: {path}")

@@ -11,7 +11,7 @@ from typing import Optional
 from omegaconf import MISSING
 
 from autolabel.config import RunConfig, TrainerConfig
-from autolabel.config.hilander import HiLanderClusterConfig, HiLanderTrainConfig, LanderModelConfig
+from autolabel.config.hilander import CalibrationConfig, HiLanderClusterConfig, HiLanderTrainConfig, LanderModelConfig
 from autolabel.errors import ConfigError
 from pipelines.commands.base import Command, Invocation, print_metrics, run_stage
 from pipelines.runner import Stage
@@ -21,16 +21,29 @@ from pipelines.stages.hilander import BASELINES, train_hilander
 @dataclass
 class FitHiLanderCommand:
     train_features: str = MISSING  # .npz with features + labels of the meta-training classes
-    val_features: Optional[str] = None  # optional labeled pool for validation losses
+    val_features: Optional[str] = None  # optional labeled pool: validation losses + clustering metrics
+    val_cluster_every: int = 10  # with val_features: cluster it (pairwise/BCubed F, NMI) every N epochs and at the end
     model: LanderModelConfig = field(default_factory=LanderModelConfig)
     train: HiLanderTrainConfig = field(default_factory=HiLanderTrainConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)  # held-out classes -> links + tau
+    cluster: HiLanderClusterConfig = field(default_factory=HiLanderClusterConfig)  # how calibration/val cluster
     trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(max_epochs=100))
     run: RunConfig = field(default_factory=lambda: RunConfig(name="hilander"))
 
 
 def fit_hilander(cfg: FitHiLanderCommand, inv: Invocation) -> int:
     def stage(ctx):
-        return train_hilander(cfg.train_features, cfg.val_features, cfg.model, cfg.train, cfg.trainer, ctx.dir)
+        return train_hilander(
+            cfg.train_features,
+            cfg.val_features,
+            cfg.model,
+            cfg.train,
+            cfg.trainer,
+            ctx.dir,
+            cfg.calibration,
+            cfg.cluster,
+            cfg.val_cluster_every,
+        )
 
     return run_stage(
         cfg, inv, Stage("hilander", stage, description="meta-train Hi-LANDER", distributed=True), "fit hilander"
@@ -41,11 +54,11 @@ def fit_hilander(cfg: FitHiLanderCommand, inv: Invocation) -> int:
 class ClusterCommand:
     checkpoint: str = MISSING  # written by `autolabel fit hilander`
     features: str = MISSING  # the pool to cluster (.npz / .npy)
-    out: str = "clusters.csv"  # id,cluster per sample
+    out: str = "clusters.csv"  # id,cluster,confidence,level,density per sample
     metrics_out: Optional[str] = None  # default: <out stem>.metrics.json (written when the pool has labels)
     cluster: HiLanderClusterConfig = field(default_factory=HiLanderClusterConfig)
     baselines: list[str] = field(default_factory=list)  # any of: kmeans, agglomerative, dbscan (need labels for k)
-    calibrate: Optional[str] = None  # labeled pool of seen classes for choosing tau among cluster.tau_candidates
+    calibrate: Optional[str] = None  # labeled pool of seen classes: recalibrate links + tau on it
 
     def __post_init__(self) -> None:
         unknown = [b for b in self.baselines if b not in BASELINES]
@@ -80,11 +93,20 @@ def cluster(cfg: ClusterCommand, inv: Invocation) -> int:
         warnings.simplefilter("always", KCapWarning)
         res = cluster_features(cfg.checkpoint, cfg.features, cfg.cluster, list(cfg.baselines), cfg.calibrate)
     _show_warnings(caught, KCapWarning)
+    print(f"tau={res['tau']:g} ({res['tau_source']})")
     if "tau_scores" in res:
-        print(f"tau={res['tau']:g} chosen on {cfg.calibrate} ({cfg.cluster.tau_metric}: {res['tau_scores']})")
-    path = write_clusters_csv(cfg.out, res["ids"], res["labels"])
+        print(f"{cfg.cluster.tau_metric} vs tau on {cfg.calibrate}: {res['tau_scores']}")
+    path = write_clusters_csv(cfg.out, res["ids"], res["labels"], res["columns"])
     n_clusters = len(set(res["labels"].tolist()))
     print(f"{len(res['labels'])} samples -> {n_clusters} clusters in {res['seconds']:.2f}s: {path}")
+    for lvl in res["levels"]:  # approximate kNN: the recall measured against exact search
+        kn = lvl.get("knn", {})
+        if "recall_at_k" in kn:
+            effort = ", ".join(f"{key}={kn[key]}" for key in ("nprobe", "ef_search") if key in kn)
+            print(
+                f"knn level {lvl['level']}: {kn['method']} ({effort}) recall@{kn['k']}={kn['recall_at_k']:.3f} "
+                f"on {kn['recall_queries']} queries (target {kn['target_recall']})"
+            )
     if "metrics" in res:
         mpath = Path(cfg.metrics_out) if cfg.metrics_out else Path(cfg.out).with_suffix(".metrics.json")
         payload = {"hilander": res["metrics"], **({"baselines": res["baselines"]} if "baselines" in res else {})}
@@ -100,7 +122,7 @@ COMMANDS = (
     Command("fit hilander", "meta-train the Hi-LANDER GNN on a labeled feature pool", FitHiLanderCommand, fit_hilander),
     Command(
         "cluster",
-        "cluster a feature pool with a trained Hi-LANDER checkpoint -> id,cluster CSV",
+        "cluster a feature pool with a trained Hi-LANDER checkpoint -> clusters CSV",
         ClusterCommand,
         cluster,
     ),

@@ -1,5 +1,6 @@
-"""The Hi-LANDER stages: ``hilander`` meta-trains the GNN on labeled features of seen classes (holding a share out to
-choose tau), ``cluster`` clusters the unseen pool with it and compares classic baselines."""
+"""The Hi-LANDER stages: ``hilander`` meta-trains the GNN on labeled features of seen classes (holding a share of the
+classes out to calibrate its links and tau, stored in the checkpoint), ``cluster`` clusters the unseen pool with it
+and compares classic baselines."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from autolabel.config import TrainerConfig
-from autolabel.config.hilander import HiLanderClusterConfig, HiLanderTrainConfig, LanderModelConfig
+from autolabel.config.hilander import CalibrationConfig, HiLanderClusterConfig, HiLanderTrainConfig, LanderModelConfig
 from autolabel.errors import ConfigError, DataError
 from pipelines.runner import Stage, StageContext
 from pipelines.stages.classifier import check_epochs
@@ -21,21 +22,14 @@ BASELINES = ("kmeans", "agglomerative", "dbscan")
 class HiLanderStageConfig:
     model: LanderModelConfig = field(default_factory=lambda: LanderModelConfig(hidden=256))
     train: HiLanderTrainConfig = field(default_factory=HiLanderTrainConfig)
-    # tau is chosen on the held-out meta-training features (seen classes, labeled): the threshold that suits a
-    # given encoder's feature quality varies widely (the reference hand-set 0.8 for faces, 0.1 for iNat)
-    cluster: HiLanderClusterConfig = field(
-        default_factory=lambda: HiLanderClusterConfig(tau_candidates=[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9])
-    )
+    # tau (and the link calibration) come from the checkpoint: fit holds out a share of the meta-training classes
+    cluster: HiLanderClusterConfig = field(default_factory=HiLanderClusterConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
     max_epochs: int = 150
-    # Share of the meta-training features held out from the GNN and used only to choose tau: calibrating on the GNN's
-    # own training samples favours the too-confident thresholds (Fashion-MNIST: pool NMI 0.18 -> 0.33 held out).
-    calibration_fraction: float = 0.2
     baselines: list[str] = field(default_factory=lambda: ["kmeans", "agglomerative"])
 
     def __post_init__(self) -> None:
         check_epochs(self.max_epochs, "hilander.max_epochs")
-        if not 0.0 <= self.calibration_fraction < 1.0:
-            raise ConfigError(f"hilander.calibration_fraction={self.calibration_fraction} must be in [0, 1)")
         unknown = [b for b in self.baselines if b not in BASELINES]
         if unknown:
             raise ConfigError(f"hilander.baselines has {unknown}: choose from {', '.join(BASELINES)}")
@@ -48,11 +42,14 @@ def train_hilander(
     train_cfg: HiLanderTrainConfig,
     trainer_cfg: TrainerConfig,
     stage_dir: Path,
+    calibration: CalibrationConfig | None = None,
+    cluster_cfg: HiLanderClusterConfig | None = None,
+    val_cluster_every: int = 0,
 ) -> dict[str, Any]:
-    """Meta-train LANDER on a labeled feature pool; returns the stage manifest (checkpoint path + final losses)."""
+    """Meta-train LANDER on a labeled feature pool (identities held out for calibrating links + tau, see
+    :func:`autolabel.hilander.fitting.meta_train`); returns the stage manifest."""
     from autolabel.data.pools import load_feature_pool
-    from autolabel.engine import fit
-    from autolabel.hilander.lightning import LanderModule, LevelGraphDataModule
+    from autolabel.hilander.fitting import meta_train
 
     train_pool = load_feature_pool(train_features)
     if not train_pool.has_labels:
@@ -63,32 +60,16 @@ def train_hilander(
     val_pool = load_feature_pool(val_features) if val_features else None
     if val_pool is not None and not val_pool.has_labels:
         raise DataError(f"{val_features} has no 'labels' array: validation needs labels (or leave val_features unset)")
-    dm = LevelGraphDataModule(train_pool, train_cfg, val_pool=val_pool, num_conv=model_cfg.num_conv)
-    module = LanderModule(model_cfg, train_cfg, feature_dim=train_pool.dim)
-    trainer = fit(module, dm, trainer_cfg, stage_dir, monitor="val/loss" if val_pool is not None else None)
-    ckpt = stage_dir / "checkpoints" / "last.ckpt"
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-    return {"outputs": {"checkpoint": ckpt}, "metrics": metrics}
+    return meta_train(
+        train_pool, val_pool, model_cfg, train_cfg, trainer_cfg, stage_dir, calibration, cluster_cfg, val_cluster_every
+    )
 
 
 def stage_hilander(ctx: StageContext) -> dict[str, Any]:
-    import numpy as np
-
-    from autolabel.data.pools import load_feature_pool, save_feature_pool
-
     h: HiLanderStageConfig = ctx.cfg.hilander
-    train = ctx.input_path("embed", "train_features")
-    calibration = train
-    if h.calibration_fraction > 0:
-        pool = load_feature_pool(train)
-        held = np.random.default_rng(ctx.cfg.trainer.seed).random(pool.n) < h.calibration_fraction
-        if held.any() and (~held).any():
-            train = save_feature_pool(ctx.dir / "gnn_train.npz", pool.subset(np.flatnonzero(~held)))
-            calibration = save_feature_pool(ctx.dir / "calibration.npz", pool.subset(np.flatnonzero(held)))
     tc = dataclasses.replace(ctx.cfg.trainer, max_epochs=h.max_epochs, max_steps=-1)
-    out = train_hilander(train, None, h.model, h.train, tc, ctx.dir)
-    out["outputs"]["calibration"] = calibration
-    return out
+    train = ctx.input_path("embed", "train_features")
+    return train_hilander(train, None, h.model, h.train, tc, ctx.dir, h.calibration, h.cluster)
 
 
 def stage_cluster(ctx: StageContext) -> dict[str, Any]:
@@ -99,14 +80,12 @@ def stage_cluster(ctx: StageContext) -> dict[str, Any]:
 
     h: HiLanderStageConfig = ctx.cfg.hilander
     checkpoint, pool = ctx.input_path("hilander", "checkpoint"), ctx.input_path("embed", "pool_features")
-    calibration = ctx.input_path("hilander", "calibration")
-    res = cluster_features(checkpoint, pool, h.cluster, list(h.baselines), calibrate=calibration)
-    csv_path = write_clusters_csv(ctx.dir / "clusters.csv", res["ids"], res["labels"])
+    res = cluster_features(checkpoint, pool, h.cluster, list(h.baselines))
+    csv_path = write_clusters_csv(ctx.dir / "clusters.csv", res["ids"], res["labels"], res["columns"])
     metrics: dict[str, Any] = dict(res.get("metrics", {}))
     metrics["levels"] = len(res["levels"])
     metrics["tau"] = res["tau"]
-    if "tau_scores" in res:
-        metrics["tau_scores"] = {"calibration": res["tau_scores"]}
+    metrics["tau_source"] = res["tau_source"]
     if "baselines" in res:
         metrics["baselines"] = res["baselines"]
     write_json(ctx.dir / "metrics.json", metrics)
@@ -139,7 +118,7 @@ STAGE = Stage(
         "hilander.model",
         "hilander.train",
         "hilander.max_epochs",
-        "hilander.calibration_fraction",
+        "hilander.calibration",
         "trainer.precision",
         "trainer.seed",
     ],

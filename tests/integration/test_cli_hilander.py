@@ -48,10 +48,25 @@ def test_fit_then_cluster(pools, capsys):
                  "cluster.k=5", "baselines=[kmeans]"]) == 0  # fmt: skip
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 100 and rows[0]["id"] == "img000"
+    assert list(rows[0]) == ["id", "cluster", "confidence", "level", "density"]
+    assert all(0.0 <= float(r["confidence"]) <= 1.0 and int(r["level"]) >= -1 for r in rows)
     metrics = json.loads((pools / "clusters.metrics.json").read_text())
     assert metrics["hilander"]["pairwise_f"] > 0.8
     assert "kmeans" in metrics["baselines"]
-    assert "pairwise_f" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "pairwise_f" in printed
+    # the tau fit calibrated on held-out classes is stored in the checkpoint and used by default, and says so
+    stored = json.loads((run / "hilander" / "calibration.json").read_text())
+    assert f"tau={stored['tau']:g} (calibrated by fit" in printed
+    assert manifest["metrics"]["tau"] == stored["tau"] and (run / "hilander" / "tau_curve.png").is_file()
+    assert main(["cluster", f"checkpoint={ckpt}", f"features={pools / 'test.npz'}", f"out={out}", "cluster.k=5",
+                 "cluster.tau=0.5"]) == 0  # fmt: skip
+    assert "tau=0.5 (cluster.tau given" in capsys.readouterr().out
+    # calibrate= recalibrates links and tau on another labeled pool of seen classes
+    assert main(["cluster", f"checkpoint={ckpt}", f"features={pools / 'test.npz'}", f"out={out}", "cluster.k=5",
+                 f"calibrate={pools / 'train.npz'}", "cluster.tau_candidates=[0.3,0.6]"]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert f"on {pools / 'train.npz'}" in printed and "pairwise_f" in printed
 
     # unlabeled .npy pool: row-order ids, no metrics file
     out2 = pools / "unlabeled.csv"

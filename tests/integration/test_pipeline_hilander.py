@@ -32,7 +32,11 @@ def test_pipeline_runs_resumes_and_reruns(tmp_path, capsys):
     for stage in ("data", "classifier", "embed", "hilander", "cluster"):
         assert read_json(run / stage / "manifest.json")["status"] == "done"
     rows = list(csv.DictReader((run / "cluster" / "clusters.csv").open()))
-    assert len(rows) == 5 * 24
+    assert len(rows) == 5 * 24 and list(rows[0])[:2] == ["id", "cluster"] and "confidence" in rows[0]
+    # tau was calibrated at fit on held-out classes, stored in the checkpoint, and used by the cluster stage
+    calibration = read_json(read_json(run / "hilander" / "manifest.json")["outputs"]["calibration"])
+    cluster_metrics = read_json(run / "cluster" / "manifest.json")["metrics"]
+    assert cluster_metrics["tau"] == calibration["tau"] and "calibrated by fit" in cluster_metrics["tau_source"]
     summary = read_json(run / "summary.json")
     assert 0.0 <= summary["pairwise_f"] <= 1.0 and "kmeans" in summary["baselines"]
     assert (run / "report" / "report.html").is_file() and (run / "cluster" / "cluster_gallery.png").is_file()

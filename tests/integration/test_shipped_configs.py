@@ -89,11 +89,14 @@ def test_weizmann_horse_data_config(tmp_path, monkeypatch):
 
 
 def test_sweep_lander_grid(blobs, tmp_path):
-    base = (f"base=[train_features={blobs},'train.k_list=[4]','train.levels_list=[1]',trainer.max_epochs=1,"
-            "trainer.accelerator=cpu,trainer.enable_progress_bar=false]")  # fmt: skip
+    base = (f"base=[train_features={blobs},val_features={blobs},'train.k_list=[4]','train.levels_list=[1]',"
+            "trainer.max_epochs=1,trainer.accelerator=cpu,trainer.enable_progress_bar=false]")  # fmt: skip
     assert main(["sweep", str(configs_dir() / "sweep" / "lander_grid.yaml"), base, f"root={tmp_path}"]) == 0
     rows = list(csv.DictReader((tmp_path / "lander_grid" / "results.csv").open()))
     assert len(rows) == 4 and all(r["returncode"] == "0" for r in rows)
+    # ranked by the clustering quality users get on the validation pool, best first
+    scores = [float(r["val/pairwise_f"]) for r in rows]
+    assert scores == sorted(scores, reverse=True) and all(0.0 <= v <= 1.0 for v in scores)
 
 
 @pytest.mark.skipif(not (Path(FASHION_MNIST_ROOT) / "t10k-images-idx3-ubyte.gz").exists(),

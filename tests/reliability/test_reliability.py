@@ -542,20 +542,15 @@ def _cluster(x: np.ndarray, k: int = 5) -> np.ndarray:
                         progress=False).labels  # fmt: skip
 
 
-_TIE_BREAK = pytest.mark.xfail(strict=False, reason="tie-break lands with issue 15's branch")
-
-
 def _blobs() -> tuple[np.ndarray, np.ndarray]:
     return make_blob_features(5, 6, 8, spread=0.05, seed=2)
 
 
-@_TIE_BREAK
 def test_exact_duplicates_form_one_cluster():
     x = np.repeat(make_blob_features(1, 1, 8, seed=0)[0], 100, axis=0)
     assert len(np.unique(_cluster(x))) == 1
 
 
-@_TIE_BREAK
 def test_duplicate_groups_form_one_cluster_each():
     from autolabel.metrics.clustering import pairwise_fscore
 
@@ -564,7 +559,6 @@ def test_duplicate_groups_form_one_cluster_each():
     assert pairwise_fscore(truth, _cluster(x, k=10))[2] == 1.0
 
 
-@_TIE_BREAK
 def test_rows_equal_after_l2_normalization_cluster_together():
     base = make_blob_features(1, 1, 8, seed=3)[0]
     x = base * np.linspace(0.5, 3.0, 30)[:, None]  # 30 scaled copies: one point on the sphere
@@ -581,8 +575,6 @@ def test_duplicated_pool_scores_like_the_deduplicated_pool(noise):
     xd = np.repeat(x, 3, axis=0) + noise * rng.standard_normal((3 * len(x), x.shape[1]))
     yd = np.repeat(y, 3)
     dup = bcubed_fscore(yd, _cluster(xd, k=8))[2]
-    if noise == 0.0 and abs(dup - dedup) > 0.05:
-        pytest.xfail("tie-break lands with issue 15's branch")
     assert abs(dup - dedup) <= 0.05, (dup, dedup)
 
 

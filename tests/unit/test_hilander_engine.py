@@ -38,11 +38,11 @@ def test_best_parent_picks_highest_score_and_keeps_orphans():
     assert parent.tolist() == [2, 1, 2, 3]
 
 
-def test_decode_level_ties_and_threshold_add_no_edges():
+def test_decode_level_ties_break_by_index_and_threshold_adds_no_edges():
     edge_index = torch.tensor([[1, 0, 2], [0, 1, 1]])
-    equal = torch.tensor([0.5, 0.5, 0.5])  # equal density: strict d_j > d_i keeps nothing, no cycle can form
+    equal = torch.tensor([0.5, 0.5, 0.5])  # equal density: the lower index is uphill (0 -> 1 kept), no cycle
     cid, peaks, added = decode_level(edge_index, equal, torch.ones(3), 0.5, 3)
-    assert added == 0 and len(peaks) == 3 and len(np.unique(cid)) == 3
+    assert added == 1 and peaks.tolist() == [0, 2] and cid.tolist() == [0, 0, 1]
     dens = torch.tensor([0.1, 0.2, 0.9])  # 2 -> 1 -> 0 by density, but score 0.5 is not > tau=0.5
     cid, peaks, added = decode_level(edge_index, dens, torch.tensor([1.0, 1.0, 0.5]), 0.5, 3)
     assert added == 1 and cid[0] == cid[1] != cid[2]
@@ -122,7 +122,9 @@ class _PairMerger:
 
     def __call__(self, edge_index, density, score, threshold, n):
         cid = np.arange(n) // 2
-        return cid, np.arange(0, n, 2), n // 2
+        parent = np.arange(n) // 2 * 2  # 2i+1 -> 2i
+        edge = np.where(parent != np.arange(n), 0, -1)  # joined by some edge (its probability is not checked here)
+        return cid, np.arange(0, n, 2), parent, edge
 
 
 @pytest.mark.parametrize(
@@ -136,7 +138,7 @@ class _PairMerger:
 def test_early_stop_when_new_edges_fall_below_the_ratio(monkeypatch, k, early_stop, levels_run):
     from autolabel.hilander import hierarchy
 
-    monkeypatch.setattr(hierarchy, "decode_level", _PairMerger())
+    monkeypatch.setattr(hierarchy, "decode_level_edges", _PairMerger())
     x, _ = _blobs(4, 8, 8, seed=0)  # N = 32
     res = cluster_pool(LANDER(8, hidden=8), x, k=k, tau=0.5, levels=4, early_stop=early_stop, progress=False)
     assert [s["edges_added"] for s in res.levels] == [16, 8, 4, 2][:levels_run]

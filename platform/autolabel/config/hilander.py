@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 from autolabel.errors import ConfigError
 
@@ -13,6 +14,10 @@ class KnnConfig:
     nprobe: int = 64  # IVF lists probed per query
     exact_max: int = 100_000
     use_gpu: str = "auto"  # auto | true | false  (faiss-gpu, sharded over all GPUs)
+    # Approximate indexes (ivf, hnsw) are checked at run time: recall@k on `recall_queries` sampled rows against exact
+    # search; nprobe / efSearch are doubled until `target_recall` is reached (0: no check). Logged per level.
+    target_recall: float = 0.95
+    recall_queries: int = 1000
 
     def __post_init__(self) -> None:
         if self.method not in ("auto", "flat", "ivf", "hnsw"):
@@ -21,13 +26,17 @@ class KnnConfig:
             raise ConfigError(f"knn.use_gpu={self.use_gpu!r}: use auto, true or false")
         if self.nprobe < 1:
             raise ConfigError(f"knn.nprobe={self.nprobe} must be >= 1 (IVF lists probed per query; 64 is a good start)")
+        if not 0.0 <= self.target_recall <= 1.0 or self.recall_queries < 1:
+            raise ConfigError(f"knn.target_recall={self.target_recall} must be in [0, 1] and knn.recall_queries="
+                              f"{self.recall_queries} >= 1")  # fmt: skip
         if self.exact_max < 0:
             raise ConfigError(f"knn.exact_max={self.exact_max} must be >= 0 (pools up to this size use exact search)")
 
     def kwargs(self) -> dict:
         gpu = str(self.use_gpu).lower()
         return {"method": self.method, "nprobe": self.nprobe, "exact_max": self.exact_max,
-                "use_gpu": "auto" if gpu == "auto" else gpu == "true"}  # fmt: skip
+                "use_gpu": "auto" if gpu == "auto" else gpu == "true", "target_recall": self.target_recall,
+                "recall_queries": self.recall_queries}  # fmt: skip
 
 
 @dataclass
@@ -96,12 +105,52 @@ class HiLanderTrainConfig:
             raise ConfigError(f"train.focal_gamma={self.focal_gamma} must be >= 0 (2.0 is the usual value)")
 
 
+DEFAULT_TAU = 0.8  # the reference's face setting: used only for checkpoints that carry no calibrated tau
+
+
+def _default_tau_grid() -> list[float]:
+    return [round(0.05 * i, 2) for i in range(1, 20)]  # 0.05, 0.10, ..., 0.95
+
+
+@dataclass
+class CalibrationConfig:
+    """How ``fit hilander`` makes the checkpoint right by default: a share of the training *identities* (classes, not
+    samples) is held out from the GNN; the link probabilities are calibrated on the held-out classes' graph and tau
+    is chosen there on the calibrated scale, then both are stored in the checkpoint."""
+
+    fraction: float = 0.2  # share of the training classes held out from the GNN (0: no calibration, tau = DEFAULT_TAU)
+    method: str = "platt"  # platt (logistic a*z+b on the link logit z) | temperature (z/T) | none (raw probabilities)
+    candidates: list[float] = field(default_factory=_default_tau_grid)  # taus tried, on the calibrated scale
+    # Also try taus at quantiles of the held-out edges' calibrated probabilities (same-class and other-class edges
+    # separately, plus the other-class upper tail): trained link heads saturate, and the decisive thresholds then sit
+    # between 0.95 and 1, where a fixed grid has no points.
+    adaptive: bool = True
+    # Cluster the held-out classes among the GNN's training samples (scored on pairs with a held-out member): the best
+    # tau grows with the number of look-alike identities in the pool, which the small held-out pool alone understates.
+    distractors: bool = True
+    metric: str = "pairwise_f"  # pairwise_f | bcubed_f | nmi: what tau maximizes on the held-out classes
+    seed: int = 0  # which classes are held out
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.fraction < 1.0:
+            raise ConfigError(f"calibration.fraction={self.fraction} must be in [0, 1) (share of classes held out)")
+        if self.method not in ("platt", "temperature", "none"):
+            raise ConfigError(f"calibration.method={self.method!r}: use platt, temperature or none")
+        if not self.candidates or any(not 0.0 <= t <= 1.0 for t in self.candidates):
+            raise ConfigError(f"calibration.candidates={list(self.candidates)}: give taus in [0, 1], e.g. [0.1,0.2]")
+        if self.metric not in ("bcubed_f", "pairwise_f", "nmi"):
+            raise ConfigError(f"calibration.metric={self.metric!r}: use pairwise_f, bcubed_f or nmi")
+
+
 @dataclass
 class HiLanderClusterConfig:
     k: int = 10
-    tau: float = 0.8  # keep edge j->i only if P(same class) > tau
-    # With a labeled calibration pool (`calibrate=` / the pipelines' held-out meta-training features): try these taus
-    # on it and use the one with the best `tau_metric` (empty: use `tau` as given).
+    # Keep edge j->i only if P(same class) > tau. Unset (default): the tau calibrated by `fit hilander` on held-out
+    # identities and stored in the checkpoint (DEFAULT_TAU for checkpoints without one). A checkpoint's calibrated
+    # link probabilities are what tau is compared with, given or not.
+    tau: Optional[float] = None
+    # With a labeled calibration pool (`calibrate=`): recalibrate the link probabilities on it and choose tau among
+    # these candidates by `tau_metric` (empty: the checkpoint's CalibrationConfig.candidates).
     tau_candidates: list[float] = field(default_factory=list)
     tau_metric: str = "bcubed_f"  # bcubed_f | pairwise_f | nmi
     levels: int = 3  # hierarchy depth limit
@@ -110,7 +159,7 @@ class HiLanderClusterConfig:
     knn: KnnConfig = field(default_factory=KnnConfig)
 
     def __post_init__(self) -> None:
-        if not 0.0 <= self.tau <= 1.0:
+        if self.tau is not None and not 0.0 <= self.tau <= 1.0:
             raise ConfigError(f"cluster.tau={self.tau} must be in [0, 1] (a probability threshold)")
         if any(not 0.0 <= t <= 1.0 for t in self.tau_candidates):
             raise ConfigError(f"cluster.tau_candidates={list(self.tau_candidates)}: every tau must be in [0, 1]")

@@ -1,10 +1,9 @@
-"""Clustering a feature pool with a trained Hi-LANDER checkpoint: tau calibration on seen classes, the hierarchy,
-metrics against the pool's labels when it has them, classic baselines beside it, and the ``id,cluster`` CSV."""
+"""Clustering a feature pool with a trained Hi-LANDER checkpoint: the checkpoint's calibrated tau (or one given, or
+recalibrated on seen classes), the hierarchy, metrics against the pool's labels when it has them, classic baselines
+beside it, and the clusters CSV (``id,cluster,confidence,level,density``)."""
 
 from __future__ import annotations
 
-import csv
-import io
 import time
 from pathlib import Path
 from typing import Any
@@ -14,13 +13,11 @@ from autolabel.engine.io import atomic_write_bytes
 from autolabel.errors import ConfigError, DataError
 
 
-def write_clusters_csv(path: str | Path, ids: Any, clusters: Any) -> Path:
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["id", "cluster"])
-    for i, c in zip(ids, clusters):
-        w.writerow([i, int(c)])
-    return atomic_write_bytes(path, buf.getvalue().encode())
+def write_clusters_csv(path: str | Path, ids: Any, clusters: Any, extra: dict[str, Any] | None = None) -> Path:
+    """``id,cluster`` first, then the ``extra`` columns (confidence, level, density: ``ClusterResult.columns()``)."""
+    from autolabel.hilander.hierarchy import clusters_table
+
+    return atomic_write_bytes(path, clusters_table(ids, clusters, extra).encode())
 
 
 def check_feature_dim(hp: dict, dim: int, checkpoint: str | Path, features: str | Path) -> None:
@@ -40,12 +37,14 @@ def cluster_features(
     baselines: list[str] = (),
     calibrate: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Cluster a pool with a trained checkpoint; returns labels, ids, timings and (with labels) metrics. With
-    ``calibrate`` (a labeled pool of seen classes) and ``cluster_cfg.tau_candidates``, tau is chosen on it first."""
+    """Cluster a pool with a trained checkpoint; returns labels, ids, timings, the per-sample CSV columns, the tau used
+    and where it came from (``cluster.tau``, the checkpoint's calibration, or a recalibration on ``calibrate``, a
+    labeled pool of seen classes, among ``cluster_cfg.tau_candidates`` + the default grid), and (with labels) metrics."""
     import numpy as np
 
     from autolabel.data.pools import load_feature_pool
-    from autolabel.hilander.hierarchy import cluster_pool, select_tau
+    from autolabel.hilander.fitting import cluster_tau
+    from autolabel.hilander.hierarchy import cluster_pool
     from autolabel.hilander.lightning import load_lander
 
     model, hp = load_lander(checkpoint)
@@ -58,22 +57,18 @@ def cluster_features(
         device=cluster_cfg.device,
         knn_kwargs=cluster_cfg.knn.kwargs(),
     )
-    tau, tau_scores = cluster_cfg.tau, None
-    if cluster_cfg.tau_candidates:
-        if calibrate is None:
-            raise ConfigError(
-                "cluster.tau_candidates is set but no labeled calibration pool: pass calibrate=POOL.npz "
-                "(features of seen classes, with labels) or clear cluster.tau_candidates"
-            )
-        cal = load_feature_pool(calibrate)
-        check_feature_dim(hp, cal.dim, checkpoint, calibrate)
-        if not cal.has_labels:
-            raise DataError(f"calibrate={calibrate} has no labels: tau is chosen by scoring clusters against them")
-        tau, tau_scores = select_tau(
-            model, cal.features, cal.labels, list(cluster_cfg.tau_candidates), metric=cluster_cfg.tau_metric, **kwargs
+    cal_pool = None
+    if calibrate is not None:
+        cal_pool = load_feature_pool(calibrate)
+        check_feature_dim(hp, cal_pool.dim, checkpoint, calibrate)
+    elif cluster_cfg.tau_candidates:
+        raise ConfigError(
+            "cluster.tau_candidates is set but no labeled calibration pool: pass calibrate=POOL.npz "
+            "(features of seen classes, with labels) or clear cluster.tau_candidates"
         )
+    tau, cal, tau_source = cluster_tau(model, hp, cluster_cfg, cal_pool, str(calibrate or ""))
     t0 = time.perf_counter()
-    result = cluster_pool(model, pool.features, tau=tau, **kwargs)
+    result = cluster_pool(model, pool.features, tau=tau, link_prob=cal.prob if cal else None, **kwargs)
     seconds = time.perf_counter() - t0
     ids = pool.ids if pool.ids is not None else np.arange(pool.n).astype(str)
     out: dict[str, Any] = {
@@ -83,9 +78,11 @@ def cluster_features(
         "levels": result.levels,
         "timings": result.seconds,
         "tau": tau,
+        "tau_source": tau_source,
+        "columns": result.columns(),
     }
-    if tau_scores is not None:
-        out["tau_scores"] = {f"{t:g}": v for t, v in sorted(tau_scores.items())}
+    if calibrate is not None and cal is not None:
+        out["tau_scores"] = cal.curve
     if pool.has_labels:
         from autolabel.metrics.clustering import evaluate_clustering
 

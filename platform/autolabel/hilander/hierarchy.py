@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,16 +24,33 @@ from autolabel.hilander.search import KCapWarning, knn_search
 
 def best_parent(edge_index: np.ndarray, score: np.ndarray, keep: np.ndarray, n: int) -> np.ndarray:
     """Each node's parent: the source of its highest-scoring kept in-edge, or itself when it has none."""
+    return best_in_edge(edge_index, score, keep, n)[0]
+
+
+def best_in_edge(edge_index: np.ndarray, score: np.ndarray, keep: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(parent [n], edge [n])``: each node's highest-scoring kept in-edge (its source and its position in
+    ``edge_index``), or itself and -1 when it has none. Equal scores go to the edge listed first."""
     parent = np.arange(n, dtype=np.int64)
+    edge = np.full(n, -1, dtype=np.int64)
     if not keep.any():
-        return parent
-    src, dst, s = edge_index[0][keep], edge_index[1][keep], score[keep]
-    order = np.lexsort((-s, dst))  # by target, best score first
+        return parent, edge
+    kept = np.flatnonzero(keep)
+    src, dst, s = edge_index[0][kept], edge_index[1][kept], score[kept]
+    order = np.lexsort((-s, dst))  # by target, best score first (stable: ties keep edge order)
     dst_sorted = dst[order]
     first = np.ones(len(order), dtype=bool)
     first[1:] = dst_sorted[1:] != dst_sorted[:-1]
     parent[dst_sorted[first]] = src[order][first]
-    return parent
+    edge[dst_sorted[first]] = kept[order][first]
+    return parent, edge
+
+
+def uphill(src: np.ndarray, dst: np.ndarray, density: np.ndarray) -> np.ndarray:
+    """Edges j -> i that go strictly uphill in the order (density, then lower index first): ``d_j > d_i``, or
+    ``d_j == d_i`` and ``j < i``. A strict total order on the nodes, so any parent choice among these edges is a forest,
+    and exact duplicates (equal density) still link: the lowest index of a group of equals is its peak."""
+    dj, di = density[src], density[dst]
+    return (dj > di) | ((dj == di) & (src < dst))
 
 
 def find_roots(parent: np.ndarray) -> np.ndarray:
@@ -59,17 +76,29 @@ def forest_clusters(parent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def decode_level(
     edge_index: torch.Tensor, density: torch.Tensor, score: torch.Tensor, threshold: float, n: int
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Keep edge j->i iff density_j > density_i and score_ij > threshold; each node keeps its best such in-edge.
+    """Keep edge j->i iff it goes uphill in density (ties broken by index, see :func:`uphill`) and
+    score_ij > threshold; each node keeps its best such in-edge.
 
-    Returns ``(cluster_id, peaks, edges_added)``. Density strictly rises along kept edges, so the result is a forest.
-    """
-    ei = edge_index.cpu().numpy()
-    d = density.detach().cpu().numpy()
-    s = score.detach().cpu().numpy()
-    keep = (d[ei[0]] > d[ei[1]]) & (s > threshold)
-    parent = best_parent(ei, s, keep, n)
-    cluster_id, peaks = forest_clusters(parent)
+    Returns ``(cluster_id, peaks, edges_added)``. The order along kept edges is strict, so the result is a forest."""
+    cluster_id, peaks, parent, _ = decode_level_edges(edge_index, density, score, threshold, n)
     return cluster_id, peaks, int((parent != np.arange(n)).sum())
+
+
+def decode_level_edges(
+    edge_index: torch.Tensor | np.ndarray,
+    density: torch.Tensor | np.ndarray,
+    score: torch.Tensor | np.ndarray,
+    threshold: float,
+    n: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`decode_level` plus each node's parent and the position of the edge it joined by (-1: none)."""
+    ei = edge_index.cpu().numpy() if isinstance(edge_index, torch.Tensor) else np.asarray(edge_index)
+    d = density.detach().cpu().numpy() if isinstance(density, torch.Tensor) else np.asarray(density)
+    s = score.detach().cpu().numpy() if isinstance(score, torch.Tensor) else np.asarray(score)
+    keep = uphill(ei[0], ei[1], d) & (s > threshold)
+    parent, edge = best_in_edge(ei, s, keep, n)
+    cluster_id, peaks = forest_clusters(parent)
+    return cluster_id, peaks, parent, edge
 
 
 def supernode_features(base_features: np.ndarray, assign: np.ndarray, n_clusters: int) -> np.ndarray:
@@ -159,16 +188,51 @@ class ClusterResult:
     labels: np.ndarray  # int64 [N] cluster per sample
     levels: list[dict] = field(default_factory=list)  # per level: nodes, edges_added, clusters, seconds
     seconds: dict[str, float] = field(default_factory=dict)  # knn / gnn / decode totals
+    # Per sample: the (calibrated) link probability of the edge by which it joined its parent (for a cluster's peak:
+    # its strongest direct child's; 0 for a singleton), the level at which it joined (-1: it is its cluster's peak or
+    # a singleton), and its predicted level-0 density.
+    confidence: np.ndarray | None = None
+    join_level: np.ndarray | None = None
+    density: np.ndarray | None = None
 
     @property
     def n_clusters(self) -> int:
         return int(len(np.unique(self.labels)))
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """The per-sample columns of ``clusters.csv`` after ``id,cluster``: confidence, level, density."""
+        cols: dict[str, np.ndarray] = {}
+        for name, arr in (("confidence", self.confidence), ("level", self.join_level), ("density", self.density)):
+            if arr is not None:
+                cols[name] = arr
+        return cols
+
+
+def clusters_table(ids: Any, clusters: Any, extra: dict[str, Any] | None = None) -> str:
+    """CSV text: ``id,cluster`` (always the first two columns), then each ``extra`` column (floats to 4 decimals)."""
+    import csv
+    import io
+
+    extra = extra or {}
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["id", "cluster", *extra])
+    cols = [np.asarray(v) for v in extra.values()]
+    for row, (i, c) in enumerate(zip(ids, clusters)):
+        vals = [f"{v[row]:.4f}" if np.issubdtype(v.dtype, np.floating) else int(v[row]) for v in cols]
+        w.writerow([i, int(c), *vals])
+    return buf.getvalue()
 
 
 def _resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def link_probability(logits: torch.Tensor) -> torch.Tensor:
+    """P(same class) from the 2-way link logits, uncalibrated: ``softmax(logits)[:, 1]``."""
+    return logits.softmax(-1)[:, 1]
 
 
 @torch.no_grad()
@@ -183,10 +247,17 @@ def cluster_pool(
     device: str = "auto",
     knn_kwargs: dict[str, Any] | None = None,
     progress: bool = True,
+    link_prob: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    level0_knn: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> ClusterResult:
     """Hierarchical inference (DESIGN 3.8): per level predict p_ij and d̂_i on the whole graph, keep j->i iff
-    d̂_j > d̂_i and p_ij > tau, each node its best in-edge; trees become supernodes; repeat until the level limit, no
-    edge added, or (``early_stop``) the reference's rule that two levels add similar numbers of edges.
+    it goes uphill in d̂ (index tie-break, :func:`uphill`) and p_ij > tau, each node its best in-edge; trees become
+    supernodes; repeat until the level limit, no edge added, or (``early_stop``) the reference's rule that two levels
+    add similar numbers of edges.
+
+    ``link_prob`` maps the link logits to the probabilities compared with tau (default: the raw softmax; a
+    checkpoint's calibration otherwise). ``level0_knn`` = ``(nbrs, sims)`` of the pool with at least ``k`` columns
+    reuses a search already done (tau calibration clusters one pool many times).
 
     ``k >= N`` is capped at N-1 with one :class:`KCapWarning` (later levels, with fewer supernodes, cap silently);
     N < 2 and features of another width than the model's are :class:`DataError`."""
@@ -199,12 +270,18 @@ def cluster_pool(
     if want is not None and feats.shape[1] != want:
         raise DataError(f"the model was trained on {want}-d features, the pool has {feats.shape[1]}-d: "
                         "embed the pool with the same encoder as the meta-training features")  # fmt: skip
+    to_prob = link_prob or link_probability
     dev = _resolve_device(device)
     model = model.to(dev).eval()
     knn_kwargs = dict(knn_kwargs or {})
     n0 = len(feats)
     k0 = _cap_k(k, n0, "cluster.k")
     assign = np.arange(n0, dtype=np.int64)
+    node_sample = np.arange(n0, dtype=np.int64)  # the sample whose feature is each node's identity (its peak)
+    confidence = np.zeros(n0, dtype=np.float32)
+    join_level = np.full(n0, -1, dtype=np.int64)
+    peak_conf = np.zeros(n0, dtype=np.float32)
+    density0 = np.zeros(n0, dtype=np.float32)
     identity, cluster = feats, feats
     stats: list[dict] = []
     totals = {"knn": 0.0, "gnn": 0.0, "decode": 0.0}
@@ -215,20 +292,39 @@ def cluster_pool(
         if n < 2:
             break
         t0 = time.perf_counter()
-        nbrs, sims = knn_search(identity, min(k0, n - 1), **knn_kwargs)
+        kk = min(k0, n - 1)
+        knn_info: dict = {}
+        if level == 0 and level0_knn is not None and level0_knn[0].shape[1] >= kk:
+            nbrs, sims = level0_knn[0][:, :kk], level0_knn[1][:, :kk]
+        else:
+            nbrs, sims = knn_search(identity, kk, info=knn_info, **knn_kwargs)
         t1 = time.perf_counter()
         g = build_level_graph(identity, nbrs, sims, cluster=cluster).to(dev)
         logits, density = model(g)
-        prob = logits.softmax(-1)[:, 1]
+        prob = to_prob(logits)
         t2 = time.perf_counter()
-        cluster_id, peaks, added = decode_level(g.edge_index, density, prob, tau, n)
+        cluster_id, peaks, parent, edge = decode_level_edges(g.edge_index, density, prob, tau, n)
+        joined = edge >= 0
+        added = int(joined.sum())
+        p_np = prob.detach().float().cpu().numpy()
+        node_conf = np.zeros(n, dtype=np.float32)
+        node_conf[joined] = p_np[edge[joined]]
+        child_max = np.zeros(n, dtype=np.float32)  # each node's strongest direct child link
+        np.maximum.at(child_max, parent[joined], node_conf[joined])
+        np.maximum.at(peak_conf, node_sample, child_max)
+        first = joined[assign] & (join_level < 0)  # samples whose node joins a parent for the first time
+        join_level[first] = level
+        confidence[first] = node_conf[assign[first]]
+        if level == 0:
+            density0 = density.detach().float().cpu().numpy().astype(np.float32)
         assign = cluster_id[assign]
+        node_sample = node_sample[peaks]
         t3 = time.perf_counter()
         totals["knn"] += t1 - t0
         totals["gnn"] += t2 - t1
         totals["decode"] += t3 - t2
         stats.append({"level": level, "nodes": n, "edges_added": added, "clusters": len(peaks),
-                      "seconds": round(t3 - t0, 4)})  # fmt: skip
+                      "seconds": round(t3 - t0, 4), "knn": knn_info})  # fmt: skip
         bar.update(1)
         bar.set_postfix(nodes=n, clusters=len(peaks))
         if added == 0 or level == levels - 1 or len(peaks) < 2:
@@ -239,8 +335,10 @@ def cluster_pool(
         identity = identity[peaks]
         cluster = supernode_features(feats, assign, len(peaks))
     bar.close()
+    roots = join_level < 0
+    confidence[roots] = peak_conf[roots]
     _, labels = np.unique(assign, return_inverse=True)
-    return ClusterResult(labels.astype(np.int64), stats, totals)
+    return ClusterResult(labels.astype(np.int64), stats, totals, confidence, join_level, density0)
 
 
 def select_tau(
@@ -253,7 +351,8 @@ def select_tau(
     **cluster_kwargs: Any,
 ) -> tuple[float, dict[float, float]]:
     """Pick the edge threshold on a *labeled* calibration pool (e.g. held-out meta-training classes): cluster it with
-    every candidate tau and return the best one by ``metric`` plus every candidate's score.
+    every candidate tau and return the best one by ``metric`` plus every candidate's score. The level-0 kNN search is
+    done once for all candidates.
 
     Several candidates often tie exactly (the calibration pool's clusters do not change over a range of tau). Then the
     median of the tied taus is taken (the upper one of the two middle ones for an even count: fewer, surer edges):
@@ -263,6 +362,11 @@ def select_tau(
 
     if not len(candidates):
         raise ConfigError("select_tau needs at least one candidate tau, e.g. [0.1, 0.2, ..., 0.9]")
+    if "level0_knn" not in cluster_kwargs and isinstance(features, np.ndarray) and len(features) >= 2:
+        k = _cap_k(int(cluster_kwargs.get("k", 10)), len(features), "cluster.k")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", KCapWarning)
+            cluster_kwargs["level0_knn"] = knn_search(features, k, **dict(cluster_kwargs.get("knn_kwargs") or {}))
     scores: dict[float, float] = {}
     for tau in sorted({float(t) for t in candidates}, reverse=True):
         result = cluster_pool(model, features, tau=tau, progress=False, **cluster_kwargs)

@@ -244,7 +244,9 @@ def check_meta_training_pool(pool: FeaturePool, k_list: list[int], role: str = "
 
 
 def load_lander(path: str | os.PathLike, map_location: str = "cpu") -> tuple[LANDER, dict]:
-    """The LANDER model and its hyperparameters from a checkpoint written by ``autolabel fit hilander``."""
+    """The LANDER model and its hyperparameters from a checkpoint written by ``autolabel fit hilander``; ``hp``'s
+    ``"calibration"`` holds the stored link calibration and tau (:class:`~autolabel.hilander.calibration.Calibration`
+    as a dict, None for checkpoints written before calibration existed)."""
     from autolabel.engine.checkpoint_io import load_checkpoint
 
     p = Path(path)
@@ -263,4 +265,9 @@ def load_lander(path: str | os.PathLike, map_location: str = "cpu") -> tuple[LAN
     except (KeyError, TypeError, ValueError, AttributeError, RuntimeError) as e:
         raise CheckpointError(f"{p} is a damaged or incompatible Hi-LANDER checkpoint ({type(e).__name__}); "
                               "retrain it with `autolabel fit hilander`") from e  # fmt: skip
+    from autolabel.hilander.calibration import read_calibration
+
+    hp = dict(hp)
+    cal = read_calibration(ckpt)
+    hp["calibration"] = cal.to_dict() if cal is not None else None  # the tau + link map `fit hilander` calibrated
     return model.eval(), hp

@@ -59,6 +59,14 @@ def _warn_install_conflict() -> None:
             warnings.warn(conflict, RuntimeWarning, stacklevel=3)
 
 
+def _torch_cuda() -> bool:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a base dependency
+        return False
+    return bool(torch.cuda.is_available())
+
+
 def num_gpus() -> int:
     try:
         return int(faiss.get_num_gpus())
@@ -115,12 +123,19 @@ def knn_search(
     batch_size: int = 65536,
     exact_max: int = 100_000,
     seed: int = 0,
+    target_recall: float = 0.95,
+    recall_queries: int = 1000,
+    info: dict | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each row's ``k`` most similar *other* rows.
 
     Returns ``(nbrs int64 [N, k], sims float32 [N, k])`` sorted by decreasing similarity. The query itself is removed
     by id (robust to exact duplicates); ``k`` is capped at ``N - 1`` with a warning. Missing neighbours (possible with
     IVF when few lists are probed) have id ``-1`` and similarity ``-inf``.
+
+    Approximate indexes are checked, not trusted: recall@k is measured on ``recall_queries`` seeded sample rows
+    against exact search, and the search effort (IVF ``nprobe``, HNSW ``efSearch``) is doubled until it reaches
+    ``target_recall`` (0: no check) or its maximum. ``info`` (a dict) receives the method, effort and recall reached.
     """
     x = np.ascontiguousarray(features, dtype=np.float32)
     if x.ndim != 2:
@@ -138,7 +153,14 @@ def knn_search(
         k = n - 1
     if method == "auto":
         method = "flat" if n <= exact_max else "ivf"
-    index = build_index(x, method, nlist, nprobe, hnsw_m, ef_search, seed)
+    if method == "flat" and use_gpu is not False and str(use_gpu) != "false" and num_gpus() == 0 and _torch_cuda():
+        # no faiss GPU build but a CUDA device: exact chunked matmul + top-k in torch (issue 13's fallback)
+        from autolabel.hilander import torch_knn
+
+        if info is not None:
+            info.update({"method": "torch-flat", "n": n, "k": k})
+        return torch_knn.knn_search_torch(x, k, device="cuda")
+    index = cpu_index = build_index(x, method, nlist, nprobe, hnsw_m, ef_search, seed)
     _warn_install_conflict()
     gpu = num_gpus() > 0 if use_gpu == "auto" else bool(use_gpu)
     if gpu and method != "hnsw":
@@ -149,6 +171,13 @@ def knn_search(
         index = _to_gpus(index, method)
     index.add(x)
     kk = min(k + 1, n)
+    stats: dict = {"method": method, "n": n, "k": k}
+    if method in ("ivf", "hnsw") and target_recall > 0:
+        nl = int(faiss.extract_index_ivf(cpu_index).nlist) if method == "ivf" else 0
+        start, top = (min(nprobe, nl), nl) if method == "ivf" else (ef_search, max(ef_search, 4096))
+        stats.update(_tune_effort(index, x, k, method, target_recall, recall_queries, seed, start, top))
+    if info is not None:
+        info.update(stats)
     nbrs = np.empty((n, kk), dtype=np.int64)
     sims = np.empty((n, kk), dtype=np.float32)
     for start in range(0, n, batch_size):
@@ -160,6 +189,49 @@ def knn_search(
     if missing.any():
         sims[missing] = -np.inf
     return nbrs, sims
+
+
+def _set_effort(index, method: str, value: int) -> None:
+    if method == "ivf":
+        try:
+            index.nprobe = value
+        except AttributeError:  # a GPU shard wrapper
+            faiss.GpuParameterSpace().set_index_parameter(index, "nprobe", value)
+    else:
+        index.hnsw.efSearch = value
+
+
+def _tune_effort(
+    index, x: np.ndarray, k: int, method: str, target: float, queries: int, seed: int, effort: int, top: int
+) -> dict:
+    """Measure recall@k of ``index`` on a seeded sample of rows against exact search and double the search effort
+    (from ``effort``) until ``target`` is met or ``top`` is reached (IVF: nprobe up to nlist, i.e. exhaustive; HNSW:
+    efSearch up to 4096)."""
+    n = len(x)
+    q = np.sort(np.random.default_rng(seed).choice(n, min(queries, n), replace=False))
+    flat = faiss.IndexFlatIP(x.shape[1])
+    flat.add(x)
+    kk = min(k + 1, n)
+    exact, _ = _drop_self_rows(*flat.search(x[q], kk)[::-1], q, k)
+    while True:
+        approx, _ = _drop_self_rows(*index.search(x[q], kk)[::-1], q, k)
+        recall = knn_recall(approx, exact)
+        if recall >= target or effort >= top:
+            break
+        effort = min(top, effort * 2)
+        _set_effort(index, method, effort)
+    key = "nprobe" if method == "ivf" else "ef_search"
+    return {key: effort, "recall_at_k": round(recall, 4), "recall_queries": len(q), "target_recall": target}
+
+
+def _drop_self_rows(nbrs: np.ndarray, sims: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_drop_self` for a sample of query rows (their own ids are ``rows``)."""
+    is_self = nbrs == rows[:, None]
+    m, kk = nbrs.shape
+    first_self = np.where(is_self.any(1), is_self.argmax(1), kk - 1)
+    keep = np.ones_like(is_self)
+    keep[np.arange(m), first_self] = False
+    return nbrs[keep].reshape(m, kk - 1)[:, :k], sims[keep].reshape(m, kk - 1)[:, :k]
 
 
 def _drop_self(nbrs: np.ndarray, sims: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
