@@ -126,9 +126,11 @@ def collect(args: argparse.Namespace) -> None:
     fig.tight_layout()
     fig.savefig(figs / "gan_horses_fd_curves.png", dpi=100)
     for name, r in runs.items():
-        print(f"| {name} | {r['kimg']:.1f} | {r['kimg_per_hour']:.1f} | {r['first']['fd_vgg']:.1f} | "
-              f"{r['best']['fd_vgg']:.1f} @ {r['best']['kimg']:.1f} | {r['last']['fd_vgg']:.1f} | "
-              f"{r['first']['fd_vgg_real']:.1f} | {r['best']['kid_vgg']:.4f} | {r['first']['kid_vgg_real']:.4f} |")
+        print(
+            f"| {name} | {r['kimg']:.1f} | {r['kimg_per_hour']:.1f} | {r['first']['fd_vgg']:.1f} | "
+            f"{r['best']['fd_vgg']:.1f} @ {r['best']['kimg']:.1f} | {r['last']['fd_vgg']:.1f} | "
+            f"{r['first']['fd_vgg_real']:.1f} | {r['best']['kid_vgg']:.4f} | {r['first']['kid_vgg_real']:.4f} |"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -69,7 +69,9 @@ def read_state(path: Path) -> dict[str, Tensor]:
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user problem
-        raise CheckpointError(f"cannot read backbone weights {path} ({type(exc).__name__}); re-create it: {WEIGHTS_FIX}")
+        raise CheckpointError(
+            f"cannot read backbone weights {path} ({type(exc).__name__}); re-create it: {WEIGHTS_FIX}"
+        ) from exc
     if isinstance(raw, dict) and isinstance(raw.get("state_dict"), dict):
         raw = raw["state_dict"]
     if not isinstance(raw, dict):

@@ -7,7 +7,6 @@ from typing import Optional
 
 from autolabel.errors import ConfigError
 
-
 DISCRIMINATORS = ("stylegan2", "projected")
 D_LOSSES = ("auto", "logistic", "hinge")
 
@@ -97,7 +96,7 @@ class GANTrainConfig:
     # the ImageNet backbone file of the projected D and the quality metric; None = torchvision's cache file
     # ($TORCH_HOME/hub/checkpoints/vgg16-397923af.pth, written by `autolabel weights lpips`)
     backbone_weights: Optional[str] = None
-    random_backbone: bool = False  # tests only: random backbone weights when no file is found (the metric is then noise)
+    random_backbone: bool = False  # tests only: random backbone weights when no file is found (metric = noise)
     # Quality metric: Frechet distance (and KID) on VGG16 features (not Inception FID) of g_ema samples vs half the real
     # images, every quality_every_kimg (0 = off); beside it the same distance between the two real halves.
     quality_every_kimg: float = 0.0

@@ -95,7 +95,13 @@ class GANQualityCallback(pl.Callback):
     def __init__(self, every_kimg: float, n: int = 500, weights: str | os.PathLike | None = None,
                  random_backbone: bool = False, keep_best: bool = True, seed: int = 0, grid: int = 16):  # fmt: skip
         super().__init__()
-        self.every_kimg, self.n_req, self.keep_best, self.seed, self.grid = float(every_kimg), int(n), keep_best, seed, grid
+        self.every_kimg, self.n_req, self.keep_best, self.seed, self.grid = (
+            float(every_kimg),
+            int(n),
+            keep_best,
+            seed,
+            grid,
+        )
         self.weights, self.random_backbone = weights, random_backbone
         self.history: list[dict] = []
         self.best: float = math.inf
@@ -161,7 +167,9 @@ class GANQualityCallback(pl.Callback):
             grid_dir = self.out_dir / "quality"
             grid_dir.mkdir(parents=True, exist_ok=True)
             nrow = max(1, int(math.sqrt(self.grid)))
-            save_image((fake[: self.grid] + 1) / 2, grid_dir / f"samples_kimg{kimg:08.2f}.png", nrow=nrow)
+            save_image(
+                (fake[: self.grid] + 1) / 2, grid_dir / f"samples_kimg{kimg:09.3f}_step{rec['step']:07d}.png", nrow=nrow
+            )
             tmp = grid_dir / "quality.json.tmp"
             tmp.write_text(json.dumps(self.history, indent=1))
             os.replace(tmp, grid_dir / "quality.json")

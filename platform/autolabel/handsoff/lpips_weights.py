@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from autolabel.backbones import TORCHVISION_FILES, WEIGHTS_FIX, check_net, default_weight_path
+from autolabel.backbones import TORCHVISION_FILES, WEIGHTS_FIX, check_net, default_weight_path  # noqa: F401 (re-exported)
 from autolabel.engine.io import atomic_torch_save
 from autolabel.errors import CheckpointError, ConfigError
 
