@@ -68,7 +68,7 @@ def train(args: argparse.Namespace) -> None:
                            channel_base=args.channel_base, channel_max=args.channel_max,
                            discriminator=args.discriminator, d_scales=args.d_scales,
                            d_head_channels=args.d_head_channels)  # fmt: skip
-    tcfg = GANTrainConfig(batch_size=args.batch, r1_gamma=args.r1_gamma, quality_every_kimg=args.every_kimg,
+    tcfg = GANTrainConfig(lr=args.lr, batch_size=args.batch, r1_gamma=args.r1_gamma, quality_every_kimg=args.every_kimg,
                           quality_samples=args.quality_samples, ema_kimg=args.ema_kimg,
                           style_mixing_prob=args.style_mixing)  # fmt: skip
     ds = ImageFolderDataset(str(photos), size=args.resolution, channels=3, with_labels=False)
@@ -153,6 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--z-dim", type=int, default=128)
     t.add_argument("--n-mapping", type=int, default=4)
     t.add_argument("--batch", type=int, default=16)
+    t.add_argument("--lr", type=float, default=0.002)
     t.add_argument("--ema-kimg", type=float, default=1.0)
     t.add_argument("--style-mixing", type=float, default=0.0)
     t.add_argument("--precision", default="32-true")
