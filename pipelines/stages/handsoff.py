@@ -162,7 +162,7 @@ def train_labels(cfg: FitLabelsCommand, stage_dir: Path, progress: bool = True) 
     from autolabel.gan import load_generator
     from autolabel.handsoff.encoder_module import load_encoder
     from autolabel.handsoff.hypercolumns import HypercolumnExtractor
-    from autolabel.handsoff.invert import invert_images
+    from autolabel.handsoff.invert import invert_images, latent_spread
     from autolabel.handsoff.label_module import LabelDataModule, LabelGeneratorModule, LabelTargets
 
     lg, lt = cfg.label_generator, cfg.label_train
@@ -238,6 +238,7 @@ def train_labels(cfg: FitLabelsCommand, stage_dir: Path, progress: bool = True) 
                    n_outputs=targets.n_outputs)  # fmt: skip
     if inv.get("lpips") is not None:
         metrics["inversion_lpips"] = float(inv["lpips"].mean())
+    metrics.update({f"inversion_spread_{k}": v for k, v in latent_spread(ws, gen).items()})  # ~0: collapsed encoder
     return {"outputs": {"checkpoint": stage_dir / "checkpoints" / "last.ckpt", "latents": stage_dir / "latents.pt"},
             "metrics": metrics, "figures": [str(recon_png)] if recon_png.is_file() else []}  # fmt: skip
 
