@@ -29,6 +29,10 @@ class Job:
     args: list[str]  # e.g. ["fit", "hilander", "train_features=...", "model.hidden=64"]
     run_dir: Path
     pin_run_dir: bool = True  # append run.dir=<run_dir> (every training command takes it)
+    # what the job trains on, from its resolved config (the sweep resolves it: pipelines.commands.base.job_trainer);
+    # devices None: "auto" / -1. SLURM placement follows these.
+    devices: Optional[int] = 1
+    nodes: int = 1
 
     def argv(self) -> list[str]:
         return [*self.args, f"run.dir={self.run_dir}"] if self.pin_run_dir else list(self.args)
@@ -70,11 +74,13 @@ class LauncherConfig:
         for key in ("slurm_nodes", "slurm_tasks_per_node", "slurm_gpus_per_node"):
             v = getattr(self, key)
             if v is not None and v < (0 if key == "slurm_gpus_per_node" else 1):
-                raise ConfigError(f"launcher.{key}={v} must be >= {0 if key == 'slurm_gpus_per_node' else 1} "
-                                  "(or unset: follow the job's trainer settings)")  # fmt: skip
+                raise ConfigError(
+                    f"launcher.{key}={v} must be >= {0 if key == 'slurm_gpus_per_node' else 1} "
+                    "(or unset: follow the job's trainer settings)"
+                )
 
 
-def _summary(run_dir: Path) -> dict:
+def summary_of(run_dir: Path) -> dict:
     p = run_dir / "summary.json"
     try:
         return read_json(p) if p.is_file() else {}
@@ -104,7 +110,7 @@ def _run_local(job: Job, env: dict[str, str] | None = None) -> JobResult:
     t0 = time.perf_counter()
     job.run_dir.mkdir(parents=True, exist_ok=True)
     rc = run_cli(job.argv(), env=env, log_path=job.run_dir / _log_name())
-    return JobResult(job.name, job.run_dir, rc, time.perf_counter() - t0, _summary(job.run_dir))
+    return JobResult(job.name, job.run_dir, rc, time.perf_counter() - t0, summary_of(job.run_dir))
 
 
 def run_local_monitored(job: Job, should_stop: Callable[[], bool], interval_s: float = 2.0) -> JobResult:
@@ -114,8 +120,9 @@ def run_local_monitored(job: Job, should_stop: Callable[[], bool], interval_s: f
     job.run_dir.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if k != "AUTOLABEL_RUN_DIR"}
     with open(job.run_dir / "job.log", "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", *job.argv()], env=env, stdout=log,
-                                stderr=subprocess.STDOUT)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pipelines.cli", *job.argv()], env=env, stdout=log, stderr=subprocess.STDOUT
+        )
         pruned = False
         while True:
             try:
@@ -131,7 +138,7 @@ def run_local_monitored(job: Job, should_stop: Callable[[], bool], interval_s: f
                         proc.kill()
                         rc = proc.wait()
                     break
-    return JobResult(job.name, job.run_dir, rc, time.perf_counter() - t0, _summary(job.run_dir), pruned=pruned)
+    return JobResult(job.name, job.run_dir, rc, time.perf_counter() - t0, summary_of(job.run_dir), pruned=pruned)
 
 
 def _visible_gpus() -> list[str]:
@@ -146,48 +153,23 @@ def _visible_gpus() -> list[str]:
         return []
 
 
-def job_trainer(job: Job) -> tuple[Optional[int], int]:
-    """``(devices per node, nodes)`` that ``job`` trains with, read from its resolved config the way the CLI resolves
-    it (schema defaults, the command's YAML, ``config=`` files, overrides); devices is None for ``"auto"``/-1."""
-    from omegaconf import OmegaConf
-
-    from autolabel.config import load_config
-    from pipelines.cli import _defaults_path, bind_positionals, resolve
-    from pipelines.registry import commands
-
-    cmd, rest = resolve(job.args, commands())
-    rest, values = bind_positionals(cmd, rest)
-    cfg = load_config(cmd.schema, yaml_files=[_defaults_path(cmd)] if cmd.defaults_yaml else [], overrides=rest,
-                      values=values)  # fmt: skip
-    trainer = OmegaConf.select(cfg, "trainer", default=None)
-    if trainer is None:
-        return 1, 1
-    devices = OmegaConf.to_container(trainer, resolve=True).get("devices", 1)  # type: ignore[union-attr]
-    if isinstance(devices, (list, tuple)):
-        n: Optional[int] = len(devices)
-    else:
-        try:
-            n = int(devices)
-        except (TypeError, ValueError):  # "auto"
-            n = None
-        if n is not None and n < 1:
-            n = None
-    return n, int(trainer.get("num_nodes", 1) or 1)
-
-
 def slurm_placement(job: Job, cfg: LauncherConfig) -> dict[str, int]:
     """submitit's ``nodes`` / ``tasks_per_node`` / ``gpus_per_node`` for ``job``: one task per training device, as
     Lightning's SLURM environment requires (it refuses to start when trainer.devices != tasks per node)."""
-    devices, num_nodes = job_trainer(job)
+    devices, num_nodes = job.devices, job.nodes
     tasks = cfg.slurm_tasks_per_node or devices or cfg.slurm_gpus_per_node or 1
     if devices is not None and tasks != devices:
-        raise ConfigError(f"launcher.slurm_tasks_per_node={tasks} but job {job.name} trains on trainer.devices="
-                          f"{devices}: Lightning needs one SLURM task per device; set them equal (or leave "
-                          "launcher.slurm_tasks_per_node unset)")  # fmt: skip
+        raise ConfigError(
+            f"launcher.slurm_tasks_per_node={tasks} but job {job.name} trains on trainer.devices="
+            f"{devices}: Lightning needs one SLURM task per device; set them equal (or leave "
+            "launcher.slurm_tasks_per_node unset)"
+        )
     nodes = cfg.slurm_nodes or num_nodes
     if nodes != num_nodes:
-        raise ConfigError(f"launcher.slurm_nodes={nodes} but job {job.name} has trainer.num_nodes={num_nodes}: set "
-                          "them equal (or leave launcher.slurm_nodes unset)")  # fmt: skip
+        raise ConfigError(
+            f"launcher.slurm_nodes={nodes} but job {job.name} has trainer.num_nodes={num_nodes}: set "
+            "them equal (or leave launcher.slurm_nodes unset)"
+        )
     gpus = tasks if cfg.slurm_gpus_per_node is None else cfg.slurm_gpus_per_node
     return {"nodes": nodes, "tasks_per_node": tasks, "gpus_per_node": gpus}
 
@@ -286,5 +268,5 @@ def launch(jobs: Sequence[Job], cfg: LauncherConfig | None = None, *, progress: 
             results.append(h.result())
         except Exception as e:  # a failed job is a row in the table, not a crash of the sweep
             print(f"job {job.name} failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
-            results.append(JobResult(job.name, job.run_dir, 1, 0.0, _summary(job.run_dir)))
+            results.append(JobResult(job.name, job.run_dir, 1, 0.0, summary_of(job.run_dir)))
     return results

@@ -13,6 +13,7 @@ ranks wait for its manifest (a file barrier in the stage folder, tagged with a t
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 import uuid
@@ -24,8 +25,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from autolabel.config import config_hash
+from autolabel.engine.dist import global_rank, launcher_token
 from autolabel.engine.io import read_json, write_json
-from autolabel.engine.rundir import RunDir, global_rank
+from autolabel.engine.rundir import RunDir
 from autolabel.errors import AutolabelError, ConfigError
 
 MANIFEST = "manifest.json"
@@ -163,22 +165,11 @@ def _prepare_stage_dir(sdir: Path, stage_hash: str, *, fresh: bool = False, atte
 # ------------------------------------------------------------------------------------------------ rank sync
 
 
-def _launcher_token() -> str | None:
-    """A token every rank of one torchrun / SLURM launch computes alike (None outside such a launcher)."""
-    env = os.environ
-    if "TORCHELASTIC_RUN_ID" in env:
-        return "torchrun:" + ":".join(env.get(k, "") for k in ("TORCHELASTIC_RUN_ID", "MASTER_ADDR", "MASTER_PORT",
-                                                                 "TORCHELASTIC_RESTART_COUNT"))  # fmt: skip
-    if "SLURM_JOB_ID" in env:
-        return "slurm:" + ":".join(env.get(k, "") for k in ("SLURM_JOB_ID", "SLURM_STEP_ID", "SLURM_RESTART_COUNT"))
-    return None
-
-
 def attempt_token(rank: int | None = None) -> str:
     """The token that tags this launch's stage markers and manifests. Rank 0 exports it, so ranks that Lightning's
     DDP launcher starts from rank 0 inherit it; ranks started by torchrun or SLURM derive it from their launcher."""
     rank = global_rank() if rank is None else rank
-    launcher = _launcher_token()
+    launcher = launcher_token()
     if rank == 0:
         token = launcher or uuid.uuid4().hex
         os.environ[ATTEMPT_ENV] = token
@@ -192,7 +183,7 @@ def _await_file(path: Path, want: dict[str, Any], failed: Path, attempt: str, wh
     timeout = float(os.environ.get(WAIT_ENV, 24 * 3600))
     deadline = time.monotonic() + timeout
     parent = os.getppid()
-    inherited = _launcher_token() is None  # started by rank 0 itself (Lightning's launcher): it is our parent
+    inherited = launcher_token() is None  # started by rank 0 itself (Lightning's launcher): it is our parent
     delay = 0.05
     while True:
         for p, check in ((path, True), (failed, False)):
@@ -205,24 +196,60 @@ def _await_file(path: Path, want: dict[str, Any], failed: Path, attempt: str, wh
             if check and not info.get("failed") and all(info.get(k) == v for k, v in want.items()):
                 return info
             if not check and info.get("failed") and info.get("attempt") == attempt:
-                raise RankSyncError(f"rank {rank}: rank 0 failed in {what} ({info.get('error', '?')}); "
-                                    "fix that error and rerun the same command on every rank")  # fmt: skip
+                raise RankSyncError(
+                    f"rank {rank}: rank 0 failed in {what} ({info.get('error', '?')}); "
+                    "fix that error and rerun the same command on every rank"
+                )
         if inherited and os.getppid() != parent:
-            raise RankSyncError(f"rank {rank}: rank 0 exited while this rank waited for {what}; "
-                                "rerun the same command to resume")  # fmt: skip
+            raise RankSyncError(
+                f"rank {rank}: rank 0 exited while this rank waited for {what}; rerun the same command to resume"
+            )
         if time.monotonic() > deadline:
-            raise RankSyncError(f"rank {rank} waited {timeout:.0f}s for rank 0 to finish {what}; raise "
-                                f"${WAIT_ENV} or check rank 0's log")  # fmt: skip
+            raise RankSyncError(
+                f"rank {rank} waited {timeout:.0f}s for rank 0 to finish {what}; raise "
+                f"${WAIT_ENV} or check rank 0's log"
+            )
         time.sleep(delay)
         delay = min(1.0, delay * 1.5)
 
 
 def _mark_failed(sdir: Path, stage_hash: str, attempt: str, error: BaseException) -> None:
     try:
-        write_json(sdir / RUNNING, {"stage_hash": stage_hash, "attempt": attempt, "failed": True,
-                                    "error": f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"})  # fmt: skip
+        write_json(
+            sdir / RUNNING,
+            {
+                "stage_hash": stage_hash,
+                "attempt": attempt,
+                "failed": True,
+                "error": f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}",
+            },
+        )
     except OSError:
         pass
+
+
+# ------------------------------------------------------------------------------------------------ validation
+
+
+def _check(node: Any) -> None:
+    """Re-run the checks (``__post_init__``) of the config dataclass ``node`` and of every dataclass inside it."""
+    if not dataclasses.is_dataclass(node) or isinstance(node, type):
+        return
+    for f in dataclasses.fields(node):
+        _check(getattr(node, f.name))
+    post = getattr(node, "__post_init__", None)
+    if post is not None:
+        post()
+
+
+def validate_stages(pipeline: Pipeline, cfg_obj: Any) -> None:
+    """Check the config sections of every stage of ``pipeline`` (numeric ranges, choices...) before the first stage
+    runs, so a bad setting of the last stage fails in seconds, not after hours of training. A stage that depends on
+    ``labels.model.task`` gets its whole ``labels`` section checked. Raises the first section's one-line
+    ConfigError."""
+    sections = dict.fromkeys(key.split(".")[0] for stage in pipeline.stages for key in stage.config_keys)
+    for name in sections:
+        _check(getattr(cfg_obj, name, None))
 
 
 # ------------------------------------------------------------------------------------------------ the runner
@@ -246,6 +273,7 @@ def run_pipeline(
     global rank the launcher's environment gives this process."""
     from autolabel.engine.trainer import seed_all  # Lightning: imported when a pipeline runs, not for --help
 
+    validate_stages(pipeline, cfg_obj)
     cfg = OmegaConf.structured(cfg_obj)
     forced = pipeline.downstream(pipeline.stage(from_stage).name) if from_stage else set()
     if until_stage:
@@ -295,8 +323,9 @@ def run_pipeline(
                 if rank != 0:  # a training stage: start once rank 0 has prepared the folder
                     say(f"[{stage.name}] rank {rank}: training along with rank 0")
                     want = {"stage_hash": h, "attempt": attempt}
-                    _await_file(sdir / RUNNING, want, sdir / RUNNING, attempt, f"the start of stage '{stage.name}'",
-                                rank)  # fmt: skip
+                    _await_file(
+                        sdir / RUNNING, want, sdir / RUNNING, attempt, f"the start of stage '{stage.name}'", rank
+                    )
                 ctx = StageContext(cfg_obj, run, sdir, {n: manifests[n] for n in stage.needs})
                 seed_all(OmegaConf.select(cfg, "trainer.seed", default=0))  # same weights whatever ran before
                 try:

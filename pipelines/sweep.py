@@ -31,7 +31,7 @@ from __future__ import annotations
 import csv
 import io
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -41,7 +41,8 @@ from omegaconf import OmegaConf
 from autolabel.config import load_config, to_object
 from autolabel.engine.io import atomic_write_bytes
 from autolabel.errors import ConfigError
-from pipelines.launchers import Job, JobResult, LauncherConfig, launch, run_local_monitored
+from pipelines.commands.base import Command, job_trainer
+from pipelines.launchers import Job, JobResult, LauncherConfig, launch, run_local_monitored, summary_of
 
 
 @dataclass
@@ -98,9 +99,14 @@ def expand_grid(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
 
 
-def _job(cfg: SweepConfig, sweep_dir: Path, idx: int, assignment: dict[str, Any]) -> Job:
+def _job(
+    cfg: SweepConfig, sweep_dir: Path, idx: int, assignment: dict[str, Any], commands: Mapping[str, Command]
+) -> Job:
+    """Job ``idx``: its command line, pinned run directory, and the devices / nodes its resolved config trains on
+    (an invalid job fails here, before anything is launched)."""
     args = cfg.command.split() + list(cfg.base) + [f"{k}={_fmt_value(v)}" for k, v in assignment.items()]
-    return Job(name=f"{idx:03d}", args=args, run_dir=sweep_dir / f"{idx:03d}")
+    devices, nodes = job_trainer(args, commands) if commands else (1, 1)
+    return Job(name=f"{idx:03d}", args=args, run_dir=sweep_dir / f"{idx:03d}", devices=devices, nodes=nodes)
 
 
 def _lookup(summary: dict, key: str) -> Any:
@@ -120,8 +126,16 @@ def results_table(
     table = []
     for a, r in rows:
         status = r.status or ("pruned" if r.pruned else "done" if r.returncode == 0 else "failed")
-        table.append([r.name, *[a.get(p) for p in params], *[_lookup(r.summary, m) for m in metrics], status,
-                      r.returncode, round(r.seconds, 1)])  # fmt: skip
+        table.append(
+            [
+                r.name,
+                *[a.get(p) for p in params],
+                *[_lookup(r.summary, m) for m in metrics],
+                status,
+                r.returncode,
+                round(r.seconds, 1),
+            ]
+        )
     return header, table
 
 
@@ -145,17 +159,23 @@ def print_table(title: str, header: list[str], table: list[list[Any]]) -> None:
     Console().print(t)
 
 
-def run_sweep(sweep_file: str | Path, overrides: list[str] = ()) -> Path:  # type: ignore[assignment]
-    """Run a sweep; returns the path of ``results.csv``."""
+def run_sweep(
+    sweep_file: str | Path,
+    overrides: list[str] = (),  # type: ignore[assignment]
+    commands: Mapping[str, Command] | None = None,
+) -> Path:
+    """Run a sweep; returns the path of ``results.csv``. ``commands`` (the CLI's registry) resolves each job's
+    config, so that launchers place it on the devices and nodes it trains with."""
+    commands = commands or {}
     cfg: SweepConfig = to_object(load_config(SweepConfig, yaml_files=[sweep_file], overrides=list(overrides)))
     sweep_dir = Path(cfg.root) / cfg.name
     sweep_dir.mkdir(parents=True, exist_ok=True)
     rows: list[tuple[dict[str, Any], JobResult]] = []
     if cfg.optuna is not None:
-        rows = _run_optuna(cfg, sweep_dir)
+        rows = _run_optuna(cfg, sweep_dir, commands)
     else:
         assignments = expand_grid(cfg.grid)
-        jobs = [_job(cfg, sweep_dir, i, a) for i, a in enumerate(assignments)]
+        jobs = [_job(cfg, sweep_dir, i, a, commands) for i, a in enumerate(assignments)]
         print(f"sweep {cfg.name}: {len(jobs)} job(s) with launcher {cfg.launcher.name}")
         rows = list(zip(assignments, launch(jobs, cfg.launcher)))
     header, table = results_table(rows, list(cfg.metrics))
@@ -182,14 +202,17 @@ def _pruning_check(trial: Any, run_dir: Path, column: str, stage: str = "") -> C
 
     def check() -> bool:
         if not chosen:
-            found = [p for p in sorted(run_dir.glob("**/logs/metrics.csv"), key=lambda p: p.stat().st_mtime)
-                     if series_of(p)]  # fmt: skip
+            found = [
+                p for p in sorted(run_dir.glob("**/logs/metrics.csv"), key=lambda p: p.stat().st_mtime) if series_of(p)
+            ]
             if not found:
                 return False
             chosen.append(found[0])
             if len(found) > 1:
-                print(f"trial {trial.number}: several stages log {column}; pruning on "
-                      f"{found[0].parent.parent.relative_to(run_dir)} (set optuna.prune_stage to choose)")  # fmt: skip
+                print(
+                    f"trial {trial.number}: several stages log {column}; pruning on "
+                    f"{found[0].parent.parent.relative_to(run_dir)} (set optuna.prune_stage to choose)"
+                )
         for step, value in series_of(chosen[0]) or []:
             if int(step) not in reported:
                 reported.add(int(step))
@@ -203,7 +226,9 @@ class TrialFailed(Exception):
     """A trial's job failed: Optuna records the trial as FAIL (not PRUNED) and the study goes on."""
 
 
-def _run_optuna(cfg: SweepConfig, sweep_dir: Path) -> list[tuple[dict[str, Any], JobResult]]:
+def _run_optuna(
+    cfg: SweepConfig, sweep_dir: Path, commands: Mapping[str, Command]
+) -> list[tuple[dict[str, Any], JobResult]]:
     try:
         import optuna
     except ImportError as e:  # pragma: no cover - optuna is in the dev/sweep extras
@@ -215,8 +240,10 @@ def _run_optuna(cfg: SweepConfig, sweep_dir: Path) -> list[tuple[dict[str, Any],
     if not oc.params:
         raise ConfigError("optuna.params is empty: give each key a {low, high[, log]} range or {choices: [...]}")
     if oc.prune_metric and cfg.launcher.name != "local":
-        raise ConfigError(f"optuna.prune_metric needs launcher=local (got {cfg.launcher.name}): the sweep process must "
-                          "watch each trial's metrics while it runs; clear optuna.prune_metric to sweep elsewhere")  # fmt: skip
+        raise ConfigError(
+            f"optuna.prune_metric needs launcher=local (got {cfg.launcher.name}): the sweep process must "
+            "watch each trial's metrics while it runs; clear optuna.prune_metric to sweep elsewhere"
+        )
     if oc.pruner not in ("median", "threshold"):
         raise ConfigError(f"optuna.pruner={oc.pruner!r}: use median or threshold")
 
@@ -230,9 +257,15 @@ def _run_optuna(cfg: SweepConfig, sweep_dir: Path) -> list[tuple[dict[str, Any],
                 a[key] = trial.suggest_int(key, spec["low"], spec["high"])
             else:
                 a[key] = trial.suggest_float(key, float(spec["low"]), float(spec["high"]), log=bool(spec.get("log")))
-        job = _job(cfg, sweep_dir, trial.number, a)
+        job = _job(cfg, sweep_dir, trial.number, a, commands)
         if "run_dir" in trial.user_attrs:  # an interrupted trial tried again: continue in its run directory
-            job = Job(trial.user_attrs.get("job", job.name), job.args, Path(trial.user_attrs["run_dir"]))
+            job = Job(
+                trial.user_attrs.get("job", job.name),
+                job.args,
+                Path(trial.user_attrs["run_dir"]),
+                devices=job.devices,
+                nodes=job.nodes,
+            )
         trial.set_user_attr("job", job.name)
         trial.set_user_attr("run_dir", str(job.run_dir))
         if oc.prune_metric:
@@ -252,15 +285,22 @@ def _run_optuna(cfg: SweepConfig, sweep_dir: Path) -> list[tuple[dict[str, Any],
         return float(value)
 
     if oc.pruner == "threshold":
-        pruner: Any = optuna.pruners.ThresholdPruner(lower=oc.prune_lower, upper=oc.prune_upper,
-                                                     n_warmup_steps=oc.prune_warmup_steps)  # fmt: skip
+        pruner: Any = optuna.pruners.ThresholdPruner(
+            lower=oc.prune_lower, upper=oc.prune_upper, n_warmup_steps=oc.prune_warmup_steps
+        )
     else:
-        pruner = optuna.pruners.MedianPruner(n_startup_trials=oc.prune_startup_trials,
-                                             n_warmup_steps=oc.prune_warmup_steps)  # fmt: skip
+        pruner = optuna.pruners.MedianPruner(
+            n_startup_trials=oc.prune_startup_trials, n_warmup_steps=oc.prune_warmup_steps
+        )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(direction=oc.direction, sampler=optuna.samplers.TPESampler(seed=oc.seed),
-                                pruner=pruner, storage=oc.storage or None, study_name=oc.study_name or cfg.name,
-                                load_if_exists=bool(oc.storage))  # fmt: skip
+    study = optuna.create_study(
+        direction=oc.direction,
+        sampler=optuna.samplers.TPESampler(seed=oc.seed),
+        pruner=pruner,
+        storage=oc.storage or None,
+        study_name=oc.study_name or cfg.name,
+        load_if_exists=bool(oc.storage),
+    )
     states = optuna.trial.TrialState
     finished = [t for t in study.trials if t.state in (states.COMPLETE, states.PRUNED, states.FAIL)]
     interrupted = [t for t in study.trials if t.state == states.RUNNING]
@@ -272,8 +312,10 @@ def _run_optuna(cfg: SweepConfig, sweep_dir: Path) -> list[tuple[dict[str, Any],
             study.enqueue_trial(dict(params))
     remaining = max(0, oc.n_trials - len(finished))
     if finished or interrupted:
-        print(f"study {study.study_name}: {len(finished)} trial(s) done before, {len(interrupted)} interrupted "
-              f"(tried again), {remaining} to run")  # fmt: skip
+        print(
+            f"study {study.study_name}: {len(finished)} trial(s) done before, {len(interrupted)} interrupted "
+            f"(tried again), {remaining} to run"
+        )
     study.optimize(objective, n_trials=remaining, catch=(TrialFailed,))
     return _study_rows(study, sweep_dir)
 
@@ -283,8 +325,6 @@ def _study_rows(study: Any, sweep_dir: Path) -> list[tuple[dict[str, Any], JobRe
     same run directory replaces its interrupted attempt."""
     import optuna
 
-    from pipelines.launchers import _summary
-
     states = optuna.trial.TrialState
     by_dir: dict[str, tuple[dict[str, Any], JobResult]] = {}
     for t in study.trials:
@@ -292,8 +332,14 @@ def _study_rows(study: Any, sweep_dir: Path) -> list[tuple[dict[str, Any], JobRe
             continue
         run_dir = Path(t.user_attrs.get("run_dir", sweep_dir / f"{t.number:03d}"))
         status = {states.COMPLETE: "done", states.PRUNED: "pruned", states.FAIL: "failed"}[t.state]
-        res = JobResult(t.user_attrs.get("job", f"{t.number:03d}"), run_dir, int(t.user_attrs.get("returncode", -1)),
-                        float(t.user_attrs.get("seconds", 0.0)), _summary(run_dir), pruned=t.state == states.PRUNED,
-                        status=status)  # fmt: skip
+        res = JobResult(
+            t.user_attrs.get("job", f"{t.number:03d}"),
+            run_dir,
+            int(t.user_attrs.get("returncode", -1)),
+            float(t.user_attrs.get("seconds", 0.0)),
+            summary_of(run_dir),
+            pruned=t.state == states.PRUNED,
+            status=status,
+        )
         by_dir[str(run_dir)] = (dict(t.params), res)
     return list(by_dir.values())

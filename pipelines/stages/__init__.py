@@ -1,3 +1,1 @@
-"""Stage and command implementations: each module registers its CLI commands."""
-
-from pipelines.stages import classifier, downstream, gan, handsoff, hilander, run, tools  # noqa: F401
+"""One module per stage: its config schema, its function, its :class:`pipelines.runner.Stage` entry. No CLI code."""

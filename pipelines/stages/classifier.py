@@ -1,25 +1,31 @@
-"""Feature-encoder commands: ``autolabel fit classifier`` and ``autolabel embed``."""
+"""The feature-encoder stages: ``classifier`` trains it on the meta-training classes, ``embed`` embeds the held-out
+meta-training images and the pool into feature pools (both pass your own features on with ``data.source=features``)."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import MISSING
-
-from autolabel.config import RunConfig, TrainerConfig
+from autolabel.config import TrainerConfig
 from autolabel.config.classifier import ClassifierConfig
-from pipelines.registry import command
-from pipelines.stages.common import finish_stage, open_run
+from autolabel.errors import ConfigError
+from pipelines.runner import Stage, StageContext
+
+
+def check_epochs(max_epochs: int, key: str) -> None:
+    if max_epochs < 1:
+        raise ConfigError(f"{key}={max_epochs} must be >= 1")
 
 
 @dataclass
-class FitClassifierCommand:
-    train_dir: str = MISSING  # image folder with one subfolder per meta-training class
-    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
-    trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(max_epochs=10))
-    run: RunConfig = field(default_factory=lambda: RunConfig(name="classifier"))
+class ClassifierStageConfig:
+    model: ClassifierConfig = field(default_factory=lambda: ClassifierConfig(image_size=16, width=24, batch_size=32))
+    max_epochs: int = 30
+
+    def __post_init__(self) -> None:
+        check_epochs(self.max_epochs, "classifier.max_epochs")
 
 
 def train_classifier(
@@ -33,35 +39,43 @@ def train_classifier(
     module = ClassifierModule(cfg, len(dm.classes), dm.classes)
     trainer = fit(module, dm, trainer_cfg, stage_dir)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-    return {"outputs": {"checkpoint": stage_dir / "checkpoints" / "last.ckpt"}, "metrics": metrics,
-            "classes": dm.classes}  # fmt: skip
+    outputs = {"checkpoint": stage_dir / "checkpoints" / "last.ckpt"}
+    return {"outputs": outputs, "metrics": metrics, "classes": dm.classes}
 
 
-@command("fit classifier", "train the feature encoder on an image folder with class subfolders", FitClassifierCommand)
-def fit_classifier(cfg: FitClassifierCommand) -> int:
-    run = open_run(cfg, cfg.run)
-    stage = run.stage("classifier")
-    out = train_classifier(cfg.train_dir, cfg.classifier, cfg.trainer, stage)
-    finish_stage(run, stage, out, "fit classifier")
-    return 0
+def stage_classifier(ctx: StageContext) -> dict[str, Any]:
+    c: ClassifierStageConfig = ctx.cfg.classifier
+    if "train_features" in ctx.inputs["data"].get("outputs", {}):
+        return {"metrics": {"skipped": "features given (data.source=features)"}}
+    tc = dataclasses.replace(ctx.cfg.trainer, max_epochs=c.max_epochs, max_steps=-1)
+    return train_classifier(ctx.input_path("data", "train_dir"), c.model, tc, ctx.dir)
 
 
-@dataclass
-class EmbedCommand:
-    checkpoint: str = MISSING  # written by `autolabel fit classifier`
-    images: str = MISSING  # image folder (class subfolders become labels)
-    out: str = "pool.npz"
-    batch_size: int = 256
-    device: str = "auto"
-
-
-@command("embed", "embed an image folder into a feature pool .npz with a trained feature encoder", EmbedCommand)
-def embed(cfg: EmbedCommand) -> int:
-    import torch
-
+def stage_embed(ctx: StageContext) -> dict[str, Any]:
+    from autolabel.engine.dist import inference_device
     from autolabel.tasks.classifier import embed_folder
 
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
-    info = embed_folder(cfg.checkpoint, cfg.images, cfg.out, batch_size=cfg.batch_size, device=device)
-    print(f"embedded {info['n']} images -> {info['dim']}-d features: {info['path']}")
-    return 0
+    given = ctx.inputs["data"].get("outputs", {})
+    if "train_features" in given:  # bring-your-own embeddings: pass them on
+        return {
+            "outputs": {"train_features": Path(given["train_features"]), "pool_features": Path(given["pool_features"])}
+        }
+    device = inference_device(ctx.cfg.trainer.accelerator)
+    ckpt, progress = ctx.input_path("classifier", "checkpoint"), ctx.cfg.progress
+    tr = embed_folder(ckpt, ctx.input_path("data", "meta_dir"), ctx.dir / "train.npz", device=device, progress=progress)
+    po = embed_folder(ckpt, ctx.input_path("data", "pool_dir"), ctx.dir / "pool.npz", device=device, progress=progress)
+    return {
+        "outputs": {"train_features": tr["path"], "pool_features": po["path"]},
+        "metrics": {"train_n": tr["n"], "pool_n": po["n"], "dim": tr["dim"]},
+    }
+
+
+STAGE = Stage(
+    "classifier",
+    stage_classifier,
+    needs=["data"],
+    config_keys=["classifier", "trainer.precision", "trainer.seed"],
+    description="train the feature encoder on the meta-training classes",
+    distributed=True,
+)
+EMBED = Stage("embed", stage_embed, needs=["data", "classifier"], description="embed both image folders")

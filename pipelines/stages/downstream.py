@@ -1,12 +1,6 @@
-"""Downstream checks of label quality, each trained on a labeled folder -- real, or synthetic from ``autolabel
-synthesize`` -- and scored on a real labeled test folder:
-
-- ``fit segmentation``: a UNet for masks (mIoU per class + mean, pixel accuracy) or depth (RMSE, abs-rel, ...);
-- ``fit keypoints``: a UNet heatmap regressor (PCK@t and NME, normalized by the image diagonal).
-
-Synthetic datasets hold ``images/`` + ``labels/`` (``<id>.png`` masks, ``<id>.json`` keypoints, ``<id>.npy`` depth) at
-the image resolution; only the samples listed in ``manifest.jsonl`` (the filtered, merged set) are read, and they are
-rescaled to ``size`` like the images.
+"""The downstream check of label quality: a small UNet trained on labels -- synthetic, or the few real ones -- and
+scored on a real labeled test folder (segmentation: mIoU + pixel accuracy; depth: RMSE, abs-rel...; keypoints:
+PCK@t and NME).
 
 Checkpoint selection (DESIGN 3.6): a fixed ``val_fraction`` slice of the test folder (seed 0, the same for every run
 on that folder) validates every epoch; the epoch with the best validation score (mIoU / RMSE / NME) is kept as
@@ -17,125 +11,47 @@ the whole test folder (no selection).
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from omegaconf import MISSING
-
-from autolabel.config import RunConfig, TrainerConfig
+from autolabel.config import TrainerConfig
 from autolabel.errors import ConfigError, DataError
-from pipelines.registry import command
-from pipelines.stages.common import finish_stage, open_run
-
-_REAL_LABELS = {"segmentation": "masks", "keypoints": "keypoints.csv", "depth": "depth"}
+from pipelines.runner import Stage, StageContext
 
 
 @dataclass
-class DownstreamCommand:
-    """Settings every downstream check shares: data, the UNet's size, optimisation."""
+class DownstreamConfig:
+    """How a downstream net is built and trained (the pipeline's ``downstream`` section; ``autolabel fit
+    segmentation`` / ``fit keypoints`` extend it with their folders)."""
 
-    train: str = MISSING  # a labeled folder, or a synthetic dataset written by `autolabel synthesize`
-    test: str = MISSING  # a real labeled folder
-    size: int = 64
-    base: int = 16
-    depth: int = 3
+    base: int = 16  # UNet width of the first stage; stages double it
+    depth: int = 3  # UNet down/up stages
     lr: float = 1e-3
     batch_size: int = 8
     max_epochs: int = 20
-    limit: int = -1  # use at most this many training images (-1: all)
-    val_fraction: float = 0.2  # share of `test` held out to pick the best epoch; metrics are on the rest (0: none)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    # a fixed share of the real test folder picks each net's best epoch; metrics are reported on the rest (0: last
+    # epoch, scored on the whole test folder)
+    val_fraction: float = 0.2
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.val_fraction < 1.0:
-            raise ConfigError(f"val_fraction={self.val_fraction} must be in [0, 1): the share of the test folder "
-                              "used to pick the checkpoint (0.2 by default, 0 = score the final weights)")  # fmt: skip
-        if self.size < 2**self.depth or self.base < 1 or self.depth < 1:
-            raise ConfigError(f"size={self.size}, base={self.base}, depth={self.depth}: need base, depth >= 1 and "
-                              "size >= 2**depth")  # fmt: skip
+            raise ConfigError(
+                f"val_fraction={self.val_fraction} must be in [0, 1): the share of the test folder used to pick the "
+                "checkpoint (0.2 by default, 0 = score the final weights)"
+            )
+        if self.base < 1 or self.depth < 1:
+            raise ConfigError(f"base={self.base}, depth={self.depth}: need base, depth >= 1")
         if self.batch_size < 1 or self.lr <= 0 or self.max_epochs < 1:
-            raise ConfigError(f"batch_size={self.batch_size}, lr={self.lr}, max_epochs={self.max_epochs}: "
-                              "need batch_size >= 1, lr > 0 and max_epochs >= 1")  # fmt: skip
+            raise ConfigError(
+                f"batch_size={self.batch_size}, lr={self.lr}, max_epochs={self.max_epochs}: "
+                "need batch_size >= 1, lr > 0 and max_epochs >= 1"
+            )
 
 
-@dataclass
-class FitSegmentationCommand(DownstreamCommand):
-    """Downstream check of label quality: train a small UNet on ``train`` (a labeled folder, or a synthetic dataset
-    written by ``autolabel synthesize``) and score it on the real labeled folder ``test``."""
-
-    task: str = "segmentation"  # segmentation | depth
-    run: RunConfig = field(default_factory=lambda: RunConfig(name="segmentation"))
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.task not in ("segmentation", "depth"):
-            raise ConfigError(f"task={self.task!r}: use segmentation or depth (keypoints: `autolabel fit keypoints`)")
-
-
-@dataclass
-class FitKeypointsCommand(DownstreamCommand):
-    """Downstream check of keypoint labels: train a UNet heatmap regressor on ``train`` (images/ + keypoints.csv, or a
-    synthetic keypoint dataset from ``autolabel synthesize``) and score PCK / NME on the real labeled folder ``test``."""
-
-    sigma: float = 1.5  # target heatmap Gaussian, pixels at `size`
-    pck_threshold: float = 0.1  # PCK counts keypoints within this fraction of the image diagonal
-    min_confidence: float = 0.0  # synthetic labels: keypoints below this confidence count as invisible
-    # Horizontal-flip augmentation needs to know which keypoints swap under a mirror: null (default) = unknown, no flips;
-    # [] = flip, no index swaps (mirror-symmetric keypoints); [[2,3]] = flip and swap keypoints 2 and 3
-    # (the procedural shapes' top, bottom, left, right extreme points).
-    flip_pairs: Optional[list[Any]] = None
-    run: RunConfig = field(default_factory=lambda: RunConfig(name="keypoints"))
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.sigma <= 0:
-            raise ConfigError(f"sigma={self.sigma}: the heatmap Gaussian width must be > 0 pixels")
-        if not 0.0 < self.pck_threshold <= 1.0:
-            raise ConfigError(f"pck_threshold={self.pck_threshold} must be in (0, 1] (a fraction of the diagonal)")
-        pairs = [] if self.flip_pairs is None else list(self.flip_pairs)
-        for p in pairs:
-            if (
-                not hasattr(p, "__len__")
-                or len(p) != 2
-                or not all(isinstance(i, int) and i >= 0 for i in p)
-                or p[0] == p[1]
-            ):
-                raise ConfigError(f"flip_pairs={self.flip_pairs!r}: give pairs of distinct keypoint indices, "
-                                  "e.g. flip_pairs=[[2,3]] (or leave it null to disable flips)")  # fmt: skip
-
-
-def __getattr__(name: str) -> Any:
-    if name == "SyntheticLabels":  # it used to live here; importing it pulls in torch, so only on demand
-        from autolabel.data.labeled import SyntheticLabels
-
-        return SyntheticLabels
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def open_labeled(root: str | Path, task: str, size: int, n_classes: int | None = None, limit: int | None = None,
-                 role: str = "train", min_confidence: float = 0.0) -> Any:  # fmt: skip
-    """A labeled folder (``images/`` + ``masks/`` | ``keypoints.csv`` | ``depth/``) or a synthetic dataset
-    (``images/`` + ``labels/``); ``role`` (train | test) names the command argument in error messages."""
-    from autolabel.data.labeled import LabeledFolder, open_synthetic, synthetic_task
-
-    r = Path(root)
-    if not r.is_dir():
-        raise DataError(f"{role}={root}: folder not found -- give an existing labeled folder or synthesis output")
-    if (r / _REAL_LABELS[task]).exists():
-        return LabeledFolder(r, task=task, size=size, n_classes=n_classes, limit=limit)
-    synth = synthetic_task(r)
-    if synth == task:
-        return open_synthetic(r, task, size, n_classes=n_classes, limit=limit, min_confidence=min_confidence)
-    cmd = "fit keypoints" if task == "keypoints" else f"fit segmentation task={task}"
-    layout = {"segmentation": "images/ + masks/", "keypoints": "images/ + keypoints.csv (header image,x0,y0,x1,y1,...)",
-              "depth": "images/ + depth/"}[task]  # fmt: skip
-    if synth is not None:
-        other = "fit keypoints" if synth == "keypoints" else f"fit segmentation task={synth}"
-        raise DataError(f"{role}={root} is a synthetic {synth} dataset, but `autolabel {cmd}` needs {task} labels: "
-                        f"use `autolabel {other}` or a folder with {task} labels")  # fmt: skip
-    raise DataError(f"{role}={root} has no {_REAL_LABELS[task]}: `autolabel {cmd}` needs {layout}, or a synthetic "
-                    f"{task} dataset from `autolabel synthesize`")  # fmt: skip
+def check_size(size: int, depth: int) -> None:
+    if size < 2**depth:
+        raise ConfigError(f"size={size}, depth={depth}: need size >= 2**depth")
 
 
 def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -160,15 +76,15 @@ def split_test(test: Any, val_fraction: float) -> tuple[Any, Any]:
     return FolderSubset(test, val_idx), FolderSubset(test, rest_idx)
 
 
-def _fit_selected(module: Any, dm: Any, cfg: DownstreamCommand, stage_dir: Path, monitor: str,
-                  mode: str) -> tuple[Path, dict[str, Any]]:  # fmt: skip
+def _fit_selected(
+    module: Any, dm: Any, d: DownstreamConfig, trainer_cfg: TrainerConfig, stage_dir: Path, monitor: str, mode: str
+) -> tuple[Path, dict[str, Any]]:
     """Train; with a validation slice keep the best epoch by ``monitor`` and load its weights into ``module``.
     Returns the scored checkpoint and selection metrics (``val_images``, ``best_epoch``, ``val_score``)."""
-    import torch
-
     from autolabel.engine import fit
+    from autolabel.engine.checkpoint_io import load_checkpoint
 
-    tc = dataclasses.replace(cfg.trainer, max_epochs=cfg.max_epochs, max_steps=-1)
+    tc = dataclasses.replace(trainer_cfg, max_epochs=d.max_epochs, max_steps=-1)
     ckpts = stage_dir / "checkpoints"
     if dm.val_set is None:
         fit(module, dm, tc, stage_dir)
@@ -177,7 +93,7 @@ def _fit_selected(module: Any, dm: Any, cfg: DownstreamCommand, stage_dir: Path,
     best = ckpts / "best.ckpt"
     if not best.is_file():
         raise DataError(f"no {best} after training: the validation slice logged no {monitor} -- check val_fraction")
-    state = torch.load(best, map_location="cpu", weights_only=False)
+    state = load_checkpoint(best, what="best checkpoint")
     module.load_state_dict(state["state_dict"])
     score = next((cb.best_model_score for cb in trainer.checkpoint_callbacks if getattr(cb, "monitor", None)), None)
     info = {"val_images": len(dm.val_set), "best_epoch": int(state["epoch"])}
@@ -186,14 +102,26 @@ def _fit_selected(module: Any, dm: Any, cfg: DownstreamCommand, stage_dir: Path,
     return best, info
 
 
-def open_dense_folders(cfg: FitSegmentationCommand) -> tuple[Any, Any]:
-    """Load ``train`` and ``test`` for ``fit segmentation`` (segmentation or depth labels)."""
-    limit = cfg.limit if cfg.limit > 0 else None
-    return (open_labeled(cfg.train, cfg.task, cfg.size, limit=limit, role="train"),
-            open_labeled(cfg.test, cfg.task, cfg.size, role="test"))  # fmt: skip
+def open_dense_folders(train: str, test: str, task: str, size: int, limit: int = -1) -> tuple[Any, Any]:
+    """Load ``train`` and ``test`` for a segmentation or depth check."""
+    from autolabel.data.layout import open_labeled
+
+    n = limit if limit > 0 else None
+    return open_labeled(train, task, size, limit=n, role="train"), open_labeled(test, task, size, role="test")
 
 
-def train_segmentation(cfg: FitSegmentationCommand, stage_dir: Path, folders: tuple | None = None) -> dict[str, Any]:
+def train_segmentation(
+    d: DownstreamConfig,
+    train: str,
+    test: str,
+    task: str,
+    size: int,
+    trainer_cfg: TrainerConfig,
+    stage_dir: Path,
+    limit: int = -1,
+    folders: tuple | None = None,
+) -> dict[str, Any]:
+    """Train a UNet on ``train`` (masks, or depth with ``task=depth``) and score it on the real folder ``test``."""
     from autolabel.tasks.segmentation import (
         DenseDataModule,
         FlipDataset,
@@ -202,81 +130,143 @@ def train_segmentation(cfg: FitSegmentationCommand, stage_dir: Path, folders: tu
         evaluate_segmentation,
     )
 
-    train, test = folders or open_dense_folders(cfg)
-    val, scored = split_test(test, cfg.val_fraction)
-    n_classes = max(train.n_classes, test.n_classes) if cfg.task == "segmentation" else None
-    dm = DenseDataModule(cfg.train, cfg.test, cfg.task, cfg.size, cfg.batch_size)
-    dm.train_set, dm.val_set, dm.n_classes = FlipDataset(train), val, n_classes  # folders opened above
-    channels = int(train[0]["image"].shape[0])
-    _seed(cfg.trainer)
-    module = SegmentationModule(n_classes or 1, channels, cfg.base, cfg.depth, cfg.lr, cfg.task)
-    monitor, mode = ("val/miou", "max") if cfg.task == "segmentation" else ("val/rmse", "min")
-    ckpt, selection = _fit_selected(module, dm, cfg, stage_dir, monitor, mode)
-    if cfg.task == "segmentation":
+    train_set, test_set = folders or open_dense_folders(train, test, task, size, limit)
+    val, scored = split_test(test_set, d.val_fraction)
+    n_classes = max(train_set.n_classes, test_set.n_classes) if task == "segmentation" else None
+    dm = DenseDataModule(train, test, task, size, d.batch_size)
+    dm.train_set, dm.val_set, dm.n_classes = FlipDataset(train_set), val, n_classes  # folders opened above
+    channels = int(train_set[0]["image"].shape[0])
+    _seed(trainer_cfg)
+    module = SegmentationModule(n_classes or 1, channels, d.base, d.depth, d.lr, task)
+    monitor, mode = ("val/miou", "max") if task == "segmentation" else ("val/rmse", "min")
+    ckpt, selection = _fit_selected(module, dm, d, trainer_cfg, stage_dir, monitor, mode)
+    if task == "segmentation":
         scores = evaluate_segmentation(module, scored, n_classes=n_classes)
-        metrics = {"miou": scores["miou"], "pixel_acc": scores["pixel_acc"],
-                   **{f"iou_class{i}": v for i, v in enumerate(scores["per_class_iou"])}}  # fmt: skip
+        per_class = {f"iou_class{i}": v for i, v in enumerate(scores["per_class_iou"])}
+        metrics = {"miou": scores["miou"], "pixel_acc": scores["pixel_acc"], **per_class}
     else:
         metrics = evaluate_depth(module, scored)
-    metrics.update(train_images=len(train), test_images=len(scored), **selection)
+    metrics.update(train_images=len(train_set), test_images=len(scored), **selection)
     return {"outputs": {"checkpoint": ckpt}, "metrics": _scalars(metrics)}
 
 
-@command("fit segmentation", "downstream check: train a UNet on real or synthetic labels, score it on a real test folder",
-         FitSegmentationCommand)  # fmt: skip
-def fit_segmentation(cfg: FitSegmentationCommand) -> int:
-    folders = open_dense_folders(cfg)  # bad folders fail before a run directory is made
-    split_test(folders[1], cfg.val_fraction)
-    run = open_run(cfg, cfg.run)
-    stage = run.stage("segmentation")
-    out = train_segmentation(cfg, stage, folders)
-    finish_stage(run, stage, out, f"fit segmentation ({cfg.task})")
-    return 0
-
-
-def open_keypoint_folders(cfg: FitKeypointsCommand) -> tuple[Any, Any, list[tuple[int, int]] | None]:
+def open_keypoint_folders(
+    train: str,
+    test: str,
+    size: int,
+    limit: int = -1,
+    min_confidence: float = 0.0,
+    flip_pairs: Optional[list[Any]] = None,
+) -> tuple[Any, Any, list[tuple[int, int]] | None]:
     """Load ``train`` and ``test`` and check they label the same keypoints; returns (train, test, flip pairs)."""
-    limit = cfg.limit if cfg.limit > 0 else None
-    train = open_labeled(cfg.train, "keypoints", cfg.size, limit=limit, role="train",
-                         min_confidence=cfg.min_confidence)  # fmt: skip
-    test = open_labeled(cfg.test, "keypoints", cfg.size, role="test")
-    if train.n_keypoints != test.n_keypoints:
-        raise DataError(f"train has {train.n_keypoints} keypoints per image but test has {test.n_keypoints}: both "
-                        "folders must label the same keypoints in the same order")  # fmt: skip
-    pairs = None if cfg.flip_pairs is None else [(int(a), int(b)) for a, b in cfg.flip_pairs]
-    bad = [p for p in pairs or [] if max(p) >= train.n_keypoints]
+    from autolabel.data.layout import open_labeled
+
+    n = limit if limit > 0 else None
+    train_set = open_labeled(train, "keypoints", size, limit=n, role="train", min_confidence=min_confidence)
+    test_set = open_labeled(test, "keypoints", size, role="test")
+    if train_set.n_keypoints != test_set.n_keypoints:
+        raise DataError(
+            f"train has {train_set.n_keypoints} keypoints per image but test has {test_set.n_keypoints}: both "
+            "folders must label the same keypoints in the same order"
+        )
+    pairs = None if flip_pairs is None else [(int(a), int(b)) for a, b in flip_pairs]
+    bad = [p for p in pairs or [] if max(p) >= train_set.n_keypoints]
     if bad:
-        raise ConfigError(f"flip_pairs={cfg.flip_pairs}: index {max(bad[0])} out of range for {train.n_keypoints} "
-                          f"keypoints -- use indices 0..{train.n_keypoints - 1}")  # fmt: skip
-    return train, test, pairs
+        raise ConfigError(
+            f"flip_pairs={flip_pairs}: index {max(bad[0])} out of range for {train_set.n_keypoints} "
+            f"keypoints -- use indices 0..{train_set.n_keypoints - 1}"
+        )
+    return train_set, test_set, pairs
 
 
-def train_keypoints(cfg: FitKeypointsCommand, stage_dir: Path, folders: tuple | None = None) -> dict[str, Any]:
+def train_keypoints(
+    d: DownstreamConfig,
+    train: str,
+    test: str,
+    size: int,
+    trainer_cfg: TrainerConfig,
+    stage_dir: Path,
+    *,
+    limit: int = -1,
+    sigma: float = 1.5,
+    pck_threshold: float = 0.1,
+    min_confidence: float = 0.0,
+    flip_pairs: Optional[list[Any]] = None,
+    folders: tuple | None = None,
+) -> dict[str, Any]:
+    """Train a UNet heatmap regressor on ``train`` and score PCK / NME on the real folder ``test``."""
     from autolabel.tasks.keypoints import KeypointModule, evaluate_keypoints
     from autolabel.tasks.segmentation import DenseDataModule, FlipDataset
 
-    train, test, pairs = folders or open_keypoint_folders(cfg)
-    val, scored = split_test(test, cfg.val_fraction)
-    dm = DenseDataModule(cfg.train, cfg.test, "keypoints", cfg.size, cfg.batch_size)
-    dm.train_set = train if pairs is None else FlipDataset(train, flip_pairs=pairs, seed=cfg.trainer.seed)
+    train_set, test_set, pairs = folders or open_keypoint_folders(train, test, size, limit, min_confidence, flip_pairs)
+    val, scored = split_test(test_set, d.val_fraction)
+    dm = DenseDataModule(train, test, "keypoints", size, d.batch_size)
+    dm.train_set = train_set if pairs is None else FlipDataset(train_set, flip_pairs=pairs, seed=trainer_cfg.seed)
     dm.val_set = val
-    _seed(cfg.trainer)
-    module = KeypointModule(train.n_keypoints, int(train[0]["image"].shape[0]), cfg.base, cfg.depth, cfg.lr,
-                            cfg.sigma, cfg.pck_threshold)  # fmt: skip
-    ckpt, selection = _fit_selected(module, dm, cfg, stage_dir, "val/nme", "min")
-    scores = evaluate_keypoints(module.model, scored, threshold=cfg.pck_threshold, per_keypoint=True)
+    _seed(trainer_cfg)
+    channels = int(train_set[0]["image"].shape[0])
+    module = KeypointModule(train_set.n_keypoints, channels, d.base, d.depth, d.lr, sigma, pck_threshold)
+    ckpt, selection = _fit_selected(module, dm, d, trainer_cfg, stage_dir, "val/nme", "min")
+    scores = evaluate_keypoints(module.model, scored, threshold=pck_threshold, per_keypoint=True)
     per = scores.pop("per_keypoint_pck")
-    metrics = {**scores, **{f"pck_kp{i}": v for i, v in enumerate(per)}, "n_keypoints": train.n_keypoints,
-               "train_images": len(train), "test_images": len(scored), **selection}  # fmt: skip
+    metrics = {
+        **scores,
+        **{f"pck_kp{i}": v for i, v in enumerate(per)},
+        "n_keypoints": train_set.n_keypoints,
+        "train_images": len(train_set),
+        "test_images": len(scored),
+        **selection,
+    }
     return {"outputs": {"checkpoint": ckpt}, "metrics": _scalars(metrics)}
 
 
-@command("fit keypoints", "downstream check: train a keypoint heatmap net on real or synthetic labels, score PCK/NME "
-         "on a real test folder", FitKeypointsCommand)  # fmt: skip
-def fit_keypoints(cfg: FitKeypointsCommand) -> int:
-    folders = open_keypoint_folders(cfg)  # bad folders fail before a run directory is made
-    run = open_run(cfg, cfg.run)
-    stage = run.stage("keypoints")
-    out = train_keypoints(cfg, stage, folders)
-    finish_stage(run, stage, out, f"fit keypoints (PCK@{cfg.pck_threshold:g}, NME)")
-    return 0
+def _synthetic_size(dataset: Path) -> int:
+    from PIL import Image
+
+    first = next(iter(sorted((dataset / "images").glob("*"))), None)
+    if first is None:
+        raise DataError(f"the synthetic dataset {dataset} holds no images: rerun with from_stage=synthesis")
+    with Image.open(first) as im:
+        return int(im.height)
+
+
+HEADLINE_METRIC = {"segmentation": "miou", "depth": "rmse", "keypoints": "pck@0.1"}
+# the task's own metrics, reported per training set as <metric>_<synthetic|real_few> (the headline table shows them)
+TASK_METRICS = {"segmentation": ("miou",), "keypoints": ("pck@0.1", "nme"), "depth": ("rmse", "abs_rel")}
+
+
+def stage_downstream(ctx: StageContext) -> dict[str, Any]:
+    d: DownstreamConfig = ctx.cfg.downstream
+    test = ctx.inputs["data"].get("outputs", {}).get("test")
+    if not test:
+        return {"metrics": {"skipped": "no real labeled test folder (data.test): nothing to score the labels on"}}
+    task = ctx.cfg.labels.model.task
+    synthetic = ctx.input_path("synthesis", "dataset")
+    procedural = ctx.cfg.data.source_for(handsoff=True) == "procedural"
+    size = ctx.cfg.shapes.size if procedural else _synthetic_size(synthetic)
+    check_size(size, d.depth)
+    results, checkpoints = {}, {}
+    for name, train in (("synthetic", synthetic), ("real_few", ctx.input_path("data", "labeled"))):
+        sub = ctx.dir / name
+        sub.mkdir(exist_ok=True)
+        if task == "keypoints":
+            out = train_keypoints(d, str(train), str(test), size, ctx.cfg.trainer, sub)
+        else:
+            out = train_segmentation(d, str(train), str(test), task, size, ctx.cfg.trainer, sub)
+        results[name], checkpoints[name] = out["metrics"], out["outputs"]["checkpoint"]
+    key = HEADLINE_METRIC[task]
+    keep = (key, "pixel_acc", "nme", "abs_rel", "train_images")
+    metrics: dict[str, Any] = {"downstream": {k: {m: v[m] for m in keep if m in v} for k, v in results.items()}}
+    for name, res in results.items():
+        metrics.update({f"{m}_{name}": res[m] for m in TASK_METRICS[task] if m in res})
+    return {"outputs": {"synthetic_model": checkpoints["synthetic"]}, "metrics": metrics}
+
+
+STAGE = Stage(
+    "downstream",
+    stage_downstream,
+    needs=["data", "synthesis"],
+    config_keys=["downstream"],
+    description="train a downstream net on synthetic vs few real labels, score on real test images",
+    distributed=True,
+)

@@ -1,5 +1,4 @@
-"""GAN commands: ``autolabel fit gan`` (train StyleGAN2 on an image folder) and ``autolabel weights gan`` (convert a
-rosinality ``.pt`` / NVIDIA ``.pkl`` / Lightning checkpoint into the native generator file)."""
+"""The GAN stage: train StyleGAN2 on the unlabeled pool (DiffAugment, lazy R1, EMA), or bring your own generator."""
 
 from __future__ import annotations
 
@@ -7,46 +6,36 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
-from omegaconf import MISSING
-
-from autolabel.config import RunConfig, TrainerConfig
+from autolabel.config import TrainerConfig
 from autolabel.config.gan import GANTrainConfig, GeneratorConfig
-from pipelines.registry import command
-from pipelines.stages.common import finish_stage, open_run
+from autolabel.errors import ConfigError
+from pipelines.runner import Stage, StageContext
 
 
 @dataclass
-class FitGANCommand:
-    images: str = MISSING  # folder of training images (any layout; class subfolders are ignored)
-    kimg: float = 50.0  # training length in thousands of real images shown
-    gan: GeneratorConfig = field(default_factory=GeneratorConfig)
-    gan_train: GANTrainConfig = field(default_factory=GANTrainConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    run: RunConfig = field(default_factory=lambda: RunConfig(name="gan"))
+class GANStageConfig:
+    # Bring your own GAN: a rosinality .pt, NVIDIA stylegan2-ada .pkl or autolabel generator.pt -> no GAN training
+    pretrained: Optional[str] = None
+    kimg: float = 6.0
+    model: GeneratorConfig = field(
+        default_factory=lambda: GeneratorConfig(
+            resolution=16, z_dim=64, w_dim=64, n_mapping=2, channel_base=512, channel_max=64
+        )
+    )
+    train: GANTrainConfig = field(default_factory=lambda: GANTrainConfig(batch_size=16, r1_gamma=1.0))
+
+    def __post_init__(self) -> None:
+        check_kimg(self.kimg, "gan.kimg")
+
+
+def check_kimg(kimg: float, key: str) -> None:
+    if not kimg > 0:
+        raise ConfigError(f"{key}={kimg} must be > 0 (training length in thousands of real images shown)")
 
 
 _DDP_FAMILY = ("ddp", "ddp_spawn", "ddp_fork", "ddp_notebook")
-
-
-def _multi_device(tc: TrainerConfig) -> bool:
-    """Whether ``tc`` places the run on more than one process (several devices or nodes)."""
-    d = tc.devices
-    if tc.num_nodes > 1:
-        return True
-    if not isinstance(d, (int, str)):  # a list of device ids
-        return len(d) > 1
-    s = str(d).strip()
-    if "," in s:  # Lightning's "0,1" form
-        return len([x for x in s.split(",") if x.strip()]) > 1
-    if s.isdigit():
-        return int(s) > 1
-    if s not in ("auto", "-1") or str(tc.accelerator) == "cpu":  # auto / -1 on CPU is one process
-        return False
-    import torch
-
-    return torch.cuda.is_available() and torch.cuda.device_count() > 1
 
 
 def gan_strategy(tc: TrainerConfig) -> str:
@@ -54,16 +43,24 @@ def gan_strategy(tc: TrainerConfig) -> str:
     network without gradients), so DDP needs unused-parameter detection -- ``ddp``/``ddp_spawn``/``ddp_fork``/
     ``ddp_notebook`` become their ``*_find_unused_parameters_true`` form, and ``auto`` on several devices becomes
     ``ddp_find_unused_parameters_true``. Anything else is passed through unchanged."""
+    from autolabel.engine.dist import multi_device
+
     s = str(tc.strategy)
     if s in _DDP_FAMILY:
         return f"{s}_find_unused_parameters_true"
-    if s == "auto" and _multi_device(tc):
+    if s == "auto" and multi_device(tc):
         return "ddp_find_unused_parameters_true"
     return s
 
 
-def train_gan(images: str | Path, kimg: float, gcfg: GeneratorConfig, tcfg: GANTrainConfig, trainer_cfg: TrainerConfig,
-              stage_dir: Path) -> dict[str, Any]:  # fmt: skip
+def train_gan(
+    images: str | Path,
+    kimg: float,
+    gcfg: GeneratorConfig,
+    tcfg: GANTrainConfig,
+    trainer_cfg: TrainerConfig,
+    stage_dir: Path,
+) -> dict[str, Any]:
     """Train StyleGAN2; writes ``generator.pt`` (the EMA generator, native format) and a sample grid."""
     from torchvision.utils import save_image
 
@@ -74,8 +71,13 @@ def train_gan(images: str | Path, kimg: float, gcfg: GeneratorConfig, tcfg: GANT
 
     ds = ImageFolderDataset(images, size=gcfg.resolution, channels=gcfg.img_channels, with_labels=False)
     epochs = max(1, math.ceil(kimg * 1000 / len(ds)))
-    dm = GANDataModule(size=gcfg.resolution, channels=gcfg.img_channels, batch_size=tcfg.batch_size,
-                       num_workers=tcfg.num_workers, dataset=ds)  # fmt: skip
+    dm = GANDataModule(
+        size=gcfg.resolution,
+        channels=gcfg.img_channels,
+        batch_size=tcfg.batch_size,
+        num_workers=tcfg.num_workers,
+        dataset=ds,
+    )
     module = GANModule(gcfg, tcfg)
     tc = dataclasses.replace(trainer_cfg, max_epochs=epochs, max_steps=-1)
     trainer = fit(module, dm, dataclasses.replace(tc, strategy=gan_strategy(tc)), stage_dir)
@@ -86,8 +88,11 @@ def train_gan(images: str | Path, kimg: float, gcfg: GeneratorConfig, tcfg: GANT
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     metrics["images"] = len(ds)
     metrics["epochs"] = epochs
-    return {"outputs": {"generator": gen_path, "checkpoint": stage_dir / "checkpoints" / "last.ckpt"},
-            "metrics": metrics, "figures": [str(samples)]}  # fmt: skip
+    return {
+        "outputs": {"generator": gen_path, "checkpoint": stage_dir / "checkpoints" / "last.ckpt"},
+        "metrics": metrics,
+        "figures": [str(samples)],
+    }
 
 
 def import_gan(src: str | Path, stage_dir: Path) -> dict[str, Any]:
@@ -104,32 +109,25 @@ def import_gan(src: str | Path, stage_dir: Path) -> dict[str, Any]:
         img = gen(z, truncation_psi=0.7, noise_mode="const").float()
     samples = stage_dir / "samples.png"
     save_image(make_grid((img.clamp(-1, 1) + 1) / 2, nrow=4), samples)
-    return {"outputs": {"generator": gen_path}, "figures": [str(samples)],
-            "metrics": {"resolution": gen.resolution, "num_ws": gen.num_ws, "pretrained": str(src)}}  # fmt: skip
+    return {
+        "outputs": {"generator": gen_path},
+        "figures": [str(samples)],
+        "metrics": {"resolution": gen.resolution, "num_ws": gen.num_ws, "pretrained": str(src)},
+    }
 
 
-@command("fit gan", "train StyleGAN2 on an image folder (DiffAugment, lazy R1, EMA) -> generator.pt", FitGANCommand)
-def fit_gan(cfg: FitGANCommand) -> int:
-    run = open_run(cfg, cfg.run)
-    stage = run.stage("gan")
-    out = train_gan(cfg.images, cfg.kimg, cfg.gan, cfg.gan_train, cfg.trainer, stage)
-    finish_stage(run, stage, out, "fit gan")
-    return 0
+def stage_gan(ctx: StageContext) -> dict[str, Any]:
+    g: GANStageConfig = ctx.cfg.gan
+    if g.pretrained:
+        return import_gan(g.pretrained, ctx.dir)
+    return train_gan(ctx.input_path("data", "images"), g.kimg, g.model, g.train, ctx.cfg.trainer, ctx.dir)
 
 
-@dataclass
-class WeightsGANCommand:
-    src: str = MISSING  # rosinality .pt, NVIDIA stylegan2-ada .pkl, autolabel generator.pt or a `fit gan` .ckpt
-    out: str = "generator.pt"
-
-
-@command("weights gan", "convert a pretrained StyleGAN2 (.pt/.pkl/.ckpt) into autolabel's generator file",
-         WeightsGANCommand)  # fmt: skip
-def weights_gan(cfg: WeightsGANCommand) -> int:
-    from autolabel.gan import load_generator, save_generator
-
-    gen = load_generator(cfg.src)
-    path = save_generator(gen, cfg.out)
-    print(f"{cfg.src} -> {path}: resolution {gen.resolution}, num_ws {gen.num_ws}, "
-          f"hypercolumn width {sum(gen.feature_channels)}")  # fmt: skip
-    return 0
+STAGE = Stage(
+    "gan",
+    stage_gan,
+    needs=["data"],
+    config_keys=["gan", "trainer.precision", "trainer.seed"],
+    description="train StyleGAN2 on the unlabeled pool",
+    distributed=True,
+)

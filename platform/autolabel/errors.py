@@ -23,6 +23,28 @@ class CheckpointError(AutolabelError):
     """A checkpoint is missing, corrupt or belongs to another model."""
 
 
+def os_error_message(err: BaseException) -> str | None:
+    """One line (problem + fix) for an OSError a user can fix -- a full, read-only or quota-limited disk, a missing
+    permission, a directory where a file was expected -- or None for anything else (a real bug keeps its traceback)."""
+    import errno
+
+    if not isinstance(err, OSError):
+        return None
+    where = err.filename if err.filename is not None else "a file"
+    fixes = {
+        errno.ENOSPC: "no space left on the device: free some space (or write elsewhere) and rerun -- finished "
+        "stages and checkpoints are kept",
+        errno.EDQUOT: "disk quota exceeded: free some space (or write elsewhere) and rerun",
+        errno.EROFS: "read-only file system: choose a writable output location (out= / run.root=)",
+        errno.EACCES: "permission denied: choose a location you can write (out= / run.root=) or fix its permissions",
+        errno.EPERM: "operation not permitted: choose a location you can write (out= / run.root=)",
+        errno.EISDIR: "is a directory: give a file path instead",
+        errno.ENOTDIR: "a path component is a file, not a folder: fix the path",
+    }
+    fix = fixes.get(err.errno or 0)
+    return f"{where}: {fix}" if fix else None
+
+
 def require_file(path, what: str = "file", hint: str = "") -> None:
     """Raise :class:`DataError` if ``path`` does not exist."""
     from pathlib import Path

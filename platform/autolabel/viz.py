@@ -37,7 +37,10 @@ def palette(n: int) -> np.ndarray:
 
 def _to_rgb(img: np.ndarray | str | os.PathLike, size: int | None = None) -> np.ndarray:
     if isinstance(img, (str, os.PathLike)):
-        im = Image.open(img).convert("RGB")
+        from autolabel.data.images import image_array, open_image  # any mode, bomb-guarded
+
+        with open_image(img) as src:
+            im = Image.fromarray(image_array(src, 3))
     else:
         arr = np.asarray(img)
         if arr.dtype != np.uint8:
@@ -124,6 +127,41 @@ def _text_band(width: int, height: int, lines: Sequence[str], x: int = 2) -> np.
     for i, text in enumerate(lines):
         draw.text((x, i * line_h + 1), text, fill=(40, 40, 40), font=font)
     return np.asarray(im)
+
+
+def legend_band(width: int, names: Sequence[str], colours: np.ndarray, swatch: int = 10) -> np.ndarray:
+    """A white strip naming each colour: ``[swatch] name`` entries, wrapped onto as many rows as ``width`` needs."""
+    from PIL import ImageDraw, ImageFont
+
+    font = ImageFont.load_default()
+    entries = [(str(n), tuple(int(v) for v in c)) for n, c in zip(names, colours)]
+    pad, row_h = 4, swatch + 6
+    widths = [
+        swatch + 4 + int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(n, font=font)) + 10 for n, _ in entries
+    ]
+    rows, x = 1, pad
+    for w in widths:
+        if x + w > width and x > pad:
+            rows, x = rows + 1, pad
+        x += w
+    im = Image.new("RGB", (max(1, width), rows * row_h + pad), "white")
+    draw = ImageDraw.Draw(im)
+    x, y = pad, pad // 2
+    for (name, col), w in zip(entries, widths):
+        if x + w > width and x > pad:
+            x, y = pad, y + row_h
+        draw.rectangle([x, y + 2, x + swatch, y + 2 + swatch], fill=col, outline=(60, 60, 60))
+        draw.text((x + swatch + 4, y + 1), name, fill=(40, 40, 40), font=font)
+        x += w
+    return np.asarray(im)
+
+
+def append_legend(path: str | os.PathLike, names: Sequence[str], colours: np.ndarray | None = None) -> Path:
+    """Add a legend strip under the PNG at ``path`` (colours default to :func:`palette`, as :func:`overlay_mask` and
+    :func:`draw_keypoints` draw them)."""
+    img = np.asarray(Image.open(path).convert("RGB"))
+    cols = palette(len(names)) if colours is None else np.asarray(colours)
+    return _save_png(np.concatenate([img, legend_band(img.shape[1], names, cols)]), path)
 
 
 def gallery_caption(clusters: np.ndarray, max_clusters: int = 12) -> str:

@@ -107,7 +107,7 @@ def test_fit_keypoints_on_synthetic_labels(shapes, tmp_path):
 
 
 def test_synthetic_keypoints_are_rescaled_from_the_working_resolution(tmp_path):
-    from pipelines.stages.downstream import open_labeled
+    from autolabel.data.layout import open_labeled
 
     write_labeled_folder(tmp_path, np.zeros((2, 8, 8, 3), np.uint8), "depth", np.ones((2, 8, 8)))  # images/ only
     shutil.rmtree(tmp_path / "depth")
@@ -178,7 +178,7 @@ def test_fit_depth_end_to_end_on_real_and_synthetic(shapes, tmp_path):
                                                                         "last.ckpt").is_file()  # fmt: skip
     # the synthetic depth dataset cannot be used as keypoint or mask labels
     with pytest.raises(Exception, match="synthetic depth dataset"):
-        from pipelines.stages.downstream import open_labeled
+        from autolabel.data.layout import open_labeled
 
         open_labeled(synth, "keypoints", 16)
 
@@ -198,7 +198,8 @@ def test_unmerged_synthetic_folder_is_refused_and_val_fraction_zero_scores_every
 
 
 def test_synthetic_segmentation_reads_only_kept_samples(shapes, tmp_path):
-    from pipelines.stages.downstream import SyntheticLabels, open_labeled  # still importable from here
+    from autolabel.data.labeled import SyntheticLabels
+    from autolabel.data.layout import open_labeled
 
     synth = _tiny_synthesis(tmp_path / "synth", "segmentation", n=4, n_classes=2)
     kept = [json.loads(line)["id"] for line in (synth / "manifest.jsonl").read_text().splitlines()]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shutil
@@ -84,8 +85,8 @@ def test_synthesize_single_and_sharded_agree(trained, tmp_path):
 
 
 def test_launcher_rank_reads_torchrun_and_slurm_variables():
+    from autolabel.engine.dist import launcher_rank
     from autolabel.errors import ConfigError
-    from pipelines.stages.handsoff import launcher_rank
 
     assert launcher_rank({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"}) == (3, 4, 1)
     assert launcher_rank({"SLURM_PROCID": "5", "SLURM_STEP_NUM_TASKS": "8", "SLURM_LOCALID": "1"}) == (5, 8, 1)
@@ -96,17 +97,17 @@ def test_launcher_rank_reads_torchrun_and_slurm_variables():
     assert launcher_rank({}) is None
     with pytest.raises(ConfigError, match="RANK=4 outside"):
         launcher_rank({"RANK": "4", "WORLD_SIZE": "2"})
-    from pipelines.stages.handsoff import SynthesizeCommand, run_synthesis
+    from pipelines.commands.handsoff import SynthesizeCommand, synthesize_with
 
     with pytest.raises(ConfigError, match="rank 0 of 2 started by a launcher .* leave devices=1"):
-        run_synthesis(SynthesizeCommand(checkpoint="unused.ckpt", devices=2), launched=(0, 2, 0))
+        synthesize_with(SynthesizeCommand(checkpoint="unused.ckpt", devices=2), launched=(0, 2, 0))
 
 
 def test_synthesize_under_a_launcher_each_rank_writes_its_shard(trained, tmp_path, monkeypatch):
     """torchrun/srun-style ranks (RANK/WORLD_SIZE env vars, no torch.distributed group): each rank synthesizes its
     own shard, rank 0 merges after all finished -- the same dataset as one process writes. Rank 0 runs the CLI with
     the env vars set; rank 1 runs concurrently in a thread (the same code path, its rank passed explicitly)."""
-    from pipelines.stages.handsoff import SynthesizeCommand, run_synthesis
+    from pipelines.commands.handsoff import SynthesizeCommand, synthesize_with
 
     single, ranked = tmp_path / "single", tmp_path / "ranked"
     base = ["synthesize", f"checkpoint={trained['ckpt']}", "n=5", "batch_size=3", "accelerator=cpu", "progress=false",
@@ -117,7 +118,7 @@ def test_synthesize_under_a_launcher_each_rank_writes_its_shard(trained, tmp_pat
     cmd = SynthesizeCommand(checkpoint=str(trained["ckpt"]), n=5, batch_size=3, accelerator="cpu", progress=False,
                             out=str(ranked), wait_timeout_s=120)  # fmt: skip
     rank1: dict = {}
-    worker = threading.Thread(target=lambda: rank1.update(run_synthesis(cmd, launched=(1, 2, 1))))
+    worker = threading.Thread(target=lambda: rank1.update(synthesize_with(cmd, launched=(1, 2, 1))))
     worker.start()
     monkeypatch.setenv("RANK", "0")
     monkeypatch.setenv("WORLD_SIZE", "2")
@@ -200,7 +201,7 @@ def test_fit_labels_checks_class_and_keypoint_counts(trained, tmp_path, capsys):
 def test_keypoint_labels_end_to_end(trained, tmp_path):
     runs = tmp_path / "runs"
     assert main(["fit", "labels", f"generator={trained['gen']}", f"encoder={trained['enc']}",
-                 f"labeled={trained['data']}", "label_generator.task=keypoints", "label_generator.n_keypoints=4",
+                 f"labeled={trained['data']}", "label_generator.task=keypoints",  # n_keypoints: counted (4)
                  "label_generator.n_members=2", "label_generator.hidden=[8,4]", "label_generator.fp16=false",
                  "label_generator.working_resolution=8", "label_train.max_steps=3", "label_train.pixels_per_image=32",
                  "label_train.batch_pixels=8", *COMMON, f"run.root={runs}"]) == 0  # fmt: skip
@@ -211,6 +212,47 @@ def test_keypoint_labels_end_to_end(trained, tmp_path):
     lab = json.loads((out / "labels" / f"{sid}.json").read_text())
     assert (lab["resolution"], lab["working_resolution"], len(lab["keypoints"])) == (16, 8, 4)  # image pixels
     assert all(0 <= k["x"] <= 15 and 0 <= k["y"] <= 15 for k in lab["keypoints"])
+    plan = json.loads((out / "plan.json").read_text())  # keypoint names + skeleton of the labeled folder's labels.json
+    assert plan["keypoint_names"] == ["top", "bottom", "left", "right"] and len(plan["skeleton"]) == 4
+    if importlib.util.find_spec("pycocotools") is not None:
+        assert main(["export", f"src={out}", "format=coco", f"out={tmp_path / 'coco'}"]) == 0
+        cat = json.loads((tmp_path / "coco" / "annotations.json").read_text())["categories"][0]
+        assert cat["keypoints"] == plan["keypoint_names"] and cat["skeleton"][0] == [1, 4]
+
+
+def test_labels_and_names_survive_import_synthesize_export(trained, tmp_path):
+    pytest.importorskip("pycocotools")
+    pytest.importorskip("cv2")
+    import numpy as np
+    from PIL import Image
+
+    from autolabel.data.formats import export_dataset, read_labels
+
+    export_dataset(
+        trained["data"], "coco", tmp_path / "in", task="segmentation"
+    )  # the shapes' labels as a COCO file (the import side)
+    runs = tmp_path / "runs"
+    assert main(["fit", "labels", f"generator={trained['gen']}", f"encoder={trained['enc']}",
+                 f"labeled={tmp_path / 'in' / 'annotations.json'}", "label_generator.n_members=2",
+                 "label_generator.hidden=[8,4]", "label_generator.fp16=false", "label_generator.min_class_pixels=2",
+                 "label_train.max_steps=3", "label_train.pixels_per_image=64", "label_train.batch_pixels=16",
+                 *COMMON, f"run.root={runs}"]) == 0  # fmt: skip
+    ckpt = next(runs.glob("labels/*/labels/checkpoints/last.ckpt"))
+    synth = tmp_path / "synth"
+    assert main(["synthesize", f"checkpoint={ckpt}", "n=3", f"out={synth}", "accelerator=cpu", "progress=false"]) == 0
+    names = ["background", "ellipse", "rectangle", "triangle", "star"]
+    assert json.loads((synth / "plan.json").read_text())["classes"] == names
+    rows = [json.loads(line) for line in (synth / "manifest.jsonl").read_text().splitlines()]
+    masks = [np.array(Image.open(synth / "labels" / f"{r['id']}.png")) for r in rows]
+    for r, m in zip(rows, masks):
+        assert r["classes"] == [names[c] for c in np.unique(m)]
+    for fmt in ("coco", "yolo", "voc"):
+        assert main(["export", f"src={synth}", f"format={fmt}", f"out={tmp_path / fmt}"]) == 0
+        back = read_labels(tmp_path / fmt)
+        assert back.class_names() == names and back.ids == [r["id"] for r in rows]
+        for i, m in enumerate(masks):
+            agree = (back.mask(i) == m).mean()
+            assert agree == 1.0 if fmt != "yolo" else agree >= 0.9, (fmt, agree)  # YOLO: outer polygons only
 
 
 @pytest.mark.parametrize(
@@ -228,24 +270,24 @@ def test_handsoff_bad_input(args, message, capsys):
     assert err.startswith("error: ") and message in err
 
 
-def test_stage_device_follows_the_trainer_config(monkeypatch):
+def test_training_device_follows_the_trainer_config(monkeypatch):
     from autolabel.config import TrainerConfig
-    from pipelines.stages.handsoff import stage_device
+    from autolabel.engine.dist import training_device
 
-    assert stage_device(TrainerConfig(accelerator="cpu")).type == "cpu"
+    assert training_device(TrainerConfig(accelerator="cpu")).type == "cpu"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
     monkeypatch.setenv("LOCAL_RANK", "1")
-    assert stage_device(TrainerConfig(accelerator="auto")) == torch.device("cuda", 1)
-    assert stage_device(TrainerConfig(accelerator="gpu", devices=[2, 3])) == torch.device("cuda", 3)
-    assert stage_device(TrainerConfig(accelerator="cpu")).type == "cpu"
+    assert training_device(TrainerConfig(accelerator="auto")) == torch.device("cuda", 1)
+    assert training_device(TrainerConfig(accelerator="gpu", devices=[2, 3])) == torch.device("cuda", 3)
+    assert training_device(TrainerConfig(accelerator="cpu")).type == "cpu"
 
 
 def test_resumed_labels_stage_reuses_its_latents(trained, tmp_path):
     """An interrupted `fit labels` resumes from last.ckpt on the W+ codes it saved (no re-inversion, so no drift)."""
     from autolabel.config import TrainerConfig
     from autolabel.config.labelgen import LabelGeneratorConfig, LabelTrainConfig
-    from pipelines.stages.handsoff import FitLabelsCommand, train_labels
+    from pipelines.commands.handsoff import FitLabelsCommand, train_labels
 
     stage = tmp_path / "labels"
     shutil.copytree(trained["labels_run"] / "labels", stage)

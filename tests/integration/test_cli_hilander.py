@@ -206,3 +206,31 @@ def test_embed_writes_a_pool_matching_embed_folder(trained, tmp_path, capsys):
     ref = embed_folder(trained["encoder"], trained["images"], tmp_path / "ref.npz", batch_size=12, progress=False)
     pool = load_feature_pool(ref["path"])
     assert np.allclose(pool.features, feats, atol=1e-6) and pool.ids.tolist() == ids.tolist()
+
+
+def test_assign_new_samples_to_a_clustered_run(trained, tmp_path, capsys):
+    x, _ = make_blob_features(3, 8, 16, spread=0.1, seed=5)
+    ids = np.array([f"p{i}" for i in range(len(x))])
+    run = tmp_path / "run"
+    run.mkdir()
+    np.savez(run / "pool.npz", features=x, ids=ids)
+    assert main(["cluster", f"checkpoint={trained['lander']}", f"features={run / 'pool.npz'}",
+                 f"out={run / 'clusters.csv'}", "cluster.k=3"]) == 0  # fmt: skip
+    new = np.concatenate([x[:2] + 0.01, -x[:1]])  # two near pool samples, one opposite to everything
+    np.savez(tmp_path / "new.npz", features=new, ids=np.array(["n0", "n1", "n2"]))
+    out = tmp_path / "assigned.csv"
+    assert main(["assign", f"checkpoint={trained['lander']}", f"clusters={run}", f"features={tmp_path / 'new.npz'}",
+                 f"out={out}", "k=3", "tau=0.5"]) == 0  # fmt: skip
+    assert "3 samples:" in capsys.readouterr().out
+    rows = list(csv.DictReader(out.open()))
+    clusters = {r["id"]: r["cluster"] for r in csv.DictReader((run / "clusters.csv").open())}
+    assert [r["id"] for r in rows] == ["n0", "n1", "n2"]
+    for r in rows:
+        assert 0.0 <= float(r["confidence"]) <= 1.0 and r["outcome"] in ("existing", "new")
+        if r["outcome"] == "existing":
+            assert float(r["confidence"]) > 0.5 and r["cluster"] == clusters[r["nearest"]]
+        else:
+            assert r["cluster"].startswith("new-")
+    assert main(["assign", f"checkpoint={trained['lander']}", f"clusters={run / 'clusters.csv'}",
+                 f"features={tmp_path / 'new.npz'}"]) == 2  # fmt: skip
+    assert "pool=FEATURES.npz" in _error(capsys)

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from autolabel.config import configs_dir, load_config, to_object
-from pipelines.registry import commands
+from pipelines.cli import commands
 from pipelines.sweep import SweepConfig
 
 # config file -> (command, overrides that stand in for the user's required paths)

@@ -42,6 +42,8 @@ def test_binary_mask_auto_and_class_range(tmp_path):
     assert ds.mask_mode_resolved == "binary" and ds.n_classes == 2
     assert ds[0]["mask"][:4].eq(1).all() and ds[0]["mask"][5, 5] == 1 and ds[0]["mask"][6, 0] == 0
     with pytest.raises(DataError, match="class index 255 >= n_classes=2"):
+        LabeledFolder(tmp_path, mask_mode="index", n_classes=2, ignore_index=None)
+    with pytest.raises(DataError, match="class index 240 >= n_classes=2"):  # 255 = void by default: not a class
         LabeledFolder(tmp_path, mask_mode="index", n_classes=2)
     with pytest.raises(ConfigError, match="mask_mode"):
         LabeledFolder(tmp_path, mask_mode="weird")
@@ -174,7 +176,8 @@ def test_class_count_is_taken_before_resizing(tmp_path):
     masks[0, 4:12, 4:12] = 1
     masks[1, 5, 5] = 4  # a one-pixel class: nearest resizing to 4 px drops it, it is still one of the classes
     write_labeled_folder(tmp_path, imgs, "segmentation", masks)
-    ds = LabeledFolder(tmp_path, size=4)
+    with pytest.warns(UserWarning, match="000001.png: mask value 4 covers only 1 of 512"):  # stray-value check
+        ds = LabeledFolder(tmp_path, size=4, mask_check="warn")
     assert ds.n_classes == 5 and int(max(ds[i]["mask"].max() for i in range(2))) < 4
     assert LabeledFolder(tmp_path, size=4, n_classes=7).n_classes == 7
     with pytest.raises(DataError, match="class index 4 >= n_classes=3"):

@@ -119,8 +119,9 @@ def test_bad_config_and_inputs():
     ens = LabelGeneratorEnsemble(8, "segmentation", n_classes=2, n_members=2, hidden=(4, 4))
     with pytest.raises(DataError, match="expected"):
         ens(torch.zeros(3, 9))
+    assert LabelGeneratorConfig(task="keypoints").n_keypoints == 0  # 0 = counted in the labeled folder
     with pytest.raises(ConfigError, match="n_keypoints"):
-        LabelGeneratorConfig(task="keypoints")
+        LabelGeneratorConfig(task="keypoints", n_keypoints=-2)
     with pytest.raises(ConfigError, match="n_classes=1"):
         LabelGeneratorConfig(n_classes=1)
     with pytest.raises(ConfigError, match="lr"):
@@ -442,3 +443,24 @@ def test_generator_and_codes_follow_the_trainer_device():
     assert next(g.parameters()).device.type == "cpu"  # the generator is outside the module tree ...
     module.on_fit_start()
     assert next(g.parameters()).device.type == "meta"  # ... and is moved to the module's device when training starts
+
+
+def test_ignore_index_pixels_carry_no_loss():
+    from autolabel.handsoff.label_module import LabelTargets
+
+    lab = torch.zeros(1, 8, 8, dtype=torch.long)
+    lab[0, 2:6, 2:6] = 2
+    lab[0, 1, :] = 255  # a void border row (VOC)
+    t = LabelTargets(lab, "segmentation", 8, ignore_index=255, min_class_pixels=0)
+    assert t.n_outputs == 3  # 255 is no class
+    idx = torch.arange(64)
+    y, w = t.targets(0, idx)
+    assert w.reshape(8, 8)[1].eq(0).all() and w.sum() == 56 and y.max() == 2
+    suppressed = LabelTargets(lab, "segmentation", 8, ignore_index=255, min_class_pixels=30)
+    assert suppressed.labels[0, 1].eq(255).all()  # void is not a small class turned into background
+    ens = LabelGeneratorEnsemble(4, "segmentation", n_classes=3, n_members=2, hidden=(4, 4))
+    out = torch.randn(2, 64, 3)
+    weighted = ens.member_losses(out, y, weight=w)
+    keep = w.bool()
+    plain = ens.member_losses(out[:, keep], y[keep])
+    assert torch.allclose(weighted, plain)  # = cross-entropy over the labeled pixels only

@@ -11,8 +11,9 @@ from autolabel.config import load_config, to_object
 from autolabel.data.procedural import make_shapes_dataset
 from autolabel.engine.rundir import RunDir
 from autolabel.errors import AutolabelError
-from pipelines.definitions import PipelineConfig, get_pipeline, stage_handsoff_data
+from pipelines.definitions import PipelineConfig, get_pipeline
 from pipelines.runner import StageContext
+from pipelines.stages.data import stage_handsoff_data
 
 
 def _cfg(*overrides: str) -> PipelineConfig:
@@ -112,3 +113,40 @@ def test_bad_folders_fail_before_any_work(faces, tmp_path, setup, overrides, mes
     with pytest.raises(AutolabelError, match=message):
         cfg = _cfg(*overrides)
         get_pipeline(cfg.pipeline).validate(cfg)
+
+
+def test_headline_shows_each_task_own_metrics():
+    from types import SimpleNamespace
+
+    from pipelines.definitions import headline
+
+    kp = SimpleNamespace(manifest={"metrics": {"pck@0.1_synthetic": 0.6, "pck@0.1_real_few": 0.5, "nme_synthetic": 0.1,
+                                               "nme_real_few": 0.2, "downstream": {}}})  # fmt: skip
+    depth = SimpleNamespace(manifest={"metrics": {"rmse_synthetic": 1.5, "abs_rel_real_few": 0.3}})
+    assert headline([kp]) == {"pck@0.1_synthetic": 0.6, "pck@0.1_real_few": 0.5, "nme_synthetic": 0.1,
+                              "nme_real_few": 0.2}  # fmt: skip
+    assert headline([depth]) == {"rmse_synthetic": 1.5, "abs_rel_real_few": 0.3}
+
+
+def test_imported_formats_feed_the_data_stage(tmp_path):
+    """data.labeled = data.test = a COCO file: the first n_labeled become a labeled folder (names kept), the rest the
+    test folder; no labeled image is scored on."""
+    pytest.importorskip("pycocotools")
+    from autolabel.data.formats import export_dataset
+    from autolabel.data.labeled import LabeledFolder
+
+    src = make_shapes_dataset(tmp_path / "src", 7, size=8, seed=0)
+    export_dataset(src, "coco", tmp_path / "coco", task="segmentation")
+    ann = tmp_path / "coco" / "annotations.json"
+    cfg = _cfg("pipeline=handsoff", "data.source=folders", f"data.images={src / 'images'}", f"data.labeled={ann}",
+               "data.n_labeled=3", f"data.test={ann}")  # fmt: skip
+    run = tmp_path / "run"
+    run.mkdir()
+    out = _data_stage(cfg, run)
+    lab, test = LabeledFolder(out["outputs"]["labeled"]), LabeledFolder(out["outputs"]["test"])
+    names = sorted(p.stem for p in (src / "images").iterdir())
+    assert lab.ids == names[:3] and test.ids == names[3:]
+    assert lab.names["classes"] == ["background", "ellipse", "rectangle", "triangle", "star"]
+    ref = LabeledFolder(src, task="segmentation")
+    assert all((lab[i]["mask"] == ref[i]["mask"]).all() for i in range(3))
+    assert out["metrics"]["labeled_images"] == 3 and out["metrics"]["test_images"] == 4

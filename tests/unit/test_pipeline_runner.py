@@ -234,8 +234,9 @@ def test_ranks_run_training_stages_together_and_the_rest_on_rank_0_only(tmp_path
 
 
 def test_downstream_check_is_skipped_without_a_test_folder(tmp_path):
-    from pipelines.definitions import PipelineConfig, stage_downstream
+    from pipelines.definitions import PipelineConfig
     from pipelines.runner import StageContext
+    from pipelines.stages.downstream import stage_downstream
 
     ctx = StageContext(PipelineConfig(), RunDir(tmp_path), tmp_path, {"data": {"outputs": {"labeled": "x"}}})
     out = stage_downstream(ctx)

@@ -215,14 +215,21 @@ def test_slurm_jobs_get_one_task_per_training_device(tmp_path, monkeypatch):
             return handle
 
     monkeypatch.setattr(submitit, "AutoExecutor", FakeExecutor)
+    from pipelines.cli import commands
+    from pipelines.commands.base import job_trainer
+
+    def resolved(name, args, run_dir, **kw):  # as the sweep builds its jobs: devices/nodes from the resolved config
+        devices, nodes = job_trainer(args, commands())
+        return Job(name, args, run_dir, devices=devices, nodes=nodes, **kw)
+
     fit = ["fit", "hilander", "train_features=x.npz"]
     jobs = [
-        Job("a", [*fit, "trainer.devices=4"], tmp_path / "a"),
-        Job(
+        resolved("a", [*fit, "trainer.devices=4"], tmp_path / "a"),
+        resolved(
             "b", [*fit, f"config={configs_dir() / 'trainer' / 'gpu8_ddp.yaml'}", "trainer.num_nodes=2"], tmp_path / "b"
         ),
-        Job("c", [*fit, "trainer.devices=[0,1,2,3]"], tmp_path / "c"),
-        Job("d", ["report", str(tmp_path)], tmp_path / "d", pin_run_dir=False),
+        resolved("c", [*fit, "trainer.devices=[0,1,2,3]"], tmp_path / "c"),
+        resolved("d", ["report", str(tmp_path)], tmp_path / "d", pin_run_dir=False),
     ]
     cfg = LauncherConfig(name="slurm", slurm_partition="gpu", folder=str(tmp_path / "s"))
     res = launch(jobs, cfg, progress=False)
@@ -243,7 +250,7 @@ def _optuna_with_fake_trials(tmp_path, monkeypatch, n_trials: int, behaviour: di
     import csv
 
     from pipelines import sweep
-    from pipelines.launchers import _summary
+    from pipelines.launchers import summary_of
     from pipelines.sweep import run_sweep
 
     def fake_monitored(job, should_stop, interval_s=2.0):
@@ -262,7 +269,7 @@ def _optuna_with_fake_trials(tmp_path, monkeypatch, n_trials: int, behaviour: di
                 return JobResult(job.name, job.run_dir, -15, 0.1, {}, pruned=True)
         if rc == 0:
             (job.run_dir / "summary.json").write_text(json.dumps({"train/loss_epoch": curve[-1]}))
-        return JobResult(job.name, job.run_dir, rc, 0.1, _summary(job.run_dir))
+        return JobResult(job.name, job.run_dir, rc, 0.1, summary_of(job.run_dir))
 
     monkeypatch.setattr(sweep, "run_local_monitored", fake_monitored)
     (tmp_path / "sweep.yaml").write_text(f"""

@@ -215,3 +215,26 @@ def test_bad_arguments(tmp_path):
         synthesize(g, ens, other, 2, tmp_path, progress=False)
     with pytest.raises(DataError, match="plan.json"):
         merge_manifests(tmp_path / "nothing")
+
+
+def test_names_flow_into_plan_manifest_and_exports(tmp_path):
+    pytest.importorskip("pycocotools")
+    from autolabel.data.formats import export_dataset, read_labels
+
+    g, ext, ens = setup()
+    names = {"classes": ["background", "body", "head"]}
+    synthesize(g, ens, ext, 3, tmp_path / "s", batch_size=4, filter_fraction=0.25, progress=False, names=names)
+    plan = json.loads((tmp_path / "s" / "plan.json").read_text())
+    assert plan["classes"] == names["classes"]
+    man = read_manifest(tmp_path / "s" / "manifest.jsonl")
+    for rec in man:  # each sample lists the classes it holds, by name
+        mask = np.array(Image.open(tmp_path / "s" / "labels" / f"{rec['id']}.png"))
+        assert rec["classes"] == [names["classes"][c] for c in np.unique(mask)]
+    # a rerun with the same settings resumes (names are recorded, not part of the settings check)
+    synthesize(g, ens, ext, 3, tmp_path / "s", batch_size=4, filter_fraction=0.25, progress=False)
+    info = export_dataset(tmp_path / "s", "coco", tmp_path / "coco")
+    assert info["n"] == 3 and info["classes"] == names["classes"]
+    back = read_labels(tmp_path / "coco")
+    assert back.class_names() == names["classes"]
+    for i, rec in enumerate(man):
+        assert np.array_equal(back.mask(i), np.array(Image.open(tmp_path / "s" / "labels" / f"{rec['id']}.png")))

@@ -139,3 +139,19 @@ def test_report_errors(tmp_path):
         build_report(tmp_path / "nope")
     with pytest.raises(DataError, match="no finished stage"):
         build_report(tmp_path)
+
+
+def test_append_legend_names_the_overlay_colours(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from autolabel.viz import append_legend, palette
+
+    Image.fromarray(np.zeros((20, 120, 3), np.uint8)).save(tmp_path / "fig.png")
+    cols = palette(3)[1:]
+    append_legend(tmp_path / "fig.png", ["horse", "rider"], cols)
+    out = np.asarray(Image.open(tmp_path / "fig.png").convert("RGB"))
+    assert out.shape[0] > 20 and out.shape[1] == 120 and (out[:20] == 0).all()
+    band = out[20:].reshape(-1, 3)
+    for c in cols:  # each class's swatch is drawn in its overlay colour
+        assert (band == c).all(1).sum() >= 50

@@ -42,5 +42,7 @@ class ClassifierConfig:
             raise ConfigError("classifier.lr must be > 0, weight_decay >= 0 and batch_size >= 1; fix the config values")
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ConfigError(f"classifier.label_smoothing={self.label_smoothing} must be in [0, 1)")
+        if self.num_workers < 0:
+            raise ConfigError(f"classifier.num_workers={self.num_workers} must be >= 0")
         if self.scale <= 0:
             raise ConfigError(f"classifier.scale={self.scale} must be > 0 (cosine-head logit scale, e.g. 16)")

@@ -38,8 +38,28 @@ class TrainerConfig:
             )
         if self.num_nodes < 1:
             raise ConfigError(f"trainer.num_nodes={self.num_nodes} must be >= 1")
-        if self.max_steps == 0:
-            raise ConfigError("trainer.max_steps=0 would train nothing; use -1 for 'no step limit' or a positive count")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ConfigError(f"trainer.max_steps={self.max_steps} would train nothing; use -1 for 'no step limit' "
+                              "or a positive count")  # fmt: skip
+        if self.max_epochs is not None and (self.max_epochs == 0 or self.max_epochs < -1):
+            raise ConfigError(f"trainer.max_epochs={self.max_epochs} would train nothing; use a positive count, or "
+                              "-1 / null for 'no epoch limit'")  # fmt: skip
+        for name in ("log_every_n_steps", "check_val_every_n_epoch"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"trainer.{name}={getattr(self, name)} must be >= 1")
+        if self.checkpoint_every_n_steps < 0:
+            raise ConfigError(f"trainer.checkpoint_every_n_steps={self.checkpoint_every_n_steps} must be >= 0 "
+                              "(0: at every epoch end)")  # fmt: skip
+        if self.gradient_clip_val is not None and self.gradient_clip_val < 0:
+            raise ConfigError(f"trainer.gradient_clip_val={self.gradient_clip_val} must be >= 0 (or null: no clipping)")
+        if (
+            isinstance(self.devices, int)
+            and not isinstance(self.devices, bool)
+            and (self.devices == 0 or self.devices < -1)
+        ):
+            raise ConfigError(
+                f"trainer.devices={self.devices}: use a positive count, -1 / auto (all), or a list of ids"
+            )
 
 
 @dataclass

@@ -33,6 +33,11 @@ class DenseTaskConfig:
             raise ConfigError(f"dense.base >= 1, depth >= 1 and size >= 2**depth required (size={self.size})")
         if self.batch_size < 1 or self.lr <= 0:
             raise ConfigError(f"dense.batch_size={self.batch_size} must be >= 1 and lr={self.lr} > 0")
+        if self.max_epochs < 1 or self.max_steps == 0 or self.max_steps < -1 or self.num_workers < 0:
+            raise ConfigError(f"dense.max_epochs={self.max_epochs} must be >= 1, max_steps={self.max_steps} -1 or "
+                              f">= 1 and num_workers={self.num_workers} >= 0")  # fmt: skip
+        if self.heatmap_sigma <= 0:
+            raise ConfigError(f"dense.heatmap_sigma={self.heatmap_sigma} must be > 0 (pixels)")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"dense.val_fraction={self.val_fraction} must be in [0, 1)")
         if not 0.0 < self.pck_threshold <= 1.0:

@@ -44,6 +44,8 @@ class GeneratorConfig:
             raise ConfigError(f"gan.d_backbone={self.d_backbone!r}: use 'vgg' or 'alex'")
         if not 1 <= self.d_scales <= 5 or self.d_head_channels < 1:
             raise ConfigError(f"gan.d_scales={self.d_scales} must be in 1..5 and d_head_channels >= 1")
+        if self.lr_mlp <= 0 or self.mbstd_group < 1:
+            raise ConfigError(f"gan.lr_mlp={self.lr_mlp} must be > 0 and gan.mbstd_group={self.mbstd_group} >= 1")
 
     def generator_kwargs(self) -> dict:
         """Keyword arguments of :class:`autolabel.gan.Generator`."""
@@ -129,6 +131,9 @@ class GANTrainConfig:
                 f"gan_train.ada_kimg={self.ada_kimg} must be > 0 and ada_interval={self.ada_interval} >= 1 "
                 "(NVIDIA: 500 and 4)"
             )
+        if self.num_workers < 0 or not 0.0 <= self.pl_decay <= 1.0:
+            raise ConfigError(f"gan_train.num_workers={self.num_workers} must be >= 0 and pl_decay={self.pl_decay} "
+                              "in [0, 1]")  # fmt: skip
         if not 0.0 <= self.style_mixing_prob <= 1.0:
             raise ConfigError(
                 f"gan_train.style_mixing_prob={self.style_mixing_prob} must be in [0, 1] (0 = off; StyleGAN2 uses 0.9)"

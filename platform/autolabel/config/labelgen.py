@@ -11,7 +11,7 @@ from autolabel.errors import ConfigError
 class LabelGeneratorConfig:
     task: str = "segmentation"  # segmentation | keypoints | depth
     n_classes: int = -1  # -1 = the labeled folder's class count (max label + 1 at full resolution)
-    n_keypoints: int = 0  # required for task=keypoints; checked against the labeled folder
+    n_keypoints: int = 0  # 0 = the labeled folder's keypoint count; > 0 is checked against it
     n_members: int = 10
     hidden: list[int] = field(default_factory=lambda: [256, 32])
     working_resolution: int = -1  # -1 = the generator's image resolution
@@ -28,13 +28,18 @@ class LabelGeneratorConfig:
             raise ConfigError(f"label_generator.n_members={self.n_members} must be >= 1 (10 in the reference)")
         if len(self.hidden) != 2 or min(self.hidden) < 1:
             raise ConfigError(f"label_generator.hidden={list(self.hidden)} must be two positive widths, e.g. [256, 32]")
+        if self.n_classes == 0 or self.n_classes < -1 or self.n_keypoints < 0:
+            raise ConfigError(f"label_generator.n_classes={self.n_classes} must be -1 (count them) or >= 2, and "
+                              f"n_keypoints={self.n_keypoints} >= 0")  # fmt: skip
+        if self.working_resolution == 0 or self.working_resolution < -1:
+            raise ConfigError(f"label_generator.working_resolution={self.working_resolution} must be -1 (the "
+                              "generator's resolution) or >= 1")  # fmt: skip
         if self.n_classes == 1:
             raise ConfigError("label_generator.n_classes=1: segmentation needs >= 2 classes (background included); "
                               "use -1 to count them in the labeled folder")  # fmt: skip
-        if self.task == "keypoints" and self.n_keypoints < 1:
-            raise ConfigError(
-                "label_generator.n_keypoints must be >= 1 for task=keypoints: set it to the keypoint count"
-            )
+        if self.n_keypoints < 0:
+            raise ConfigError(f"label_generator.n_keypoints={self.n_keypoints}: use 0 (count them in the labels) or "
+                              "the keypoint count")  # fmt: skip
         if self.heatmap_sigma <= 0:
             raise ConfigError(f"label_generator.heatmap_sigma={self.heatmap_sigma} must be > 0 (2 pixels is typical)")
         if self.min_class_pixels < 0:
@@ -95,6 +100,8 @@ class SynthesisConfig:
             raise ConfigError(f"synthesis.n={self.n} must be >= 1 (number of labeled images to keep)")
         if self.batch_size < 1:
             raise ConfigError(f"synthesis.batch_size={self.batch_size} must be >= 1")
+        if not 0.0 < self.truncation_psi <= 1.0:
+            raise ConfigError(f"synthesis.truncation_psi={self.truncation_psi} must be in (0, 1] (0.7 = DatasetGAN)")
         if not 0.0 <= self.filter_fraction < 1.0:
             raise ConfigError(f"synthesis.filter_fraction={self.filter_fraction} must be in [0, 1) (0.1 = DatasetGAN)")
         if self.drop_least_uncertain < 0:

@@ -26,11 +26,18 @@ T = TypeVar("T")
 
 
 def configs_dir() -> Path:
-    """The bundled ``configs/`` folder (override with ``$AUTOLABEL_CONFIGS``)."""
+    """The bundled ``configs/`` folder (override with ``$AUTOLABEL_CONFIGS``): ``autolabel/configs`` in an installed
+    wheel (package data), else the ``configs/`` next to the ``pyproject.toml`` of the source checkout."""
     env = os.environ.get("AUTOLABEL_CONFIGS")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[3] / "configs"
+    package = Path(__file__).resolve().parent.parent  # .../autolabel
+    if (package / "configs").is_dir():
+        return package / "configs"
+    for parent in package.parents:
+        if (parent / "pyproject.toml").is_file() and (parent / "configs").is_dir():
+            return parent / "configs"
+    return package / "configs"  # not found: error messages name the expected place
 
 
 def _closest(name: str, candidates: Sequence[str], parent: str = "") -> str:
@@ -81,6 +88,25 @@ def parse_overrides(overrides: Sequence[str]) -> DictConfig:
         raise ConfigError(f"cannot parse overrides {list(overrides)}: {str(e).splitlines()[0]}") from e
 
 
+def yaml_error_message(path: str | os.PathLike, err: BaseException) -> str:
+    """One line for a YAML that does not parse: file, line and column (1-based), the problem, and the fix."""
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    problem = getattr(err, "problem", None) or (str(err).splitlines() or [type(err).__name__])[0]
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    tab = False
+    if mark is not None:
+        try:
+            line = Path(path).read_text(encoding="utf-8", errors="replace").splitlines()[mark.line]
+            tab = "\t" in line[: mark.column + 1]
+        except (OSError, IndexError):
+            pass
+    hint = ("YAML indents with spaces, never tabs: replace the tab with spaces" if tab
+            else "fix the syntax there (check indentation, a missing ':' or an unclosed quote/bracket)")  # fmt: skip
+    if isinstance(err, UnicodeDecodeError):
+        where, problem, hint = "", "not UTF-8 text", "save it as UTF-8 YAML"
+    return f"cannot parse YAML {path}{where}: {problem.strip()} -- {hint}"
+
+
 def load_yaml(path: str | os.PathLike) -> DictConfig:
     p = Path(path)
     if not p.is_file():
@@ -90,7 +116,7 @@ def load_yaml(path: str | os.PathLike) -> DictConfig:
     try:
         cfg = OmegaConf.load(p)
     except Exception as e:  # yaml.YAMLError and friends
-        raise ConfigError(f"cannot parse YAML {p}: {str(e).splitlines()[0]}") from e
+        raise ConfigError(yaml_error_message(p, e)) from None
     if isinstance(cfg, ListConfig):
         raise ConfigError(f"{p} holds a list at top level; a config file must be a mapping of key: value")
     return cfg

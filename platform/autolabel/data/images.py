@@ -1,6 +1,11 @@
 """Image folders: unlabeled pools (``DIR/*.png``) or classed folders (``DIR/<class>/*.png``).
 
 Images come out as float tensors ``[C, H, W]`` in ``[-1, 1]`` (the GAN's range; classifiers use it as is).
+
+Every image the project reads goes through :func:`open_image` (one-line errors; a decompression-bomb guard whose
+pixel limit is ``$AUTOLABEL_MAX_IMAGE_PIXELS``, default PIL's 178,956,970, or :func:`set_max_image_pixels`) and
+:func:`image_array` (8-bit RGB/grey from any mode: 16-bit ``I;16*`` and 32-bit ``I`` images are scaled from their
+16-bit range instead of clipped to white, float ``F`` images from [0, 1] or [0, 255]).
 """
 
 from __future__ import annotations
@@ -17,6 +22,99 @@ from torch.utils.data import Dataset
 from autolabel.errors import ConfigError, DataError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+MAX_PIXELS_ENV = "AUTOLABEL_MAX_IMAGE_PIXELS"
+DEFAULT_MAX_PIXELS = 178_956_970  # PIL's own hard limit (2 x Image.MAX_IMAGE_PIXELS)
+_max_pixels: list[int] = []  # set by set_max_image_pixels (overrides the environment)
+
+
+def set_max_image_pixels(n: int | None) -> None:
+    """Largest image (width x height) :func:`open_image` accepts; ``None`` restores the default / environment."""
+    _max_pixels.clear()
+    if n is not None:
+        if int(n) < 1:
+            raise ConfigError(f"max image pixels {n} must be >= 1")
+        _max_pixels.append(int(n))
+
+
+def max_image_pixels() -> int:
+    """The active pixel limit: :func:`set_max_image_pixels`, else ``$AUTOLABEL_MAX_IMAGE_PIXELS``, else PIL's."""
+    if _max_pixels:
+        return _max_pixels[0]
+    raw = os.environ.get(MAX_PIXELS_ENV, "").strip().replace("_", "")
+    if not raw:
+        return DEFAULT_MAX_PIXELS
+    try:
+        n = int(float(raw))
+    except ValueError:
+        raise ConfigError(f"{MAX_PIXELS_ENV}={raw!r} is not a number: give the pixel limit, e.g. 400000000") from None
+    if n < 1:
+        raise ConfigError(f"{MAX_PIXELS_ENV}={raw} must be >= 1")
+    return n
+
+
+def _bomb(path: str | os.PathLike, pixels: str, limit: int) -> DataError:
+    return DataError(f"image {path} has {pixels} pixels, over the limit of {limit:,} (decompression-bomb guard): "
+                     f"shrink the image, or raise the limit with {MAX_PIXELS_ENV}=N if you trust the file")  # fmt: skip
+
+
+def open_image(path: str | os.PathLike, max_pixels: int | None = None) -> Image.Image:
+    """The decoded image at ``path``; one-line DataError when it is unreadable or larger than the pixel limit
+    (checked from the header, before decoding)."""
+    import warnings
+
+    limit = int(max_pixels) if max_pixels is not None else max_image_pixels()
+    if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < limit:
+        Image.MAX_IMAGE_PIXELS = limit  # PIL's own guard must not fire below ours (ours gives the one-line error)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit decides
+            im = Image.open(path)
+    except Image.DecompressionBombError:
+        raise _bomb(path, "too many", limit) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise DataError(f"cannot read image {path}: {e.__class__.__name__}; remove or re-save the file") from None
+    w, h = im.size
+    if w * h > limit:
+        im.close()
+        raise _bomb(path, f"{w}x{h} = {w * h:,}", limit)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            im.load()
+    except Image.DecompressionBombError:
+        raise _bomb(path, f"{w}x{h} = {w * h:,}", limit) from None
+    except (OSError, ValueError, SyntaxError) as e:
+        raise DataError(f"cannot read image {path}: {e.__class__.__name__} (truncated or damaged); remove or "
+                        "re-save the file") from None  # fmt: skip
+    return im
+
+
+def _to_uint8(a: np.ndarray, mode: str) -> np.ndarray:
+    """Map a high-bit-depth single-channel array to uint8 by its mode's range (not clipped)."""
+    if mode.startswith("I;16") or a.dtype == np.uint16:
+        return ((a.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    if mode == "F":
+        a = np.nan_to_num(a.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+        scale = 255.0 if a.size and a.max() <= 1.0 else 1.0  # [0, 1] floats, else already 0..255
+        return np.clip(np.rint(a * scale), 0, 255).astype(np.uint8)
+    # "I" (int32): 16-bit data (PNG, TIFF) unless every value fits 8 bits
+    a = a.astype(np.int64)
+    if a.size and a.max() > 255:
+        return ((np.clip(a, 0, 65535) * 255 + 32767) // 65535).astype(np.uint8)
+    return np.clip(a, 0, 255).astype(np.uint8)
+
+
+def image_array(im: Image.Image, channels: int = 3) -> np.ndarray:
+    """uint8 ``[H, W, channels]`` of a PIL image in any mode: 16-bit and 32-bit integer images are scaled from their
+    16-bit range, float images from [0, 1] (or taken as 0..255), palette/alpha/CMYK images converted by PIL."""
+    if im.mode.startswith("I") or im.mode == "F":
+        grey = _to_uint8(np.asarray(im), im.mode)
+        arr = grey[..., None] if channels == 1 else np.repeat(grey[..., None], 3, axis=2)
+        return np.ascontiguousarray(arr)
+    if im.mode in ("P", "PA") and "transparency" in im.info:
+        im = im.convert("RGBA")
+    arr = np.asarray(im.convert("RGB" if channels == 3 else "L"), dtype=np.uint8)
+    return arr[..., None] if arr.ndim == 2 else arr
 
 
 def list_images(root: str | os.PathLike) -> list[Path]:
@@ -31,15 +129,13 @@ def list_images(root: str | os.PathLike) -> list[Path]:
 
 
 def load_image(path: str | os.PathLike, size: int | None = None, channels: int = 3) -> np.ndarray:
-    """uint8 ``[H, W, C]``, resized to ``size x size`` (bilinear, antialiased) when given."""
-    try:
-        with Image.open(path) as im:
-            im = im.convert("RGB" if channels == 3 else "L")
-            if size is not None and im.size != (size, size):
-                im = im.resize((size, size), Image.BILINEAR, reducing_gap=None)
-            arr = np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError) as e:
-        raise DataError(f"cannot read image {path}: {e.__class__.__name__}; remove or re-save the file") from e
+    """uint8 ``[H, W, C]`` (any source mode, see :func:`image_array`), resized to ``size x size`` (bilinear,
+    antialiased) when given."""
+    with open_image(path) as src:
+        arr = image_array(src, channels)
+    if size is not None and arr.shape[:2] != (size, size):
+        im = Image.fromarray(arr[..., 0] if channels == 1 else arr)
+        arr = np.asarray(im.resize((size, size), Image.BILINEAR, reducing_gap=None), dtype=np.uint8)
     return arr[..., None] if arr.ndim == 2 else arr
 
 

@@ -7,10 +7,18 @@ Layout (stems must match between ``images/`` and the label files)::
     root/keypoints.csv             header ``image,x0,y0,x1,y1,...`` in pixels; ``-1,-1`` = invisible
     root/depth/<stem>.npy|png      float depth (.npy) or 16-bit PNG
 
+Other layouts -- COCO JSON (a ``.json`` file or a folder with ``annotations.json``), PASCAL VOC / CVAT "Segmentation
+mask" folders (``SegmentationClass/`` + ``labelmap.txt``), YOLO folders (``data.yaml``) -- are read through
+:mod:`autolabel.data.formats`; names come from them, or from ``labels.json`` / ``labelmap.txt`` next to ``images/``
+(``labelmap.txt`` also maps RGB colour masks to classes). Mask pixels equal to ``ignore_index`` (255 by default, the
+VOC "void" border; None to disable) stay ``ignore_index``: they are no class, losses and metrics skip them.
+
 ``mask_mode="auto"`` treats the masks as binary (threshold 128, >=128 -> class 1) when any mask is a JPEG, or when
 mask values are near 0 or 255 (<= 32 or >= 223 on >= 95% of pixels, JPEG ringing allowed) and some value is >= 223;
-otherwise masks hold class indices. Items are dicts ``image`` float [C,H,W] in [-1,1], ``mask`` long [H,W] |
-``keypoints`` float [K,2] (x, y pixels after resizing) + ``visible`` bool [K] | ``depth`` float [1,H,W], and ``id``.
+otherwise masks hold class indices. PNG masks whose values other than ``ignore_index`` are all small (< 128, some
+non-zero) are VOC-style index masks with void borders, never binary. Items are dicts ``image`` float [C,H,W] in
+[-1,1], ``mask`` long [H,W] | ``keypoints`` float [K,2] (x, y pixels after resizing) + ``visible`` bool [K] |
+``depth`` float [1,H,W], and ``id``.
 All samples are decoded and resized once at construction (small datasets: a few thousand images). ``n_classes``
 (segmentation) is counted on the masks as stored, before any resizing (a thin class that resizing erases still
 counts); a given ``n_classes`` below a mask's largest class is a clear error.
@@ -30,9 +38,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset
 
+from autolabel.data.images import image_array, open_image
+from autolabel.data.mask_checks import check_mask_values, resolve_mask_check, single_channel_mask
 from autolabel.engine.io import atomic_save_npy, atomic_write_bytes, atomic_write_text
 from autolabel.errors import ConfigError, DataError
 
@@ -45,12 +55,12 @@ def _list(folder: Path, exts: Sequence[str]) -> dict[str, Path]:
 
 
 def _open(path: Path) -> Image.Image:
-    try:
-        im = Image.open(path)
-        im.load()
-        return im
-    except (UnidentifiedImageError, OSError) as e:
-        raise DataError(f"cannot read {path}: {e.__class__.__name__}; remove or re-save the file") from e
+    return open_image(path)  # one-line errors, decompression-bomb guard
+
+
+def _rgb(im: Image.Image) -> Image.Image:
+    """8-bit RGB of a photo in any mode (16-bit / float images scaled, not clipped to white)."""
+    return Image.fromarray(image_array(im, 3))
 
 
 def _size_hw(size: int | Sequence[int] | None) -> tuple[int, int] | None:
@@ -82,10 +92,16 @@ class LabeledFolder(Dataset):
         resize_images_to_mask: bool = True,
         ids: Sequence[str] | None = None,
         progress: bool = False,
+        ignore_index: int | None = 255,
         _images_dir: str | os.PathLike | None = None,
         _masks_dir: str | os.PathLike | None = None,
+        mask_check: str | None = None,
     ):
         self.root = Path(root)
+        self.ignore_index = None if ignore_index is None or ignore_index < 0 else int(ignore_index)
+        foreign = _foreign_labels(self.root, task, self.ignore_index) if _images_dir is None else None
+        if foreign is not None:
+            self.root, mask_mode = foreign.images[0].parent if self.root.is_file() else self.root, "index"
         if not self.root.is_dir():
             raise DataError(
                 f"labeled folder not found: {self.root} -- give a folder with images/ and masks/, "
@@ -93,14 +109,23 @@ class LabeledFolder(Dataset):
             )
         if mask_mode not in ("auto", "index", "binary"):
             raise ConfigError(f"mask_mode={mask_mode!r}: use auto, index or binary")
+        self.mask_check = resolve_mask_check(mask_check)
         img_dir = Path(_images_dir) if _images_dir is not None else self.root / "images"
-        if not img_dir.is_dir():
-            raise DataError(f"images folder missing: {img_dir} -- put the photos in {img_dir}")
-        images = _list(img_dir, _IMG_EXT)
-        if not images:
-            raise DataError(f"images folder is empty: {img_dir} -- add .png/.jpg images")
+        if foreign is not None:
+            images, task, img_dir = dict(zip(foreign.ids, foreign.images)), foreign.task, foreign.images[0].parent
+            names = foreign.names
+        else:
+            if not img_dir.is_dir():
+                raise DataError(f"images folder missing: {img_dir} -- put the photos in {img_dir}")
+            images = _list(img_dir, _IMG_EXT)
+            if not images:
+                raise DataError(f"images folder is empty: {img_dir} -- add .png/.jpg images")
+            names = _read_names(self.root if _masks_dir is None else Path(_masks_dir).parent)
         masks_dir = Path(_masks_dir) if _masks_dir is not None else self.root / "masks"
-        task = self._detect_task(task, masks_dir, _masks_dir is not None)
+        task = task if foreign is not None else self._detect_task(task, masks_dir, _masks_dir is not None)
+        self.class_names, self.keypoint_names = list(names.classes) or None, list(names.keypoints) or None
+        self.skeleton = [tuple(p) for p in names.skeleton]
+        colors = names.colors or None
         self.task, self.size, self.mask_mode = task, _size_hw(size), mask_mode
         self.resize_images_to_mask = resize_images_to_mask
 
@@ -112,7 +137,9 @@ class LabeledFolder(Dataset):
                                 "the folder is incomplete -- regenerate it or remove those ids")  # fmt: skip
             stems = sorted(set(ids))
         labels: dict[str, object]
-        if task == "segmentation":
+        if foreign is not None:
+            labels = _foreign_dict(foreign)
+        elif task == "segmentation":
             labels = _list(masks_dir, _IMG_EXT)
         elif task == "depth":
             labels = _list(self.root / "depth", (".npy", ".png"))
@@ -142,14 +169,21 @@ class LabeledFolder(Dataset):
         self._visible: list[torch.Tensor] = []
         raw_masks: list[np.ndarray] = []
         raw_max: list[int] = []  # per mask, before resizing: a thin class that resizing erases still counts
-        mask_paths = [labels[s] for s in stems] if task == "segmentation" else []
+        raw_counts: list[np.ndarray] = []  # per mask, pixels per value as stored (for the stray-value check)
+        raw_top: list[int] = []  # the same without ignore_index pixels
+        mask_paths = [labels[s] if foreign is None else images[s] for s in stems] if task == "segmentation" else []
         for s in tqdm(stems, desc="load labeled folder", disable=not progress):
-            im = _open(images[s]).convert("RGB")
+            im = _rgb(_open(images[s]))
             isz = (im.height, im.width)
             if task == "segmentation":
-                m = _open(labels[s])
-                m = m if m.mode in ("L", "P") else m.convert("L")
-                raw_max.append(int(np.asarray(m).max()))
+                m = _mask_image(labels[s], colors, self.ignore_index)
+                arr = np.asarray(m, dtype=np.uint8)
+                counts = np.bincount(arr.ravel(), minlength=256)
+                raw_max.append(int(np.flatnonzero(counts).max()))
+                if self.ignore_index is not None:
+                    raw_top.append(_top(arr, self.ignore_index))
+                    counts[self.ignore_index] = 0  # void pixels are no class: not a stray value either
+                raw_counts.append(counts)
                 lsz = (m.height, m.width)
             elif task == "depth":
                 d = self._read_depth(labels[s])
@@ -187,6 +221,9 @@ class LabeledFolder(Dataset):
                 for k in range(kp.shape[0]):
                     x, y = kp[k]
                     if vis[k] and not (0 <= x <= w - 1 and 0 <= y <= h - 1):
+                        if foreign is not None:  # COCO/YOLO edge points (continuous coordinates) land on the border
+                            kp[k] = np.clip(kp[k], 0, [w - 1, h - 1])
+                            continue
                         row = self._csv_rows[s]
                         raise DataError(
                             f"keypoints.csv row {row}: keypoint {k} = ({x:g}, {y:g}) outside image "
@@ -198,7 +235,9 @@ class LabeledFolder(Dataset):
                 self._labels.append(torch.from_numpy(scaled.astype(np.float32)))
                 self._visible.append(torch.from_numpy(vis))
         if task == "segmentation":
-            self._finish_masks(raw_masks, mask_paths, n_classes, raw_max)
+            self._finish_masks(raw_masks, mask_paths, n_classes, raw_max, raw_top)
+            if n_classes is None and self.mask_mode_resolved == "index":
+                check_mask_values(raw_counts, mask_paths, self.mask_check)
         else:
             self.n_classes = n_classes
 
@@ -267,14 +306,19 @@ class LabeledFolder(Dataset):
         return d.astype(np.float32)
 
     def _finish_masks(
-        self, raw: list[np.ndarray], paths: list[Path], n_classes: int | None, raw_max: list[int] | None = None
+        self,
+        raw: list[np.ndarray],
+        paths: list[Path],
+        n_classes: int | None,
+        raw_max: list[int] | None = None,
+        raw_top: list[int] | None = None,
     ) -> None:
         mode = self.mask_mode
         if mode == "auto":
             mode = "index"
             if any(p.suffix.lower() in (".jpg", ".jpeg") for p in paths):
                 mode = "binary"
-            elif raw:
+            elif raw and not _voc_like(raw, self.ignore_index):
                 mx = max(int(m.max()) for m in raw)
                 mid = sum(int(((m > 32) & (m < 223)).sum()) for m in raw)
                 tot = sum(m.size for m in raw)
@@ -287,8 +331,10 @@ class LabeledFolder(Dataset):
             inferred = 2
         else:
             masks = [m.astype(np.int64) for m in raw]
-            tops = list(raw_max) if raw_max else [int(m.max()) for m in masks]
-            inferred = max(tops) + 1 if tops else 1
+            ign = self.ignore_index
+            tops = list(raw_top if ign is not None else raw_max or [])
+            tops = tops or [_top(m, ign) if ign is not None else int(m.max()) for m in masks]
+            inferred = max(max(tops) + 1 if tops else 1, len(self.class_names or ()))
         if n_classes is not None:
             for p, top in zip(paths, tops):
                 if top >= n_classes:
@@ -310,6 +356,21 @@ class LabeledFolder(Dataset):
         return cls(images_dir.parent, _images_dir=images_dir, _masks_dir=masks_dir, **kwargs)  # type: ignore[arg-type]
 
     # ---------------------------------------------------------------- Dataset API
+    @property
+    def names(self) -> dict[str, object]:
+        """Class names (one per class, background first), keypoint names and skeleton: what exports and reports
+        show; unnamed classes are ``class_<i>``, unnamed keypoints ``kp<i>``."""
+        from autolabel.data.formats.meta import LabelNames
+
+        ln = LabelNames(classes=list(self.class_names or []), keypoints=list(self.keypoint_names or []))
+        out: dict[str, object] = {}
+        if self.task == "segmentation":
+            out["classes"] = ln.class_names(int(self.n_classes))
+        if self.task == "keypoints":
+            out["keypoint_names"] = ln.keypoint_names(self.n_keypoints)
+            out["skeleton"] = [list(p) for p in self.skeleton]
+        return out
+
     def __len__(self) -> int:
         return len(self.ids)
 
@@ -337,6 +398,67 @@ class LabeledFolder(Dataset):
         for m in self._labels:
             h += np.bincount(m.reshape(-1).numpy(), minlength=self.n_classes)[: self.n_classes]
         return h
+
+
+def _foreign_labels(root: Path, task: str, ignore_index: int | None):
+    """A COCO / VOC / YOLO dataset at ``root`` read as a LabelSet, or None for this platform's own folders."""
+    from autolabel.data.formats.detect import FOREIGN, detect_format, read_foreign
+
+    want = None if task == "auto" else task
+    fmt = detect_format(root, want)
+    if fmt not in FOREIGN:
+        return None
+    ls = read_foreign(root, fmt, want, ignore_index)
+    if want is not None and ls.task != want:
+        raise DataError(f"{root} holds {ls.task} labels but task={want} was asked: set the task to {ls.task}")
+    return ls
+
+
+def _foreign_dict(ls) -> dict[str, object]:
+    if ls.task == "segmentation":
+        return {s: ls.mask(i) for i, s in enumerate(ls.ids)}
+    return {s: np.where(ls.visible[i][:, None], ls.keypoints[i], -1.0).astype(np.float32) for i, s in enumerate(ls.ids)}
+
+
+def _read_names(root: Path):
+    from autolabel.data.formats.meta import read_names
+
+    return read_names(root)
+
+
+def _mask_image(label: object, colors: list | None, ignore_index: int | None) -> Image.Image:
+    """A mask as an 8-bit class-index image: a file (grey / palette as stored; RGB through ``labelmap.txt``
+    colours) or an index array from an importer."""
+    if isinstance(label, np.ndarray):
+        arr = label
+    else:
+        m = _open(label)  # type: ignore[arg-type]
+        if m.mode in ("L", "P"):
+            return m
+        if m.mode in ("RGB", "RGBA") and colors:
+            from autolabel.data.formats.core import colors_to_index
+
+            arr = colors_to_index(np.asarray(m.convert("RGB")), colors, ignore_index, where=str(label))
+        else:
+            return single_channel_mask(m, Path(str(label)))
+    if arr.size and int(arr.max()) > 255:
+        raise DataError(f"mask with class {int(arr.max())} > 255: masks are 8-bit here -- merge classes")
+    return Image.fromarray(arr.astype(np.uint8), mode="L")
+
+
+def _top(mask: np.ndarray, ignore_index: int) -> int:
+    valid = mask[mask != ignore_index]
+    return int(valid.max()) if valid.size else 0
+
+
+def _voc_like(raw: list[np.ndarray], ignore_index: int | None) -> bool:
+    """Index masks with void borders (VOC): ``ignore_index`` present and every other value small (< 128) with some
+    non-zero class -- not a 0/255 binary mask, whose only values are 0 and 255 (or JPEG ringing near them)."""
+    if ignore_index is None:
+        return False
+    vals = np.unique(np.concatenate([np.unique(m) for m in raw]))
+    rest = vals[vals != ignore_index]
+    return bool((vals == ignore_index).any() and rest.size and rest.max() < 128 and (rest > 0).any())
 
 
 def _png_bytes(arr: np.ndarray, mode: str | None = None) -> bytes:
@@ -404,6 +526,9 @@ class FolderSubset(Dataset):
         self.base, self.indices = base, [int(i) for i in indices]
         self.task = getattr(base, "task", None)
         self.n_classes = getattr(base, "n_classes", None)
+        self.class_names = getattr(base, "class_names", None)
+        self.keypoint_names, self.skeleton = getattr(base, "keypoint_names", None), getattr(base, "skeleton", [])
+        self.ignore_index = getattr(base, "ignore_index", None)
         base_ids = getattr(base, "ids", None)
         self.ids = [base_ids[i] for i in self.indices] if base_ids is not None else None
 
@@ -506,7 +631,7 @@ class SyntheticLabels(Dataset):
         self._visible: list[torch.Tensor] = []
         for s in stems:
             label_path = self.root / "labels" / f"{s}{ext}"
-            im = _open(images[s]).convert("RGB")
+            im = _rgb(_open(images[s]))
             w0, h0 = im.width, im.height
             if (h0, w0) != (size, size):
                 im = im.resize((size, size), Image.BILINEAR)
@@ -579,5 +704,5 @@ def open_synthetic(root: str | os.PathLike, task: str, size: int, n_classes: int
     root = Path(root)
     if task == "segmentation":
         return LabeledFolder.from_dirs(root / "images", root / "labels", size=size, n_classes=n_classes, limit=limit,
-                                       mask_mode="index", ids=synthetic_ids(root))  # fmt: skip
+                                       mask_mode="index", ids=synthetic_ids(root), mask_check="off")  # fmt: skip
     return SyntheticLabels(root, task, size, limit=limit, min_confidence=min_confidence)

@@ -8,12 +8,14 @@ It writes a labeled folder holding ALL label kinds:
 - ``keypoints.csv``: K=4 object extreme points, in order top, bottom, left, right (each a mask pixel);
 - ``depth/<id>.npy``: a tilted plane (depth 4..8) with the object as a dome closer to the camera;
 - ``classes.csv``: ``image,category,shape,color`` with category = shape * n_colors + color;
+- ``labels.json``: the mask classes' and keypoints' names (background + shapes; top, bottom, left, right);
 - ``unlabeled/<category:02d>/<id>.png``: the same images in class subfolders for clustering experiments.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import os
 from pathlib import Path
 
@@ -143,4 +145,7 @@ def make_shapes_dataset(
         cls_lines.append(f"{sid}.png,{cat},{shape},{color}")
     atomic_write_text(out / "keypoints.csv", "\n".join(kp_lines) + "\n")
     atomic_write_text(out / "classes.csv", "\n".join(cls_lines) + "\n")
+    names = {"classes": ["background", *SHAPES[:n_classes_shapes]], "keypoints": ["top", "bottom", "left", "right"],
+             "skeleton": [[0, 3], [3, 1], [1, 2], [2, 0]]}  # fmt: skip
+    atomic_write_text(out / "labels.json", json.dumps(names) + "\n")
     return out

@@ -11,7 +11,7 @@ from typing import Any
 _EXPORTS = {
     "RunDir": "rundir",
     "git_state": "rundir",
-    "global_rank": "rundir",
+    "global_rank": "dist",
     "open_run_dir": "rundir",
     "AtomicCheckpointIO": "trainer",
     "build_trainer": "trainer",

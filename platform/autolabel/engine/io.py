@@ -1,4 +1,9 @@
-"""Crash-safe file writes: write to a temporary file in the same folder, fsync, then rename."""
+"""Crash-safe file writes: write to a temporary file in the same folder, fsync, then rename.
+
+The new file gets the permissions a plain ``open(path, "w")`` would give it -- an existing file's mode is kept, a new
+file gets ``0o666 & ~umask`` -- not the ``0600`` of the temporary file, so results on a shared file system stay
+readable by the team.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,28 @@ from typing import Any
 import numpy as np
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (``/proc/self/status`` on Linux)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    old = os.umask(0o022)  # elsewhere: the classic set-and-restore
+    os.umask(old)
+    return old
+
+
+def _plain_open_mode(path: Path) -> int:
+    """The mode ``open(path, "w")`` would leave: the existing file's, else ``0o666`` less the umask."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        return 0o666 & ~current_umask()
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (readers see the old file or the new one, never half)."""
     path = Path(path)
@@ -19,6 +46,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), _plain_open_mode(path))
             f.write(data)
             f.flush()
             os.fsync(f.fileno())

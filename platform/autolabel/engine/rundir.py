@@ -11,11 +11,17 @@ Layout::
 Rank 0 creates the directory and exports ``AUTOLABEL_RUN_DIR``; every other rank reads that path (Lightning's
 subprocess launcher inherits the environment). Ranks started independently (SLURM, torchrun) find the directory
 through ``runs/<name>/latest.json`` tagged with the job id.
+
+Rank 0 holds an exclusive ``fcntl`` lock on ``<run dir>/.lock`` (which records its PID and host) until the command
+ends, so a second process opening the same run directory stops with a message naming the PID that holds it instead
+of training the same stages at once. The kernel drops the lock when its process dies, so a lock file left by a killed
+run is simply taken over (stale-lock recovery needs no clean-up).
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import os
 import shlex
 import subprocess
@@ -24,33 +30,65 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from autolabel.engine.dist import global_rank
 from autolabel.engine.io import atomic_write_text, read_json, write_json
 from autolabel.errors import ConfigError
 
 ENV_RUN_DIR = "AUTOLABEL_RUN_DIR"
+LOCK_NAME = ".lock"
 _exported: list[str] = []  # run dirs this process exported (cleared by release_run_dir)
+_locks: dict[str, int] = {}  # run dir -> open fd of its held lock file (released by release_run_dir)
 
 
-def global_rank() -> int:
-    """This process's global rank from the launcher's environment (0 when not distributed).
-
-    torchrun and SLURM give it directly (``RANK``, ``SLURM_PROCID``); ranks that Lightning's DDP launcher starts have
-    ``LOCAL_RANK`` plus ``NODE_RANK``, and on a node > 0 even local rank 0 is not global rank 0.
-    """
-    env = os.environ
-    for var in ("RANK", "SLURM_PROCID", "PMI_RANK"):
-        if var in env:
-            try:
-                return int(env[var])
-            except ValueError:
-                continue
+def _lock_holder(fd: int) -> str:
     try:
-        local = int(env.get("LOCAL_RANK", 0))
-        node = int(env.get("NODE_RANK", env.get("GROUP_RANK", 0)))
-        per_node = int(env.get("LOCAL_WORLD_SIZE", 0)) or max(local + 1, 1)
-    except ValueError:
-        return 0
-    return node * per_node + local
+        os.lseek(fd, 0, os.SEEK_SET)
+        text = os.read(fd, 256).decode("utf-8", "replace").split()
+    except OSError:
+        text = []
+    if not text:
+        return "another process (PID not recorded yet)"
+    pid, host = text[0], (text[1] if len(text) > 1 else "?")
+    return f"PID {pid} on {host}"
+
+
+def lock_run_dir(path: str | os.PathLike) -> None:
+    """Take the run directory's exclusive lock for this process (re-entrant); a ConfigError naming the holder's PID
+    when another live process holds it. A lock file whose process died is taken over (the kernel released it)."""
+    import fcntl
+    import socket
+
+    key = str(Path(path))
+    if key in _locks:
+        return
+    fd = os.open(Path(path) / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        holder = _lock_holder(fd)
+        os.close(fd)
+        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise ConfigError(
+                f"run directory {key} is in use by {holder}: wait for that run to finish (or stop it), or start a "
+                "separate run with run.resume=never"
+            ) from None
+        raise ConfigError(f"cannot lock run directory {key} ({e.strerror}): put run.root on a file system with "
+                          "working locks") from None  # fmt: skip
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+    _locks[key] = fd
+
+
+def unlock_run_dirs() -> None:
+    """Release every run-directory lock this process holds."""
+    import fcntl
+
+    while _locks:
+        _, fd = _locks.popitem()
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
 
 
 def _job_token() -> str:
@@ -159,7 +197,11 @@ def open_run_dir(
                 path = name_dir / _timestamp()
     run = RunDir(path.resolve())
     if rank == 0:
+        from autolabel.engine.paths import check_writable
+
+        check_writable(run.path, key="run.root")  # a read-only or full disk fails here, before any training
         run.path.mkdir(parents=True, exist_ok=True)
+        lock_run_dir(run.path)
         if config_yaml:
             atomic_write_text(run.config_path, config_yaml)
         with open(run.path / "command.txt", "a", encoding="utf-8") as f:
@@ -174,7 +216,8 @@ def open_run_dir(
 
 def release_run_dir() -> None:
     """Forget the run directory this process exported, so a next command in the same process opens its own
-    (child ranks spawned during the command already inherited it)."""
+    (child ranks spawned during the command already inherited it), and release its run-directory lock."""
+    unlock_run_dirs()
     while _exported:
         if os.environ.get(ENV_RUN_DIR) == _exported.pop():
             os.environ.pop(ENV_RUN_DIR, None)

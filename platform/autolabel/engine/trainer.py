@@ -24,7 +24,15 @@ LAST = "last.ckpt"
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes checkpoints to a temporary file and renames it, so a crash never leaves a truncated ``last.ckpt``."""
+    """Writes checkpoints to a temporary file and renames it, so a crash never leaves a truncated ``last.ckpt``; reads
+    them (resume) through the project's safe loader (:mod:`autolabel.engine.checkpoint_io`)."""
+
+    def load_checkpoint(self, path: Any, map_location: Any = None, weights_only: Any = None) -> dict[str, Any]:
+        from autolabel.engine.checkpoint_io import load_checkpoint
+
+        return load_checkpoint(path, map_location,
+                               what="checkpoint to resume from",
+                               hint="delete it (or pass run.resume=never) to start the stage afresh")  # fmt: skip
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None) -> None:
         buf = io.BytesIO()

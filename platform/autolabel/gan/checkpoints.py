@@ -21,9 +21,7 @@ mapped latents from a fixed seed (:meth:`Generator.mean_latent`), the same on ev
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
-import io
 import math
 import pickle
 import re
@@ -51,22 +49,17 @@ def save_generator(gen: Generator, path: str | Path) -> Path:
 
 
 def _require(path: str | Path) -> Path:
-    p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(f"generator checkpoint not found: {p} -- give the path of a {SUPPORTED} file")
-    return p
+    from autolabel.engine.checkpoint_io import check_checkpoint_file
+
+    return check_checkpoint_file(path, "generator checkpoint", f"give the path of a {SUPPORTED} file")
 
 
 def _torch_load(p: Path) -> object:
-    # rosinality's train.py stores its argparse.Namespace under "args": a plain attribute bag, safe to rebuild
-    # (torch < 2.5 has no safe_globals; there such files fail with the message below)
-    safe = getattr(torch.serialization, "safe_globals", None)
-    try:
-        with safe([argparse.Namespace]) if safe is not None else contextlib.nullcontext():
-            return torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any failure means "not a readable torch file"
-        msg = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
-        raise CheckpointError(f"cannot read {p} as a torch checkpoint ({msg}) -- supported: {SUPPORTED}") from None
+    # rosinality's train.py stores its argparse.Namespace under "args": a plain attribute bag, allow-listed by the
+    # project's loader
+    from autolabel.engine.checkpoint_io import load_checkpoint
+
+    return load_checkpoint(p, what="generator checkpoint", hint=f"supported: {SUPPORTED}")
 
 
 def load_generator(path: str | Path, **kw) -> Generator:
@@ -220,7 +213,9 @@ def _reconstruct_persistent(meta) -> _Inert:
 
 
 def _safe_load_from_bytes(b: bytes):
-    return torch.load(io.BytesIO(b), map_location="cpu", weights_only=True)
+    from autolabel.engine.checkpoint_io import load_checkpoint_bytes
+
+    return load_checkpoint_bytes(b, "a tensor blob inside the NVIDIA pickle", hint=f"supported: {SUPPORTED}")
 
 
 def _rebuild_parameter(data, requires_grad, backward_hooks, *rest):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
@@ -216,17 +215,10 @@ def load_encoder(path: str | os.PathLike, generator: nn.Module | None = None) ->
 
     ``generator``: a generator object to use instead of rebuilding it from the checkpoint's hyperparameters.
     """
-    from autolabel.errors import CheckpointError
+    from autolabel.engine.checkpoint_io import load_lightning_module
 
-    p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(f"encoder checkpoint not found: {p}; train it with `autolabel fit handsoff.encoder`")
-    try:
-        extra = {} if generator is None else {"generator": generator}
-        module = EncoderModule.load_from_checkpoint(p, map_location="cpu", **extra)
-    except (KeyError, RuntimeError, TypeError) as exc:
-        raise CheckpointError(
-            f"{p} is not an encoder checkpoint ({type(exc).__name__}); pass the encoder's last.ckpt"
-        ) from exc
+    extra = {} if generator is None else {"generator": generator}
+    module = load_lightning_module(EncoderModule, path, what="encoder checkpoint",
+                                   hint="pass the last.ckpt written by `autolabel fit encoder`", **extra)  # fmt: skip
     module.eval()
     return module

@@ -221,10 +221,16 @@ class LabelGeneratorEnsemble(nn.Module):
     ) -> Tensor:
         """Per-member losses ``[M]`` for member outputs ``[M, P, out]`` and targets (class ``[P]``, heatmap ``[P, K]``,
         depth ``[P]``). Keypoints: ``weight [P, K]`` (1 = visible, 0 = invisible) averages the squared error over the
-        visible entries only, so an invisible keypoint trains nothing (0 when nothing in the batch is visible)."""
+        visible entries only, so an invisible keypoint trains nothing (0 when nothing in the batch is visible).
+        Segmentation: ``weight [P]`` (0 = ignored pixel, e.g. a void border) averages the cross-entropy over the
+        weighted pixels only."""
         if self.task == "segmentation":
             m, p, k = out.shape
-            return F.cross_entropy(out.reshape(m * p, k), target.long().repeat(m), reduction="none").view(m, p).mean(1)
+            ce = F.cross_entropy(out.reshape(m * p, k), target.long().repeat(m), reduction="none").view(m, p)
+            if weight is None:
+                return ce.mean(1)
+            w = weight.to(ce.dtype).unsqueeze(0)
+            return (ce * w).sum(1) / w.sum(1).clamp_min(1.0)
         if self.task == "keypoints":
             se = (out.float() - target.float().unsqueeze(0)) ** 2
             if weight is None:

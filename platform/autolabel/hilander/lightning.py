@@ -199,6 +199,7 @@ class LevelGraphDataModule(pl.LightningDataModule):
         super().__init__()
         if not train_pool.has_labels:
             raise DataError("Hi-LANDER meta-training needs labels in the training pool")
+        check_meta_training_pool(train_pool, list(train.k_list), "training")
         self.train_pool, self.val_pool, self.cfg = train_pool, val_pool, train
         self.num_conv = int(num_conv)
         self.train_graphs: list[Data] = []
@@ -225,19 +226,30 @@ class LevelGraphDataModule(pl.LightningDataModule):
         return DataLoader(_GraphList(self.val_graphs), batch_size=1, shuffle=False, collate_fn=_first)
 
 
+def check_meta_training_pool(pool: FeaturePool, k_list: list[int], role: str = "training") -> None:
+    """A pool Hi-LANDER can meta-train on: >= 2 classes (links and densities are learned from same- vs other-class
+    neighbours) and more samples than the largest k (every node needs k neighbours)."""
+    import numpy as np
+
+    n = len(pool.features)
+    n_classes = len(np.unique(pool.labels)) if pool.labels is not None else 0
+    if n_classes < 2:
+        raise DataError(f"the {role} pool has {n_classes} class(es) in {n} samples: Hi-LANDER meta-training learns "
+                        "from same- vs other-class neighbours, so it needs >= 2 classes -- add labeled samples of "
+                        "other classes")  # fmt: skip
+    k = max(k_list)
+    if k >= n:
+        raise DataError(f"train.k_list has k={k} but the {role} pool has only {n} samples (each node needs k "
+                        f"neighbours): use k <= {n - 1} in train.k_list or a larger pool")  # fmt: skip
+
+
 def load_lander(path: str | os.PathLike, map_location: str = "cpu") -> tuple[LANDER, dict]:
     """The LANDER model and its hyperparameters from a checkpoint written by ``autolabel fit hilander``."""
+    from autolabel.engine.checkpoint_io import load_checkpoint
+
     p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(
-            f"checkpoint not found: {p} -- train one with `autolabel fit hilander train_features=...`"
-        )
-    try:
-        ckpt = torch.load(p, map_location=map_location, weights_only=False)
-    except Exception as e:
-        raise CheckpointError(
-            f"{p} is not a readable torch checkpoint ({type(e).__name__}); is the file complete?"
-        ) from e
+    ckpt = load_checkpoint(p, map_location, what="Hi-LANDER checkpoint",
+                           hint="train one with `autolabel fit hilander train_features=...`")  # fmt: skip
     hp = ckpt.get("hyper_parameters", {}) if isinstance(ckpt, dict) else {}
     if hp.get("kind") != KIND:
         found = hp.get("kind") or (", ".join(list(hp)[:5]) if hp else "no hyperparameters")

@@ -9,7 +9,6 @@ one on a sample with :func:`knn_recall`.
 from __future__ import annotations
 
 import math
-import time
 import warnings
 
 import faiss
@@ -183,9 +182,3 @@ def knn_recall(approx: np.ndarray, exact: np.ndarray) -> float:
     both = np.sort(np.concatenate([a, e], axis=1), axis=1)
     hits = ((both[:, 1:] == both[:, :-1]) & (both[:, 1:] >= 0)).sum(1)
     return float(hits.mean() / e.shape[1])
-
-
-def timed_knn(features: np.ndarray, k: int, **kw) -> tuple[np.ndarray, np.ndarray, float]:
-    t0 = time.perf_counter()
-    nbrs, sims = knn_search(features, k, **kw)
-    return nbrs, sims, time.perf_counter() - t0

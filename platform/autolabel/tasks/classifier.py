@@ -171,13 +171,11 @@ class ClassifierDataModule(pl.LightningDataModule):
 
 def load_classifier(path: str | os.PathLike, map_location: str = "cpu") -> ClassifierModule:
     """A trained feature encoder from a Lightning checkpoint written by ``autolabel fit classifier`` (eval mode)."""
+    from autolabel.engine.checkpoint_io import load_checkpoint
+
     p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(f"checkpoint not found: {p} -- train one with `autolabel fit classifier train_dir=...`")
-    try:
-        ckpt = torch.load(p, map_location=map_location, weights_only=False)
-    except Exception as e:
-        raise CheckpointError(f"{p} is not a readable torch checkpoint ({type(e).__name__})") from e
+    ckpt = load_checkpoint(p, map_location, what="feature-encoder checkpoint",
+                           hint="train one with `autolabel fit classifier train_dir=...`")  # fmt: skip
     hp = ckpt.get("hyper_parameters", {}) if isinstance(ckpt, dict) else {}
     if hp.get("kind") != KIND:
         found = hp.get("kind") or "no autolabel hyperparameters"
@@ -210,6 +208,10 @@ def embed_folder(checkpoint: str | os.PathLike | ClassifierModule, images: str |
                  batch_size: int = 256, device: str = "cpu", progress: bool = True) -> dict[str, Any]:  # fmt: skip
     """Embed every image of a folder into a feature pool ``.npz`` (``features``, ``ids``; ``labels`` and
     ``class_names`` when the folder has class subfolders)."""
+    from autolabel.engine.paths import check_output_file
+
+    ckpt_path = None if isinstance(checkpoint, ClassifierModule) else checkpoint
+    check_output_file(out, {"checkpoint": ckpt_path, "images": images}, example="pool.npz")
     module = checkpoint if isinstance(checkpoint, ClassifierModule) else load_classifier(checkpoint)
     ds = ImageFolderDataset(images, module.cfg.image_size, module.cfg.channels)
     feats = embed_dataset(module, ds, batch_size, device, progress)

@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
+from pipelines.commands.base import Command, Invocation, open_run, print_metrics
 from pipelines.definitions import PipelineConfig, get_pipeline, headline
-from pipelines.registry import command
-from pipelines.stages.common import open_run, print_metrics
 
 
-@command("run", "run a pipeline end to end (default: the bundled demo) in one resumable run directory", PipelineConfig)
-def run(cfg: PipelineConfig) -> int:
+def run(cfg: PipelineConfig, inv: Invocation) -> int:
+    from autolabel.engine.dist import global_rank
     from autolabel.engine.io import write_json
-    from autolabel.engine.rundir import global_rank
     from pipelines.report import build_report
-    from pipelines.runner import run_pipeline
+    from pipelines.runner import run_pipeline, validate_stages
 
     pipeline = get_pipeline(cfg.pipeline)
+    validate_stages(pipeline, cfg)  # every stage's settings, before a run directory exists
     if pipeline.validate is not None:
-        pipeline.validate(cfg)  # missing or malformed data folders fail here, before a run directory exists
+        pipeline.validate(cfg)  # missing or malformed data folders fail here too
     if cfg.run.name == "pipeline":
         cfg.run.name = cfg.pipeline
-    rd = open_run(cfg, cfg.run)
+    rd = open_run(cfg, inv)
     results = run_pipeline(pipeline, cfg, rd, from_stage=cfg.from_stage, until_stage=cfg.until_stage)
     if global_rank() != 0:  # DDP ranks > 0 trained along; rank 0 writes the summary and the report
         return 0
@@ -32,3 +31,13 @@ def run(cfg: PipelineConfig) -> int:
         print_metrics(f"baseline: {name}", m)
     print(f"run directory: {rd.path}\nreport: {report}")
     return 0
+
+
+COMMANDS = (
+    Command(
+        "run",
+        "run a pipeline end to end (default: the bundled demo) in one resumable run directory",
+        PipelineConfig,
+        run,
+    ),
+)

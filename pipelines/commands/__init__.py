@@ -1,0 +1,1 @@
+"""The ``autolabel`` commands, one module per family; :mod:`pipelines.cli` lists them in its registry."""
