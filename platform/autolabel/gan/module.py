@@ -33,8 +33,11 @@ def _as_dict(cfg, cls) -> dict:
 class GANModule(pl.LightningModule):
     """Trains ``generator`` against ``discriminator``; ``g_ema`` (the EMA generator) is what downstream stages use.
 
-    Each step: D logistic loss, lazy R1 (every ``r1_interval`` steps), G non-saturating loss, lazy path-length
-    regularization, EMA. Fakes use style mixing with probability ``style_mixing_prob``. With ``ada_target > 0`` the
+    The discriminator is StyleGAN2's (``gan.discriminator=stylegan2``) or trainable heads on a frozen ImageNet backbone
+    (``projected``, :mod:`autolabel.gan.projected`). Each step: D loss (logistic, or hinge for the projected D), lazy
+    R1 (every ``r1_interval`` steps; off by default for the projected D), G loss (non-saturating / hinge), lazy
+    path-length regularization, EMA. With ``quality_every_kimg > 0`` the offline quality metric runs as a callback
+    (:mod:`autolabel.gan.quality`). Fakes use style mixing with probability ``style_mixing_prob``. With ``ada_target > 0`` the
     DiffAugment probability follows the ADA controller (:class:`AdaptiveP`, state saved in checkpoints).
     Under DDP use a ``*_find_unused_parameters_true`` strategy (G and D are stepped in separate backward passes, each
     leaving the other network without gradients); ``autolabel fit gan`` picks it for you.
