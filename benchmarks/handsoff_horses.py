@@ -182,6 +182,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--z-dim", type=int, default=128, help="z_dim = w_dim")
     ap.add_argument("--n-mapping", type=int, default=4)
     ap.add_argument("--gan-batch", type=int, default=16)
+    ap.add_argument(
+        "--discriminator",
+        default="stylegan2",
+        choices=["stylegan2", "projected"],
+        help="projected: trainable heads on the frozen VGG16 (needs `autolabel weights lpips`)",
+    )
+    ap.add_argument(
+        "--quality-every-kimg",
+        type=float,
+        default=0.0,
+        help="> 0: VGG16 Frechet distance every N kimg, and the best snapshot becomes generator.pt",
+    )
     # encoder
     ap.add_argument("--encoder-width", type=int, default=16)
     ap.add_argument("--encoder-max-width", type=int, default=64)
@@ -231,7 +243,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 # settings each stage depends on (a stage is reused by --resume only when these match the previous run's)
 _GAN_KEYS = ["data", "size", "seed", "accelerator", "kimg", "channel_max", "channel_base", "z_dim", "n_mapping",
-             "gan_batch"]  # fmt: skip
+             "gan_batch", "discriminator", "quality_every_kimg"]  # fmt: skip
 _ENC_KEYS = [*_GAN_KEYS, "encoder_width", "encoder_max_width", "encoder_phase1_steps", "encoder_finetune_steps",
              "encoder_batch", "lpips_weight"]  # fmt: skip
 _LAB_KEYS = [*_ENC_KEYS, "n_labeled", "label_seed", "refine_steps", "label_steps", "label_members", "label_hidden",
@@ -323,7 +335,8 @@ def main(argv: list[str] | None = None) -> dict:
         r = run_cli(["fit", "gan", f"images={folders['photos']}", f"kimg={a.kimg}", f"gan.resolution={a.size}",
                      f"gan.z_dim={a.z_dim}", f"gan.w_dim={a.z_dim}", f"gan.n_mapping={a.n_mapping}",
                      f"gan.channel_base={a.channel_base}", f"gan.channel_max={a.channel_max}",
-                     f"gan_train.batch_size={a.gan_batch}", *common, f"run.dir={fresh(gan_dir)}"],
+                     f"gan_train.batch_size={a.gan_batch}", f"gan.discriminator={a.discriminator}",
+                     f"gan_train.quality_every_kimg={a.quality_every_kimg}", *common, f"run.dir={fresh(gan_dir)}"],
                     threads=a.threads)  # fmt: skip
         m = manifest(gan_dir / "gan")
         epochs = int(m["metrics"]["epochs"])

@@ -21,6 +21,9 @@ USES = {
     "trainer/gpu8_ddp.yaml": ("fit hilander", ["train_features=x.npz"]),
     "data/weizmann_horse.yaml": ("run", []),
     "pipeline/handsoff_then_hilander.yaml": ("run", []),
+    "experiment/handsoff_cpu.yaml": ("run", ["data.images=imgs", "data.labeled=lab"]),
+    "experiment/handsoff_gpu.yaml": ("run", ["data.source=folders", "data.images=imgs", "data.labeled=lab"]),
+    "experiment/handsoff_paper.yaml": ("run", ["data.source=folders", "data.images=imgs", "data.labeled=lab"]),
 }
 
 

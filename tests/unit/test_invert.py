@@ -73,3 +73,22 @@ def test_invert_errors() -> None:
         invert_images(enc, g, x, refine_steps=-1, progress=False)
     with pytest.raises(ConfigError, match="the encoder is on meta but the generator on cpu"):
         invert_images(enc.to("meta"), g, x, progress=False)  # inversion runs where the generator is: both there
+
+
+def test_latent_spread_tells_a_collapsed_inversion_from_a_diverse_one() -> None:
+    from autolabel.handsoff.invert import latent_spread
+
+    g = tiny_generator()
+    with torch.no_grad():
+        w = g.mapping(torch.randn(64, g.z_dim, generator=torch.Generator().manual_seed(5)))
+    diverse = w.unsqueeze(1).repeat(1, g.num_ws, 1)
+    collapsed = w.mean(0, keepdim=True).repeat(8, 1).unsqueeze(1).repeat(1, g.num_ws, 1)
+    collapsed = collapsed + 1e-3 * torch.randn_like(collapsed)
+    d, c = latent_spread(diverse, g, n_sampled=256), latent_spread(collapsed, g, n_sampled=256)
+    assert d["sampled"] == pytest.approx(c["sampled"]) and d["sampled"] > 0
+    assert 0.7 < d["ratio"] < 1.3  # codes as far apart as the GAN's own latents
+    assert c["ratio"] < 0.05  # every image inverted to (nearly) one code
+    # known answer: two codes at distance 2 on every layer -> mean pairwise distance 2
+    two = torch.zeros(2, g.num_ws, g.w_dim)
+    two[1, :, 0] = 2.0
+    assert latent_spread(two, g)["inverted"] == pytest.approx(2.0)

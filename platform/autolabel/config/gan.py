@@ -7,6 +7,9 @@ from typing import Optional
 
 from autolabel.errors import ConfigError
 
+DISCRIMINATORS = ("stylegan2", "projected")
+D_LOSSES = ("auto", "logistic", "hinge")
+
 
 @dataclass
 class GeneratorConfig:
@@ -20,6 +23,13 @@ class GeneratorConfig:
     img_channels: int = 3
     lr_mlp: float = 0.01
     mbstd_group: int = 4  # discriminator minibatch-stddev group
+    # stylegan2: StyleGAN2's residual D on pixels | projected: trainable heads on a frozen ImageNet backbone (Projected
+    # GAN / Vision-aided GAN; weights from `autolabel weights lpips`, never downloaded)
+    discriminator: str = "stylegan2"
+    d_backbone: str = "vgg"  # projected: vgg (VGG16) | alex
+    d_scales: int = 4  # projected: backbone taps judged (VGG16: relu1_2, relu2_2, relu3_3, relu4_3, relu5_3)
+    d_head_channels: int = 64  # projected: width of each scale's head
+    d_project: bool = True  # projected: fixed random 1x1 projection before each head (Projected GAN's CCM)
 
     def __post_init__(self) -> None:
         r = self.resolution
@@ -28,13 +38,20 @@ class GeneratorConfig:
         for k in ("z_dim", "w_dim", "n_mapping", "channel_base", "channel_max", "channel_multiplier", "img_channels"):
             if getattr(self, k) < 1:
                 raise ConfigError(f"gan.{k}={getattr(self, k)} must be >= 1")
+        if self.discriminator not in DISCRIMINATORS:
+            raise ConfigError(f"gan.discriminator={self.discriminator!r}: use one of {DISCRIMINATORS}")
+        if self.d_backbone not in ("vgg", "alex"):
+            raise ConfigError(f"gan.d_backbone={self.d_backbone!r}: use 'vgg' or 'alex'")
+        if not 1 <= self.d_scales <= 5 or self.d_head_channels < 1:
+            raise ConfigError(f"gan.d_scales={self.d_scales} must be in 1..5 and d_head_channels >= 1")
         if self.lr_mlp <= 0 or self.mbstd_group < 1:
             raise ConfigError(f"gan.lr_mlp={self.lr_mlp} must be > 0 and gan.mbstd_group={self.mbstd_group} >= 1")
 
     def generator_kwargs(self) -> dict:
         """Keyword arguments of :class:`autolabel.gan.Generator`."""
         d = asdict(self)
-        d.pop("mbstd_group")
+        for k in ("mbstd_group", "discriminator", "d_backbone", "d_scales", "d_head_channels", "d_project"):
+            d.pop(k)
         return d
 
     def discriminator_kwargs(self) -> dict:
@@ -42,6 +59,11 @@ class GeneratorConfig:
         return dict(resolution=self.resolution, channel_base=self.channel_base, channel_max=self.channel_max,
                     img_channels=self.img_channels, mbstd_group=self.mbstd_group,
                     channel_multiplier=self.channel_multiplier)  # fmt: skip
+
+    def projected_kwargs(self) -> dict:
+        """Keyword arguments of :class:`autolabel.gan.projected.ProjectedDiscriminator` (less the weights file)."""
+        return dict(resolution=self.resolution, img_channels=self.img_channels, backbone=self.d_backbone,
+                    n_scales=self.d_scales, head_channels=self.d_head_channels, project=self.d_project)  # fmt: skip
 
 
 def r1_gamma_heuristic(resolution: int, batch_size: int) -> float:
@@ -72,6 +94,16 @@ class GANTrainConfig:
     pl_interval: int = 4
     pl_decay: float = 0.01
     num_workers: int = 0
+    d_loss: str = "auto"  # auto (logistic for the StyleGAN2 D, hinge for the projected D) | logistic | hinge
+    # the ImageNet backbone file of the projected D and the quality metric; None = torchvision's cache file
+    # ($TORCH_HOME/hub/checkpoints/vgg16-397923af.pth, written by `autolabel weights lpips`)
+    backbone_weights: Optional[str] = None
+    random_backbone: bool = False  # tests only: random backbone weights when no file is found (metric = noise)
+    # Quality metric: Frechet distance (and KID) on VGG16 features (not Inception FID) of g_ema samples vs half the real
+    # images, every quality_every_kimg (0 = off); beside it the same distance between the two real halves.
+    quality_every_kimg: float = 0.0
+    quality_samples: int = 500  # real images per half (and g_ema samples), at most half the training set
+    keep_best: bool = True  # with the metric on: the stage's generator is the best-scoring snapshot (best.ckpt)
 
     def __post_init__(self) -> None:
         if self.lr <= 0:
@@ -107,6 +139,20 @@ class GANTrainConfig:
                 f"gan_train.style_mixing_prob={self.style_mixing_prob} must be in [0, 1] (0 = off; StyleGAN2 uses 0.9)"
             )
 
-    def resolved_r1_gamma(self, resolution: int) -> float:
-        """``r1_gamma``, or :func:`r1_gamma_heuristic` for this resolution and ``batch_size`` when it is None."""
-        return float(self.r1_gamma) if self.r1_gamma is not None else r1_gamma_heuristic(resolution, self.batch_size)
+        if self.d_loss not in D_LOSSES:
+            raise ConfigError(f"gan_train.d_loss={self.d_loss!r}: use one of {D_LOSSES}")
+        if self.quality_every_kimg < 0 or self.quality_samples < 2:
+            raise ConfigError("gan_train.quality_every_kimg must be >= 0 (0 = off) and quality_samples >= 2")
+
+    def resolved_r1_gamma(self, resolution: int, discriminator: str = "stylegan2") -> float:
+        """``r1_gamma``, or when it is None: :func:`r1_gamma_heuristic` for the StyleGAN2 D, 0 for the projected D
+        (Projected GAN trains without R1; a gradient penalty through the frozen backbone is costly)."""
+        if self.r1_gamma is not None:
+            return float(self.r1_gamma)
+        return 0.0 if discriminator == "projected" else r1_gamma_heuristic(resolution, self.batch_size)
+
+    def resolved_d_loss(self, discriminator: str = "stylegan2") -> str:
+        """``d_loss``, with ``auto`` = hinge for the projected D (as Projected GAN), logistic for StyleGAN2's."""
+        if self.d_loss != "auto":
+            return self.d_loss
+        return "hinge" if discriminator == "projected" else "logistic"

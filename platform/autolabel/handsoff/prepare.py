@@ -63,7 +63,7 @@ def train_label_generator(
     from autolabel.gan import load_generator
     from autolabel.handsoff.encoder_module import load_encoder
     from autolabel.handsoff.hypercolumns import HypercolumnExtractor
-    from autolabel.handsoff.invert import invert_images
+    from autolabel.handsoff.invert import invert_images, latent_spread
     from autolabel.handsoff.label_module import LabelDataModule, LabelGeneratorModule, LabelTargets
 
     gen = load_generator(generator).eval()
@@ -182,6 +182,7 @@ def train_label_generator(
     )
     if inv.get("lpips") is not None:
         metrics["inversion_lpips"] = float(inv["lpips"].mean())
+    metrics.update({f"inversion_spread_{k}": v for k, v in latent_spread(ws, gen).items()})  # ~0: collapsed encoder
     return {
         "outputs": {"checkpoint": stage_dir / "checkpoints" / "last.ckpt", "latents": stage_dir / "latents.pt"},
         "metrics": metrics,
