@@ -115,3 +115,15 @@ def test_real_generator_one_step_each_mode() -> None:
         assert torch.isfinite(loss)
         assert module(torch.zeros(1, 3, 16, 16)).shape == (1, g.num_ws, g.w_dim)
     assert all(torch.equal(a, b) for a, b in zip(before, g.parameters(), strict=True))
+
+
+def test_sample_ws_under_bf16_autocast_keeps_fp32_latents() -> None:
+    # Under 16-/bf16-mixed the mapping net returns half precision while w_avg is an fp32 buffer: lerp must not mix them.
+    g = real_generator()  # the StyleGAN2 mapping net (its lerp casts w_avg to the input dtype)
+    train = EncoderTrainConfig(phase1_steps=1, finetune_steps=0, batch_size=2, style_mix_prob=0.0)
+    module = EncoderModule(g, encoder=EncoderConfig(width=4, max_width=8), train=train)
+    torch.manual_seed(0)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        ws = module.sample_ws(3)
+    assert ws.dtype == torch.float32 and ws.shape == (3, g.num_ws, g.w_dim)
+    assert torch.isfinite(ws).all()

@@ -136,7 +136,8 @@ class EncoderModule(pl.LightningModule):
         """Phase-1 latents: truncated samples broadcast to W+, mixed with a second latent at a random layer."""
         cfg, g = self.train_cfg, self.generator
         z = torch.randn(2 * batch, g.z_dim, device=self.device)
-        w = self.encoder.w_avg.lerp(g.mapping(z, truncation_psi=1.0), cfg.truncation_psi)
+        w_avg = self.encoder.w_avg  # fp32 buffer; under 16-/bf16-mixed the mapping net returns half precision
+        w = w_avg.lerp(g.mapping(z, truncation_psi=1.0).to(w_avg.dtype), cfg.truncation_psi)
         ws = w[:batch, None, :].repeat(1, g.num_ws, 1)
         if g.num_ws > 1 and cfg.style_mix_prob > 0:
             mix = torch.rand(batch, device=self.device) < cfg.style_mix_prob
