@@ -272,7 +272,7 @@ TINY_PIPELINE = [
     "labels.model.n_members=2", "labels.model.hidden=[8,8]", "labels.model.min_class_pixels=1",
     "labels.train.max_steps=3", "labels.train.pixels_per_image=32", "labels.train.batch_pixels=32",
     "synthesis.n=8", "synthesis.drop_least_uncertain=1", "synthesis.batch_size=4",
-    "downstream.max_epochs=1", "downstream.base=4", "downstream.batch_size=4",
+    "downstream.steps=4", "downstream.val_every=2", "downstream.base=4", "downstream.batch_size=4",
     "classifier.max_epochs=1", "classifier.model.width=8", "classifier.model.depth=1", "classifier.model.embed_dim=16",
     "hilander.max_epochs=2", "hilander.model.hidden=16", "hilander.train.k_list=[4]", "hilander.train.levels_list=[2]",
     "hilander.cluster.k=4", "hilander.baselines=[kmeans]",
@@ -281,7 +281,7 @@ TINY_PIPELINE = [
 # kimg / steps / epochs (the shapes of every tensor are the default's)
 GPU_PIPELINE = [
     "gan.kimg=1", "encoder.train.phase1_steps=60", "encoder.train.finetune_steps=10", "labels.train.max_steps=60",
-    "synthesis.n=100", "downstream.max_epochs=3", "classifier.max_epochs=5", "hilander.max_epochs=20",
+    "synthesis.n=100", "downstream.steps=100", "downstream.val_every=25", "classifier.max_epochs=5", "hilander.max_epochs=20",
     "hilander.baselines=[kmeans]",
 ]  # fmt: skip
 

@@ -17,7 +17,7 @@ TINY = [
     "labels.model.n_members=2", "labels.model.hidden=[8,8]", "labels.model.min_class_pixels=1",
     "labels.train.max_steps=3", "labels.train.pixels_per_image=32", "labels.train.batch_pixels=32",
     "synthesis.n=8", "synthesis.drop_least_uncertain=1", "synthesis.batch_size=4",
-    "downstream.steps=40", "downstream.val_every=10", "downstream.base=8", "downstream.batch_size=2",
+    "downstream.steps=300", "downstream.val_every=50", "downstream.base=8", "downstream.batch_size=2",
     "classifier.max_epochs=1", "classifier.model.width=8", "classifier.model.depth=1", "classifier.model.embed_dim=16",
     "hilander.max_epochs=2", "hilander.model.hidden=16", "hilander.train.k_list=[4]", "hilander.train.levels_list=[2]",
     "hilander.cluster.k=4", "hilander.baselines=[kmeans]",

@@ -60,20 +60,23 @@ def test_segmentation_loss_is_cross_entropy():
     assert loss.item() == pytest.approx((-math.log(0.75) - math.log(0.5)) / 2, rel=1e-6)
 
 
-def test_keypoint_loss_is_heatmap_mse_over_visible_keypoints():
-    m = KeypointModule(n_keypoints=2, base=4, depth=1, sigma=1.0)
+def test_keypoint_loss_is_soft_argmax_l1_over_visible_keypoints():
+    m = KeypointModule(n_keypoints=2, base=4, depth=1, sigma=1.0, heatmap_weight=0.0)
     kp = torch.tensor([[[1.0, 1.0], [2.0, 0.0]]])
-    ys, xs = torch.meshgrid(torch.arange(3.0), torch.arange(3.0), indexing="ij")
-    target0 = torch.exp(-((xs - 1) ** 2 + (ys - 1) ** 2) / 2)
-    out = torch.zeros(1, 2, 3, 3)
-    out[0, 0] = target0  # keypoint 0 exact; keypoint 1 predicted all zero
+    out = torch.full((1, 2, 3, 3), -1e4)
+    out[0, 0, 1, 1] = 0.0  # keypoint 0 decodes exactly at (1, 1)
+    out[0, 1, 0, 0] = 0.0  # keypoint 1 decodes at (0, 0): |dx| + |dy| = 2 pixels off in a 3-pixel image
     m.model = _Const(out)
-    target1 = torch.exp(-((xs - 2) ** 2 + ys**2) / 2)
     batch = {"image": torch.zeros(1, 3, 3, 3), "keypoints": kp, "visible": torch.tensor([[True, True]])}
-    loss, _ = m._loss(batch)
-    assert loss.item() == pytest.approx(float((target1**2).mean()) / 2, rel=1e-5)
+    loss, pred = m._loss(batch)
+    assert pred[0].tolist() == [[1.0, 1.0], [0.0, 0.0]]
+    assert loss.item() == pytest.approx((0.0 + 2.0 / 3.0) / 2, rel=1e-5)
     batch["visible"] = torch.tensor([[True, False]])
     assert m._loss(batch)[0].item() == pytest.approx(0.0, abs=1e-7)
+    # the heatmap term adds a positive cross-entropy on top (the one-hot maps are not the Gaussian targets)
+    m2 = KeypointModule(n_keypoints=2, base=4, depth=1, sigma=1.0, heatmap_weight=0.1)
+    m2.model = _Const(out)
+    assert m2._loss(batch)[0].item() > 0.0
 
 
 def _trainer(steps: int) -> pl.Trainer:
@@ -133,7 +136,7 @@ def test_keypoint_net_beats_the_mean_shape(shapes):
     module = KeypointModule(train.n_keypoints, base=8, depth=2, lr=1e-2)
     _trainer(80).fit(module, datamodule=DenseDataModule(shapes / "train", task="keypoints", size=16, batch_size=8,
                                                         val_fraction=0.0, augment=False))  # fmt: skip
-    got = evaluate_keypoints(module, test)
+    got = evaluate_keypoints(module.model, test)
     assert got["nme"] < base and got["pck@0.1"] >= base_pck, (got, base, base_pck)
 
 

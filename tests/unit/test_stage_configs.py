@@ -29,8 +29,9 @@ from pipelines.runner import Pipeline, Stage, run_pipeline
         "synthesis.n=0",
         "synthesis.batch_size=0",
         "synthesis.filter_fraction=1.5",
-        "downstream.max_epochs=0",
+        "downstream.steps=0",
         "downstream.depth=0",
+        "downstream.base=0",
         "labels.refine_steps=-1",
     ],
 )

@@ -43,6 +43,10 @@ class DownstreamConfig:
                 f"downstream.steps={self.steps}, val_every={self.val_every}, batch_size={self.batch_size}, "
                 f"lr={self.lr}: need steps, val_every, batch_size >= 1 and lr > 0"
             )
+        if self.base < 1 or self.depth < 1:
+            raise ConfigError(
+                f"downstream.base={self.base}, depth={self.depth}: the net needs base >= 1 and depth >= 1"
+            )
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"downstream.val_fraction={self.val_fraction} must be in [0, 1) (0: no selection)")
         if not 0.0 < self.real_share < 1.0:

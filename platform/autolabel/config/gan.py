@@ -50,7 +50,7 @@ class GeneratorConfig:
     def generator_kwargs(self) -> dict:
         """Keyword arguments of :class:`autolabel.gan.Generator`."""
         d = asdict(self)
-        for k in ("mbstd_group", "discriminator", "d_backbone", "d_scales", "d_head_channels", "d_project"):
+        for k in DISCRIMINATOR_KEYS:
             d.pop(k)
         return d
 
@@ -64,6 +64,10 @@ class GeneratorConfig:
         """Keyword arguments of :class:`autolabel.gan.projected.ProjectedDiscriminator` (less the weights file)."""
         return dict(resolution=self.resolution, img_channels=self.img_channels, backbone=self.d_backbone,
                     n_scales=self.d_scales, head_channels=self.d_head_channels, project=self.d_project)  # fmt: skip
+
+
+# GeneratorConfig fields that configure the discriminator only (not Generator keyword arguments)
+DISCRIMINATOR_KEYS = ("mbstd_group", "discriminator", "d_backbone", "d_scales", "d_head_channels", "d_project")
 
 
 def r1_gamma_heuristic(resolution: int, batch_size: int) -> float:

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from autolabel.config.gan import DISCRIMINATOR_KEYS
 from autolabel.engine.io import atomic_torch_save
 from autolabel.errors import CheckpointError
 from autolabel.gan.stylegan2 import Generator, channel_schedule
@@ -79,7 +80,7 @@ def load_generator(path: str | Path, **kw) -> Generator:
         sd = {k[len("g_ema.") :]: v for k, v in obj["state_dict"].items() if k.startswith("g_ema.")}
         if hp is None:
             return _from_state_dict(sd, p, **kw)
-        gk = {k: v for k, v in hp.items() if k != "mbstd_group"}
+        gk = {k: v for k, v in hp.items() if k not in DISCRIMINATOR_KEYS}
         return _build(gk, sd, p, **kw)
     keys = sorted(obj)[:6] if isinstance(obj, dict) else type(obj).__name__
     raise CheckpointError(f"{p}: unrecognized generator checkpoint (found {keys}) -- supported: {SUPPORTED}")
