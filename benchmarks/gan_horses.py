@@ -67,7 +67,8 @@ def train(args: argparse.Namespace) -> None:
     gcfg = GeneratorConfig(resolution=args.resolution, z_dim=args.z_dim, w_dim=args.z_dim, n_mapping=args.n_mapping,
                            channel_base=args.channel_base, channel_max=args.channel_max,
                            discriminator=args.discriminator, d_scales=args.d_scales,
-                           d_head_channels=args.d_head_channels)  # fmt: skip
+                           d_head_channels=args.d_head_channels,
+                           fused_modconv={"true": True, "false": False, "auto": None}[args.fused_modconv])  # fmt: skip
     tcfg = GANTrainConfig(lr=args.lr, batch_size=args.batch, r1_gamma=args.r1_gamma, quality_every_kimg=args.every_kimg,
                           quality_samples=args.quality_samples, ema_kimg=args.ema_kimg,
                           style_mixing_prob=args.style_mixing)  # fmt: skip
@@ -150,6 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--quality-samples", type=int, default=100)
     t.add_argument("--channel-max", type=int, default=128)
     t.add_argument("--channel-base", type=int, default=4096)
+    t.add_argument("--fused-modconv", default="false", choices=["true", "false", "auto"])
     t.add_argument("--z-dim", type=int, default=128)
     t.add_argument("--n-mapping", type=int, default=4)
     t.add_argument("--batch", type=int, default=16)

@@ -61,6 +61,29 @@ def _command_help(cmd: Command) -> str:
     return f"autolabel {cmd.name}: {cmd.help}\n\nkeys (defaults):\n" + OmegaConf.to_yaml(cfg)
 
 
+# Keys every command takes, for how input files are checked (set in the environment, so DDP children see them too)
+INPUT_GUARDS = {"mask_check": "AUTOLABEL_MASK_CHECK", "max_image_pixels": "AUTOLABEL_MAX_IMAGE_PIXELS"}
+
+
+def apply_input_guards(words: Sequence[str]) -> list[str]:
+    """Take ``mask_check=fail|warn|off`` and ``max_image_pixels=N`` out of ``words`` (any command), check them and
+    set them for this process and its children; the other words are returned."""
+    import os
+
+    from autolabel.data.images import max_image_pixels
+    from autolabel.data.mask_checks import resolve_mask_check
+
+    rest = []
+    for w in words:
+        key, eq, value = w.partition("=")
+        if eq and key in INPUT_GUARDS:
+            os.environ[INPUT_GUARDS[key]] = value
+            resolve_mask_check(None) if key == "mask_check" else max_image_pixels()  # one-line error when bad
+        else:
+            rest.append(w)
+    return rest
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     from autolabel.errors import AutolabelError
@@ -74,6 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if any(a in ("-h", "--help") for a in rest):
             print(_command_help(cmd))
             return 0
+        rest = apply_input_guards(rest)
         show = "--config" in rest
         cfg = load_command_config(cmd, [a for a in rest if a != "--config"])
         from autolabel.config import to_object, to_yaml

@@ -449,6 +449,22 @@ def test_mask_check_warn_keeps_the_values(tmp_path, monkeypatch):
     assert LabeledFolder(folder, n_classes=201, mask_check="fail").n_classes == 201  # explicit count: no check
 
 
+def test_input_guards_are_keys_of_every_command(world, tmp_path, capsys, monkeypatch):
+    for env in ("AUTOLABEL_MASK_CHECK", "AUTOLABEL_MAX_IMAGE_PIXELS"):
+        monkeypatch.delenv(env, raising=False)  # restored after the test: the keys set the process environment
+    folder = tmp_path / "imgs" / "a"
+    folder.mkdir(parents=True)
+    Image.new("RGB", (10, 10)).save(folder / "small.png")
+    rc, err = _cli(["embed", f"checkpoint={world['classifier']}", f"images={tmp_path / 'imgs'}",
+                    f"out={tmp_path / 'p.npz'}", "max_image_pixels=50"], capsys)  # fmt: skip
+    assert rc == 2 and "10x10 = 100 pixels, over the limit of 50" in err and "max_image_pixels=N" in err
+    lab = _mask_folder(tmp_path / "lab", _stray())
+    rc, err = _cli(["fit", "segmentation", f"train={lab}", f"test={lab}", "mask_check=maybe"], capsys)
+    assert rc == 2 and "mask_check='maybe'" in err and "use fail, warn or off" in err
+    rc, err = _cli(["fit", "segmentation", f"train={lab}", f"test={lab}", "mask_check=off", "--config"], capsys)
+    assert rc == 0 and os.environ["AUTOLABEL_MASK_CHECK"] == "off"
+
+
 # ------------------------------------------------------------------------------------------------ concurrent runs
 
 
@@ -559,15 +575,24 @@ def test_duplicate_groups_form_one_cluster_each():
     assert pairwise_fscore(truth, _cluster(x, k=10))[2] == 1.0
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known gap: rows equal up to float rounding get arbitrary kNN lists among "
-    "equals, and the index tie-break leaves many of them peaks; fix: merge near-exact duplicates first",
-)
 def test_rows_equal_after_l2_normalization_cluster_together():
     base = make_blob_features(1, 1, 8, seed=3)[0]
     x = base * np.linspace(0.5, 3.0, 30)[:, None]  # 30 scaled copies: one point on the sphere
     assert len(np.unique(_cluster(x))) == 1
+
+
+def test_duplicates_join_their_representative_with_full_confidence():
+    from autolabel.hilander.hierarchy import cluster_pool, duplicate_groups
+    from autolabel.hilander.search import knn_search
+
+    x, _ = _blobs()
+    xd = np.concatenate([x, x[:3] * 2.0])  # three scaled copies of rows 0-2
+    rep = duplicate_groups(xd, *knn_search(xd, 5))
+    assert rep[-3:].tolist() == [0, 1, 2] and (rep[:-3] == np.arange(len(x))).all()
+    res = cluster_pool(_SimilarityLink(), xd.astype(np.float32), k=5, tau=0.5, levels=3, device="cpu", progress=False)
+    assert (res.labels[-3:] == res.labels[:3]).all()
+    assert (res.confidence[-3:] == 1.0).all() and (res.join_level[-3:] == 0).all()
+    assert res.levels[0]["duplicates_merged"] == 3 and len(res.density) == len(xd)
 
 
 @pytest.mark.parametrize("noise", [0.0, 1e-6], ids=["exact_copies", "near_duplicates"])

@@ -22,6 +22,9 @@ class GeneratorConfig:
     channel_multiplier: int = 2
     img_channels: int = 3
     lr_mlp: float = 0.01
+    # modulated convs: true = grouped per-sample (GPU), false = unfused (same numbers; 1.45x faster per CPU step in
+    # benchmarks/gan_step_cpu.py), null = unfused on the CPU only. A run-time choice: not stored with the weights.
+    fused_modconv: Optional[bool] = True
     mbstd_group: int = 4  # discriminator minibatch-stddev group
     # stylegan2: StyleGAN2's residual D on pixels | projected: trainable heads on a frozen ImageNet backbone (Projected
     # GAN / Vision-aided GAN; weights from `autolabel weights lpips`, never downloaded)

@@ -54,7 +54,7 @@ def max_image_pixels() -> int:
 
 def _bomb(path: str | os.PathLike, pixels: str, limit: int) -> DataError:
     return DataError(f"image {path} has {pixels} pixels, over the limit of {limit:,} (decompression-bomb guard): "
-                     f"shrink the image, or raise the limit with {MAX_PIXELS_ENV}=N if you trust the file")  # fmt: skip
+                     f"shrink the image, or raise the limit with max_image_pixels=N (or {MAX_PIXELS_ENV}=N) if you trust the file")  # fmt: skip
 
 
 def open_image(path: str | os.PathLike, max_pixels: int | None = None) -> Image.Image:

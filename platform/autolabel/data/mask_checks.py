@@ -74,7 +74,7 @@ def check_mask_values(counts: Sequence[np.ndarray], paths: Sequence[Path], polic
 
     solid = [int(v) for v in present if not is_stray(int(total[v]))]
     top_solid = max(solid) if solid else 0
-    fix = "fix the masks, pass n_classes, or accept with mask_check=warn (or AUTOLABEL_MASK_CHECK=warn)"
+    fix = "fix the masks, pass n_classes, or accept with the key mask_check=warn (or AUTOLABEL_MASK_CHECK=warn)"
 
     def file_with(v: int) -> Path:
         return next(p for p, c in zip(paths, counts) if c[v] > 0)

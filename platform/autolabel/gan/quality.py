@@ -179,7 +179,7 @@ class GANQualityCallback(pl.Callback):
         if rec["fd_vgg"] < self.best:
             self.best = rec["fd_vgg"]
             self.best_path = self.ckpt_dir / "best.ckpt"
-            trainer.save_checkpoint(self.best_path)
+            trainer.save_checkpoint(self.best_path, weights_only=False)
         return rec
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
@@ -192,7 +192,9 @@ class GANQualityCallback(pl.Callback):
         if not self.history or self.history[-1]["step"] != int(pl_module.n_iter):
             self.evaluate(trainer, pl_module)
         if self.keep_best and self.best_path is not None and self.best_path.is_file():
-            ckpt = torch.load(self.best_path, map_location=pl_module.device, weights_only=False)
+            from autolabel.engine.checkpoint_io import load_checkpoint
+
+            ckpt = load_checkpoint(self.best_path, map_location=pl_module.device, what="best GAN snapshot")
             sd = {k[len("g_ema.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("g_ema.")}
             pl_module.g_ema.load_state_dict(sd)
 

@@ -316,13 +316,16 @@ class Generator(nn.Module):
         **kw,
     ):
         """``kw``: ``channels`` (explicit list per resolution 4..R, overrides the schedule), ``blur_kernel``,
-        ``w_avg_beta`` (decay of the running ``w_avg``, default 0.995), ``conv_clamp`` (clamp every styled-conv and
+        ``w_avg_beta`` (decay of the running ``w_avg``, default 0.995), ``fused_modconv`` (True: grouped per-sample
+        convs; False: the unfused form, same numbers; None: unfused on the CPU only -- a run-time choice, not saved),
+        ``conv_clamp`` (clamp every styled-conv and
         toRGB output to +-conv_clamp as NVIDIA's stylegan2-ada does in all layers when it is set; default None = off)."""
         super().__init__()
         channels = kw.pop("channels", None)
         blur_kernel = tuple(kw.pop("blur_kernel", (1, 3, 3, 1)))
         self.w_avg_beta = float(kw.pop("w_avg_beta", 0.995))
         conv_clamp = kw.pop("conv_clamp", None)
+        fused_modconv = kw.pop("fused_modconv", True)
         if conv_clamp is not None and not float(conv_clamp) > 0:
             raise ConfigError(f"conv_clamp={conv_clamp} must be > 0 or None (off); NVIDIA uses 256")
         self.conv_clamp = None if conv_clamp is None else float(conv_clamp)
@@ -385,6 +388,16 @@ class Generator(nn.Module):
         self.register_buffer("w_avg", torch.zeros(self.w_dim))
         self.feature_channels = [channels[0], channels[0]] + [c for c in channels[1:] for _ in range(2)]
         self.feature_resolutions = [4, 4] + [2**i for i in range(3, self.log_size + 1) for _ in range(2)]
+        self.set_fused_modconv(fused_modconv)
+
+    def set_fused_modconv(self, fused: bool | None) -> None:
+        """True: grouped per-sample modulated convs (fastest on GPUs); False: the unfused form (one batched conv, the
+        same numbers; faster on CPUs in ``benchmarks/gan_step_cpu.py``); None: unfused on the CPU only."""
+        if fused not in (True, False, None):
+            raise ConfigError(f"fused_modconv={fused!r} must be true, false or null (auto: unfused on the CPU)")
+        for m in self.modules():
+            if isinstance(m, ModulatedConv2d):
+                m.fused = fused
 
     # ------------------------------------------------------------------ mapping
     def mapping(self, z: Tensor, truncation_psi: float = 1.0) -> Tensor:

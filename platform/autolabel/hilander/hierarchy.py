@@ -260,9 +260,11 @@ def cluster_pool(
     reuses a search already done (tau calibration clusters one pool many times).
 
     ``k >= N`` is capped at N-1 with one :class:`KCapWarning` (later levels, with fewer supernodes, cap silently);
-    N < 2 and features of another width than the model's are :class:`DataError`."""
-    from tqdm.auto import tqdm
+    N < 2 and features of another width than the model's are :class:`DataError`.
 
+    Near-exact duplicates (cosine >= ``1 - DUPLICATE_EPS``: the same photo twice, scaled copies of one feature) are
+    merged before level 0: among equals the kNN lists are arbitrary, and with no density step between them many would
+    stay peaks. Each duplicate joins its group's first row at level 0 with confidence 1."""
     feats = np.ascontiguousarray(features, dtype=np.float32)
     if feats.ndim != 2 or len(feats) < 2:
         raise DataError(f"cluster_pool needs a [N, D] array with N >= 2, got shape {feats.shape}")
@@ -270,6 +272,103 @@ def cluster_pool(
     if want is not None and feats.shape[1] != want:
         raise DataError(f"the model was trained on {want}-d features, the pool has {feats.shape[1]}-d: "
                         "embed the pool with the same encoder as the meta-training features")  # fmt: skip
+    kwargs = dict(k=k, tau=tau, levels=levels, early_stop=early_stop, device=device, knn_kwargs=knn_kwargs,
+                  progress=progress, link_prob=link_prob)  # fmt: skip
+    if level0_knn is None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", KCapWarning)  # _cluster_distinct warns once with the user's key
+            level0_knn = knn_search(feats, min(k, len(feats) - 1), **dict(knn_kwargs or {}))
+    t0 = time.perf_counter()
+    rep = duplicate_groups(feats, *level0_knn)
+    first = np.flatnonzero(rep == np.arange(len(feats)))
+    if len(first) == len(feats):
+        return _cluster_distinct(model, feats, level0_knn=level0_knn, **kwargs)
+    if len(first) < 2:  # the whole pool is one row repeated
+        n = len(feats)
+        res = ClusterResult(np.zeros(n, dtype=np.int64), [], {"knn": 0.0, "gnn": 0.0, "decode": 0.0},
+                            np.ones(n, dtype=np.float32), np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.float32))  # fmt: skip
+        res.join_level[0] = -1
+    else:
+        with warnings.catch_warnings():
+            if k < len(feats):  # the user's k fits the pool; only the de-duplicated one is smaller
+                warnings.simplefilter("ignore", KCapWarning)
+            res = _cluster_distinct(model, feats[first], **kwargs)
+        res = _expand_duplicates(res, rep, first)
+    res.seconds["dedupe"] = time.perf_counter() - t0
+    if res.levels:
+        res.levels[0]["duplicates_merged"] = int(len(feats) - len(first))
+    return res
+
+
+DUPLICATE_EPS = 1e-6
+
+
+def duplicate_groups(
+    features: np.ndarray, nbrs: np.ndarray, sims: np.ndarray, eps: float = DUPLICATE_EPS
+) -> np.ndarray:
+    """Each row's group representative (the group's lowest row index): rows joined by a kNN edge whose cosine
+    similarity is >= ``1 - eps``, closed transitively (union-find). ``sims`` may be inner products of unnormalized
+    rows; the cosine is recomputed from the row norms."""
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import connected_components
+
+    n = len(features)
+    norms = np.linalg.norm(features.astype(np.float64), axis=1)
+    rows = np.repeat(np.arange(n), nbrs.shape[1])
+    cols = nbrs.reshape(-1)
+    ok = cols >= 0
+    rows, cols, s = rows[ok], cols[ok], sims.reshape(-1)[ok].astype(np.float64)
+    cos = s / np.maximum(norms[rows] * norms[cols], 1e-30)
+    dup = cos >= 1.0 - eps
+    if not dup.any():
+        return np.arange(n, dtype=np.int64)
+    adj = sp.coo_matrix((np.ones(int(dup.sum())), (rows[dup], cols[dup])), shape=(n, n))
+    _, comp = connected_components(adj, directed=True, connection="weak")
+    lowest = np.full(comp.max() + 1, n, dtype=np.int64)
+    np.minimum.at(lowest, comp, np.arange(n))
+    return lowest[comp]
+
+
+def _expand_duplicates(res: ClusterResult, rep: np.ndarray, first: np.ndarray) -> ClusterResult:
+    """The result on the distinct rows ``first`` spread to every row: each duplicate takes its representative's
+    cluster and density, joined at level 0 with confidence 1 (a representative with duplicates, if it was its
+    cluster's peak, gets confidence 1: its strongest direct child is an exact match)."""
+    n = len(rep)
+    pos = np.full(n, -1, dtype=np.int64)
+    pos[first] = np.arange(len(first))
+    src = pos[rep]
+    labels = res.labels[src]
+    confidence = res.confidence[src].copy() if res.confidence is not None else np.ones(n, dtype=np.float32)
+    join_level = res.join_level[src].copy() if res.join_level is not None else np.zeros(n, dtype=np.int64)
+    density = res.density[src].copy() if res.density is not None else None
+    member = rep != np.arange(n)
+    confidence[member] = 1.0
+    join_level[member] = 0
+    has_dup = np.zeros(n, dtype=bool)
+    has_dup[rep[member]] = True
+    peak_with_dup = has_dup & (join_level < 0)
+    confidence[peak_with_dup] = 1.0
+    return ClusterResult(labels, res.levels, res.seconds, confidence, join_level, density)
+
+
+def _cluster_distinct(
+    model: torch.nn.Module,
+    features: np.ndarray,
+    *,
+    k: int = 10,
+    tau: float = 0.8,
+    levels: int = 3,
+    early_stop: bool = True,
+    device: str = "auto",
+    knn_kwargs: dict[str, Any] | None = None,
+    progress: bool = True,
+    link_prob: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    level0_knn: tuple[np.ndarray, np.ndarray] | None = None,
+) -> ClusterResult:
+    """:func:`cluster_pool` on a pool without near-exact duplicate rows."""
+    from tqdm.auto import tqdm
+
+    feats = features
     to_prob = link_prob or link_probability
     dev = _resolve_device(device)
     model = model.to(dev).eval()

@@ -203,14 +203,15 @@ def train_for_steps(module, train: Dataset, val: Dataset | None, task: str, cfg:
     ckpts = stage_dir / "checkpoints"
     if val is None:
         trainer = fit(module, dm, tc, stage_dir, limit_val_batches=0, check_val_every_n_epoch=None)
-        trainer.save_checkpoint(ckpts / "last.ckpt")
+        trainer.save_checkpoint(ckpts / "last.ckpt", weights_only=False)
         return {"checkpoint": ckpts / "last.ckpt", "steps": int(trainer.global_step), "val_images": 0,
                 "seconds": round(time.perf_counter() - t0, 2)}  # fmt: skip
     monitor, mode = MONITOR[task]
     trainer = fit(module, dm, tc, stage_dir, monitor=monitor, monitor_mode=mode,
                   val_check_interval=min(cfg.val_every, cfg.steps), check_val_every_n_epoch=None,
                   num_sanity_val_steps=0)  # fmt: skip
-    trainer.save_checkpoint(ckpts / "last.ckpt")  # the final step (training may stop between two validations)
+    # the final step (training may stop between two validations)
+    trainer.save_checkpoint(ckpts / "last.ckpt", weights_only=False)
     best = ckpts / "best.ckpt"
     if not best.is_file():
         raise DataError(f"no {best} after training: the validation slice logged no {monitor} -- check val_fraction")
