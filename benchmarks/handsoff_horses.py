@@ -188,6 +188,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         choices=["stylegan2", "projected"],
         help="projected: trainable heads on the frozen VGG16 (needs `autolabel weights lpips`)",
     )
+    ap.add_argument("--generator", default=None,
+                    help="skip GAN training: a generator file or GAN .ckpt (g_ema), e.g. gan_horses.py's best.ckpt")  # fmt: skip
     ap.add_argument(
         "--quality-every-kimg",
         type=float,
@@ -242,7 +244,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # settings each stage depends on (a stage is reused by --resume only when these match the previous run's)
-_GAN_KEYS = ["data", "size", "seed", "accelerator", "kimg", "channel_max", "channel_base", "z_dim", "n_mapping",
+_GAN_KEYS = ["data", "size", "seed", "accelerator", "generator", "kimg", "channel_max", "channel_base", "z_dim", "n_mapping",
              "gan_batch", "discriminator", "quality_every_kimg"]  # fmt: skip
 _ENC_KEYS = [*_GAN_KEYS, "encoder_width", "encoder_max_width", "encoder_phase1_steps", "encoder_finetune_steps",
              "encoder_batch", "lpips_weight"]  # fmt: skip
@@ -331,7 +333,10 @@ def main(argv: list[str] | None = None) -> dict:
     gan_dir = runs / "gan"
     generator = gan_dir / "gan" / "generator.pt"
     rec = reuse("stages", "gan", _GAN_KEYS, generator)
-    if rec is None:
+    if a.generator:  # a GAN trained elsewhere (e.g. benchmarks/gan_horses.py's best snapshot): its g_ema is used
+        generator = Path(a.generator).resolve()
+        rec = {"pretrained": str(generator), "seconds": 0.0}
+    elif rec is None:
         r = run_cli(["fit", "gan", f"images={folders['photos']}", f"kimg={a.kimg}", f"gan.resolution={a.size}",
                      f"gan.z_dim={a.z_dim}", f"gan.w_dim={a.z_dim}", f"gan.n_mapping={a.n_mapping}",
                      f"gan.channel_base={a.channel_base}", f"gan.channel_max={a.channel_max}",

@@ -43,15 +43,3 @@ def os_error_message(err: BaseException) -> str | None:
     }
     fix = fixes.get(err.errno or 0)
     return f"{where}: {fix}" if fix else None
-
-
-def require_file(path, what: str = "file", hint: str = "") -> None:
-    """Raise :class:`DataError` if ``path`` does not exist."""
-    from pathlib import Path
-
-    p = Path(path)
-    if not p.exists():
-        msg = f"{what} not found: {p}"
-        if hint:
-            msg += f" -- {hint}"
-        raise DataError(msg)

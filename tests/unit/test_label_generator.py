@@ -7,7 +7,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from autolabel.config import TrainerConfig
-from autolabel.config.labelgen import LabelGeneratorConfig, LabelTrainConfig, SynthesisConfig
+from autolabel.config.labelgen import LabelGeneratorConfig, LabelTrainConfig
 from autolabel.engine import fit
 from autolabel.errors import CheckpointError, ConfigError, DataError
 from autolabel.gan import Generator
@@ -130,8 +130,6 @@ def test_bad_config_and_inputs():
         LabelTrainConfig(epochs=-1)
     with pytest.raises(ConfigError, match="keypoint_peak_fraction"):
         LabelTrainConfig(keypoint_peak_fraction=1.0)
-    with pytest.raises(ConfigError, match="filter_fraction"):
-        SynthesisConfig(filter_fraction=1.0)
     with pytest.raises(DataError, match="negative"):
         LabelTargets(-torch.ones(2, 16, 16, dtype=torch.long), "segmentation", 16)
     with pytest.raises(DataError, match=r"class 4 but n_classes=3: set label_generator.n_classes >= 5"):

@@ -174,29 +174,6 @@ def test_keypoint_module_loss_drops_and_evaluate(shapes):
     assert KeypointNet(3).predict(torch.randn(2, 3, 16, 16)).shape == (2, 3, 2)
 
 
-def test_dense_task_config_validation():
-    from omegaconf import OmegaConf
-
-    from autolabel.config.dense import DenseTaskConfig
-
-    cfg = OmegaConf.merge(OmegaConf.structured(DenseTaskConfig), OmegaConf.from_dotlist(["task=depth", "size=16"]))
-    assert cfg.task == "depth" and cfg.size == 16 and cfg.pck_threshold == 0.1
-    with pytest.raises(ConfigError, match="dense.task='pose'"):
-        DenseTaskConfig(task="pose")
-    with pytest.raises(ConfigError, match="size >= 2\\*\\*depth"):
-        DenseTaskConfig(size=4, depth=3)
-    with pytest.raises(ConfigError, match="val_fraction"):
-        DenseTaskConfig(val_fraction=1.0)
-    with pytest.raises(ConfigError, match="pck_threshold"):
-        DenseTaskConfig(pck_threshold=0.0)
-    with pytest.raises(ConfigError, match="min_depth"):
-        DenseTaskConfig(min_depth=5.0, max_depth=1.0)
-    with pytest.raises(ConfigError, match="batch_size"):
-        DenseTaskConfig(batch_size=0)
-    with pytest.raises(ConfigError, match="val_fraction"):
-        DenseDataModule("x", val_fraction=-0.1)
-
-
 def test_segmentation_ignore_index_in_loss_and_validation_metric():
     torch.manual_seed(0)
     module = SegmentationModule(n_classes=2, base=4, depth=1)  # ignore_index 255 by default

@@ -82,29 +82,3 @@ class LabelTrainConfig:
             raise ConfigError(f"label_train.epochs={self.epochs} must be >= 0 (0 = train max_steps steps)")
         if not 0.0 <= self.keypoint_peak_fraction < 1.0:
             raise ConfigError(f"label_train.keypoint_peak_fraction={self.keypoint_peak_fraction} must be in [0, 1)")
-
-
-@dataclass
-class SynthesisConfig:
-    n: int = 1000
-    seed: int = 0
-    truncation_psi: float = 0.7
-    batch_size: int = 8
-    filter_fraction: float = 0.1
-    drop_least_uncertain: int = 30
-    out: str = "synthetic"
-    save_uncertainty: bool = True
-
-    def __post_init__(self) -> None:
-        if self.n < 1:
-            raise ConfigError(f"synthesis.n={self.n} must be >= 1 (number of labeled images to keep)")
-        if self.batch_size < 1:
-            raise ConfigError(f"synthesis.batch_size={self.batch_size} must be >= 1")
-        if not 0.0 < self.truncation_psi <= 1.0:
-            raise ConfigError(f"synthesis.truncation_psi={self.truncation_psi} must be in (0, 1] (0.7 = DatasetGAN)")
-        if not 0.0 <= self.filter_fraction < 1.0:
-            raise ConfigError(f"synthesis.filter_fraction={self.filter_fraction} must be in [0, 1) (0.1 = DatasetGAN)")
-        if self.drop_least_uncertain < 0:
-            raise ConfigError(
-                f"synthesis.drop_least_uncertain={self.drop_least_uncertain} must be >= 0 (30 = DatasetGAN)"
-            )
