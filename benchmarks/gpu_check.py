@@ -264,19 +264,6 @@ def check_lpips(ctx: Ctx) -> dict:
     return out
 
 
-TINY_PIPELINE = [
-    "shapes.n_pool=60", "shapes.n_labeled=6", "shapes.n_test=8",
-    "gan.kimg=0.032", "gan.model.z_dim=16", "gan.model.w_dim=16", "gan.model.channel_max=16", "gan.train.batch_size=4",
-    "encoder.model.width=8", "encoder.model.max_width=16", "encoder.train.phase1_steps=3",
-    "encoder.train.finetune_steps=2", "encoder.train.batch_size=4",
-    "labels.model.n_members=2", "labels.model.hidden=[8,8]", "labels.model.min_class_pixels=1",
-    "labels.train.max_steps=3", "labels.train.pixels_per_image=32", "labels.train.batch_pixels=32",
-    "synthesis.n=8", "synthesis.drop_least_uncertain=1", "synthesis.batch_size=4",
-    "downstream.steps=4", "downstream.val_every=2", "downstream.base=4", "downstream.batch_size=4",
-    "classifier.max_epochs=1", "classifier.model.width=8", "classifier.model.depth=1", "classifier.model.embed_dim=16",
-    "hilander.max_epochs=2", "hilander.model.hidden=16", "hilander.train.k_list=[4]", "hilander.train.levels_list=[2]",
-    "hilander.cluster.k=4", "hilander.baselines=[kmeans]",
-]  # fmt: skip
 # the shipped default pipeline, shortened so that three precisions fit the GPU budget: same models and data, fewer
 # kimg / steps / epochs (the shapes of every tensor are the default's)
 GPU_PIPELINE = [
@@ -293,7 +280,9 @@ def _pipeline(precision: str) -> Callable[[Ctx], dict]:
         if not ctx.gpu and precision == "bf16-mixed":
             raise Skip("bf16-mixed is checked on the GPU only (the CPU dry run keeps to fp32 to stay fast)")
         root = ctx.folder(f"pipeline_{precision}")
-        sizes = [*TINY_PIPELINE, "until_stage=synthesis"] if ctx.tiny else GPU_PIPELINE  # tiny: the rest runs in ddp_*
+        from pipelines.definitions import TINY_OVERRIDES
+
+        sizes = [*TINY_OVERRIDES, "until_stage=synthesis"] if ctx.tiny else GPU_PIPELINE  # tiny: the rest runs in ddp_*
         _reset_peak()
         res = run_cli(["run", *sizes, *_trainer_args(ctx, precision), "progress=false", f"run.root={root}"])
         (run,) = [p for p in (root / "handsoff_then_hilander").iterdir() if p.is_dir()]

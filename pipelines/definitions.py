@@ -139,3 +139,20 @@ def headline(results: list[Any]) -> dict[str, Any]:
         if "baselines" in m:
             out["baselines"] = {k: {x: v[x] for x in BASELINE_KEYS} for k, v in m["baselines"].items()}
     return out
+
+
+# The smallest settings that run every stage of the default pipeline on the bundled shapes in seconds: the test suite
+# and benchmarks/gpu_check.py start from them (the shapes of every tensor shrink; no stage is skipped).
+TINY_OVERRIDES = (
+    "shapes.n_pool=60", "shapes.n_labeled=6", "shapes.n_test=8",
+    "gan.kimg=0.032", "gan.model.z_dim=16", "gan.model.w_dim=16", "gan.model.channel_max=16", "gan.train.batch_size=4",
+    "encoder.model.width=8", "encoder.model.max_width=16", "encoder.train.phase1_steps=3",
+    "encoder.train.finetune_steps=2", "encoder.train.batch_size=4",
+    "labels.model.n_members=2", "labels.model.hidden=[8,8]", "labels.model.min_class_pixels=1",
+    "labels.train.max_steps=3", "labels.train.pixels_per_image=32", "labels.train.batch_pixels=32",
+    "synthesis.n=8", "synthesis.drop_least_uncertain=1", "synthesis.batch_size=4",
+    "downstream.steps=4", "downstream.val_every=2", "downstream.base=4", "downstream.batch_size=4",
+    "classifier.max_epochs=1", "classifier.model.width=8", "classifier.model.depth=1", "classifier.model.embed_dim=16",
+    "hilander.max_epochs=2", "hilander.model.hidden=16", "hilander.train.k_list=[4]", "hilander.train.levels_list=[2]",
+    "hilander.cluster.k=4", "hilander.baselines=[kmeans]",
+)  # fmt: skip

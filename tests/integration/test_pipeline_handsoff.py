@@ -8,21 +8,11 @@ import time
 
 from autolabel.engine.io import read_json
 from pipelines.cli import main
+from pipelines.definitions import TINY_OVERRIDES
 
-TINY = [
-    "shapes.n_pool=60", "shapes.n_labeled=6", "shapes.n_test=8",
-    "gan.kimg=0.032", "gan.model.z_dim=16", "gan.model.w_dim=16", "gan.model.channel_max=16", "gan.train.batch_size=4",
-    "encoder.model.width=8", "encoder.model.max_width=16", "encoder.train.phase1_steps=3",
-    "encoder.train.finetune_steps=2", "encoder.train.batch_size=4",
-    "labels.model.n_members=2", "labels.model.hidden=[8,8]", "labels.model.min_class_pixels=1",
-    "labels.train.max_steps=3", "labels.train.pixels_per_image=32", "labels.train.batch_pixels=32",
-    "synthesis.n=8", "synthesis.drop_least_uncertain=1", "synthesis.batch_size=4",
-    "downstream.steps=300", "downstream.val_every=50", "downstream.base=8", "downstream.batch_size=2",
-    "classifier.max_epochs=1", "classifier.model.width=8", "classifier.model.depth=1", "classifier.model.embed_dim=16",
-    "hilander.max_epochs=2", "hilander.model.hidden=16", "hilander.train.k_list=[4]", "hilander.train.levels_list=[2]",
-    "hilander.cluster.k=4", "hilander.baselines=[kmeans]",
-    "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "progress=false",
-]  # fmt: skip
+# the floor below needs a trained real-few net: 300 downstream steps (the rest as the shared tiny settings)
+TINY = [*TINY_OVERRIDES, "downstream.steps=300", "downstream.val_every=50", "downstream.base=8", "downstream.batch_size=2",
+        "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "progress=false"]  # fmt: skip
 
 
 def _majority_miou(run, val_fraction: float) -> float:

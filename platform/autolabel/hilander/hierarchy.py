@@ -351,20 +351,10 @@ def _expand_duplicates(res: ClusterResult, rep: np.ndarray, first: np.ndarray) -
     return ClusterResult(labels, res.levels, res.seconds, confidence, join_level, density)
 
 
-def _cluster_distinct(
-    model: torch.nn.Module,
-    features: np.ndarray,
-    *,
-    k: int = 10,
-    tau: float = 0.8,
-    levels: int = 3,
-    early_stop: bool = True,
-    device: str = "auto",
-    knn_kwargs: dict[str, Any] | None = None,
-    progress: bool = True,
-    link_prob: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    level0_knn: tuple[np.ndarray, np.ndarray] | None = None,
-) -> ClusterResult:
+def _cluster_distinct(model: torch.nn.Module, features: np.ndarray, *, k: int, tau: float, levels: int,
+                      early_stop: bool, device: str, knn_kwargs: dict[str, Any] | None, progress: bool,
+                      link_prob: Callable | None, level0_knn: tuple[np.ndarray, np.ndarray] | None = None,
+                      ) -> ClusterResult:  # fmt: skip
     """:func:`cluster_pool` on a pool without near-exact duplicate rows."""
     from tqdm.auto import tqdm
 
