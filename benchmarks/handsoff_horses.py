@@ -479,11 +479,15 @@ def markdown(res: dict) -> str:
     if "gan" not in st:
         return "\n".join(out)
     g, e, lab, syn = st["gan"], st["encoder"], st["labels"], st["synthesis"]
+    lm, nan = lab.get("metrics", {}), float("nan")
     out += ["", "| stage | value |", "|---|---|",
-            f"| GAN training | {g['s_per_kimg']:.0f} s/kimg ({g['kimg_trained']:.1f} kimg in {g['seconds']:.0f} s) |",
+            (f"| GAN | pretrained: {g['pretrained']} |" if "pretrained" in g else
+             f"| GAN training | {g['s_per_kimg']:.0f} s/kimg ({g['kimg_trained']:.1f} kimg in {g['seconds']:.0f} s) |"),
             f"| encoder ({s['encoder_phase1_steps']} + {s['encoder_finetune_steps']} steps) | {e['seconds']:.0f} s |",
             f"| label generator (inversion of {s['n_labeled']} + {s['label_steps']} steps) | {lab['seconds']:.0f} s, "
             f"peak RSS {lab['peak_rss_mb']:.0f} MiB |",
+            f"| inversion of the {s['n_labeled']} labeled photos | pixel MSE {lm.get('inversion_mse', nan):.3f}, "
+            f"spread of inverted W+ / sampled W+ {lm.get('inversion_spread_ratio', nan):.3f} (0 = collapsed) |",
             f"| synthesis ({syn['candidates']} candidates -> {syn['kept']} kept) | "
             f"{syn['images_per_s_wall']:.2f} images/s (wall, incl. start-up; in-loop "
             f"{syn['images_per_s_reported'] or float('nan'):.2f}) |",

@@ -125,3 +125,14 @@ def test_real_sdist_converts(tmp_path) -> None:
     a = torch.rand(1, 3, 64, 64) * 2 - 1
     d_far, d_near = model(a, -a).item(), model(a, (a + 0.05 * torch.randn_like(a)).clamp(-1, 1)).item()
     assert np.isfinite(d_far) and 0 < d_near < d_far
+
+
+@pytest.mark.parametrize("net,ok,small", [("alex", 32, 24), ("vgg", 16, 8)])
+def test_images_below_the_backbone_minimum_fail_in_one_line(net, ok, small, tmp_path, monkeypatch):
+    from autolabel.handsoff.lpips_weights import build_lpips
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # no weights here: random backbone (shapes only)
+    model = build_lpips(net, random_backbone=True)
+    assert model(torch.rand(1, 3, ok, ok), torch.rand(1, 3, ok, ok)).shape == (1, 1, 1, 1)
+    with pytest.raises(ConfigError, match=f"LPIPS-{net} needs images of at least .* got {small} px"):
+        model(torch.rand(1, 3, small, small), torch.rand(1, 3, small, small))

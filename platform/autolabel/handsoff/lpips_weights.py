@@ -83,7 +83,23 @@ def build_lpips(net: str = "vgg", weights: str | os.PathLike | None = None, rand
         model.net.load_state_dict(_backbone_state(raw, model.net.state_dict(), path))
     model.eval()
     model.requires_grad_(False)
+    model.register_forward_pre_hook(_min_size_check(net))
     return model
+
+
+# the smallest image side each backbone's pooling stack accepts (AlexNet: stride-4 conv + 3 max-pools; VGG16: 4 pools)
+MIN_SIZE = {"alex": 31, "vgg": 16}
+
+
+def _min_size_check(net: str):
+    def hook(module, args):
+        side = min(args[0].shape[-2:]) if args and torch.is_tensor(args[0]) else None
+        if side is not None and side < MIN_SIZE[net]:
+            other = "lpips_net=vgg (>= 16 px), " if net == "alex" else ""
+            raise ConfigError(f"LPIPS-{net} needs images of at least {MIN_SIZE[net]} px, got {side} px: use {other}"
+                              "a larger resolution, or lpips_weight=0 (pixel loss only)")  # fmt: skip
+
+    return hook
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
