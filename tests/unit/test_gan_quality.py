@@ -99,3 +99,20 @@ def test_unfused_modconv_equals_grouped(upsample, demodulate):
     assert outs[0].shape == (3, 5, 16 if upsample else 8, 16 if upsample else 8)
     torch.testing.assert_close(outs[0], outs[1], rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-4, atol=1e-5)
+
+
+def test_fused_modconv_config_key_reaches_every_modulated_conv():
+    from autolabel.errors import ConfigError
+    from autolabel.gan.module import GANModule
+    from autolabel.gan.stylegan2 import Generator
+
+    gen = dict(resolution=8, z_dim=8, w_dim=8, n_mapping=1, channel_base=64, channel_max=8)
+    for value in (True, False, None):
+        m = GANModule({**gen, "fused_modconv": value}, {"batch_size": 2})
+        convs = [c for net in (m.generator, m.g_ema) for c in net.modules() if isinstance(c, ModulatedConv2d)]
+        assert convs and all(c.fused is value for c in convs)
+    g = Generator(**gen)
+    assert all(c.fused is None for c in g.modules() if isinstance(c, ModulatedConv2d))  # default: unfused on CPU
+    assert "fused_modconv" not in g.init_kwargs  # a run-time choice, not saved with the weights
+    with pytest.raises(ConfigError, match="fused_modconv='yes'"):
+        Generator(**gen, fused_modconv="yes")

@@ -22,9 +22,10 @@ class GeneratorConfig:
     channel_multiplier: int = 2
     img_channels: int = 3
     lr_mlp: float = 0.01
-    # modulated convs: true = grouped per-sample (GPU), false = unfused (same numbers; 1.45x faster per CPU step in
-    # benchmarks/gan_step_cpu.py), null = unfused on the CPU only. A run-time choice: not stored with the weights.
-    fused_modconv: Optional[bool] = True
+    # modulated convs: true = grouped per-sample convs, false = unfused (one batched conv; the same numbers; 1.27x
+    # faster per CPU step at 16 px, 1.45x at 32 px in benchmarks/gan_step_cpu.py), null = unfused on the CPU only,
+    # grouped on GPUs. A run-time choice: not stored with the weights.
+    fused_modconv: Optional[bool] = None
     mbstd_group: int = 4  # discriminator minibatch-stddev group
     # stylegan2: StyleGAN2's residual D on pixels | projected: trainable heads on a frozen ImageNet backbone (Projected
     # GAN / Vision-aided GAN; weights from `autolabel weights lpips`, never downloaded)

@@ -325,7 +325,7 @@ class Generator(nn.Module):
         blur_kernel = tuple(kw.pop("blur_kernel", (1, 3, 3, 1)))
         self.w_avg_beta = float(kw.pop("w_avg_beta", 0.995))
         conv_clamp = kw.pop("conv_clamp", None)
-        fused_modconv = kw.pop("fused_modconv", True)
+        fused_modconv = kw.pop("fused_modconv", None)
         if conv_clamp is not None and not float(conv_clamp) > 0:
             raise ConfigError(f"conv_clamp={conv_clamp} must be > 0 or None (off); NVIDIA uses 256")
         self.conv_clamp = None if conv_clamp is None else float(conv_clamp)
