@@ -218,6 +218,35 @@ def test_trainer_factory_logs_checkpoints_and_resumes(tmp_path):
     assert ck["global_step"] == 12
 
 
+@pytest.mark.parametrize("verbose", ["", "1"])
+def test_console_shows_no_lightning_banners(verbose, tmp_path, monkeypatch):
+    import logging
+
+    monkeypatch.setenv("AUTOLABEL_VERBOSE", verbose)
+    # levels as Lightning leaves them in a console (pytest's own logging changes them); setLevel also clears the
+    # loggers' cached levels, which assigning .level would not
+    names = ["pytorch_lightning", "lightning_fabric", "pytorch_lightning.utilities.rank_zero",
+             "lightning_fabric.utilities.rank_zero"]  # fmt: skip
+    loggers = [logging.getLogger(n) for n in names]
+    saved = [lg.level for lg in loggers]
+    seen: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    try:
+        for lg, level in zip(loggers, (logging.INFO, logging.INFO, logging.NOTSET, logging.NOTSET)):
+            lg.setLevel(level)
+        for lg in loggers[:2]:
+            lg.addHandler(handler)
+        fit(_Tiny(), _DM(), TrainerConfig(accelerator="cpu", max_steps=2, enable_progress_bar=False), tmp_path)
+    finally:
+        for lg, level in zip(loggers, saved):
+            lg.removeHandler(handler)
+            lg.setLevel(level)
+    out = "\n".join(seen)
+    for banner in ("TPU available", "GPU available", "litlogger", "`Trainer.fit` stopped"):
+        assert (banner in out) == bool(verbose), banner
+
+
 def test_trainer_config_from_dictconfig_and_dict(tmp_path):
     cfg = load_config(_Schema, overrides=["data=x", "trainer.accelerator=cpu", "trainer.max_steps=1"])
     t = build_trainer(cfg.trainer, tmp_path, tensorboard=False)

@@ -84,6 +84,30 @@ def last_checkpoint(stage_dir: str | os.PathLike) -> Path | None:
     return p if p.is_file() else None
 
 
+# Lightning's start-up banners and advice that say nothing about the user's run (set AUTOLABEL_VERBOSE=1 to keep them)
+_BANNER_LOGGERS = ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero",
+                   "pytorch_lightning.trainer.connectors.checkpoint_connector",
+                   "pytorch_lightning.accelerators.cuda")  # fmt: skip
+_BANNER_WARNINGS = (r"The number of training batches .* is smaller than the logging interval",
+                    r"Found \d+ module\(s\) in eval mode", r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                    r"The '\w+_dataloader' does not have many workers", r"Checkpoint directory .* exists and is not empty")  # fmt: skip
+
+
+def quiet_lightning() -> None:
+    """Drop Lightning's banners ("GPU available ...", "TPU available ...", the litlogger tip, "`Trainer.fit` stopped")
+    and its hints about our deliberate choices (eval-mode frozen backbones, few batches per epoch, no workers), so the
+    console shows the run's own progress; errors and other warnings still show."""
+    import logging
+    import warnings
+
+    if os.environ.get("AUTOLABEL_VERBOSE", "") not in ("", "0"):
+        return
+    for name in _BANNER_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for pattern in _BANNER_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+
+
 def build_trainer(
     cfg: TrainerConfig | DictConfig | dict,
     stage_dir: str | os.PathLike,
@@ -100,6 +124,7 @@ def build_trainer(
     metrics.csv``, ``stage_dir/tb/`` TensorBoard events. Multi-GPU/multi-node comes from ``cfg.devices``,
     ``cfg.num_nodes`` and ``cfg.strategy``; SLURM and torchrun environments are detected by Lightning itself.
     """
+    quiet_lightning()
     tc = _as_trainer_config(cfg)
     stage_dir = Path(stage_dir)
     # ``last.ckpt`` is its own unmonitored "top-1" checkpoint, rewritten every epoch (or every N steps): Lightning's
