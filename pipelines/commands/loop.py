@@ -18,7 +18,7 @@ from pipelines.commands.base import Command, Invocation, print_metrics
 class SelectCommand:
     images: str = MISSING  # the unlabeled pool (an image folder, subfolders allowed)
     n: int = 16  # images to label: one per largest cluster (more per cluster when there are fewer clusters)
-    out: str = "selection"  # selected.csv, images/, masks/ (+ LABEL_ME.txt), contact_sheet.png, pool.npz
+    out: str = "selection"  # selected.csv, images/, masks/ (empty), LABEL_ME.txt, contact_sheet.png, pool.npz
     # how the pool is embedded: pixels (default: downsampled to image_size, centred, L2-normalized; always offline) |
     # torchscript:FILE | timm:NAME (+ weights=FILE, a frozen backbone whose weights are on disk)
     embedder: str = "pixels"
@@ -49,7 +49,7 @@ def select(cfg: SelectCommand, inv: Invocation) -> int:
 
     inputs = {"images": cfg.images, "checkpoint": cfg.checkpoint, "lander": cfg.lander, "weights": cfg.weights}
     out = check_output_dir(cfg.out, inputs, marker="selected.csv", command="autolabel select")
-    labeled = sorted(p.name for p in (out / "masks").glob("*") if p.name != "LABEL_ME.txt") if out.is_dir() else []
+    labeled = sorted(p.name for p in (out / "masks").glob("*")) if out.is_dir() else []
     if labeled:
         raise DataError(f"out={cfg.out} already holds masks ({', '.join(labeled[:3])}): a new selection would not "
                         "match them -- choose a new out=")  # fmt: skip
@@ -62,7 +62,7 @@ def select(cfg: SelectCommand, inv: Invocation) -> int:
     print_metrics("select", res["metrics"])
     o = res["outputs"]
     print(f"selected: {o['selected']}\ncontact sheet: {o['contact_sheet']}")
-    print(f"label them: one mask per image of {o['images']} into {o['masks']} (see LABEL_ME.txt there)")
+    print(f"label them: one mask per image of {o['images']} into {o['masks']} (see {out / 'LABEL_ME.txt'})")
     return 0
 
 

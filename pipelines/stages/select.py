@@ -195,7 +195,7 @@ def stage_labeled(ctx: StageContext) -> dict[str, Any]:
     if missing:
         raise AwaitingLabels(
             f"waiting for labels: {len(missing)} of {len(rows)} selected images in {img_dir} have no mask in "
-            f"{mask_dir} (first: {missing[0]}.png; see LABEL_ME.txt there and contact_sheet.png); put them in, then "
+            f"{mask_dir} (first: {missing[0]}.png; see LABEL_ME.txt and contact_sheet.png beside it); put them in, then "
             "rerun the same command to resume"
         )
     out = ctx.dir / "labeled"

@@ -17,7 +17,7 @@
 Outputs (:func:`write_selection`): ``selected.csv`` (``rank,id,source,cluster,cluster_size,represents,score``; score:
 cosine similarity of the pick to the mean of the members it stands for, 1 = typical), the pool's features
 ``pool.npz``, copies of the picks in ``images/`` (flat names: a subfolder path ``a/b.png`` becomes ``a__b.png``), an
-empty ``masks/`` with ``LABEL_ME.txt`` saying what goes there, and ``contact_sheet.png`` (the picks with their rank).
+empty ``masks/`` and ``LABEL_ME.txt`` saying what goes there, and ``contact_sheet.png`` (the picks with their rank).
 Once ``masks/`` holds a mask per image the folder is a labeled folder: ``data.labeled=OUT`` / ``labeled=OUT``.
 """
 
@@ -34,12 +34,12 @@ import numpy as np
 from autolabel.errors import ConfigError, DataError
 
 EMBEDDER_HELP = "pixels (default) | torchscript:FILE | timm:NAME (+ weights=FILE)"
-LABEL_ME = """Label the images in images/ and put one mask per image here, in masks/:
+LABEL_ME = """Label the images in images/: put one mask per image into masks/ (beside this file):
 
   masks/<same name as the image>.png   one class index per pixel (0 = background, 1, 2, ... = parts),
                                        or a binary mask (0 / 255), at the image's size.
 
-The names of the classes may go into ../labels.json: {{"classes": ["background", "horse", ...]}}.
+The names of the classes may go into labels.json (beside this file): {{"classes": ["background", "horse", ...]}}.
 They were picked from {pool} ({n_pool} images) as representatives of its {n_clusters} largest clusters
 (selected.csv: rank 1 = largest cluster). Then: {next_step}
 """
@@ -160,11 +160,14 @@ def pick_representatives(features: np.ndarray, labels: np.ndarray, n: int, *, de
         else:
             rep = _nearest(features, members, centroid, taken)
         taken.add(rep)
-        picked.append((0, rank_c, rep, len(members), float(features[rep] @ _unit(centroid)), int(c)))
+        rep_score = float(features[rep] @ _unit(centroid))
         if m == 1:
+            picked.append((0, rank_c, rep, len(members), rep_score, int(c)))
             continue
-        # spread the other m - 1 picks: k-means (k = m) inside the cluster, the member nearest each sub-centroid
+        # spread the other m - 1 picks: k-means (k = m) inside the cluster, the member nearest each sub-centroid;
+        # the first pick then stands for its own sub-cluster
         sub = kmeans_cluster(features[members], int(m), seed=seed, nredo=1)
+        picked.append((0, rank_c, rep, int((sub == sub[members == rep][0]).sum()), rep_score, int(c)))
         sub_ids, sub_counts = np.unique(sub, return_counts=True)
         extra = 0
         for s in sub_ids[np.argsort(-sub_counts, kind="stable")]:
@@ -276,7 +279,7 @@ def write_selection(sel: Selection, files: list[Path], ids: list[str], pool_dir:
     for r, (i, c, size, rep, s) in enumerate(
         zip(sel.index, sel.cluster, sel.cluster_size, sel.represents, sel.score), start=1
     ):
-        src = files[int(i)]
+        src = files[int(i)].resolve()
         dst = img_dir / flat_name(ids[int(i)], src.suffix.lower())
         atomic_write_bytes(dst, src.read_bytes())
         copies.append(dst)
@@ -285,7 +288,7 @@ def write_selection(sel: Selection, files: list[Path], ids: list[str], pool_dir:
     atomic_write_text(out / "selected.csv", buf.getvalue())
     text = LABEL_ME.format(pool=pool_dir, n_pool=len(files), n_clusters=min(sel.n_clusters, len(sel.index)),
                            next_step=next_step)  # fmt: skip
-    atomic_write_text(mask_dir / "LABEL_ME.txt", text)
+    atomic_write_text(out / "LABEL_ME.txt", text)
     sheet = contact_sheet(copies, captions, out / "contact_sheet.png")
     return {"selected": out / "selected.csv", "images": img_dir, "masks": mask_dir, "contact_sheet": sheet}
 

@@ -267,7 +267,7 @@ def write_review(out: Path, records: list[dict], n_show: int = 8) -> dict[str, A
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["rank", "id", "source", "uncertainty", "inversion_mse"])
     for i, r in enumerate(ranked, start=1):
-        w.writerow([i, r["id"], r["source"], f"{r['uncertainty']:.6f}", f"{r['inversion_mse']:.6f}"])
+        w.writerow([i, r["id"], r["source"], f"{r['uncertainty']:.6g}", f"{r['inversion_mse']:.6g}"])
     atomic_write_text(out / "review.csv", buf.getvalue())
 
     def row(r: dict) -> list[np.ndarray]:
