@@ -36,9 +36,6 @@ class SelectCommand:
             raise ConfigError(f"n={self.n}: pick at least 1 image to label")
         if self.image_size < 0:
             raise ConfigError(f"image_size={self.image_size} must be >= 0 (0: the embedder's default)")
-        if self.lander and not self.checkpoint and self.embedder == "pixels":
-            raise ConfigError("lander= needs the features it was trained on: add checkpoint=CKPT (the `fit "
-                              "classifier` checkpoint whose embeddings it clustered) or embedder=...")  # fmt: skip
 
 
 def select(cfg: SelectCommand, inv: Invocation) -> int:

@@ -35,7 +35,7 @@ class SelectStageConfig:
     embedder: str = "pixels"  # pixels (downsampled, centred, L2-normalized) | torchscript:FILE | timm:NAME
     weights: Optional[str] = None  # embedder=timm:NAME: its local weights file
     checkpoint: Optional[str] = None  # a `fit classifier` checkpoint to embed with instead
-    lander: Optional[str] = None  # a Hi-LANDER checkpoint (fit on features of `checkpoint`): cluster with it
+    lander: Optional[str] = None  # a Hi-LANDER checkpoint meta-trained on features of this embedder: cluster with it
     image_size: int = 0  # embedder input side (0: 16 for pixels, the model's own otherwise)
     seed: int = 0
     oracle: bool = False  # copy ground-truth masks instead of waiting for a person (procedural data, benchmarks)
@@ -46,9 +46,6 @@ class SelectStageConfig:
             raise ConfigError(f"select.n={self.n}: pick at least 1 image to label")
         if self.image_size < 0:
             raise ConfigError(f"select.image_size={self.image_size} must be >= 0 (0: the embedder's default)")
-        if self.lander and not self.checkpoint and self.embedder == "pixels":
-            raise ConfigError("select.lander needs the features it was trained on: set select.checkpoint=CKPT (the "
-                              "`fit classifier` checkpoint) or select.embedder=...")  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------------------- pool

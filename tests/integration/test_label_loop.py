@@ -135,3 +135,45 @@ def test_help_lists_the_keys(command, capsys):
             "label": ("checkpoint:", "images:", "encoder:", "refine_steps: 0", "resize: false")}[command]  # fmt: skip
     for key in keys:
         assert key in text, key
+
+
+def test_select_with_a_hilander_checkpoint_picks_density_peaks(tmp_path, capsys):
+    """`select lander=CKPT`: Hi-LANDER (meta-trained on pixel features of other classes) clusters the pool; each pick
+    is the densest member of its cluster, and a pool embedded with another width is refused in one line."""
+    import csv as _csv
+
+    from autolabel.config.hilander import HiLanderClusterConfig
+    from autolabel.data.pools import FeaturePool, load_feature_pool, save_feature_pool
+    from autolabel.hilander.clustering import cluster_features
+    from autolabel.selection import embed_pool
+
+    shapes = make_shapes_dataset(tmp_path / "shapes", 72, size=16, seed=0)
+    cats = {r["image"][:-4]: int(r["category"]) for r in _csv.DictReader((shapes / "classes.csv").open())}
+    emb = load_feature_pool(embed_pool(shapes / "images", out=tmp_path / "all.npz")["path"])
+    seen = np.array([cats[i] < 6 for i in emb.ids])
+    labels = np.array([cats[i] for i in emb.ids])
+    save_feature_pool(tmp_path / "seen.npz", FeaturePool(emb.features[seen], labels[seen], emb.ids[seen]))
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    for i in emb.ids[~seen]:
+        shutil.copyfile(shapes / "images" / f"{i}.png", pool / f"{i}.png")
+    assert main(["fit", "hilander", f"train_features={tmp_path / 'seen.npz'}", "model.hidden=8", "train.k_list=[4]",
+                 "train.levels_list=[2]", "trainer.max_epochs=2", "trainer.accelerator=cpu",
+                 "trainer.enable_progress_bar=false", f"run.root={tmp_path / 'runs'}"]) == 0  # fmt: skip
+    lander = next((tmp_path / "runs" / "hilander").glob("*/hilander/checkpoints/last.ckpt"))
+    out = tmp_path / "sel"
+    assert main(["select", f"images={pool}", "n=3", f"lander={lander}", "cluster.k=4", f"out={out}",
+                 "progress=false", "device=cpu"]) == 0  # fmt: skip
+    rows = list(csv.DictReader((out / "selected.csv").open()))
+    assert len(rows) == 3 and "hilander" in capsys.readouterr().out  # the method in the printed metrics
+    res = cluster_features(lander, out / "pool.npz", HiLanderClusterConfig(k=4))
+    ids, clusters, density = list(res["ids"]), np.asarray(res["labels"]), res["columns"]["density"]
+    assert len(set(clusters.tolist())) >= 2
+    for r in rows[: len(set(clusters.tolist()))]:  # first round: one per cluster, its density peak
+        members = np.flatnonzero(clusters == int(r["cluster"]))
+        assert ids.index(r["id"]) == members[np.argmax(density[members])]
+        assert int(r["cluster_size"]) == len(members)
+    wrong = tmp_path / "wrong_width"
+    capsys.readouterr()
+    assert main(["select", f"images={pool}", "n=3", f"lander={lander}", "image_size=8", f"out={wrong}"]) == 2
+    assert "was trained on 768-d features" in capsys.readouterr().err  # 16x16x3 pixels, not 8x8x3
