@@ -114,7 +114,8 @@ def test_select_command_and_its_errors(tmp_path, capsys):
     assert len(list((out / "images").iterdir())) == 4 and "label them" in capsys.readouterr().out
     assert main(["select", f"images={pool}", "n=5", f"out={out}", "progress=false"]) == 0  # own output: redone
     assert len(list((out / "images").iterdir())) == 5
-    shutil.copyfile(pool.parent / "masks" / "000000.png", out / "masks" / "000000.png")
+    picked = [p.stem for p in (out / "images").iterdir()]
+    shutil.copyfile(pool.parent / "masks" / f"{picked[0]}.png", out / "masks" / f"{picked[0]}.png")
     for args, message in (
         ([f"out={out}"], "already holds masks"),
         (["n=25", f"out={tmp_path / 'a'}"], "n=25 but images=.* holds 24 images"),
@@ -125,6 +126,14 @@ def test_select_command_and_its_errors(tmp_path, capsys):
         import re
 
         assert re.search(message, capsys.readouterr().err), message
+    # once labeled, the selection is a labeled folder (data.labeled= / labeled=)
+    from autolabel.data.layout import load_labeled, select_labeled
+
+    for stem in picked:
+        shutil.copyfile(pool.parent / "masks" / f"{stem}.png", out / "masks" / f"{stem}.png")
+    folder = load_labeled(out, None, 16, "segmentation")
+    assert sorted(folder.ids) == sorted(picked) and folder.n_classes >= 2
+    assert sorted(select_labeled("labeled", str(out), None, "segmentation").stems) == sorted(picked)
 
 
 @pytest.mark.parametrize("command", ["select", "label"])
