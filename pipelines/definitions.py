@@ -75,6 +75,8 @@ class PipelineConfig:
                     "data.pool_dir=DIR (or data.root=DIR holding train/ and pool/)"
                 )
         elif self.pipeline == "label_loop":
+            if d.source is None and d.images:  # `run pipeline=label_loop data.images=PHOTOS`: your photos, not shapes
+                d.source = "folders"
             source = d.source_for(handsoff=True)
             if source not in HANDSOFF_SOURCES:
                 raise ConfigError(

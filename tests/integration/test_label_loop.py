@@ -186,3 +186,21 @@ def test_select_with_a_hilander_checkpoint_picks_density_peaks(tmp_path, capsys)
     capsys.readouterr()
     assert main(["select", f"images={pool}", "n=3", f"lander={lander}", "image_size=8", f"out={wrong}"]) == 2
     assert "was trained on 768-d features" in capsys.readouterr().err  # 16x16x3 pixels, not 8x8x3
+
+
+def test_your_own_folders_with_an_oracle_mask_folder(tmp_path, capsys):
+    shapes = make_shapes_dataset(tmp_path / "mine", 30, size=16, seed=4)
+    test = make_shapes_dataset(tmp_path / "test", 6, size=16, seed=5)
+    base = ["run", *LOOP, f"data.images={shapes / 'images'}", f"data.test={test}", "select.oracle=true",
+            "until_stage=labeled", f"run.root={tmp_path / 'runs'}"]  # fmt: skip
+    assert main(base) == 2  # the oracle needs the ground-truth folder when the data are yours
+    assert "select.oracle_masks=DIR" in capsys.readouterr().err
+    assert main([*base, f"select.oracle_masks={shapes / 'masks'}"]) == 0
+    (run,) = [p for p in (tmp_path / "runs" / "label_loop").iterdir() if p.is_dir()]
+    pool = read_json(run / "pool" / "manifest.json")
+    assert pool["outputs"]["images"] == str(shapes / "images") and pool["metrics"] == {
+        "pool_images": 30,
+        "test_images": 6,
+    }
+    masks = sorted((run / "labeled" / "labeled" / "masks").iterdir())
+    assert len(masks) == 6 and all(m.read_bytes() == (shapes / "masks" / m.name).read_bytes() for m in masks)
