@@ -71,6 +71,7 @@ def main() -> None:
     from pipelines.runner import StageContext
     from pipelines.stages import downstream, label_real, labels, synthesis
 
+    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout
     root = Path(a.root)
     shutil.rmtree(root, ignore_errors=True)
     common = ["trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "progress=false"]
@@ -134,7 +135,6 @@ def main() -> None:
         "real_only_selected": stat(real_sel),
         "real_only_random": stat(real_rand),
     }
-    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout
     results["meta"] = {"date": dt.date.today().isoformat(), "commit": git.strip(), "machine": platform.machine(),
                        "cpus": os.cpu_count(), "omp_threads": os.environ.get("OMP_NUM_THREADS"),
                        "seconds": round(time.perf_counter() - t0, 1)}  # fmt: skip
