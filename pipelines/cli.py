@@ -4,6 +4,8 @@
     autolabel fit TARGET [key=value ...]               train one component (hilander, classifier, gan, ...)
     autolabel cluster checkpoint=CKPT features=PATH out=FILE.csv
     autolabel embed checkpoint=CKPT images=DIR out=pool.npz   (or embedder=torchscript:FILE | timm:NAME weights=FILE)
+    autolabel select images=DIR n=16 out=DIR             which images to label (+ a contact sheet)
+    autolabel label checkpoint=LABELS.ckpt images=DIR out=DIR   label real images with a trained label generator
     autolabel export src=DIR format=coco|yolo|voc|folders out=DIR
     autolabel assign checkpoint=CKPT clusters=RUN_DIR features=NEW.npz out=FILE.csv
     autolabel COMMAND --config                         print the resolved config and exit
@@ -26,10 +28,10 @@ from pipelines.commands.base import Command, Invocation, defaults_path, find_com
 
 def commands() -> dict[str, Command]:
     """The registry: every ``autolabel`` command by name (``fit hilander``, ``cluster``, ...)."""
-    from pipelines.commands import classifier, downstream, formats, gan, handsoff, hilander, run, tools
+    from pipelines.commands import classifier, downstream, formats, gan, handsoff, hilander, loop, run, tools
 
     table: dict[str, Command] = {}
-    for module in (run, gan, handsoff, downstream, classifier, hilander, formats, tools):
+    for module in (run, gan, handsoff, loop, downstream, classifier, hilander, formats, tools):
         for cmd in module.COMMANDS:
             if cmd.name in table:
                 raise RuntimeError(f"two commands are named `autolabel {cmd.name}`")

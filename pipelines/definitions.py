@@ -5,6 +5,10 @@ encoder -> invert the few labeled images and train the label generator -> synthe
 train a segmentation net on it and on the few real labels, score both on real test images -> then the ``hilander``
 stages below on the dataset's unlabeled pool. ``handsoff`` stops after the downstream check.
 
+``label_loop``: the unlabeled pool -> pick the images to label (embed + cluster, one per largest cluster) -> wait for
+their masks (or copy ground truth with ``select.oracle=true``) -> GAN, encoder, label generator, synthesis -> label
+the real pool (and the test images) by inversion -> the downstream check.
+
 ``hilander``: prepare data -> train the feature encoder on the meta-training classes -> embed the held-out
 meta-training images and the pool -> meta-train Hi-LANDER -> cluster the unlabeled pool (with baselines when it has
 labels) -> report.
@@ -14,20 +18,23 @@ Each stage lives in ``pipelines/stages/<x>.py`` with its config section; this mo
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from autolabel.config import RunConfig, TrainerConfig
 from autolabel.config.downstream import HEADLINE_METRICS, TRAINING_SETS, DownstreamConfig
 from autolabel.errors import ConfigError
-from pipelines.runner import Pipeline
-from pipelines.stages import classifier, data, downstream, encoder, gan, hilander, labels, synthesis
+from pipelines.runner import Pipeline, Stage, StageContext
+from pipelines.stages import classifier, data, downstream, encoder, gan, hilander, label_real, labels, select, synthesis
 from pipelines.stages.classifier import ClassifierStageConfig
 from pipelines.stages.data import HANDSOFF_SOURCES, HILANDER_SOURCES, DataConfig, ShapesDataConfig
 from pipelines.stages.encoder import EncoderStageConfig
 from pipelines.stages.gan import GANStageConfig
 from pipelines.stages.hilander import HiLanderStageConfig
+from pipelines.stages.label_real import LabelRealStageConfig
 from pipelines.stages.labels import LabelsStageConfig
+from pipelines.stages.select import SelectStageConfig
 from pipelines.stages.synthesis import SynthesisStageConfig
 
 
@@ -35,7 +42,7 @@ from pipelines.stages.synthesis import SynthesisStageConfig
 class PipelineConfig:
     """``autolabel run``: which pipeline, and the settings of every stage any bundled pipeline has."""
 
-    pipeline: str = "handsoff_then_hilander"  # handsoff_then_hilander | handsoff | hilander
+    pipeline: str = "handsoff_then_hilander"  # handsoff_then_hilander | handsoff | hilander | label_loop
     from_stage: Optional[str] = None  # force this stage and everything after it to run again
     until_stage: Optional[str] = None  # stop after this stage
     shapes: ShapesDataConfig = field(default_factory=ShapesDataConfig)  # data.source=procedural (handsoff pipelines)
@@ -47,6 +54,8 @@ class PipelineConfig:
     downstream: DownstreamConfig = field(default_factory=DownstreamConfig)  # synthetic/real_few/mixed + constant
     classifier: ClassifierStageConfig = field(default_factory=ClassifierStageConfig)
     hilander: HiLanderStageConfig = field(default_factory=HiLanderStageConfig)
+    select: SelectStageConfig = field(default_factory=SelectStageConfig)  # label_loop: which pool images to label
+    label_real: LabelRealStageConfig = field(default_factory=LabelRealStageConfig)  # label_loop: label the real pool
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     run: RunConfig = field(default_factory=lambda: RunConfig(name="pipeline"))
     progress: bool = True
@@ -64,6 +73,20 @@ class PipelineConfig:
                 raise ConfigError(
                     "data.source=folders needs data.train_dir=DIR (class subfolders) and "
                     "data.pool_dir=DIR (or data.root=DIR holding train/ and pool/)"
+                )
+        elif self.pipeline == "label_loop":
+            if d.source is None and d.images:  # `run pipeline=label_loop data.images=PHOTOS`: your photos, not shapes
+                d.source = "folders"
+            source = d.source_for(handsoff=True)
+            if source not in HANDSOFF_SOURCES:
+                raise ConfigError(
+                    f"data.source={source} feeds pipeline=hilander only; pipeline=label_loop takes "
+                    "data.source=procedural (the default) or folders"
+                )
+            if source == "folders" and not d.folder("images"):
+                raise ConfigError(
+                    "data.source=folders for pipeline=label_loop needs data.images=DIR (the unlabeled pool; "
+                    "optional data.test=DIR, labeled, for the checks), or data.root=DIR holding images/"
                 )
         elif self.pipeline in ("handsoff", "handsoff_then_hilander"):
             source = d.source_for(handsoff=True)
@@ -100,7 +123,37 @@ HANDSOFF_THEN_HILANDER = Pipeline(
     description="synthesize labeled data, then cluster an unlabeled pool into unseen categories",
     validate=lambda cfg: data.validate_handsoff_data(cfg, with_hilander=True),
 )
-PIPELINES: dict[str, Pipeline] = {p.name: p for p in (HILANDER, HANDSOFF, HANDSOFF_THEN_HILANDER)}
+
+
+def reading(stage: Stage, needs: list[str], data: str) -> Stage:
+    """``stage`` reading its ``data`` inputs (``ctx.input_path("data", ...)``) from the stage ``data`` instead, with
+    ``needs`` as its dependencies: the handsoff stages reused in a pipeline whose data come from other stages."""
+
+    def fn(ctx: StageContext) -> dict:
+        return stage.fn(dataclasses.replace(ctx, inputs={**ctx.inputs, "data": ctx.inputs[data]}))
+
+    return dataclasses.replace(stage, fn=fn, needs=needs)
+
+
+# The GAN and the encoder train on the pool (they never wait for labels' hash); the label generator and the
+# downstream check read the labeled stage (the selected images + their masks, the pool and the test folder).
+LABEL_LOOP = Pipeline(
+    "label_loop",
+    [
+        select.POOL,
+        select.SELECT,
+        select.LABELED,
+        reading(gan.STAGE, ["pool"], data="pool"),
+        reading(encoder.STAGE, ["pool", "gan"], data="pool"),
+        reading(labels.STAGE, ["labeled", "gan", "encoder"], data="labeled"),
+        synthesis.STAGE,
+        reading(label_real.STAGE, ["labeled", "gan", "encoder", "labels"], data="labeled"),
+        reading(downstream.STAGE, ["labeled", "synthesis"], data="labeled"),
+    ],
+    description="pick the images to label, train HandsOff on their labels, label the real pool too",
+    validate=select.validate_pool,
+)
+PIPELINES: dict[str, Pipeline] = {p.name: p for p in (HILANDER, HANDSOFF, HANDSOFF_THEN_HILANDER, LABEL_LOOP)}
 
 
 def get_pipeline(name: str) -> Pipeline:
@@ -116,6 +169,7 @@ def get_pipeline(name: str) -> Pipeline:
 HEADLINE_KEYS = (
     # the downstream check's per-task metrics per training set and the constant: miou_synthetic, nme_constant, ...
     *(f"{m}_{s}" for ms in HEADLINE_METRICS.values() for m in ms for s in (*TRAINING_SETS, "constant")),
+    "miou_direct",  # label_loop: `autolabel label`'s own masks of the test images against their ground truth
     "pairwise_f",
     "bcubed_f",
     "nmi",

@@ -11,6 +11,7 @@ def run(cfg: PipelineConfig, inv: Invocation) -> int:
     from autolabel.engine.io import write_json
     from pipelines.report import build_report
     from pipelines.runner import run_pipeline, validate_stages
+    from pipelines.stages.select import WAITING_EXIT, AwaitingLabels
 
     pipeline = get_pipeline(cfg.pipeline)
     validate_stages(pipeline, cfg)  # every stage's settings, before a run directory exists
@@ -19,7 +20,13 @@ def run(cfg: PipelineConfig, inv: Invocation) -> int:
     if cfg.run.name == "pipeline":
         cfg.run.name = cfg.pipeline
     rd = open_run(cfg, inv)
-    results = run_pipeline(pipeline, cfg, rd, from_stage=cfg.from_stage, until_stage=cfg.until_stage)
+    try:
+        results = run_pipeline(pipeline, cfg, rd, from_stage=cfg.from_stage, until_stage=cfg.until_stage)
+    except AwaitingLabels as e:  # label_loop: a person labels the selected images, then reruns (not an error)
+        if global_rank() == 0:
+            report = build_report(rd.path)  # the selection's contact sheet is in it
+            print(f"{e}\nrun directory: {rd.path}\nreport: {report}")
+        return WAITING_EXIT
     if global_rank() != 0:  # DDP ranks > 0 trained along; rank 0 writes the summary and the report
         return 0
     summary = headline(results)

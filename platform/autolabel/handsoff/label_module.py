@@ -265,7 +265,7 @@ class LabelGeneratorModule(pl.LightningModule):
     :meth:`attach` gives it the training data (generator, W+ codes, :class:`LabelTargets`); the generator is moved to
     the trainer's device and used under ``no_grad``, only ``ensemble`` is optimized and saved. The checkpoint is
     self-contained for synthesis: hparams hold the ensemble shape, task, class names, hypercolumn layers, working
-    resolution, the stream settings and the generator's path (the generator itself is not stored).
+    resolution, the stream settings and the paths of the generator and the inversion encoder (neither is stored).
     """
 
     def __init__(
@@ -291,6 +291,7 @@ class LabelGeneratorModule(pl.LightningModule):
         seed: int = 0,
         keypoint_names: Sequence[str] | None = None,
         skeleton: Sequence[Sequence[int]] | None = None,
+        encoder_path: str | None = None,  # the inversion encoder used for the labeled images (`autolabel label`)
     ) -> None:
         super().__init__()
         if class_names is not None and n_classes is not None and len(class_names) != n_classes:

@@ -163,6 +163,7 @@ def train_label_generator(
         seed=lt.seed,
         keypoint_names=names.get("keypoint_names"),
         skeleton=names.get("skeleton"),
+        encoder_path=str(Path(encoder).resolve()),
     ).attach(gen, ws, targets)
     per_epoch = module.steps_per_epoch
     max_steps = int(math.ceil(lt.epochs * per_epoch)) if lt.epochs > 0 else lt.max_steps
