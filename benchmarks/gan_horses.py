@@ -94,6 +94,30 @@ def train(args: argparse.Namespace) -> None:
     print(json.dumps(info))
 
 
+def stopped_run_info(run_dir: Path) -> dict:
+    """``info.json`` for a run stopped before its ``--minutes`` were up (killed: Lightning exits on an interrupt):
+    kimg and steps from the last evaluation, wall time between the first and the last evaluation, and the best
+    snapshot's sample grid drawn from ``checkpoints/best.ckpt`` (g_ema, the same fixed latents as a finished run)."""
+    import torch
+    from omegaconf import OmegaConf
+    from torchvision.utils import make_grid, save_image
+
+    from autolabel.gan.checkpoints import load_generator
+
+    q = json.loads((run_dir / "quality" / "quality.json").read_text())
+    grids = sorted(run_dir.glob("quality/samples_*.png"), key=lambda p: p.stat().st_mtime)
+    wall = grids[-1].stat().st_mtime - grids[0].stat().st_mtime
+    hp = OmegaConf.to_container(OmegaConf.load(run_dir / "logs" / "hparams.yaml"))
+    g = load_generator(run_dir / "checkpoints" / "best.ckpt").eval()
+    z = torch.randn(16, g.z_dim, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        img = g(z, noise_mode="const").float()
+    save_image(make_grid((img.clamp(-1, 1) + 1) / 2, nrow=4), run_dir / "best_samples.png")
+    return {"name": run_dir.name, "args": hp, "wall_s": wall, "steps": q[-1]["step"], "kimg": q[-1]["kimg"],
+            "kimg_per_hour": q[-1]["kimg"] / (wall / 3600), "stopped_early": True,
+            "g_params": sum(p.numel() for p in g.parameters())}  # fmt: skip
+
+
 def collect(args: argparse.Namespace) -> None:
     import matplotlib
 
@@ -105,7 +129,10 @@ def collect(args: argparse.Namespace) -> None:
     figs = out.parent / "figures"
     figs.mkdir(parents=True, exist_ok=True)
     runs = {}
-    for info_path in sorted(work.glob("*/info.json")):
+    for qpath in sorted(work.glob("*/quality/quality.json")):
+        info_path = qpath.parent.parent / "info.json"
+        if not info_path.is_file():
+            info_path.write_text(json.dumps(stopped_run_info(info_path.parent), indent=1))
         info = json.loads(info_path.read_text())
         q = json.loads((info_path.parent / "quality" / "quality.json").read_text())
         best = min(q, key=lambda r: r["fd_vgg"])
@@ -125,7 +152,7 @@ def collect(args: argparse.Namespace) -> None:
     ax.set_yscale("log")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(figs / "gan_horses_fd_curves.png", dpi=100)
+    fig.savefig(figs / f"{out.stem}_fd_curves.png", dpi=100)
     for name, r in runs.items():
         print(
             f"| {name} | {r['kimg']:.1f} | {r['kimg_per_hour']:.1f} | {r['first']['fd_vgg']:.1f} | "
