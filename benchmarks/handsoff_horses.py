@@ -218,6 +218,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # synthesis + downstream
     ap.add_argument("--n-synth", type=int, default=2000)
     ap.add_argument("--synth-batch", type=int, default=16)
+    ap.add_argument("--truncation", type=float, default=0.7, help="synthesis truncation_psi (1 = no truncation)")
     ap.add_argument("--seg-steps", type=int, default=500, help="optimizer steps of EVERY downstream training set")
     ap.add_argument("--seg-base", type=int, default=16)
     ap.add_argument("--seg-depth", type=int, default=3)
@@ -250,7 +251,7 @@ _ENC_KEYS = [*_GAN_KEYS, "encoder_width", "encoder_max_width", "encoder_phase1_s
              "encoder_batch", "lpips_weight"]  # fmt: skip
 _LAB_KEYS = [*_ENC_KEYS, "n_labeled", "label_seed", "refine_steps", "label_steps", "label_members", "label_hidden",
              "label_batch_pixels"]  # fmt: skip
-_SYN_KEYS = [*_LAB_KEYS, "n_synth", "synth_batch"]
+_SYN_KEYS = [*_LAB_KEYS, "n_synth", "synth_batch", "truncation"]
 _SEG_KEYS = ["seg_steps", "seg_base", "seg_depth", "seg_batch", "seg_val_every", "real_share", "downstream_only"]
 
 
@@ -392,7 +393,7 @@ def main(argv: list[str] | None = None) -> dict:
     rec = reuse("stages", "synthesis", _SYN_KEYS, synth / "manifest.jsonl")
     if rec is None:
         r = run_cli(["synthesize", f"checkpoint={label_ckpt}", f"n={a.n_synth}", f"out={fresh(synth)}",
-                     f"seed={a.seed}", f"batch_size={a.synth_batch}",
+                     f"seed={a.seed}", f"batch_size={a.synth_batch}", f"truncation_psi={a.truncation}",
                      f"accelerator={'cpu' if a.accelerator == 'cpu' else 'auto'}", "progress=false"],
                     threads=a.threads)  # fmt: skip
         plan = json.loads((synth / "plan.json").read_text())
