@@ -21,9 +21,11 @@ from autolabel.data.procedural import make_shapes_dataset
 from autolabel.engine.io import read_json
 
 
-def _run(args: list[str]) -> subprocess.CompletedProcess:
+def _run(args: list[str], verbose: bool = False) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOLABEL_")}
     env["OMP_NUM_THREADS"] = "1"
+    if verbose:  # keep Lightning's banners (the precision line is the evidence below)
+        env["AUTOLABEL_VERBOSE"] = "1"
     out = subprocess.run([sys.executable, "-m", "pipelines.cli", *args], capture_output=True, text=True, timeout=600,
                          env=env)  # fmt: skip
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
@@ -38,7 +40,7 @@ def test_fit_classifier_ddp_two_processes_with_the_gpu8_trainer_file(tmp_path):
                 f"train_dir={data / 'unlabeled'}", "classifier.image_size=8", "classifier.width=8",
                 "classifier.depth=1", "classifier.embed_dim=16", "classifier.batch_size=4", "trainer.max_epochs=2",
                 "trainer.accelerator=cpu", "trainer.devices=2", "trainer.enable_progress_bar=false",
-                f"run.root={tmp_path / 'runs'}"])  # fmt: skip
+                f"run.root={tmp_path / 'runs'}"], verbose=True)  # fmt: skip
     log = out.stdout + out.stderr
     assert "MEMBER: 1/2" in log and "MEMBER: 2/2" in log  # really two processes in one process group
     assert "bfloat16" in log  # the file's precision=bf16-mixed ran (CPU autocast), not 32-true

@@ -451,7 +451,7 @@ def test_mask_check_warn_keeps_the_values(tmp_path, monkeypatch):
 
 def test_input_guards_are_keys_of_every_command(world, tmp_path, capsys, monkeypatch):
     for env in ("AUTOLABEL_MASK_CHECK", "AUTOLABEL_MAX_IMAGE_PIXELS"):
-        monkeypatch.delenv(env, raising=False)  # restored after the test: the keys set the process environment
+        monkeypatch.setenv(env, "")  # "" = the default; restored (unset) after the test: the keys set os.environ
     folder = tmp_path / "imgs" / "a"
     folder.mkdir(parents=True)
     Image.new("RGB", (10, 10)).save(folder / "small.png")
