@@ -193,5 +193,7 @@ def fit(
     pl.seed_everything(tc.seed, workers=True, verbose=False)
     trainer = build_trainer(tc, stage_dir, **trainer_kwargs)
     ckpt = last_checkpoint(stage_dir) if resume else None
+    if ckpt is not None and trainer.is_global_zero:
+        print(f"resuming from {ckpt}", flush=True)  # the user's progress line (Lightning's own banner is dropped)
     trainer.fit(module, datamodule=datamodule, ckpt_path=str(ckpt) if ckpt else None)
     return trainer
