@@ -72,17 +72,21 @@ def apply_input_guards(words: Sequence[str]) -> list[str]:
     set them for this process and its children; the other words are returned."""
     import os
 
-    from autolabel.data.images import max_image_pixels
-    from autolabel.data.mask_checks import resolve_mask_check
-
     rest = []
     for w in words:
         key, eq, value = w.partition("=")
-        if eq and key in INPUT_GUARDS:
-            os.environ[INPUT_GUARDS[key]] = value
-            resolve_mask_check(None) if key == "mask_check" else max_image_pixels()  # one-line error when bad
-        else:
+        if not (eq and key in INPUT_GUARDS):
             rest.append(w)
+            continue
+        os.environ[INPUT_GUARDS[key]] = value
+        if key == "mask_check":  # checked now: a bad value is a one-line error before any work
+            from autolabel.data.mask_checks import resolve_mask_check
+
+            resolve_mask_check(None)
+        else:
+            from autolabel.data.images import max_image_pixels
+
+            max_image_pixels()
     return rest
 
 

@@ -103,36 +103,6 @@ def load_label_models(checkpoint: str | Path, *, generator: str | None = None,
     return module, gen, enc, {"generator": str(gen_path), "encoder": str(enc_path)}
 
 
-def _png(arr: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def _write_label(out: Path, sid: str, task: str, pred: dict[str, torch.Tensor], working: int, size: int,
-                 n_outputs: int) -> dict[str, int]:  # fmt: skip
-    """Write one image's label at the image grid (as synthesis does); returns its class histogram (segmentation)."""
-    from autolabel.handsoff.hypercolumns import rescale_coords
-    from autolabel.handsoff.label_generator import decode_keypoints
-
-    if task == "segmentation":
-        lab = pred["label"].cpu().numpy()
-        atomic_write_bytes(out / "labels" / f"{sid}.png", _png(lab.astype(np.uint8 if n_outputs <= 256 else np.uint16)))
-        cls, cnt = np.unique(lab, return_counts=True)
-        return {str(int(c)): int(k) for c, k in zip(cls, cnt)}
-    if task == "keypoints":
-        coords, conf = decode_keypoints(pred["heatmap"].permute(2, 0, 1)[None])
-        coords = rescale_coords(coords[0].float().cpu(), working, size).clamp(0, size - 1)
-        kps = [{"x": float(c[0]), "y": float(c[1]), "confidence": float(s)} for c, s in zip(coords, conf[0])]
-        body = {"resolution": size, "keypoints": kps, "working_resolution": working}
-        atomic_write_text(out / "labels" / f"{sid}.json", json.dumps(body) + "\n")
-        return {}
-    atomic_save_npy(out / "labels" / f"{sid}.npy", pred["depth"].float().cpu().numpy())
-    return {}
-
-
 def label_images(module: Any, generator: nn.Module, encoder: nn.Module, images: str | Path, out: str | Path, *,
                  refine_steps: int = 0, refine_lr: float = 0.1, lpips: nn.Module | None = None,
                  batch_size: int = 8, resize: bool = False, chunk_pixels: int = 65536, progress: bool = True,
@@ -151,9 +121,11 @@ def label_images(module: Any, generator: nn.Module, encoder: nn.Module, images: 
         _image_uint8,
         _label_batch,
         _names,
+        _png_bytes,
         _to_image_grid,
         file_identity,
         fingerprint,
+        write_label,
     )
 
     if batch_size < 1 or refine_steps < 0:
@@ -210,9 +182,9 @@ def label_images(module: Any, generator: nn.Module, encoder: nn.Module, images: 
             score = float(image_uncertainty(preds[b]["uncertainty"].float()[None])[0])
             p = _to_image_grid(preds[b], task, extractor.resolution, size)
             img = arrs[b][..., 0] if channels == 1 else arrs[b]
-            atomic_write_bytes(out / "images" / f"{sid}.png", _png(img))
-            atomic_write_bytes(out / "reconstructions" / f"{sid}.png", _png(_image_uint8(inv["recon"][b])))
-            hist = _write_label(out, sid, task, p, extractor.resolution, size, ensemble.out_channels)
+            atomic_write_bytes(out / "images" / f"{sid}.png", _png_bytes(img))
+            atomic_write_bytes(out / "reconstructions" / f"{sid}.png", _png_bytes(_image_uint8(inv["recon"][b])))
+            hist = write_label(out, sid, task, p, extractor.resolution, size, ensemble.out_channels)
             atomic_save_npy(
                 out / "uncertainty" / f"{sid}.npy", p["uncertainty"].float().cpu().numpy().astype(np.float16)
             )

@@ -127,6 +127,28 @@ def _to_image_grid(pred: dict[str, Tensor], task: str, working: int, size: int) 
     return out
 
 
+def write_label(out: Path, sid: str, task: str, pred: dict[str, Tensor], working: int, size: int,
+                n_outputs: int) -> dict[str, int]:  # fmt: skip
+    """Write one image's label, already on the image grid (:func:`_to_image_grid`), into ``out/labels/``: a class-index
+    PNG (segmentation), keypoints JSON at ``size`` px, or a depth ``.npy``. Returns the class histogram (segmentation;
+    empty otherwise). Synthesis and ``autolabel label`` write labels through here."""
+    if task == "segmentation":
+        lab = pred["label"].cpu().numpy()
+        dtype = np.uint8 if n_outputs <= 256 else np.uint16
+        atomic_write_bytes(out / "labels" / f"{sid}.png", _png_bytes(lab.astype(dtype)))
+        cls, cnt = np.unique(lab, return_counts=True)
+        return {str(int(c)): int(k) for c, k in zip(cls, cnt)}
+    if task == "keypoints":
+        coords, conf = decode_keypoints(pred["heatmap"].permute(2, 0, 1)[None])
+        coords = rescale_coords(coords[0].float().cpu(), working, size).clamp(0, size - 1)
+        kps = [{"x": float(c[0]), "y": float(c[1]), "confidence": float(s)} for c, s in zip(coords, conf[0])]
+        body = {"resolution": size, "keypoints": kps, "working_resolution": working}
+        atomic_write_text(out / "labels" / f"{sid}.json", json.dumps(body) + "\n")
+        return {}
+    atomic_save_npy(out / "labels" / f"{sid}.npy", pred["depth"].float().cpu().numpy())
+    return {}
+
+
 def _png_bytes(arr: np.ndarray) -> bytes:
     import io
 
@@ -245,21 +267,7 @@ def synthesize(
             p = _to_image_grid(preds[j], task, extractor.resolution, size)
             unc = p["uncertainty"].float()
             atomic_write_bytes(out / "images" / f"{sid}.png", _png_bytes(_image_uint8(img[j])))
-            hist: dict[str, int] = {}
-            if task == "segmentation":
-                lab = p["label"].cpu().numpy()
-                dtype = np.uint8 if ensemble.out_channels <= 256 else np.uint16
-                atomic_write_bytes(out / "labels" / f"{sid}.png", _png_bytes(lab.astype(dtype)))
-                cls, cnt = np.unique(lab, return_counts=True)
-                hist = {str(int(c)): int(k) for c, k in zip(cls, cnt)}
-            elif task == "keypoints":
-                coords, conf = decode_keypoints(p["heatmap"].permute(2, 0, 1)[None])
-                coords = rescale_coords(coords[0].float().cpu(), extractor.resolution, size).clamp(0, size - 1)
-                kps = [{"x": float(c[0]), "y": float(c[1]), "confidence": float(s)} for c, s in zip(coords, conf[0])]
-                atomic_write_text(out / "labels" / f"{sid}.json", json.dumps({"resolution": size, "keypoints": kps,
-                                  "working_resolution": extractor.resolution}) + "\n")  # fmt: skip
-            else:
-                atomic_save_npy(out / "labels" / f"{sid}.npy", p["depth"].float().cpu().numpy())
+            hist = write_label(out, sid, task, p, extractor.resolution, size, ensemble.out_channels)
             if save_uncertainty:
                 atomic_save_npy(out / "uncertainty" / f"{sid}.npy", unc.cpu().numpy().astype(np.float16))
             rec = {"id": sid, "latent_index": i, "seed": sample_seed(seed, i), "uncertainty": score, "rank": rank,
