@@ -57,7 +57,7 @@ def train(args: argparse.Namespace) -> None:
     from autolabel.config.gan import GANTrainConfig, GeneratorConfig
     from autolabel.data.images import ImageFolderDataset
     from autolabel.engine import fit
-    from autolabel.gan.module import GANDataModule, GANModule
+    from autolabel.gan.stylegan2_module import GANDataModule, GANModule
 
     work = Path(args.work)
     photos = prepare_photos(Path(args.data), work, args.resolution)

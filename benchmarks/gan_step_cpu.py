@@ -26,7 +26,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import TensorDataset
 
-from autolabel.gan.module import GANDataModule, GANModule
+from autolabel.gan.stylegan2_module import GANDataModule, GANModule
 
 
 class _Clock(pl.Callback):

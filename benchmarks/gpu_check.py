@@ -464,7 +464,7 @@ def gpu_knn_backend(device: str) -> tuple[str, Callable, str | None]:
         nbrs, sims = knn_search(x, k, use_gpu=True)
         return (nbrs, sims) if rows is None else (nbrs[rows], sims[rows])
 
-    return "faiss GPU (search.knn_search, sharded; IVF above 100k points)", faiss_fn, None
+    return "faiss GPU (search.knn_search, sharded; IVF above 50k points)", faiss_fn, None
 
 
 def _exact_cpu_rows(x, k: int, rows) -> tuple[Any, float]:
@@ -489,8 +489,8 @@ def _cluster(n_points: int) -> Callable[[Ctx], dict]:
 
         import autolabel.hilander.hierarchy as hierarchy
         from autolabel.data.synthetic import make_blob_features
-        from autolabel.hilander.gnn import LANDER
-        from autolabel.hilander.lightning import load_lander
+        from autolabel.hilander.checkpoint import load_lander
+        from autolabel.hilander.lander import LANDER
         from autolabel.hilander.search import knn_recall, knn_search
         from autolabel.hilander.torch_knn import knn_search_torch
         from autolabel.metrics.clustering import evaluate_clustering

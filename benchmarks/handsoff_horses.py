@@ -71,8 +71,37 @@ def _horse(data: Path, i: int, size: int) -> tuple[Image.Image, np.ndarray]:
     return rgb, (np.asarray(small) >= 128).astype(np.uint8)
 
 
-def prepare(data: Path, out: Path, size: int, n_labeled: int, seed: int) -> dict:
-    """Write the derived folders: photos of 1-200, labeled folders (images/ + masks/, class indices 0/1)."""
+# keypoints derived from the ground-truth masks (--task keypoints): a real-photo keypoint task without keypoint labels
+KEYPOINT_NAMES = ("centroid", "left", "right", "top", "bottom")
+KEYPOINT_FLIP_PAIRS = [[1, 2]]  # a horizontal flip swaps the left- and rightmost points
+
+
+def mask_keypoints(mask: np.ndarray, tail: float = 0.02) -> np.ndarray:
+    """``[5, 2]`` (x, y) pixel positions on a boolean mask: the centroid and the robust extreme points -- the mean
+    position of the ``tail`` share of foreground pixels furthest left, right, up and down, with every pixel tied with
+    the last of them (a single stray pixel does not move them, and a mirrored mask gives mirrored points)."""
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        raise ValueError("empty mask: no keypoints")
+    m = max(1, int(round(tail * len(xs))))
+    pts = [(xs.mean(), ys.mean())]
+    for coord, last in ((xs, False), (xs, True), (ys, False), (ys, True)):
+        ranked = np.sort(coord)
+        pick = coord >= ranked[-m] if last else coord <= ranked[m - 1]  # ties included: a flip mirrors the point
+        pts.append((xs[pick].mean(), ys[pick].mean()))
+    return np.asarray(pts, dtype=np.float32)
+
+
+def _full_mask(data: Path, i: int) -> np.ndarray:
+    with Image.open(data / "figure_ground" / f"horse{i:03d}.jpg") as m:
+        return np.asarray(m.convert("L")) >= 128
+
+
+def prepare(data: Path, out: Path, size: int, n_labeled: int, seed: int, task: str = "segmentation") -> dict:
+    """Write the derived folders: photos of 1-200, labeled folders (images/ + masks/ with class indices 0/1, or
+    images/ + keypoints.csv with :func:`mask_keypoints` of the full-resolution mask, in the ``size`` pixel frame)."""
+    from autolabel.data.coords import rescale_xy
+
     if not (data / "rgb").is_dir() or not (data / "figure_ground").is_dir():
         sys.exit(f"error: {data} has no rgb/ and figure_ground/ (the Weizmann horse folder): pass --data")
     picked = sorted(int(i) + 1 for i in np.random.default_rng(seed).choice(N_TRAIN, n_labeled, replace=False))
@@ -80,9 +109,12 @@ def prepare(data: Path, out: Path, size: int, n_labeled: int, seed: int) -> dict
         shutil.rmtree(out)
     folders = {"photos": out / "photos_1_200", "labeled": out / f"labeled_{n_labeled}",
                "real200": out / "labeled_1_200", "test": out / "test_201_328"}  # fmt: skip
+    rows: dict[str, list[str]] = {}
     for key in ("labeled", "real200", "test"):
         (folders[key] / "images").mkdir(parents=True)
-        (folders[key] / "masks").mkdir(parents=True)
+        if task == "segmentation":
+            (folders[key] / "masks").mkdir(parents=True)
+        rows[key] = ["image," + ",".join(f"x{k},y{k}" for k in range(len(KEYPOINT_NAMES)))]
     folders["photos"].mkdir(parents=True)
     fg = {"train": [], "test": []}
     for i in range(1, N_TOTAL + 1):
@@ -91,10 +123,21 @@ def prepare(data: Path, out: Path, size: int, n_labeled: int, seed: int) -> dict
         targets = ["real200"] + (["labeled"] if i in picked else []) if i <= N_TRAIN else ["test"]
         if i <= N_TRAIN:
             rgb.save(folders["photos"] / f"{stem}.png")
+        if task == "keypoints":
+            full = _full_mask(data, i)
+            xy = rescale_xy(mask_keypoints(full), (full.shape[1], full.shape[0]), (size, size))
+            xy = np.clip(xy, 0, size - 1)  # an edge pixel's centre maps up to half a pixel past the last centre
+            row = f"{stem}.png," + ",".join(f"{v:.3f}" for v in xy.reshape(-1))
         for key in targets:
             rgb.save(folders[key] / "images" / f"{stem}.png")
-            Image.fromarray(mask, mode="L").save(folders[key] / "masks" / f"{stem}.png")
+            if task == "segmentation":
+                Image.fromarray(mask, mode="L").save(folders[key] / "masks" / f"{stem}.png")
+            else:
+                rows[key].append(row)
         fg["train" if i <= N_TRAIN else "test"].append(float(mask.mean()))
+    if task == "keypoints":
+        for key, lines in rows.items():
+            (folders[key] / "keypoints.csv").write_text("\n".join(lines) + "\n")
     return {"folders": {k: str(v) for k, v in folders.items()}, "labeled_horses": picked,
             "foreground_fraction_train": float(np.mean(fg["train"])),
             "foreground_fraction_test": float(np.mean(fg["test"]))}  # fmt: skip
@@ -172,6 +215,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--accelerator", default="cpu", help="cpu | auto | gpu (trainer.accelerator)")
     ap.add_argument("--threads", type=int, default=1, help="intra-op threads per stage (0: torch's default)")
     ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--task", default="segmentation", choices=["segmentation", "keypoints"],
+                    help="keypoints: 5 points derived from each ground-truth mask (centroid, left/right/top/bottom "
+                    "extremes), scored by PCK and NME against the mean shape of the labeled horses")  # fmt: skip
     ap.add_argument("--n-labeled", type=int, default=16)
     ap.add_argument("--label-seed", type=int, default=0, help="seed choosing the labeled horses among 1-200")
     ap.add_argument("--seed", type=int, default=0, help="trainer.seed of every stage and synthesis seed")
@@ -219,6 +265,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--n-synth", type=int, default=2000)
     ap.add_argument("--synth-batch", type=int, default=16)
     ap.add_argument("--truncation", type=float, default=0.7, help="synthesis truncation_psi (1 = no truncation)")
+    ap.add_argument("--filter-fraction", type=float, default=0.1,
+                    help="synthesis: share of the most uncertain candidates dropped (DatasetGAN/HandsOff: 0.1)")  # fmt: skip
     ap.add_argument("--seg-steps", type=int, default=500, help="optimizer steps of EVERY downstream training set")
     ap.add_argument("--seg-base", type=int, default=16)
     ap.add_argument("--seg-depth", type=int, default=3)
@@ -249,9 +297,9 @@ _GAN_KEYS = ["data", "size", "seed", "accelerator", "generator", "kimg", "channe
              "gan_batch", "discriminator", "quality_every_kimg"]  # fmt: skip
 _ENC_KEYS = [*_GAN_KEYS, "encoder_width", "encoder_max_width", "encoder_phase1_steps", "encoder_finetune_steps",
              "encoder_batch", "lpips_weight"]  # fmt: skip
-_LAB_KEYS = [*_ENC_KEYS, "n_labeled", "label_seed", "refine_steps", "label_steps", "label_members", "label_hidden",
+_LAB_KEYS = [*_ENC_KEYS, "task", "n_labeled", "label_seed", "refine_steps", "label_steps", "label_members", "label_hidden",
              "label_batch_pixels"]  # fmt: skip
-_SYN_KEYS = [*_LAB_KEYS, "n_synth", "synth_batch", "truncation"]
+_SYN_KEYS = [*_LAB_KEYS, "n_synth", "synth_batch", "truncation", "filter_fraction"]
 _SEG_KEYS = ["seg_steps", "seg_base", "seg_depth", "seg_batch", "seg_val_every", "real_share", "downstream_only"]
 
 
@@ -296,8 +344,14 @@ def main(argv: list[str] | None = None) -> dict:
             "timing": "each stage is one child process: wall seconds include Python/torch start-up (~10-20 s)",
         },
         "stages": {},
-        "segmentation": {},
+        a.task: {},
     }
+    if a.task == "keypoints":
+        res["notes"]["keypoints"] = (
+            f"{', '.join(KEYPOINT_NAMES)} of each figure_ground mask at full resolution (extremes: "
+            "mean of the 2% most extreme foreground pixels), mapped to the size x size frame"
+        )
+        res["notes"]["segmentation"] = res["notes"]["segmentation"].replace("UNet", "keypoint net")
     try:
         import torch
 
@@ -313,21 +367,22 @@ def main(argv: list[str] | None = None) -> dict:
         """The previous run's record of a stage when --resume is set, its output exists and its settings match."""
         rec = prev.get(section, {}).get(name)
         old = prev.get("settings", {})
-        if not rec or not output.exists() or any(old.get(k) != res["settings"][k] for k in keys):
+        before = {"task": "segmentation", "filter_fraction": 0.1, **old}  # defaults of runs recorded before the flags
+        if not rec or not output.exists() or any(before.get(k) != res["settings"][k] for k in keys):
             return None
         print(f"\n--resume: reusing {section}/{name} from the previous run ({output})", flush=True)
         return {**rec, "reused": True}
 
     # -- data (cheap and deterministic: always rewritten)
     t0 = time.perf_counter()
-    data = prepare(Path(a.data), work / "data", a.size, a.n_labeled, a.label_seed)
+    data = prepare(Path(a.data), work / "data", a.size, a.n_labeled, a.label_seed, a.task)
     res["data"] = {**data, "source": str(Path(a.data).resolve()), "seconds": round(time.perf_counter() - t0, 2),
                    "gan_images": N_TRAIN, "test_images": N_TOTAL - N_TRAIN}  # fmt: skip
     folders = {k: Path(v) for k, v in data["folders"].items()}
     print(f"data: {json.dumps(res['data'], indent=1)}", flush=True)
     save()
     if a.downstream_only:  # no GAN: the real label sets (16 vs 200) and the constant baseline only
-        res["segmentation"] = downstream(a, folders, None, runs / "downstream")
+        res[a.task] = downstream(a, folders, None, runs / "downstream")
         return finish(res, out_path)
 
     # -- GAN
@@ -378,7 +433,7 @@ def main(argv: list[str] | None = None) -> dict:
             ["lpips_random=true"] if a.refine_steps and not a.lpips_weight else []
         )
         r = run_cli(["fit", "labels", f"generator={generator}", f"encoder={encoder}", f"labeled={folders['labeled']}",
-                     *refine, f"label_generator.n_members={a.label_members}",
+                     *refine, f"label_generator.task={a.task}", f"label_generator.n_members={a.label_members}",
                      f"label_generator.hidden=[{a.label_hidden}]", "label_generator.fp16=false",
                      f"label_train.max_steps={a.label_steps}", f"label_train.batch_pixels={a.label_batch_pixels}",
                      f"label_train.seed={a.seed}", *common, f"run.dir={fresh(lab_dir)}"],
@@ -394,6 +449,7 @@ def main(argv: list[str] | None = None) -> dict:
     if rec is None:
         r = run_cli(["synthesize", f"checkpoint={label_ckpt}", f"n={a.n_synth}", f"out={fresh(synth)}",
                      f"seed={a.seed}", f"batch_size={a.synth_batch}", f"truncation_psi={a.truncation}",
+                     f"filter_fraction={a.filter_fraction}",
                      f"accelerator={'cpu' if a.accelerator == 'cpu' else 'auto'}", "progress=false"],
                     threads=a.threads)  # fmt: skip
         plan = json.loads((synth / "plan.json").read_text())
@@ -409,9 +465,9 @@ def main(argv: list[str] | None = None) -> dict:
     # -- downstream: every training set gets the same optimizer steps, the checkpoint is picked on the same
     # validation slice of the test horses, and the constant answer (per-pixel majority of the 16 labeled masks) is
     # scored beside them (autolabel.tasks.compare)
-    rec = reuse("segmentation", "comparison", [*_SYN_KEYS, *_SEG_KEYS], runs / "downstream")
-    res["segmentation"] = rec if rec is not None else downstream(a, folders, None if a.downstream_only else synth,
-                                                                  runs / "downstream")  # fmt: skip
+    rec = reuse(a.task, "comparison", [*_SYN_KEYS, *_SEG_KEYS], runs / "downstream")
+    res[a.task] = rec if rec is not None else downstream(a, folders, None if a.downstream_only else synth,
+                                                         runs / "downstream")  # fmt: skip
     save()
 
     return finish(res, out_path)
@@ -420,7 +476,7 @@ def main(argv: list[str] | None = None) -> dict:
 def finish(res: dict, out_path: Path) -> dict:
     """Totals, status, the results JSON and the markdown tables."""
     stage_seconds = [res["data"]["seconds"], *(v["seconds"] for v in res["stages"].values()),
-                     res["segmentation"]["seconds"]]  # fmt: skip
+                     res[res["settings"]["task"]]["seconds"]]  # fmt: skip
     res["total_seconds"] = round(sum(stage_seconds), 1)  # sum of the stages (reused ones: their original time)
     res["machine"]["loadavg_end"] = list(os.getloadavg())
     res["status"] = "done"
@@ -444,39 +500,54 @@ def downstream(a: argparse.Namespace, folders: dict[str, Path], synth: Path | No
     if a.threads > 0:
         torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
-    real = LabeledFolder(folders["labeled"], task="segmentation", size=a.size, n_classes=2)
-    many = LabeledFolder(folders["real200"], task="segmentation", size=a.size, n_classes=2)
-    test = LabeledFolder(folders["test"], task="segmentation", size=a.size, n_classes=2)
-    syn = None if synth is None else open_synthetic(synth, "segmentation", a.size, n_classes=2)
+    n_classes = 2 if a.task == "segmentation" else None
+    real = LabeledFolder(folders["labeled"], task=a.task, size=a.size, n_classes=n_classes)
+    many = LabeledFolder(folders["real200"], task=a.task, size=a.size, n_classes=n_classes)
+    test = LabeledFolder(folders["test"], task=a.task, size=a.size, n_classes=n_classes)
+    syn = None if synth is None else open_synthetic(synth, a.task, a.size, n_classes=n_classes)
+    flips = KEYPOINT_FLIP_PAIRS if a.task == "keypoints" else None
     cfg = DownstreamConfig(steps=a.seg_steps, val_every=a.seg_val_every, batch_size=a.seg_batch, base=a.seg_base,
-                           depth=a.seg_depth, real_share=a.real_share)  # fmt: skip
+                           depth=a.seg_depth, real_share=a.real_share, flip_pairs=flips)  # fmt: skip
     tc = TrainerConfig(accelerator=a.accelerator, seed=a.seed, enable_progress_bar=False)
     print(f"\ndownstream comparison: {cfg}", flush=True)
-    got = compare_training_sets("segmentation", real, syn, test, cfg, tc, fresh(out), extra_sets={"real200": many})
+    got = compare_training_sets(a.task, real, syn, test, cfg, tc, fresh(out), extra_sets={"real200": many})
     for name, m in got["metrics"].items():
-        print(f"  {name:10s} mIoU {m['miou']:.3f}  ({m.get('steps', '-')} steps, {m['train_images']} images)")
+        score = (
+            f"mIoU {m['miou']:.3f}" if a.task == "segmentation" else f"NME {m['nme']:.4f}  PCK@0.05 {m['pck@0.05']:.3f}"
+        )
+        print(f"  {name:10s} {score}  ({m.get('steps', '-')} steps, {m['train_images']} images)")
     return {"seconds": round(time.perf_counter() - t0, 2), "metrics": got["metrics"], "headline": got["headline"]}
 
 
 ROWS = (("synthetic", "synthetic {n} (HandsOff, {k} labels)"), ("real_few", "{k} real labels"),
         ("mixed", "{k} real (oversampled) + synthetic {n}"), ("real200", "200 real labels (upper bound)"),
         ("constant", "constant: per-pixel majority of the {k} labeled masks"))  # fmt: skip
+KP_COLUMNS = ("nme", "nme_bbox", "pck@0.1", "pck@0.05", "pck_bbox@0.1", "pck_bbox@0.05")
 
 
 def markdown(res: dict) -> str:
     """The result tables as markdown."""
     s, st = res["settings"], res["stages"]
     kept = st["synthesis"]["kept"] if "synthesis" in st else 0
-    out = ["| training set | train images | optimizer steps | best step | mIoU | IoU background | IoU horse | "
-           "pixel acc | seconds |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
-    ds = res["segmentation"]["metrics"]
+    task = s.get("task", "segmentation")
+    cols = ("miou", "iou_class0", "iou_class1", "pixel_acc") if task == "segmentation" else KP_COLUMNS
+    names = ("mIoU", "IoU background", "IoU horse", "pixel acc") if task == "segmentation" else KP_COLUMNS
+    out = ["| training set | train images | optimizer steps | best step | " + " | ".join(names) + " | seconds |",
+           "|---|---|---|---|" + "---|" * len(cols) + "---|"]  # fmt: skip
+    ds = res[task]["metrics"]
     for key, label in ROWS:
         if key not in ds:
             continue
         m = ds[key]
+        label = (
+            label
+            if task == "segmentation"
+            else label.replace("per-pixel majority of the {k} labeled masks", "mean shape of the {k} labeled horses")
+        )
+        vals = " | ".join(f"{m[c]:.3f}" if "pck" in c or c.startswith("miou") or c.startswith("iou") or c == "pixel_acc"
+                          else f"{m[c]:.4f}" for c in cols)  # fmt: skip
         out.append(f"| {label.format(n=kept, k=s['n_labeled'])} | {int(m['train_images'])} | {m.get('steps', '-')} | "
-                   f"{m.get('best_step', '-')} | {m['miou']:.3f} | {m['iou_class0']:.3f} | {m['iou_class1']:.3f} | "
-                   f"{m['pixel_acc']:.3f} | {m.get('seconds', 0):.0f} |")  # fmt: skip
+                   f"{m.get('best_step', '-')} | {vals} | {m.get('seconds', 0):.0f} |")  # fmt: skip
     if "gan" not in st:
         return "\n".join(out)
     g, e, lab, syn = st["gan"], st["encoder"], st["labels"], st["synthesis"]
@@ -492,7 +563,7 @@ def markdown(res: dict) -> str:
             f"| synthesis ({syn['candidates']} candidates -> {syn['kept']} kept) | "
             f"{syn['images_per_s_wall']:.2f} images/s (wall, incl. start-up; in-loop "
             f"{syn['images_per_s_reported'] or float('nan'):.2f}) |",
-            f"| downstream comparison (all sets) | {res['segmentation']['seconds']:.0f} s |",
+            f"| downstream comparison (all sets) | {res[task]['seconds']:.0f} s |",
             f"| whole benchmark | {res['total_seconds']:.0f} s |"]  # fmt: skip
     return "\n".join(out)
 

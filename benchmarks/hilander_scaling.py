@@ -1,91 +1,166 @@
-"""Hi-LANDER cost growth: kNN + hierarchical inference time and peak memory on random unit 256-d features.
+"""Hi-LANDER at scale on structured data: the whole ``autolabel cluster`` command against one exact faiss search.
 
-Run by hand (each N in its own process so peak RSS is per size):
+A seeded mixture on the unit sphere (:func:`autolabel.data.synthetic.make_identity_mixture`: 128-d, heavy-tailed
+class sizes around ``--mean-size``, per-class noise, look-alike families, outliers) gives a meta-training pool
+(``--train-classes`` classes) and, with other seeds, pools of N = ``--sizes`` points. Then:
 
-    .venv/bin/python benchmarks/hilander_scaling.py --sizes 10000 100000 1000000
+1. ``autolabel fit hilander train_features=seen.npz`` with its defaults (timed: meta-training);
+2. per N, each in its own process (wall seconds and peak RSS of that process alone):
+   - ``autolabel cluster checkpoint=... features=pool.npz`` with every default (approximate kNN above
+     ``cluster.knn.exact_max`` points, its recall@k measured against exact search on sampled queries);
+   - the same with ``cluster.knn.method=flat`` (exact kNN) up to ``--exact-cluster-max`` points: the F-score to match;
+   - one exact faiss search of the pool (``IndexFlatIP``, every row's k+1 nearest, all threads): the yardstick.
+     Above ``--exact-full-max`` points it is timed on ``--exact-sample`` query rows against the whole pool and scaled
+     by N / rows (exact search time is linear in the number of queries), and the row says so.
 
-Random directions are the worst case for approximate kNN (no cluster structure), so the IVF recall printed here is a
-lower bound; the clustering output is meaningless and not scored -- this measures cost only.
+The figure is the ratio cluster-command seconds / exact-search seconds, measured in the same run on the same machine.
+
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/hilander_scaling.py --sizes 80000 300000 1000000
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def one(n: int, dim: int, k: int, levels: int, hidden: int) -> dict:
-    import numpy as np
-    import torch
+def mixture(n_points: int, mean_size: float, seed: int):
+    from autolabel.data.synthetic import make_identity_mixture
 
-    from autolabel.data.synthetic import random_unit_features
-    from autolabel.hilander.gnn import LANDER
-    from autolabel.hilander.hierarchy import cluster_pool
-    from autolabel.hilander.search import knn_recall
+    return make_identity_mixture(max(1, round(n_points / mean_size)), dim=128, mean_size=mean_size, seed=seed)
 
-    torch.manual_seed(0)
-    x = random_unit_features(n, dim, seed=0)
-    model = LANDER(dim, hidden=hidden)
+
+def measure(cmd: list[str], log: Path) -> dict:
+    """Run ``cmd`` in a child of a fresh process so that RUSAGE_CHILDREN's peak is this command's alone."""
+    probe = [sys.executable, __file__, "--measure", str(log), "--", *cmd]
+    out = subprocess.run(probe, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+    return json.loads(out)
+
+
+def _measure_child(log: Path, cmd: list[str]) -> None:
     t0 = time.perf_counter()
-    res = cluster_pool(model, x, k=k, tau=0.5, levels=levels, early_stop=False, progress=False)
-    total = time.perf_counter() - t0
-    out = {
-        "n": n, "dim": dim, "k": k, "hidden": hidden, "levels_run": len(res.levels), "seconds_total": round(total, 2),
-        **{f"seconds_{key}": round(v, 2) for key, v in res.seconds.items()},
-        "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
-        "knn_method": "flat" if n <= 100_000 else "ivf",
-    }  # fmt: skip
-    if n > 100_000:  # recall of the level-0 IVF search on a sample of queries, against exact search
-        import faiss
+    with open(log, "w") as fh:
+        rc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT).returncode
+    wall = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+    if rc != 0:
+        sys.exit(f"{' '.join(cmd)} failed (rc {rc}); see {log}")
+    print(json.dumps({"seconds": round(wall, 2), "peak_rss_gb": round(peak, 3)}))
 
-        from autolabel.hilander.search import build_index
 
-        idx = np.random.default_rng(0).choice(n, 2000, replace=False)
-        ivf = build_index(x, "ivf")  # the index knn_search builds for this N (same defaults, same seed)
-        ivf.add(x)
-        flat = faiss.IndexFlatIP(x.shape[1])
-        flat.add(x)
-        # a query's results do not depend on the other queries, so these rows equal the full search's rows
-        approx, exact = ivf.search(x[idx], k + 1)[1], flat.search(x[idx], k + 1)[1]
-        drop_self = [(a[a != i][:k], e[e != i][:k]) for a, e, i in zip(approx, exact, idx)]
-        out["ivf_recall_at_k"] = round(knn_recall(np.stack([a for a, _ in drop_self]),
-                                                  np.stack([e for _, e in drop_self])), 3)  # fmt: skip
-    return out
+def _exact_child(path: str, k: int, sample: int) -> None:
+    import faiss
+    import numpy as np
+
+    x = np.ascontiguousarray(np.load(path)["features"], dtype=np.float32)
+    n = len(x)
+    t0 = time.perf_counter()
+    index = faiss.IndexFlatIP(x.shape[1])
+    index.add(x)
+    rows = n if sample <= 0 or sample >= n else sample
+    q = x if rows == n else x[np.random.default_rng(0).choice(n, rows, replace=False)]
+    index.search(q, k + 1)
+    wall = time.perf_counter() - t0
+    print(
+        json.dumps({"seconds": round(wall * n / rows, 2), "rows_timed": rows, "threads": faiss.omp_get_max_threads()})
+    )
+
+
+def autolabel(*args: str) -> list[str]:
+    return [str(Path(sys.executable).with_name("autolabel")), *args]
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
-    ap.add_argument("--dim", type=int, default=256)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[80_000, 300_000, 1_000_000])
+    ap.add_argument("--mean-size", type=float, default=40.0, help="mean points per class (log-normal sizes)")
+    ap.add_argument("--train-classes", type=int, default=200, help="meta-training classes (the issue: ~7k points)")
     ap.add_argument("--k", type=int, default=10)
-    ap.add_argument("--levels", type=int, default=3)
-    ap.add_argument("--hidden", type=int, default=512)
-    ap.add_argument("--one", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--exact-full-max", type=int, default=300_000, help="above: exact search timed on a sample")
+    ap.add_argument("--exact-sample", type=int, default=50_000)
+    ap.add_argument("--exact-cluster-max", type=int, default=300_000, help="above: no exact-kNN clustering run")
+    ap.add_argument("--checkpoint", default="", help="reuse a fit hilander checkpoint (skips meta-training)")
+    ap.add_argument("--fit-override", nargs="*", default=[], help="extra key=value for fit hilander (smoke runs)")
+    ap.add_argument("--work", default="/tmp/hilander_scaling")
+    ap.add_argument("--out", default="benchmarks/results/hilander_scaling.json")
+    ap.add_argument("--measure", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--exact", default="", help=argparse.SUPPRESS)
+    ap.add_argument("--sample", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("cmd", nargs="*", help=argparse.SUPPRESS)
     a = ap.parse_args()
-    if a.one:
-        print(json.dumps(one(a.one, a.dim, a.k, a.levels, a.hidden)))
-        return
-    rows = []
-    for n in a.sizes:
-        cmd = [sys.executable, __file__, "--one", str(n), "--dim", str(a.dim), "--k", str(a.k), "--levels",
-               str(a.levels), "--hidden", str(a.hidden)]  # fmt: skip
-        line = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-        rows.append(json.loads(line))
-        print(rows[-1], flush=True)
-    print(f"\nmachine: {platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores")
-    keys = list(rows[0])
-    for r in rows:
-        keys += [k for k in r if k not in keys]
-    print("| " + " | ".join(keys) + " |")
-    print("|" + "---|" * len(keys))
-    for r in rows:
-        print("| " + " | ".join(str(r.get(k, "")) for k in keys) + " |")
+    if a.measure:
+        return _measure_child(Path(a.measure), a.cmd)
+    if a.exact:
+        return _exact_child(a.exact, a.k, a.sample)
+
+    import numpy as np
+
+    work = Path(a.work)
+    work.mkdir(parents=True, exist_ok=True)
+    env_threads = os.environ.get("OMP_NUM_THREADS", "all")
+    res: dict = {"benchmark": "hilander_scaling", "date": time.strftime("%Y-%m-%d"),
+                 "command": " ".join([Path(sys.executable).name, *sys.argv]),
+                 "machine": f"{platform.machine()}, {os.cpu_count()} cores, OMP_NUM_THREADS={env_threads}",
+                 "mixture": {"dim": 128, "mean_size": a.mean_size, "generator": "make_identity_mixture"},
+                 "rows": []}  # fmt: skip
+    ckpt = a.checkpoint
+    if not ckpt:
+        xs, ys = mixture(a.train_classes * a.mean_size, a.mean_size, seed=1000)
+        np.savez(work / "seen.npz", features=xs, labels=ys)
+        print(f"meta-training: {len(xs)} points, {a.train_classes} classes", flush=True)
+        fit = measure(autolabel("fit", "hilander", f"train_features={work / 'seen.npz'}", f"run.root={work / 'runs'}",
+                                "trainer.enable_progress_bar=false", *a.fit_override), work / "fit.log")  # fmt: skip
+        runs = sorted((work / "runs" / "hilander").glob("*/hilander/checkpoints/last.ckpt"), key=os.path.getmtime)
+        ckpt = str(runs[-1])
+        res["fit"] = {"points": len(xs), "classes": a.train_classes, **fit}
+        print(f"fit hilander: {fit}", flush=True)
+    res["checkpoint"] = ckpt
+    for i, n in enumerate(a.sizes):
+        x, y = mixture(n, a.mean_size, seed=i)
+        pool = work / f"pool_{n}.npz"
+        np.savez(pool, features=x, labels=y)
+        row: dict = {"n": len(x), "classes": int(y.max() + 1)}
+        del x, y
+        runs = {"default": []}
+        if n <= a.exact_cluster_max:
+            runs["exact_knn"] = ["cluster.knn.method=flat"]
+        for name, extra in runs.items():
+            out = work / f"clusters_{n}_{name}.csv"
+            m = measure(autolabel("cluster", f"checkpoint={ckpt}", f"features={pool}", f"out={out}", *extra),
+                        work / f"cluster_{n}_{name}.log")  # fmt: skip
+            rep = json.loads(out.with_suffix(".metrics.json").read_text())
+            knn0 = rep["levels"][0].get("knn", {}) if rep["levels"] else {}
+            row[name] = {**m, "pairwise_f": round(rep["hilander"]["pairwise_f"], 4),
+                         "bcubed_f": round(rep["hilander"]["bcubed_f"], 4), "nmi": round(rep["hilander"]["nmi"], 4),
+                         "clusters": rep["hilander"]["n_clusters"], "tau": rep["tau"],
+                         "stage_seconds": {key: round(v, 2) for key, v in rep["seconds"].items()},
+                         "level0_knn": knn0, "levels": [(lv["nodes"], lv["clusters"]) for lv in rep["levels"]]}  # fmt: skip
+            print(f"N={n} {name}: {row[name]}", flush=True)
+        sample = 0 if n <= a.exact_full_max else a.exact_sample
+        cmd = [sys.executable, __file__, "--exact", str(pool), "--k", str(a.k), "--sample", str(sample)]
+        row["exact_search"] = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+        row["ratio_cluster_to_exact_search"] = round(row["default"]["seconds"] / row["exact_search"]["seconds"], 3)
+        if "exact_knn" in row:
+            row["pairwise_f_gap_to_exact_knn"] = round(row["exact_knn"]["pairwise_f"] - row["default"]["pairwise_f"], 4)
+        print(f"N={n}: exact search {row['exact_search']}, ratio {row['ratio_cluster_to_exact_search']}", flush=True)
+        res["rows"].append(row)
+        pool.unlink()
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.out).write_text(json.dumps(res, indent=2) + "\n")
+    print(f"wrote {a.out}")
 
 
 if __name__ == "__main__":
+    os.chdir(ROOT)
+    sys.path[:0] = [str(ROOT / "platform"), str(ROOT)]
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT / "platform"), str(ROOT), os.environ.get("PYTHONPATH", "")])
     main()

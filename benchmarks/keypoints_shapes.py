@@ -36,7 +36,8 @@ def main() -> None:
     from autolabel.data.labeled import LabeledFolder
     from autolabel.data.procedural import make_shapes_dataset
     from autolabel.tasks.compare import ConstantModel, augment, constant_prediction, relative_mean_shape
-    from autolabel.tasks.keypoints import KeypointModule, evaluate_keypoints
+    from autolabel.tasks.keypoints import evaluate_keypoints
+    from autolabel.tasks.keypoints_module import KeypointModule
     from autolabel.tasks.segmentation import DenseDataModule, FlipDataset
 
     torch.set_num_threads(1)

@@ -26,7 +26,7 @@ only_mutate=
     src/autolabel/handsoff/hypercolumns.py
     src/autolabel/handsoff/label_generator.py
     src/autolabel/handsoff/synthesis.py
-    src/autolabel/hilander/gnn.py
+    src/autolabel/hilander/lander.py
     src/autolabel/hilander/graphs.py
     src/autolabel/hilander/hierarchy.py
 pytest_add_cli_args_test_selection=

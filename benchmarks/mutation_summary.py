@@ -26,7 +26,7 @@ CORE: dict[str, list[str] | None] = {
                                            "x_heatmap_values", "x_keypoint_heatmaps",
                                            "xǁLabelGeneratorEnsembleǁmember_losses", "xǁLabelGeneratorEnsembleǁforward"],
     "autolabel.handsoff.synthesis": ["x_filter_plan", "x_filter_indices"],
-    "autolabel.hilander.gnn": ["x_lander_loss", "xǁLANDERǁforward", "xǁLANDERǁembed", "xǁLANDERǁnode_input",
+    "autolabel.hilander.lander": ["x_lander_loss", "xǁLANDERǁforward", "xǁLANDERǁembed", "xǁLANDERǁnode_input",
                                "xǁSimilarityConvǁforward", "xǁSimilarityConvǁmessage",
                                "xǁSimilarityConvǁmessage_and_aggregate"],
     "autolabel.hilander.graphs": None,

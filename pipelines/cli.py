@@ -92,7 +92,10 @@ def apply_input_guards(words: Sequence[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    from autolabel.engine.console import quiet_lightning
     from autolabel.errors import AutolabelError
+
+    quiet_lightning()  # before torch / PyG / Lightning load: their import-time notices are not the user's progress
 
     cmds = commands()
     if not argv or argv[0] in ("-h", "--help", "help"):

@@ -45,7 +45,7 @@ class EmbedCommand:
 
 def embed(cfg: EmbedCommand, inv: Invocation) -> int:
     from autolabel.engine.dist import inference_device
-    from autolabel.tasks.classifier import embed_folder
+    from autolabel.tasks.classifier_module import embed_folder
 
     device = inference_device("auto") if cfg.device == "auto" else cfg.device
     if cfg.embedder:

@@ -33,7 +33,8 @@ def train_classifier(
 ) -> dict[str, Any]:
     """Train the feature encoder; returns the stage manifest (checkpoint + final metrics)."""
     from autolabel.engine import fit
-    from autolabel.tasks.classifier import ClassifierDataModule, ClassifierModule
+    from autolabel.tasks.classifier import ClassifierDataModule
+    from autolabel.tasks.classifier_module import ClassifierModule
 
     dm = ClassifierDataModule(train_dir, cfg)
     module = ClassifierModule(cfg, len(dm.classes), dm.classes)
@@ -53,7 +54,7 @@ def stage_classifier(ctx: StageContext) -> dict[str, Any]:
 
 def stage_embed(ctx: StageContext) -> dict[str, Any]:
     from autolabel.engine.dist import inference_device
-    from autolabel.tasks.classifier import embed_folder
+    from autolabel.tasks.classifier_module import embed_folder
 
     given = ctx.inputs["data"].get("outputs", {})
     if "train_features" in given:  # bring-your-own embeddings: pass them on

@@ -129,13 +129,8 @@ def train_segmentation(
 ) -> dict[str, Any]:
     """Train a UNet on ``train`` (masks, or depth with ``task=depth``) and score it on the real folder ``test``;
     mask pixels equal to ``ignore_index`` count neither in the loss nor in the metrics."""
-    from autolabel.tasks.segmentation import (
-        DenseDataModule,
-        FlipDataset,
-        SegmentationModule,
-        evaluate_depth,
-        evaluate_segmentation,
-    )
+    from autolabel.tasks.segmentation import DenseDataModule, FlipDataset, evaluate_depth, evaluate_segmentation
+    from autolabel.tasks.segmentation_module import SegmentationModule
 
     train_set, test_set = folders or open_dense_folders(train, test, task, size, limit)
     val, scored = split_test(test_set, d.val_fraction)
@@ -203,7 +198,8 @@ def train_keypoints(
 ) -> dict[str, Any]:
     """Train a UNet heatmap regressor on ``train`` and score PCK / NME on the real folder ``test``."""
     from autolabel.tasks.compare import augment, relative_mean_shape
-    from autolabel.tasks.keypoints import KeypointModule, evaluate_keypoints
+    from autolabel.tasks.keypoints import evaluate_keypoints
+    from autolabel.tasks.keypoints_module import KeypointModule
     from autolabel.tasks.segmentation import DenseDataModule
 
     train_set, test_set, pairs = folders or open_keypoint_folders(train, test, size, limit, min_confidence, flip_pairs)

@@ -37,7 +37,7 @@ def train_encoder(
     from autolabel.data.images import ImageFolderDataset
     from autolabel.engine import fit
     from autolabel.gan import load_generator
-    from autolabel.gan.module import GANDataModule
+    from autolabel.gan.stylegan2_module import GANDataModule
     from autolabel.handsoff.encoder_module import EncoderModule
     from autolabel.handsoff.lpips_weights import build_lpips
 

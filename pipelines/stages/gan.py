@@ -67,7 +67,7 @@ def train_gan(
     from autolabel.data.images import ImageFolderDataset
     from autolabel.engine import fit
     from autolabel.gan import save_generator
-    from autolabel.gan.module import GANDataModule, GANModule
+    from autolabel.gan.stylegan2_module import GANDataModule, GANModule
 
     ds = ImageFolderDataset(images, size=gcfg.resolution, channels=gcfg.img_channels, with_labels=False)
     epochs = max(1, math.ceil(kimg * 1000 / len(ds)))

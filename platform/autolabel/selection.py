@@ -79,7 +79,7 @@ def embed_pool(images: str | os.PathLike, *, embedder: str = "pixels", weights: 
     from autolabel.data.pools import FeaturePool, save_feature_pool
 
     if checkpoint:
-        from autolabel.tasks.classifier import embed_folder
+        from autolabel.tasks.classifier_module import embed_folder
 
         info = embed_folder(checkpoint, images, out, batch_size=batch_size, device=device, progress=progress)
         return {**info, "embedder": f"checkpoint:{checkpoint}"}

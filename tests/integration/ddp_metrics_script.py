@@ -12,8 +12,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from autolabel.metrics.dense import confusion_matrix, keypoint_norms, miou
-from autolabel.tasks.keypoints import KeypointModule
-from autolabel.tasks.segmentation import SegmentationModule
+from autolabel.tasks.keypoints_module import KeypointModule
+from autolabel.tasks.segmentation_module import SegmentationModule
 
 
 class Items(Dataset):

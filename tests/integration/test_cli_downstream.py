@@ -61,7 +61,8 @@ def _only_run(root, name):
 
 
 def test_fit_keypoints_end_to_end_beats_untrained(shapes, tmp_path):
-    from autolabel.tasks.keypoints import KeypointModule, evaluate_keypoints
+    from autolabel.tasks.keypoints import evaluate_keypoints
+    from autolabel.tasks.keypoints_module import KeypointModule
 
     args = ["fit", "keypoints", f"train={shapes / 'train'}", f"test={shapes / 'test'}", *KP, "max_epochs=6",
             "flip_pairs=[[2,3]]", *COMMON, f"run.root={tmp_path}"]  # fmt: skip

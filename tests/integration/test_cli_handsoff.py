@@ -158,7 +158,8 @@ def test_synthesis_refuses_a_folder_made_by_another_checkpoint(trained, tmp_path
 
 def test_downstream_segmentation_on_synthetic_and_real(trained, tmp_path):
     from autolabel.data.labeled import FolderSubset, LabeledFolder, holdout_split
-    from autolabel.tasks.segmentation import SegmentationModule, evaluate_segmentation
+    from autolabel.tasks.segmentation import evaluate_segmentation
+    from autolabel.tasks.segmentation_module import SegmentationModule
 
     synth = tmp_path / "synth"
     assert main(["synthesize", f"checkpoint={trained['ckpt']}", "n=4", f"out={synth}", "accelerator=cpu",

@@ -206,7 +206,7 @@ def test_use_gpu_true_without_a_gpu_is_one_line(trained, tmp_path, capsys, monke
 
 def test_embed_writes_a_pool_matching_embed_folder(trained, tmp_path, capsys):
     from autolabel.data.pools import load_feature_pool
-    from autolabel.tasks.classifier import embed_folder
+    from autolabel.tasks.classifier_module import embed_folder
 
     out = tmp_path / "pool.npz"
     assert main(["embed", f"checkpoint={trained['encoder']}", f"images={trained['images']}", f"out={out}",

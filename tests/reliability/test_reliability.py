@@ -81,7 +81,7 @@ def world(tmp_path_factory):
     from autolabel.data.labeled import write_labeled_folder
     from autolabel.gan import save_generator
     from autolabel.gan.stylegan2 import Generator
-    from autolabel.tasks.classifier import ClassifierModule
+    from autolabel.tasks.classifier_module import ClassifierModule
 
     root = tmp_path_factory.mktemp("world")
     w: dict = {"root": root, "marker": root / "PAYLOAD_RAN"}

@@ -153,3 +153,34 @@ def test_configs_dir_prefers_the_packaged_copy(tmp_path, monkeypatch):
     (installed / "configs" / "pipeline").mkdir(parents=True)
     monkeypatch.setattr(loader, "__file__", str(installed / "config" / "loader.py"))
     assert configs_dir() == installed / "configs"  # a wheel install: package data, no source checkout needed
+
+
+def _classes_with_base(path: Path, base_names: set[str]) -> list[str]:
+    tree = ast.parse(path.read_text())
+    out = []
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef):
+            bases = {ast.unparse(b) for b in node.bases}
+            if bases & base_names:
+                out.append(node.name)
+    return out
+
+
+def test_one_naming_rule_for_lightning_wrappers():
+    # a plain nn.Module lives in <name>.py; the LightningModule that trains it, and nothing else of the kind, in
+    # <name>_module.py next to it (stylegan2 / stylegan2_module, lander / lander_module, ...)
+    lightning = {"pl.LightningModule", "LightningModule", "pytorch_lightning.LightningModule"}
+    plain = {"nn.Module", "torch.nn.Module", "Module"}
+    wrappers = []
+    for name, path in _modules().items():
+        if not name.startswith("autolabel."):
+            continue
+        found = _classes_with_base(path, lightning)
+        if path.stem.endswith("_module"):
+            assert found, f"{path.name} holds no LightningModule: only Lightning wrappers are named *_module.py"
+            assert (path.parent / (path.stem[: -len("_module")] + ".py")).is_file(), f"{path.name} has no sibling model"
+            assert not _classes_with_base(path, plain), f"{path.name} defines a plain nn.Module: move it to its model"
+            wrappers.append(path.stem)
+        else:
+            assert not found, f"{name} defines LightningModule {found}: move it to <model>_module.py"
+    assert len(wrappers) >= 7, wrappers

@@ -11,14 +11,8 @@ import torch.nn.functional as F
 from autolabel.config.classifier import ClassifierConfig
 from autolabel.data.arrays import export_class_folders
 from autolabel.errors import CheckpointError, ConfigError, DataError
-from autolabel.tasks.classifier import (
-    ClassifierDataModule,
-    ClassifierModule,
-    EmbeddingNet,
-    augment,
-    embed_folder,
-    load_classifier,
-)
+from autolabel.tasks.classifier import ClassifierDataModule, EmbeddingNet, augment
+from autolabel.tasks.classifier_module import ClassifierModule, embed_folder, load_classifier
 
 TINY = dict(image_size=8, channels=1, width=4, depth=2, embed_dim=8, batch_size=16, lr=1e-2, val_fraction=0.25)
 

@@ -15,14 +15,8 @@ from autolabel.data.arrays import export_class_folders, load_digits_arrays, load
 from autolabel.data.images import ImageFolderDataset, list_images, to_tensor, to_uint8
 from autolabel.data.pools import load_feature_pool
 from autolabel.errors import CheckpointError, ConfigError, DataError
-from autolabel.tasks.classifier import (
-    ClassifierDataModule,
-    ClassifierModule,
-    EmbeddingNet,
-    augment,
-    embed_folder,
-    load_classifier,
-)
+from autolabel.tasks.classifier import ClassifierDataModule, EmbeddingNet, augment
+from autolabel.tasks.classifier_module import ClassifierModule, embed_folder, load_classifier
 
 
 def _write_idx(path, arr, code):

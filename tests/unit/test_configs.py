@@ -147,10 +147,10 @@ def test_labels_config_reaches_the_label_generator():
 
 
 def test_large_pool_config_reaches_the_lander_module():
-    from autolabel.hilander.lightning import LanderModule
+    from autolabel.hilander.lander_module import LanderModule
 
     cfg = _resolved("hilander/large_pool.yaml")
     m = LanderModule(cfg.model, cfg.train, feature_dim=8)
     assert len(m.model.convs) == 1 and m.model.convs[0].lin.out_features == 512
     assert m.train_cfg.k_list == [10, 5, 3] and m.train_cfg.levels_list == [2, 3, 4] and m.train_cfg.lr == 0.01
-    assert m.train_cfg.knn.nprobe == 64
+    assert m.train_cfg.knn.nprobe == 8

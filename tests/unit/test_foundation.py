@@ -247,6 +247,17 @@ def test_console_shows_no_lightning_banners(verbose, tmp_path, monkeypatch):
         assert (banner in out) == bool(verbose), banner
 
 
+@pytest.mark.parametrize("verbose", ["", "1"])
+def test_cli_start_drops_pyg_import_notice(verbose):
+    # PyG's import-time "`torch.jit.script` is deprecated" FutureWarning reached every cluster/embed console; the CLI
+    # installs the filter (autolabel.engine.console.quiet_lightning) before anything heavy is imported
+    code = "from autolabel.engine.console import quiet_lightning; quiet_lightning(); import torch_geometric"
+    env = {**os.environ, "AUTOLABEL_VERBOSE": verbose, "PYTHONWARNINGS": "default"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env)
+    assert out.returncode == 0, out.stderr
+    assert ("torch.jit.script" in out.stderr) == bool(verbose), out.stderr
+
+
 def test_trainer_config_from_dictconfig_and_dict(tmp_path):
     cfg = load_config(_Schema, overrides=["data=x", "trainer.accelerator=cpu", "trainer.max_steps=1"])
     t = build_trainer(cfg.trainer, tmp_path, tensorboard=False)

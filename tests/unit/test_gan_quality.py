@@ -103,8 +103,8 @@ def test_unfused_modconv_equals_grouped(upsample, demodulate):
 
 def test_fused_modconv_config_key_reaches_every_modulated_conv():
     from autolabel.errors import ConfigError
-    from autolabel.gan.module import GANModule
     from autolabel.gan.stylegan2 import Generator
+    from autolabel.gan.stylegan2_module import GANModule
 
     gen = dict(resolution=8, z_dim=8, w_dim=8, n_mapping=1, channel_base=64, channel_max=8)
     for value in (True, False, None):

@@ -11,7 +11,7 @@ from autolabel.config.hilander import HiLanderClusterConfig, HiLanderTrainConfig
 from autolabel.data.pools import FeaturePool, load_feature_pool, save_feature_pool
 from autolabel.data.synthetic import make_blob_features, random_unit_features
 from autolabel.errors import CheckpointError, ConfigError, DataError
-from autolabel.hilander.gnn import LANDER, lander_loss
+from autolabel.hilander.checkpoint import load_lander
 from autolabel.hilander.graphs import build_level_graph, gt_density, knn_edges, row_normalized
 from autolabel.hilander.hierarchy import (
     best_parent,
@@ -22,7 +22,8 @@ from autolabel.hilander.hierarchy import (
     forest_clusters,
     supernode_features,
 )
-from autolabel.hilander.lightning import LanderModule, LevelGraphDataModule, load_lander
+from autolabel.hilander.lander import LANDER, lander_loss
+from autolabel.hilander.lander_module import LanderModule, LevelGraphDataModule
 from autolabel.hilander.search import KCapWarning, knn_recall, knn_search
 from autolabel.metrics.clustering import pairwise_fscore
 
@@ -109,6 +110,30 @@ def test_knn_ivf_and_hnsw_recall():
     hnsw, _ = knn_search(x, 10, method="hnsw")
     assert knn_recall(exact, exact) == 1.0
     assert knn_recall(ivf, exact) >= 0.9 and knn_recall(hnsw, exact) >= 0.9
+
+
+def test_knn_ivfpq_reranks_to_exact_similarities_and_meets_the_recall_target():
+    x, _ = make_blob_features(60, 180, 16, spread=0.15, seed=1)  # 10,800 points: enough to train the quantizer
+    exact, exact_s = knn_search(x, 10, method="flat")
+    info: dict = {}
+    nbrs, sims = knn_search(x, 10, method="ivfpq", nprobe=1, target_recall=0.95, info=info)
+    assert info["method"] == "ivfpq" and info["recall_at_k"] >= 0.95 and info["nprobe"] >= 1
+    assert knn_recall(nbrs, exact) >= 0.9
+    # the candidates are re-ranked with the stored vectors: the similarities are the exact inner products
+    rows = np.arange(len(x))[:, None]
+    assert np.allclose(sims, (x[rows] * x[nbrs]).sum(-1), atol=1e-5)
+    with pytest.raises(ConfigError, match="needs >= 10240 points"):
+        knn_search(x[:5000], 10, method="ivfpq")
+    with pytest.raises(ConfigError, match="pq_m=5 must divide the feature width 16"):
+        knn_search(x, 10, method="ivfpq", pq_m=5)
+
+
+def test_upper_levels_search_exactly_whatever_level_0_used():
+    x, _ = make_blob_features(8, 12, 8, spread=0.2, seed=0)
+    res = cluster_pool(LANDER(8, hidden=8), x, tau=0.0, k=5, progress=False, device="cpu", early_stop=False,
+                       knn_kwargs={"method": "ivf", "nprobe": 1})  # fmt: skip
+    assert res.levels[0]["knn"]["method"] == "ivf" and "recall_at_k" in res.levels[0]["knn"]
+    assert len(res.levels) > 1 and all(lv["knn"]["method"] == "flat" for lv in res.levels[1:])
 
 
 def test_knn_bad_input():
@@ -214,6 +239,30 @@ def test_edge_chunks_equal_one_pass():
         full, d_full = m(g)
         chunked, d_chunked = m(g, edge_chunk=7)  # 300 edges in 43 chunks
         assert torch.allclose(full, chunked, atol=1e-6) and torch.allclose(d_full, d_chunked, atol=1e-6)
+
+
+def test_lean_forward_equals_the_textbook_formula_values_and_gradients():
+    # the forward avoids [N, 2*in] concatenations and sums the per-edge terms in place; it must still be
+    # h = ReLU(W [x_i ‖ Σ_j â_ij x_j] + b), logits = head(src(h_j) + dst(h_i) + sim(a_ij)), with the same gradients
+    torch.manual_seed(0)
+    g = _blob_graph()
+    m = LANDER(8, hidden=16)
+    logits, density = m(g, edge_chunk=11)
+    (logits.square().sum() + density.sum()).backward()
+    lean = {n: p.grad.clone() for n, p in m.named_parameters()}
+    m.zero_grad()
+    src, dst = g.edge_index
+    agg = torch.zeros(g.num_nodes, g.x.shape[1]).index_add_(0, dst, g.edge_weight[:, None] * g.x[src])
+    h = torch.relu(m.convs[0].lin(torch.cat([g.x, agg], dim=1)))
+    pair = m.src_mlp(h)[src] + m.dst_mlp(h)[dst] + m.sim_mlp(g.edge_sim[:, None])
+    ref = m.link_head(pair)
+    p = ref.softmax(-1)
+    ref_density = torch.zeros(g.num_nodes).index_add_(0, dst, g.edge_sim * (p[:, 1] - p[:, 0]))
+    ref_density = ref_density / torch.bincount(dst, minlength=g.num_nodes).clamp_min(1)
+    assert torch.allclose(logits, ref, atol=1e-5) and torch.allclose(density, ref_density, atol=1e-6)
+    (ref.square().sum() + ref_density.sum()).backward()
+    for name, param in m.named_parameters():
+        assert torch.allclose(lean[name], param.grad, atol=1e-4), name
 
 
 def test_loss_nan_accuracy_on_the_logits_device_when_no_edge_qualifies():
@@ -381,6 +430,22 @@ def test_cluster_pool_caps_k_once_and_checks_the_width():
         cluster_pool(_SimilarityLink(), random_unit_features(5, 8), progress=False)
     with pytest.raises(DataError, match="N >= 2"):
         cluster_pool(_SimilarityLink(), x[:1], progress=False)
+
+
+def test_level0_cache_reuses_the_gnn_pass_and_changes_nothing():
+    torch.manual_seed(0)
+    x, _ = make_blob_features(6, 12, 8, spread=0.25, seed=3)
+    model = LANDER(8, hidden=16).eval()
+    calls = []
+    model.register_forward_hook(lambda m, inp, out: calls.append(inp[0].num_nodes))
+    cache: dict = {}
+    for tau in (0.3, 0.5, 0.7):
+        plain = cluster_pool(model, x, tau=tau, progress=False, device="cpu").labels
+        n_plain = len(calls)
+        cached = cluster_pool(model, x, tau=tau, progress=False, device="cpu", level0_cache=cache).labels
+        assert np.array_equal(plain, cached), tau
+        level0_passes = [n for n in calls[n_plain:] if n == len(x)]
+        assert len(level0_passes) == (1 if tau == 0.3 else 0), (tau, calls[n_plain:])
 
 
 def test_load_lander_refuses_other_checkpoints(tmp_path):

@@ -57,7 +57,7 @@ def test_identity_split_holds_out_whole_classes():
 def _capture_meta_train(tmp_path, monkeypatch, x, y, val=None):
     """Run meta_train on tiny settings, recording the pool the GNN trained on and the pool calibration saw."""
     import autolabel.hilander.fitting as F
-    import autolabel.hilander.lightning as L
+    import autolabel.hilander.lander_module as L
 
     seen: dict[str, FeaturePool] = {}
     real_dm, real_cal = L.LevelGraphDataModule, F.calibrate

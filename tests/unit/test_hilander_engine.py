@@ -8,9 +8,9 @@ import torch
 
 from autolabel.config.hilander import HiLanderClusterConfig, HiLanderTrainConfig, KnnConfig, LanderModelConfig
 from autolabel.errors import ConfigError
-from autolabel.hilander.gnn import LANDER
 from autolabel.hilander.graphs import build_level_graph, knn_edges, row_normalized
 from autolabel.hilander.hierarchy import best_parent, build_training_levels, cluster_pool, decode_level, find_roots
+from autolabel.hilander.lander import LANDER
 from autolabel.hilander.search import knn_recall, knn_search
 
 
@@ -194,6 +194,7 @@ def test_gat_two_layers_eval_is_deterministic():
         (lambda: KnnConfig(nprobe=0), "knn.nprobe"),
         (lambda: KnnConfig(exact_max=-1), "knn.exact_max"),
         (lambda: KnnConfig(method="lsh"), "knn.method"),
+        (lambda: KnnConfig(method="ivfpq", pq_m=0), "knn.pq_m"),
         (lambda: LanderModelConfig(gat_heads=0), "model.gat_heads"),
         (lambda: LanderModelConfig(dropout=1.0), "model.dropout"),
         (lambda: HiLanderTrainConfig(momentum=1.5), "train.momentum"),
@@ -269,7 +270,7 @@ def test_select_tau_takes_the_middle_of_a_tied_plateau(monkeypatch):
 
 def test_lander_trains_under_bf16_autocast_on_cpu():
     # torch.sparse.mm has no bf16 CPU kernel: the aggregation runs in fp32 inside bf16 autocast (trainer precision)
-    from autolabel.hilander.gnn import lander_loss
+    from autolabel.hilander.lander import lander_loss
 
     x, y = _blobs(3, 8, 8, seed=2)
     g = build_training_levels(x, y, [4], [1])[0]
@@ -299,7 +300,7 @@ def test_lander_module_optimizer_choice_fits_blobs(name):
     from types import SimpleNamespace
 
     from autolabel.data.synthetic import make_blob_features
-    from autolabel.hilander.lightning import LanderModule
+    from autolabel.hilander.lander_module import LanderModule
 
     x, y = make_blob_features(4, 20, 8, spread=0.1, seed=0)
     graphs = build_training_levels(x, y, [5], [1])
@@ -324,7 +325,7 @@ def test_lander_module_optimizer_choice_fits_blobs(name):
 
 
 def test_seed_batches_follow_the_reference_schedule():
-    from autolabel.hilander.lightning import SeedBatches
+    from autolabel.hilander.lander_module import SeedBatches
 
     x, y = _blobs(2, 5, 4, seed=0)
     big = build_level_graph(x, *knn_search(x, 3), labels=y)  # 10 nodes
@@ -347,8 +348,8 @@ def test_seed_batches_follow_the_reference_schedule():
 
 
 def test_seed_subgraph_loss_equals_the_full_graph_loss_on_the_seeds():
-    from autolabel.hilander.gnn import lander_loss
-    from autolabel.hilander.lightning import seed_subgraph
+    from autolabel.hilander.lander import lander_loss
+    from autolabel.hilander.lander_module import seed_subgraph
 
     x, y = _blobs(6, 20, 8, seed=2, spread=0.3)
     g = build_level_graph(x, *knn_search(x, 5), labels=y)
@@ -374,7 +375,7 @@ def test_seed_subgraph_loss_equals_the_full_graph_loss_on_the_seeds():
 
 def test_datamodule_steps_per_epoch_match_the_reference():
     from autolabel.data.pools import FeaturePool
-    from autolabel.hilander.lightning import LevelGraphDataModule
+    from autolabel.hilander.lander_module import LevelGraphDataModule
 
     x, y = _blobs(4, 25, 8, seed=0)  # N = 100
     cfg = HiLanderTrainConfig(k_list=[5, 3], levels_list=[1, 1], batch_nodes=30)

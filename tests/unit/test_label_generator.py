@@ -22,7 +22,7 @@ from autolabel.handsoff.label_generator import (
     keypoint_heatmaps,
     majority_vote,
 )
-from autolabel.handsoff.label_module import (
+from autolabel.handsoff.label_generator_module import (
     LabelDataModule,
     LabelGeneratorModule,
     LabelTargets,
@@ -444,7 +444,7 @@ def test_generator_and_codes_follow_the_trainer_device():
 
 
 def test_ignore_index_pixels_carry_no_loss():
-    from autolabel.handsoff.label_module import LabelTargets
+    from autolabel.handsoff.label_generator_module import LabelTargets
 
     lab = torch.zeros(1, 8, 8, dtype=torch.long)
     lab[0, 2:6, 2:6] = 2

@@ -16,7 +16,7 @@ from autolabel.errors import CheckpointError, ConfigError, DataError
 from autolabel.gan import Generator, save_generator
 from autolabel.handsoff.encoder_module import EncoderModule
 from autolabel.handsoff.hypercolumns import HypercolumnExtractor
-from autolabel.handsoff.label_module import LabelGeneratorModule
+from autolabel.handsoff.label_generator_module import LabelGeneratorModule
 from autolabel.handsoff.label_real import label_images, load_label_models
 
 

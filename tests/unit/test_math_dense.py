@@ -13,13 +13,10 @@ from torch import nn
 from autolabel.data.labeled import LabeledFolder
 from autolabel.data.procedural import make_shapes_dataset
 from autolabel.metrics.dense import confusion_matrix, depth_errors, miou, nme, pck
-from autolabel.tasks.keypoints import KeypointModule, evaluate_keypoints
-from autolabel.tasks.segmentation import (
-    DenseDataModule,
-    SegmentationModule,
-    evaluate_depth,
-    evaluate_segmentation,
-)
+from autolabel.tasks.keypoints import evaluate_keypoints
+from autolabel.tasks.keypoints_module import KeypointModule
+from autolabel.tasks.segmentation import DenseDataModule, evaluate_depth, evaluate_segmentation
+from autolabel.tasks.segmentation_module import SegmentationModule
 
 
 @pytest.fixture(autouse=True)

@@ -103,7 +103,7 @@ def test_lazy_regularizers_are_scaled_by_their_interval(interval):
         pens.append(float(out[0]))
         return out
 
-    import autolabel.gan.module as gm
+    import autolabel.gan.stylegan2_module as gm
 
     gm.path_length_penalty = spy
     rec = _Recorder()
@@ -123,7 +123,7 @@ def test_r1_runs_every_interval_steps_only():
     torch.manual_seed(0)
     m = GANModule(GEN, dict(batch_size=2, r1_gamma=1.0, r1_interval=2, pl_weight=0.0, augment="none"))
     calls: list[int] = []
-    import autolabel.gan.module as gm
+    import autolabel.gan.stylegan2_module as gm
 
     orig = gm.r1_penalty
     gm.r1_penalty = lambda *a: (calls.append(int(m.n_iter)), orig(*a))[1]

@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 from torch_geometric.data import Data
 
-from autolabel.hilander.gnn import LANDER, lander_loss
 from autolabel.hilander.graphs import build_level_graph, gt_density, row_normalized
 from autolabel.hilander.hierarchy import (
     best_parent,
@@ -20,6 +19,7 @@ from autolabel.hilander.hierarchy import (
     forest_clusters,
     supernode_features,
 )
+from autolabel.hilander.lander import LANDER, lander_loss
 
 
 def _graph() -> Data:

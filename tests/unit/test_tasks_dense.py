@@ -7,15 +7,10 @@ import torch
 from autolabel.data.labeled import LabeledFolder
 from autolabel.data.procedural import make_shapes_dataset
 from autolabel.errors import ConfigError
-from autolabel.tasks.keypoints import KeypointModule, KeypointNet, decode_heatmaps, evaluate_keypoints, render_heatmaps
-from autolabel.tasks.segmentation import (
-    DenseDataModule,
-    SegmentationModule,
-    UNet,
-    evaluate_depth,
-    evaluate_segmentation,
-    flip_item,
-)
+from autolabel.tasks.keypoints import KeypointNet, decode_heatmaps, evaluate_keypoints, render_heatmaps
+from autolabel.tasks.keypoints_module import KeypointModule
+from autolabel.tasks.segmentation import DenseDataModule, UNet, evaluate_depth, evaluate_segmentation, flip_item
+from autolabel.tasks.segmentation_module import SegmentationModule
 
 
 def _trainer(steps, **kw):

@@ -10,22 +10,31 @@ from autolabel.errors import ConfigError
 
 @dataclass
 class KnnConfig:
-    method: str = "auto"  # auto (exact up to exact_max points, IVF above) | flat | ivf | hnsw
-    nprobe: int = 64  # IVF lists probed per query
-    exact_max: int = 100_000
+    # auto (exact up to exact_max points, IVF above) | flat | ivf | ivfpq (compressed lists + exact re-ranking: pools
+    # that do not fit in memory as float32, e.g. 100M points on GPUs) | hnsw
+    method: str = "auto"
+    # IVF lists probed per query to start with (nlist = 4 sqrt(N)); doubled until target_recall is measured. On the
+    # scaling benchmark's mixture 8 gave recall@10 0.99 at 80k-300k points; at 1M it took 128 (benchmarks/README.md).
+    nprobe: int = 8
+    exact_max: int = 50_000  # exact search up to here: above, IVF is 4-12x faster at recall@10 >= 0.95
     use_gpu: str = "auto"  # auto | true | false  (faiss-gpu, sharded over all GPUs)
     # Approximate indexes (ivf, hnsw) are checked at run time: recall@k on `recall_queries` sampled rows against exact
     # search; nprobe / efSearch are doubled until `target_recall` is reached (0: no check). Logged per level.
     target_recall: float = 0.95
     recall_queries: int = 1000
+    pq_m: Optional[int] = None  # ivfpq: bytes per point (sub-quantizers); default feature width / 4
 
     def __post_init__(self) -> None:
-        if self.method not in ("auto", "flat", "ivf", "hnsw"):
-            raise ConfigError(f"knn.method={self.method!r}: use auto, flat, ivf or hnsw")
+        if self.method not in ("auto", "flat", "ivf", "ivfpq", "hnsw"):
+            raise ConfigError(f"knn.method={self.method!r}: use auto, flat, ivf, ivfpq or hnsw")
+        if self.pq_m is not None and self.pq_m < 1:
+            raise ConfigError(f"knn.pq_m={self.pq_m} must be >= 1 (bytes per point; it must divide the feature width)")
         if str(self.use_gpu).lower() not in ("auto", "true", "false"):
             raise ConfigError(f"knn.use_gpu={self.use_gpu!r}: use auto, true or false")
         if self.nprobe < 1:
-            raise ConfigError(f"knn.nprobe={self.nprobe} must be >= 1 (IVF lists probed per query; 64 is a good start)")
+            raise ConfigError(
+                f"knn.nprobe={self.nprobe} must be >= 1 (IVF lists probed per query to start with, e.g. 8)"
+            )
         if not 0.0 <= self.target_recall <= 1.0 or self.recall_queries < 1:
             raise ConfigError(f"knn.target_recall={self.target_recall} must be in [0, 1] and knn.recall_queries="
                               f"{self.recall_queries} >= 1")  # fmt: skip
@@ -36,7 +45,7 @@ class KnnConfig:
         gpu = str(self.use_gpu).lower()
         return {"method": self.method, "nprobe": self.nprobe, "exact_max": self.exact_max,
                 "use_gpu": "auto" if gpu == "auto" else gpu == "true", "target_recall": self.target_recall,
-                "recall_queries": self.recall_queries}  # fmt: skip
+                "recall_queries": self.recall_queries, "pq_m": self.pq_m}  # fmt: skip
 
 
 @dataclass
@@ -169,3 +178,8 @@ class HiLanderClusterConfig:
             raise ConfigError(f"cluster.k={self.k} and cluster.levels={self.levels} must be >= 1")
         if not (self.device in ("auto", "cpu", "cuda") or str(self.device).startswith("cuda:")):
             raise ConfigError(f"cluster.device={self.device!r}: use auto, cpu, cuda or cuda:<index>")
+
+    def pool_kwargs(self) -> dict:
+        """The keyword arguments of :func:`autolabel.hilander.hierarchy.cluster_pool` these settings mean (tau aside)."""
+        return {"k": self.k, "levels": self.levels, "early_stop": self.early_stop, "device": self.device,
+                "knn_kwargs": self.knn.kwargs()}  # fmt: skip

@@ -52,7 +52,7 @@ class LabelGeneratorConfig:
 
 @dataclass
 class LabelTrainConfig:
-    """How the label generator is trained on streamed pixels (see ``autolabel.handsoff.label_module``).
+    """How the label generator is trained on streamed pixels (see ``autolabel.handsoff.label_generator_module``).
 
     One generator forward computes the hypercolumns of ``images_per_step`` images x ``pixels_per_image`` pixels and
     feeds ``k = images_per_step * pixels_per_image // (n_members * batch_pixels)`` optimizer steps, each member taking

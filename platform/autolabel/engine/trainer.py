@@ -18,6 +18,7 @@ from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from autolabel.config.core import TrainerConfig
+from autolabel.engine.console import quiet_lightning
 from autolabel.engine.io import atomic_write_bytes
 
 LAST = "last.ckpt"
@@ -82,30 +83,6 @@ def last_checkpoint(stage_dir: str | os.PathLike) -> Path | None:
     """``<stage_dir>/checkpoints/last.ckpt`` when it exists (what ``resume=auto`` continues from)."""
     p = checkpoint_dir(stage_dir) / LAST
     return p if p.is_file() else None
-
-
-# Lightning's start-up banners and advice that say nothing about the user's run (set AUTOLABEL_VERBOSE=1 to keep them)
-_BANNER_LOGGERS = ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero",
-                   "pytorch_lightning.trainer.connectors.checkpoint_connector",
-                   "pytorch_lightning.accelerators.cuda")  # fmt: skip
-_BANNER_WARNINGS = (r"The number of training batches .* is smaller than the logging interval",
-                    r"Found \d+ module\(s\) in eval mode", r"`isinstance\(treespec, LeafSpec\)` is deprecated",
-                    r"The '\w+_dataloader' does not have many workers", r"Checkpoint directory .* exists and is not empty")  # fmt: skip
-
-
-def quiet_lightning() -> None:
-    """Drop Lightning's banners ("GPU available ...", "TPU available ...", the litlogger tip, "`Trainer.fit` stopped")
-    and its hints about our deliberate choices (eval-mode frozen backbones, few batches per epoch, no workers), so the
-    console shows the run's own progress; errors and other warnings still show."""
-    import logging
-    import warnings
-
-    if os.environ.get("AUTOLABEL_VERBOSE", "") not in ("", "0"):
-        return
-    for name in _BANNER_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
-    for pattern in _BANNER_WARNINGS:
-        warnings.filterwarnings("ignore", message=pattern)
 
 
 def build_trainer(

@@ -32,7 +32,7 @@ __all__ = [
 def __getattr__(name: str):
     # Lightning wrappers are imported lazily so `import autolabel.gan` stays light.
     if name in ("GANModule", "GANDataModule"):
-        from autolabel.gan import module
+        from autolabel.gan import stylegan2_module
 
-        return getattr(module, name)
+        return getattr(stylegan2_module, name)
     raise AttributeError(name)

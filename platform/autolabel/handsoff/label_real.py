@@ -109,7 +109,7 @@ def label_images(module: Any, generator: nn.Module, encoder: nn.Module, images: 
                  label_checkpoint: str | Path | None = None, encoder_checkpoint: str | Path | None = None,
                  ) -> dict[str, Any]:  # fmt: skip
     """Label every image of ``images`` into ``out`` (module docstring). ``module``: a trained
-    :class:`~autolabel.handsoff.label_module.LabelGeneratorModule`; ``generator`` its GAN and ``encoder`` the
+    :class:`~autolabel.handsoff.label_generator_module.LabelGeneratorModule`; ``generator`` its GAN and ``encoder`` the
     inversion encoder (an ``EncoderModule`` or its ``InversionEncoder``), all on one device. Returns stats:
     ``n_images``, ``n_labeled`` (now), ``n_skipped`` (earlier run), ``mean_uncertainty``, ``mean_inversion_mse``,
     ``images_per_s`` and the paths of ``review.csv`` and the review figures."""

@@ -64,7 +64,7 @@ def train_label_generator(
     from autolabel.handsoff.encoder_module import load_encoder
     from autolabel.handsoff.hypercolumns import HypercolumnExtractor
     from autolabel.handsoff.invert import invert_images, latent_spread
-    from autolabel.handsoff.label_module import LabelDataModule, LabelGeneratorModule, LabelTargets
+    from autolabel.handsoff.label_generator_module import LabelDataModule, LabelGeneratorModule, LabelTargets
 
     gen = load_generator(generator).eval()
     folder = load_labeled(labeled, masks, gen.resolution, lg.task, lg.n_classes if lg.n_classes > 0 else None)

@@ -41,7 +41,7 @@ class _Plan:
 def load_label_module(path: str | Path) -> Any:
     """A trained label-generator LightningModule (``last.ckpt`` of ``autolabel fit labels``), on the CPU."""
     from autolabel.engine.checkpoint_io import load_lightning_module
-    from autolabel.handsoff.label_module import LabelGeneratorModule
+    from autolabel.handsoff.label_generator_module import LabelGeneratorModule
 
     return load_lightning_module(
         LabelGeneratorModule,

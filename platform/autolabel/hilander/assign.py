@@ -144,7 +144,7 @@ def assign_files(checkpoint: str | os.PathLike, clusters: str | os.PathLike, fea
     """The ``autolabel assign`` job: read the run, assign, write ``out`` (id,cluster,confidence,outcome,nearest)."""
     from autolabel.data.pools import load_feature_pool
     from autolabel.engine.io import atomic_write_bytes
-    from autolabel.hilander.lightning import load_lander
+    from autolabel.hilander.checkpoint import load_lander
 
     model, hp = load_lander(checkpoint)
     csv_path, pool_path = find_cluster_run(clusters, pool)

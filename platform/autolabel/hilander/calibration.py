@@ -211,8 +211,10 @@ def calibrate(
                       n_samples=int(held.sum()), n_classes=int(len(np.unique(y[held]))),
                       n_distractors=int((~held).sum()), source=source)  # fmt: skip
     curves: dict[str, dict[float, float]] = {"pairwise_f": {}, "bcubed_f": {}, "nmi": {}, "n_clusters": {}}
+    level0: dict = {}  # the level-0 graph and GNN outputs, the same at every tau
     for tau in sorted(grid, reverse=True):
-        res = cluster_pool(model, x, tau=tau, progress=False, link_prob=cal.prob, level0_knn=knn, **cluster_kwargs)
+        res = cluster_pool(model, x, tau=tau, progress=False, link_prob=cal.prob, level0_knn=knn, level0_cache=level0,
+                           **cluster_kwargs)  # fmt: skip
         m = evaluate_clustering(y[held], res.labels[held])
         if not held.all():
             m["pairwise_f"] = held_out_pairwise_f(y, res.labels, held)

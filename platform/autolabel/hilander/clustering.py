@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autolabel.config.hilander import HiLanderClusterConfig
 from autolabel.engine.io import atomic_write_bytes
 from autolabel.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from autolabel.data.pools import FeaturePool
+    from autolabel.hilander.calibration import Calibration
 
 
 def write_clusters_csv(path: str | Path, ids: Any, clusters: Any, extra: dict[str, Any] | None = None) -> Path:
@@ -43,20 +47,13 @@ def cluster_features(
     import numpy as np
 
     from autolabel.data.pools import load_feature_pool
-    from autolabel.hilander.fitting import cluster_tau
+    from autolabel.hilander.checkpoint import load_lander
     from autolabel.hilander.hierarchy import cluster_pool
-    from autolabel.hilander.lightning import load_lander
 
     model, hp = load_lander(checkpoint)
     pool = load_feature_pool(features)
     check_feature_dim(hp, pool.dim, checkpoint, features)
-    kwargs = dict(
-        k=cluster_cfg.k,
-        levels=cluster_cfg.levels,
-        early_stop=cluster_cfg.early_stop,
-        device=cluster_cfg.device,
-        knn_kwargs=cluster_cfg.knn.kwargs(),
-    )
+    kwargs = cluster_cfg.pool_kwargs()
     cal_pool = None
     if calibrate is not None:
         cal_pool = load_feature_pool(calibrate)
@@ -117,3 +114,31 @@ def run_baselines(features: Any, labels: Any, names: list[str], seed: int = 0) -
         m["seconds"] = time.perf_counter() - t0
         res[name] = m
     return res
+
+
+def cluster_tau(
+    model: Any,
+    hp: dict,
+    cluster: HiLanderClusterConfig,
+    calibration_pool: FeaturePool | None = None,
+    source: str = "",
+) -> tuple[float, Calibration | None, str]:
+    """``(tau, calibration, where_from)`` for ``autolabel cluster``: ``cluster.tau`` when given, else the tau that
+    ``fit hilander`` calibrated and stored in the checkpoint (``hp["calibration"]``, see
+    :func:`~autolabel.hilander.checkpoint.load_lander`), else DEFAULT_TAU. With ``calibration_pool`` (labeled seen
+    classes) the link map and tau are recalibrated on it (candidates: ``cluster.tau_candidates`` or the default grid).
+    The returned calibration's link map applies whichever tau is used."""
+    from autolabel.config.hilander import DEFAULT_TAU, CalibrationConfig
+    from autolabel.hilander.calibration import calibrate, read_calibration, resolve_tau
+
+    cal = read_calibration({"hilander_calibration": hp.get("calibration")}) if hp.get("calibration") else None
+    if calibration_pool is not None:
+        if not calibration_pool.has_labels:
+            raise DataError(f"calibrate={source} has no labels: tau is chosen by scoring clusters against them")
+        grid = list(cluster.tau_candidates) or list(CalibrationConfig().candidates)
+        method = cal.method if cal is not None and cal.method != "none" else CalibrationConfig().method
+        cal = calibrate(model, calibration_pool.features, calibration_pool.labels, candidates=grid,
+                        metric=cluster.tau_metric, method=method, source=source,
+                        **cluster.pool_kwargs())  # fmt: skip
+    tau, where = resolve_tau(cluster.tau, cal, DEFAULT_TAU)
+    return tau, cal, where

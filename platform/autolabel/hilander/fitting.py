@@ -25,11 +25,6 @@ from autolabel.hilander.calibration import Calibration, calibrate, identity_spli
 CLUSTER_METRICS = ("pairwise_f", "bcubed_f", "nmi", "n_clusters")
 
 
-def _cluster_kwargs(cluster: HiLanderClusterConfig | None) -> dict[str, Any]:
-    c = cluster or HiLanderClusterConfig()
-    return {"k": c.k, "levels": c.levels, "early_stop": c.early_stop, "device": c.device, "knn_kwargs": c.knn.kwargs()}
-
-
 def split_identities(pool: FeaturePool, cfg: CalibrationConfig) -> tuple[FeaturePool, FeaturePool | None, dict]:
     """``(gnn_pool, calibration_pool or None, info)``: the classes in ``calibration_pool`` never occur in
     ``gnn_pool`` (:func:`~autolabel.hilander.calibration.identity_split`). ``info`` records the split."""
@@ -52,7 +47,7 @@ def score_pool(model: Any, pool: FeaturePool, cal: Calibration | None, cluster: 
 
     tau = cal.tau if cal is not None else DEFAULT_TAU
     res = cluster_pool(model, pool.features, tau=tau, progress=False, link_prob=cal.prob if cal else None,
-                       **_cluster_kwargs(cluster))  # fmt: skip
+                       **(cluster or HiLanderClusterConfig()).pool_kwargs())  # fmt: skip
     m = evaluate_clustering(pool.labels, res.labels)
     return {name: float(m[name]) for name in CLUSTER_METRICS} | {"tau": float(tau)}
 
@@ -78,7 +73,7 @@ class ClusterMetricsCallback(pl.Callback):
             cal = calibrate(model, self.cal_pool.features, self.cal_pool.labels, candidates=list(self.cfg.candidates),
                             metric=self.cfg.metric, method=self.cfg.method, adaptive=self.cfg.adaptive,
                             distractors=self.gnn_features if self.cfg.distractors else None,
-                            **_cluster_kwargs(self.cluster))  # fmt: skip
+                            **(self.cluster or HiLanderClusterConfig()).pool_kwargs())  # fmt: skip
         scores = score_pool(model, self.val_pool, cal, self.cluster)
         model.train(was_training)
         for name, v in scores.items():
@@ -100,7 +95,7 @@ def meta_train(
     checkpoint; returns the stage manifest (checkpoint, calibration.json, the F-vs-tau figure, metrics)."""
     from autolabel.engine import fit
     from autolabel.engine.io import write_json
-    from autolabel.hilander.lightning import LanderModule, LevelGraphDataModule
+    from autolabel.hilander.lander_module import LanderModule, LevelGraphDataModule
 
     stage_dir = Path(stage_dir)
     cal_cfg = calibration or CalibrationConfig()
@@ -126,7 +121,7 @@ def meta_train(
         cal = calibrate(model, cal_pool.features, cal_pool.labels, candidates=list(cal_cfg.candidates),
                         metric=cal_cfg.metric, method=cal_cfg.method, adaptive=cal_cfg.adaptive,
                         source="held-out training classes", distractors=gnn_pool.features if cal_cfg.distractors else None,
-                        **_cluster_kwargs(cluster))  # fmt: skip
+                        **(cluster or HiLanderClusterConfig()).pool_kwargs())  # fmt: skip
         cal.held_out_classes = split["held_out_classes"]
         write_calibration(ckpt, cal)
         metrics["tau"] = cal.tau
@@ -144,30 +139,3 @@ def meta_train(
         for name, v in score_pool(model, val_pool, cal, cluster).items():
             metrics[f"val/{name}"] = v
     return out
-
-
-def cluster_tau(
-    model: Any,
-    hp: dict,
-    cluster: HiLanderClusterConfig,
-    calibration_pool: FeaturePool | None = None,
-    source: str = "",
-) -> tuple[float, Calibration | None, str]:
-    """``(tau, calibration, where_from)`` for ``autolabel cluster``: ``cluster.tau`` when given, else the tau that
-    ``fit hilander`` calibrated and stored in the checkpoint (``hp["calibration"]``, see
-    :func:`~autolabel.hilander.lightning.load_lander`), else DEFAULT_TAU. With ``calibration_pool`` (labeled seen
-    classes) the link map and tau are recalibrated on it (candidates: ``cluster.tau_candidates`` or the default grid).
-    The returned calibration's link map applies whichever tau is used."""
-    from autolabel.hilander.calibration import read_calibration, resolve_tau
-
-    cal = read_calibration({"hilander_calibration": hp.get("calibration")}) if hp.get("calibration") else None
-    if calibration_pool is not None:
-        if not calibration_pool.has_labels:
-            raise DataError(f"calibrate={source} has no labels: tau is chosen by scoring clusters against them")
-        grid = list(cluster.tau_candidates) or list(CalibrationConfig().candidates)
-        method = cal.method if cal is not None and cal.method != "none" else CalibrationConfig().method
-        cal = calibrate(model, calibration_pool.features, calibration_pool.labels, candidates=grid,
-                        metric=cluster.tau_metric, method=method, source=source,
-                        **_cluster_kwargs(cluster))  # fmt: skip
-    tau, where = resolve_tau(cluster.tau, cal, DEFAULT_TAU)
-    return tau, cal, where

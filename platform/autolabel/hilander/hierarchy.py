@@ -249,6 +249,7 @@ def cluster_pool(
     progress: bool = True,
     link_prob: Callable[[torch.Tensor], torch.Tensor] | None = None,
     level0_knn: tuple[np.ndarray, np.ndarray] | None = None,
+    level0_cache: dict | None = None,
 ) -> ClusterResult:
     """Hierarchical inference (DESIGN 3.8): per level predict p_ij and d̂_i on the whole graph, keep j->i iff
     it goes uphill in d̂ (index tie-break, :func:`uphill`) and p_ij > tau, each node its best in-edge; trees become
@@ -257,7 +258,9 @@ def cluster_pool(
 
     ``link_prob`` maps the link logits to the probabilities compared with tau (default: the raw softmax; a
     checkpoint's calibration otherwise). ``level0_knn`` = ``(nbrs, sims)`` of the pool with at least ``k`` columns
-    reuses a search already done (tau calibration clusters one pool many times).
+    reuses a search already done (tau calibration clusters one pool many times); ``level0_cache``, a dict shared by
+    calls on the same pool, model and kNN lists, keeps the level-0 graph and GNN outputs (they do not depend on tau),
+    so only the decoding and the (smaller) upper levels are redone per tau.
 
     ``k >= N`` is capped at N-1 with one :class:`KCapWarning` (later levels, with fewer supernodes, cap silently);
     N < 2 and features of another width than the model's are :class:`DataError`.
@@ -273,14 +276,31 @@ def cluster_pool(
         raise DataError(f"the model was trained on {want}-d features, the pool has {feats.shape[1]}-d: "
                         "embed the pool with the same encoder as the meta-training features")  # fmt: skip
     kwargs = dict(k=k, tau=tau, levels=levels, early_stop=early_stop, device=device, knn_kwargs=knn_kwargs,
-                  progress=progress, link_prob=link_prob)  # fmt: skip
+                  progress=progress, link_prob=link_prob, level0_cache=level0_cache)  # fmt: skip
+    knn_info: dict = {}
+    knn_seconds = 0.0
     if level0_knn is None:
+        t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", KCapWarning)  # _cluster_distinct warns once with the user's key
-            level0_knn = knn_search(feats, min(k, len(feats) - 1), **dict(knn_kwargs or {}))
+            level0_knn = knn_search(feats, min(k, len(feats) - 1), info=knn_info, **dict(knn_kwargs or {}))
+        knn_seconds = time.perf_counter() - t0
+    res = _dedupe_and_cluster(model, feats, level0_knn, kwargs)
+    res.seconds["knn"] = res.seconds.get("knn", 0.0) + knn_seconds  # the level-0 search is done here, once
+    if res.levels and knn_info and not res.levels[0].get("knn"):
+        res.levels[0]["knn"] = knn_info  # method, effort and recall reached (approximate indexes)
+        res.levels[0]["seconds"] = round(res.levels[0]["seconds"] + knn_seconds, 4)
+    return res
+
+
+def _dedupe_and_cluster(model: torch.nn.Module, feats: np.ndarray, level0_knn: tuple[np.ndarray, np.ndarray],
+                        kwargs: dict[str, Any]) -> ClusterResult:  # fmt: skip
+    """Merge near-exact duplicates (found among the level-0 neighbours), cluster the distinct rows, spread back."""
+    k = kwargs["k"]
     t0 = time.perf_counter()
     rep = duplicate_groups(feats, *level0_knn)
     first = np.flatnonzero(rep == np.arange(len(feats)))
+    dedupe_seconds = time.perf_counter() - t0
     if len(first) == len(feats):
         return _cluster_distinct(model, feats, level0_knn=level0_knn, **kwargs)
     if len(first) < 2:  # the whole pool is one row repeated
@@ -293,8 +313,10 @@ def cluster_pool(
             if k < len(feats):  # the user's k fits the pool; only the de-duplicated one is smaller
                 warnings.simplefilter("ignore", KCapWarning)
             res = _cluster_distinct(model, feats[first], **kwargs)
+        t1 = time.perf_counter()
         res = _expand_duplicates(res, rep, first)
-    res.seconds["dedupe"] = time.perf_counter() - t0
+        dedupe_seconds += time.perf_counter() - t1
+    res.seconds["dedupe"] = dedupe_seconds
     if res.levels:
         res.levels[0]["duplicates_merged"] = int(len(feats) - len(first))
     return res
@@ -313,7 +335,10 @@ def duplicate_groups(
     from scipy.sparse.csgraph import connected_components
 
     n = len(features)
-    norms = np.linalg.norm(features.astype(np.float64), axis=1)
+    norms = np.empty(n, dtype=np.float64)  # in float64, a block of rows at a time (no float64 copy of the pool)
+    for start in range(0, n, 65536):
+        block = features[start : start + 65536].astype(np.float64)
+        norms[start : start + 65536] = np.sqrt(np.einsum("ij,ij->i", block, block))
     rows = np.repeat(np.arange(n), nbrs.shape[1])
     cols = nbrs.reshape(-1)
     ok = cols >= 0
@@ -354,7 +379,7 @@ def _expand_duplicates(res: ClusterResult, rep: np.ndarray, first: np.ndarray) -
 def _cluster_distinct(model: torch.nn.Module, features: np.ndarray, *, k: int, tau: float, levels: int,
                       early_stop: bool, device: str, knn_kwargs: dict[str, Any] | None, progress: bool,
                       link_prob: Callable | None, level0_knn: tuple[np.ndarray, np.ndarray] | None = None,
-                      ) -> ClusterResult:  # fmt: skip
+                      level0_cache: dict | None = None) -> ClusterResult:  # fmt: skip
     """:func:`cluster_pool` on a pool without near-exact duplicate rows."""
     from tqdm.auto import tqdm
 
@@ -383,13 +408,27 @@ def _cluster_distinct(model: torch.nn.Module, features: np.ndarray, *, k: int, t
         t0 = time.perf_counter()
         kk = min(k0, n - 1)
         knn_info: dict = {}
-        if level == 0 and level0_knn is not None and level0_knn[0].shape[1] >= kk:
+        cached = level == 0 and level0_cache is not None and "logits" in level0_cache
+        if cached:
+            nbrs = None
+        elif level == 0 and level0_knn is not None and level0_knn[0].shape[1] >= kk:
             nbrs, sims = level0_knn[0][:, :kk], level0_knn[1][:, :kk]
         else:
-            nbrs, sims = knn_search(identity, kk, info=knn_info, **knn_kwargs)
+            # upper levels hold supernodes, far fewer than the pool: exact up to exact_max whatever index level 0 used
+            kw = (
+                knn_kwargs
+                if level == 0 or knn_kwargs.get("method", "auto") == "flat"
+                else {**knn_kwargs, "method": "auto"}
+            )
+            nbrs, sims = knn_search(identity, kk, info=knn_info, **kw)
         t1 = time.perf_counter()
-        g = build_level_graph(identity, nbrs, sims, cluster=cluster).to(dev)
-        logits, density = model(g)
+        if cached:
+            g, logits, density = level0_cache["graph"], level0_cache["logits"], level0_cache["density"]
+        else:
+            g = build_level_graph(identity, nbrs, sims, cluster=cluster).to(dev)
+            logits, density = model(g)
+            if level == 0 and level0_cache is not None:
+                level0_cache.update(graph=g, logits=logits, density=density)
         prob = to_prob(logits)
         t2 = time.perf_counter()
         cluster_id, peaks, parent, edge = decode_level_edges(g.edge_index, density, prob, tau, n)
@@ -456,6 +495,7 @@ def select_tau(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", KCapWarning)
             cluster_kwargs["level0_knn"] = knn_search(features, k, **dict(cluster_kwargs.get("knn_kwargs") or {}))
+    cluster_kwargs.setdefault("level0_cache", {})  # level 0's graph and GNN outputs do not depend on tau
     scores: dict[float, float] = {}
     for tau in sorted({float(t) for t in candidates}, reverse=True):
         result = cluster_pool(model, features, tau=tau, progress=False, **cluster_kwargs)

@@ -1,7 +1,10 @@
 """k-nearest-neighbour search on unit vectors with faiss (inner product = cosine similarity).
 
-``method="flat"`` is exact (``IndexFlatIP``); ``"ivf"`` (inverted lists, ``nprobe`` lists probed) and ``"hnsw"`` are
-approximate and scale past a few hundred thousand points; ``"auto"`` is exact up to ``exact_max`` points. With CUDA and a
+``method="flat"`` is exact (``IndexFlatIP``); ``"ivf"`` (inverted lists, ``nprobe`` lists probed), ``"ivfpq"`` (the
+same lists holding product-quantized codes, the candidates re-ranked by exact inner products) and ``"hnsw"`` are
+approximate and scale past a few hundred thousand points; ``"auto"`` is exact up to ``exact_max`` points and IVF above
+(nlist = 4 sqrt(N), nprobe raised from ``nprobe`` until the recall measured against exact search on sampled queries
+reaches ``target_recall``). faiss runs on all cores (OpenMP; ``OMP_NUM_THREADS`` limits it). With CUDA and a
 GPU build of faiss, flat and IVF indexes are sharded over all visible GPUs. Check an approximate index against the exact
 one on a sample with :func:`knn_recall`.
 """
@@ -16,7 +19,8 @@ import numpy as np
 
 from autolabel.errors import ConfigError, DataError
 
-METHODS = ("auto", "flat", "ivf", "hnsw")
+METHODS = ("auto", "flat", "ivf", "ivfpq", "hnsw")
+PQ_MIN_POINTS = 40 * 256  # a product quantizer trains 256 centroids per sub-space (faiss wants >= 39 points each)
 
 
 class KCapWarning(UserWarning):
@@ -78,23 +82,43 @@ def build_index(
     x: np.ndarray,
     method: str,
     nlist: int | None = None,
-    nprobe: int = 64,
+    nprobe: int = 8,
     hnsw_m: int = 32,
     ef_search: int = 128,
     seed: int = 0,
+    pq_m: int | None = None,
 ):
-    """An empty (trained, for IVF) CPU faiss index of `method` for the rows of `x`; `knn_search` adds and queries it."""
+    """An empty (trained, for IVF) CPU faiss index of `method` for the rows of `x`; `knn_search` adds and queries it.
+
+    ``ivfpq`` stores ``pq_m`` bytes per point (default ``d / 4``: 32 bytes for 128-d instead of 512) in the inverted
+    lists and re-ranks ``4 k`` candidates per query with the exact vectors (``IndexRefineFlat``), so the similarities
+    it returns are exact; the compact codes are what lets one GPU hold tens of millions of points."""
     n, d = x.shape
     if method == "flat":
         return faiss.IndexFlatIP(d)
-    if method == "ivf":
+    if method in ("ivf", "ivfpq"):
         nlist = nlist or int(min(max(1, 4 * math.sqrt(n)), max(1, n // 39)))
         quantizer = faiss.IndexFlatIP(d)
-        index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+        if method == "ivf":
+            index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
+        else:
+            m = pq_m or max(1, d // 4)
+            if d % m:
+                raise ConfigError(f"knn.pq_m={m} must divide the feature width {d} (e.g. {max(1, d // 4)})")
+            if n < PQ_MIN_POINTS:
+                raise ConfigError(f"knn method ivfpq needs >= {PQ_MIN_POINTS} points to train its product quantizer, "
+                                  f"the pool has {n}: use method=ivf or auto for pools this small")  # fmt: skip
+            index = faiss.IndexIVFPQ(quantizer, d, nlist, m, 8, faiss.METRIC_INNER_PRODUCT)
         rng = np.random.default_rng(seed)
-        sample = x if n <= 64 * nlist else x[rng.choice(n, 64 * nlist, replace=False)]  # faiss wants >= 39/list
+        # 40 training points per list (faiss wants >= 39): k-means cost grows with the sample, and the recall check
+        # below, not the centroids' polish, is what guarantees the neighbours
+        want = max(40 * nlist, PQ_MIN_POINTS if method == "ivfpq" else 0)
+        sample = x if n <= want else x[np.sort(rng.choice(n, want, replace=False))]
         index.train(sample)
         index.nprobe = min(nprobe, nlist)
+        if method == "ivfpq":
+            index = faiss.IndexRefineFlat(index)
+            index.k_factor = 4.0
         return index
     if method == "hnsw":
         index = faiss.IndexHNSWFlat(d, hnsw_m, faiss.METRIC_INNER_PRODUCT)
@@ -106,7 +130,10 @@ def build_index(
 def _to_gpus(index, method: str):
     co = faiss.GpuMultipleClonerOptions()
     co.shard = True  # each GPU holds 1/G of the database; queries go to all shards
-    co.useFloat16 = method == "ivf"
+    if method == "ivfpq":  # the compressed lists go to the GPUs; the exact re-ranking stays on the host
+        co.useFloat16LookupTables = True
+        return faiss.IndexRefineFlat(faiss.index_cpu_to_all_gpus(faiss.downcast_index(index.base_index), co=co))
+    co.useFloat16 = method == "ivf"  # IVF-Flat lists in fp16: half the GPU memory (no-op for flat)
     return faiss.index_cpu_to_all_gpus(index, co=co)
 
 
@@ -115,16 +142,17 @@ def knn_search(
     k: int,
     *,
     method: str = "auto",
-    nprobe: int = 64,
+    nprobe: int = 8,
     nlist: int | None = None,
     hnsw_m: int = 32,
     ef_search: int = 128,
     use_gpu: str | bool = "auto",
     batch_size: int = 65536,
-    exact_max: int = 100_000,
+    exact_max: int = 50_000,
     seed: int = 0,
     target_recall: float = 0.95,
     recall_queries: int = 1000,
+    pq_m: int | None = None,
     info: dict | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each row's ``k`` most similar *other* rows.
@@ -160,7 +188,7 @@ def knn_search(
         if info is not None:
             info.update({"method": "torch-flat", "n": n, "k": k})
         return torch_knn.knn_search_torch(x, k, device="cuda")
-    index = cpu_index = build_index(x, method, nlist, nprobe, hnsw_m, ef_search, seed)
+    index = cpu_index = build_index(x, method, nlist, nprobe, hnsw_m, ef_search, seed, pq_m)
     _warn_install_conflict()
     gpu = num_gpus() > 0 if use_gpu == "auto" else bool(use_gpu)
     if gpu and method != "hnsw":
@@ -172,9 +200,9 @@ def knn_search(
     index.add(x)
     kk = min(k + 1, n)
     stats: dict = {"method": method, "n": n, "k": k}
-    if method in ("ivf", "hnsw") and target_recall > 0:
-        nl = int(faiss.extract_index_ivf(cpu_index).nlist) if method == "ivf" else 0
-        start, top = (min(nprobe, nl), nl) if method == "ivf" else (ef_search, max(ef_search, 4096))
+    if method in ("ivf", "ivfpq", "hnsw") and target_recall > 0:
+        nl = int(faiss.extract_index_ivf(cpu_index).nlist) if method != "hnsw" else 0
+        start, top = (min(nprobe, nl), nl) if method != "hnsw" else (ef_search, max(ef_search, 4096))
         stats.update(_tune_effort(index, x, k, method, target_recall, recall_queries, seed, start, top))
     if info is not None:
         info.update(stats)
@@ -192,11 +220,12 @@ def knn_search(
 
 
 def _set_effort(index, method: str, value: int) -> None:
-    if method == "ivf":
+    if method in ("ivf", "ivfpq"):
         try:
-            index.nprobe = value
-        except AttributeError:  # a GPU shard wrapper
-            faiss.GpuParameterSpace().set_index_parameter(index, "nprobe", value)
+            faiss.extract_index_ivf(index).nprobe = value  # through a re-ranking wrapper too
+        except (RuntimeError, AttributeError):  # a GPU shard wrapper
+            base = index.base_index if method == "ivfpq" else index
+            faiss.GpuParameterSpace().set_index_parameter(base, "nprobe", value)
     else:
         index.hnsw.efSearch = value
 
@@ -220,7 +249,7 @@ def _tune_effort(
             break
         effort = min(top, effort * 2)
         _set_effort(index, method, effort)
-    key = "nprobe" if method == "ivf" else "ef_search"
+    key = "ef_search" if method == "hnsw" else "nprobe"
     return {key: effort, "recall_at_k": round(recall, 4), "recall_queries": len(q), "target_recall": target}
 
 

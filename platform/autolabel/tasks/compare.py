@@ -176,8 +176,8 @@ def build_module(task: str, cfg: DownstreamConfig, channels: int, n_classes: int
                  mean_shape: torch.Tensor | None = None):  # fmt: skip
     """The downstream LightningModule for ``task`` (keypoints: with the mean-shape prior when given, in units of
     the image size)."""
-    from autolabel.tasks.keypoints import KeypointModule
-    from autolabel.tasks.segmentation import SegmentationModule
+    from autolabel.tasks.keypoints_module import KeypointModule
+    from autolabel.tasks.segmentation_module import SegmentationModule
 
     if task == "keypoints":
         return KeypointModule(n_keypoints, channels, cfg.base, cfg.depth, cfg.lr, cfg.sigma, cfg.pck_thresholds[0],

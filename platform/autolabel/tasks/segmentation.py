@@ -1,7 +1,8 @@
 """Downstream dense-prediction nets used to measure label quality: a small UNet for segmentation and depth.
 
-``SegmentationModule`` trains a :class:`UNet` on a :class:`~autolabel.data.labeled.LabeledFolder` (cross-entropy for
-segmentation, L1 for depth; Adam + cosine schedule) and logs ``train/loss`` and ``val/miou`` (or ``val/rmse``).
+:class:`~autolabel.tasks.segmentation_module.SegmentationModule` trains a :class:`UNet` on a
+:class:`~autolabel.data.labeled.LabeledFolder` (cross-entropy for segmentation, L1 for depth; Adam + cosine schedule)
+and logs ``train/loss`` and ``val/miou`` (or ``val/rmse``).
 ``DenseDataModule`` trains on one folder (synthetic or real) and validates on another (or a held-out slice).
 """
 
@@ -19,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from autolabel.data.labeled import LabeledFolder
 from autolabel.data.sampling import EpochShuffleSampler
 from autolabel.errors import ConfigError
-from autolabel.metrics.dense import DepthRMSE, MeanIoU, confusion_matrix, depth_errors, miou, pixel_accuracy
+from autolabel.metrics.dense import confusion_matrix, depth_errors, miou, pixel_accuracy
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:
@@ -62,78 +63,6 @@ class UNet(nn.Module):
         for up, dec in zip(self.up, self.dec):
             y = dec(torch.cat([up(y), skips.pop()], dim=1))
         return self.head(y)[..., :h, :w]
-
-
-class SegmentationModule(pl.LightningModule):
-    """Lightning wrapper: ``task="segmentation"`` (cross-entropy, mIoU) or ``"depth"`` (L1, RMSE).
-
-    Pixels labeled ``ignore_index`` (255 by default, e.g. VOC's object borders) count neither in the loss nor in the
-    metrics. Validation metrics are torchmetrics (:class:`~autolabel.metrics.dense.MeanIoU`, ``DepthRMSE``), so under
-    DDP ``val/miou`` is computed over every rank's share of the validation set, equal to the single-process value.
-    """
-
-    def __init__(
-        self,
-        n_classes: int = 2,
-        in_channels: int = 3,
-        base: int = 16,
-        depth: int = 3,
-        lr: float = 1e-3,
-        task: str = "segmentation",
-        ignore_index: int = 255,
-    ):
-        super().__init__()
-        if task not in ("segmentation", "depth"):
-            raise ConfigError(
-                f"SegmentationModule task={task!r}: use segmentation or depth (keypoints: KeypointModule)"
-            )
-        if task == "segmentation" and 0 <= ignore_index < n_classes:
-            raise ConfigError(f"ignore_index={ignore_index} is a real class (n_classes={n_classes}): use 255 or -100")
-        self.save_hyperparameters()
-        self.model = UNet(in_channels, 1 if task == "depth" else n_classes, base, depth)
-        if task == "depth":
-            self.val_rmse = DepthRMSE()
-        else:
-            self.val_miou = MeanIoU(n_classes, ignore_index=ignore_index)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits (segmentation) or depth ``[B, 1, H, W]``."""
-        return self.model(x)
-
-    def _loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self(batch["image"])
-        if self.hparams.task == "depth":
-            return F.l1_loss(out, batch["depth"]), out
-        return F.cross_entropy(out, batch["mask"], ignore_index=self.hparams.ignore_index), out
-
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss, _ = self._loss(batch)
-        self.log("train/loss", loss, prog_bar=True, batch_size=batch["image"].shape[0])
-        return loss
-
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        loss, out = self._loss(batch)
-        self.log("val/loss", loss, batch_size=batch["image"].shape[0], sync_dist=True)
-        if self.hparams.task == "depth":
-            self.val_rmse.update(out.detach(), batch["depth"])
-        else:
-            self.val_miou.update(out.detach().argmax(1), batch["mask"])
-
-    def on_validation_epoch_end(self) -> None:
-        # compute() all-reduces the metric states across ranks (torchmetrics), so every rank logs the global value
-        if self.hparams.task == "depth":
-            self.log("val/rmse", self.val_rmse.compute().float())
-            self.val_rmse.reset()
-            return
-        self.log("val/miou", self.val_miou.compute().float(), prog_bar=True)
-        self.log("val/pixel_acc", float(self.val_miou.pixel_accuracy()))
-        self.val_miou.reset()
-
-    def configure_optimizers(self):
-        opt = torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
-        total = max(int(self.trainer.estimated_stepping_batches), 1)
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
 class FlipDataset(Dataset):

@@ -36,7 +36,11 @@ class SimilarityConv(MessagePassing):
         self, x: torch.Tensor, edge_index: torch.Tensor, edge_weight: torch.Tensor | None = None
     ) -> torch.Tensor:
         agg = self.propagate(edge_index, x=x, edge_weight=edge_weight)
-        return self.lin(torch.cat([x, agg], dim=-1))
+        # lin([x ‖ agg]) as two products into one output: no [N, 2*in] concatenation (2 GB at 1M nodes, 256-d input)
+        d = x.shape[-1]
+        w = self.lin.weight
+        out = F.linear(x, w[:, :d], self.lin.bias)
+        return out.addmm_(agg.to(out.dtype), w[:, d:].t().to(out.dtype))
 
     def message(self, x_j: torch.Tensor, edge_weight: torch.Tensor) -> torch.Tensor:
         return edge_weight.unsqueeze(-1) * x_j
@@ -111,23 +115,27 @@ class LANDER(nn.Module):
                 h = conv(h, data.edge_index, edge_attr=data.edge_sim.unsqueeze(-1))
             else:
                 h = conv(h, adj)
-            h = F.relu(h)
+            h = F.relu(h, inplace=True)  # on a fresh conv output: autograd needs only relu's own result
             if self.dropout > 0:
                 h = F.dropout(h, p=self.dropout, training=self.training)
         return h
 
-    def forward(self, data: Data, edge_chunk: int = 1 << 18) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, data: Data, edge_chunk: int = 1 << 16) -> tuple[torch.Tensor, torch.Tensor]:
         """``(link_logits [E, 2], pred_density [N])``. The link head runs over at most ``edge_chunk`` edges at a time
-        (the per-node projections are computed once, then gathered per edge)."""
+        (the per-node projections are computed once, then gathered per edge and summed in place), so the per-edge
+        activations stay at a few ``edge_chunk x hidden/2`` buffers whatever the graph's size."""
         h = self.embed(data)
         src_h, dst_h = self.src_mlp(h), self.dst_mlp(h)
+        del h
         src, dst = data.edge_index
         chunks = []
         for start in range(0, max(1, src.numel()), edge_chunk):
             sl = slice(start, start + edge_chunk)
-            pair = src_h[src[sl]] + dst_h[dst[sl]]
-            if self.sim_mlp is not None:
-                pair = pair + self.sim_mlp(data.edge_sim[sl].unsqueeze(-1))
+            pair = src_h.index_select(0, src[sl])
+            pair += dst_h.index_select(0, dst[sl])
+            if self.sim_mlp is not None:  # sim_mlp is Linear(1, half): a_ij * w + b, added in place
+                sim = data.edge_sim[sl].to(pair.dtype)
+                pair.addr_(sim, self.sim_mlp.weight[:, 0].to(pair.dtype)).add_(self.sim_mlp.bias.to(pair.dtype))
             chunks.append(self.link_head(pair))
         logits = torch.cat(chunks) if len(chunks) > 1 else chunks[0]
         prob = logits.softmax(-1)

@@ -1,0 +1,31 @@
+"""What the console shows: the run's own progress, not library banners (``AUTOLABEL_VERBOSE=1`` keeps them).
+
+Imports nothing heavy, so the CLI can call it before torch, PyG and Lightning load."""
+
+from __future__ import annotations
+
+import os
+
+# Lightning's start-up banners and advice that say nothing about the user's run (set AUTOLABEL_VERBOSE=1 to keep them)
+_BANNER_LOGGERS = ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero",
+                   "pytorch_lightning.trainer.connectors.checkpoint_connector",
+                   "pytorch_lightning.accelerators.cuda")  # fmt: skip
+_BANNER_WARNINGS = (r"The number of training batches .* is smaller than the logging interval",
+                    r"Found \d+ module\(s\) in eval mode", r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                    r"The '\w+_dataloader' does not have many workers", r"Checkpoint directory .* exists and is not empty",
+                    r"`torch.jit.script` is deprecated")  # fmt: skip
+
+
+def quiet_lightning() -> None:
+    """Drop Lightning's banners ("GPU available ...", "TPU available ...", the litlogger tip, "`Trainer.fit` stopped"),
+    PyG's import-time ``torch.jit.script`` deprecation notice and Lightning's hints about our deliberate choices (eval-mode frozen backbones, few batches per epoch, no workers), so the
+    console shows the run's own progress; errors and other warnings still show."""
+    import logging
+    import warnings
+
+    if os.environ.get("AUTOLABEL_VERBOSE", "") not in ("", "0"):
+        return
+    for name in _BANNER_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for pattern in _BANNER_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
