@@ -370,8 +370,14 @@ def main(argv: list[str] | None = None) -> dict:
         before = {"task": "segmentation", "filter_fraction": 0.1, **old}  # defaults of runs recorded before the flags
         if not rec or not output.exists() or any(before.get(k) != res["settings"][k] for k in keys):
             return None
+        if rec.get("output_mtime_ns", output.stat().st_mtime_ns) != output.stat().st_mtime_ns:
+            return None  # another run (e.g. another --task) has rewritten the output in the same --work since
         print(f"\n--resume: reusing {section}/{name} from the previous run ({output})", flush=True)
         return {**rec, "reused": True}
+
+    def stamp(rec: dict, output: Path) -> dict:
+        """The stage record plus its output's mtime, so --resume notices when another run has replaced the output."""
+        return {**rec, "output_mtime_ns": output.stat().st_mtime_ns} if output.exists() else rec
 
     # -- data (cheap and deterministic: always rewritten)
     t0 = time.perf_counter()
@@ -405,7 +411,7 @@ def main(argv: list[str] | None = None) -> dict:
         kimg_done = epochs * steps_per_epoch * a.gan_batch / 1000
         rec = {**_timing(r), "kimg_requested": a.kimg, "kimg_trained": kimg_done,
                "s_per_kimg": r["seconds"] / kimg_done, "metrics": m["metrics"], "samples": m["figures"][0]}  # fmt: skip
-    res["stages"]["gan"] = rec
+    res["stages"]["gan"] = stamp(rec, generator)
     save()
 
     # -- encoder
@@ -421,7 +427,7 @@ def main(argv: list[str] | None = None) -> dict:
                      "encoder_train.phase1_lpips_weight=0", *common, f"run.dir={fresh(enc_dir)}"],
                     threads=a.threads)  # fmt: skip
         rec = {**_timing(r), "metrics": manifest(enc_dir / "encoder")["metrics"]}
-    res["stages"]["encoder"] = rec
+    res["stages"]["encoder"] = stamp(rec, encoder)
     save()
 
     # -- label generator
@@ -440,7 +446,7 @@ def main(argv: list[str] | None = None) -> dict:
                     threads=a.threads)  # fmt: skip
         m = manifest(lab_dir / "labels")
         rec = {**_timing(r), "metrics": m["metrics"], "inversions": m["figures"][0]}
-    res["stages"]["labels"] = rec
+    res["stages"]["labels"] = stamp(rec, label_ckpt)
     save()
 
     # -- synthesis
@@ -459,7 +465,7 @@ def main(argv: list[str] | None = None) -> dict:
                "images_per_s_wall": plan["n_total"] / r["seconds"],
                "images_per_s_reported": float(reported.group(1)) if reported else None,
                "dataset": str(synth)}  # fmt: skip
-    res["stages"]["synthesis"] = rec
+    res["stages"]["synthesis"] = stamp(rec, synth / "manifest.jsonl")
     save()
 
     # -- downstream: every training set gets the same optimizer steps, the checkpoint is picked on the same
