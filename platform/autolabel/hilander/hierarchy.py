@@ -408,9 +408,9 @@ def _cluster_distinct(model: torch.nn.Module, features: np.ndarray, *, k: int, t
         t0 = time.perf_counter()
         kk = min(k0, n - 1)
         knn_info: dict = {}
-        cached = level == 0 and level0_cache is not None and "logits" in level0_cache
+        cached = level == 0 and level0_cache is not None and "logits" in level0_cache  # no kNN, no GNN pass
         if cached:
-            nbrs = None
+            pass
         elif level == 0 and level0_knn is not None and level0_knn[0].shape[1] >= kk:
             nbrs, sims = level0_knn[0][:, :kk], level0_knn[1][:, :kk]
         else:
