@@ -53,6 +53,9 @@ def test_fit_then_cluster(pools, capsys):
     metrics = json.loads((pools / "clusters.metrics.json").read_text())
     assert metrics["hilander"]["pairwise_f"] > 0.8
     assert "kmeans" in metrics["baselines"]
+    # what scripts and benchmarks read besides the scores: the tau used, the time per part, each level's kNN
+    assert metrics["tau"] > 0 and metrics["tau_source"] and set(metrics["seconds"]) >= {"knn", "gnn", "decode"}
+    assert metrics["levels"][0]["nodes"] == 100 and metrics["levels"][0]["knn"]["method"] == "flat"
     printed = capsys.readouterr().out
     assert "pairwise_f" in printed
     # the tau fit calibrated on held-out classes is stored in the checkpoint and used by default, and says so

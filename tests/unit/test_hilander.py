@@ -114,7 +114,7 @@ def test_knn_ivf_and_hnsw_recall():
 
 def test_knn_ivfpq_reranks_to_exact_similarities_and_meets_the_recall_target():
     x, _ = make_blob_features(60, 180, 16, spread=0.15, seed=1)  # 10,800 points: enough to train the quantizer
-    exact, exact_s = knn_search(x, 10, method="flat")
+    exact, _ = knn_search(x, 10, method="flat")
     info: dict = {}
     nbrs, sims = knn_search(x, 10, method="ivfpq", nprobe=1, target_recall=0.95, info=info)
     assert info["method"] == "ivfpq" and info["recall_at_k"] >= 0.95 and info["nprobe"] >= 1

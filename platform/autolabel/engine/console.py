@@ -18,8 +18,9 @@ _BANNER_WARNINGS = (r"The number of training batches .* is smaller than the logg
 
 def quiet_lightning() -> None:
     """Drop Lightning's banners ("GPU available ...", "TPU available ...", the litlogger tip, "`Trainer.fit` stopped"),
-    PyG's import-time ``torch.jit.script`` deprecation notice and Lightning's hints about our deliberate choices (eval-mode frozen backbones, few batches per epoch, no workers), so the
-    console shows the run's own progress; errors and other warnings still show."""
+    PyG's import-time ``torch.jit.script`` deprecation notice and Lightning's hints about our deliberate choices
+    (eval-mode frozen backbones, few batches per epoch, no workers), so the console shows the run's own progress;
+    errors and other warnings still show."""
     import logging
     import warnings
 
