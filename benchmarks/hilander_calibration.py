@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 
-def one(seed: int, classes: int, epochs: int, workdir: Path) -> dict:
+def one(seed: int, classes: int, epochs: int, workdir: Path, seen: str = "", unseen: str = "") -> dict:
     import numpy as np
     import torch
 
@@ -37,14 +37,21 @@ def one(seed: int, classes: int, epochs: int, workdir: Path) -> dict:
     from pipelines.cli import main
 
     torch.set_num_threads(1)
-    xs, ys = make_identity_mixture(classes, seed=2 * seed)
-    xu, yu = make_identity_mixture(classes, seed=2 * seed + 1)
+    if seen:  # real embeddings: the same pools for every seed, the seed varies the fit
+        from autolabel.data.pools import load_feature_pool
+
+        ps, pu = load_feature_pool(seen), load_feature_pool(unseen)
+        xs, ys, xu, yu = ps.features, ps.labels, pu.features, pu.labels
+        classes = len(np.unique(yu))
+    else:
+        xs, ys = make_identity_mixture(classes, seed=2 * seed)
+        xu, yu = make_identity_mixture(classes, seed=2 * seed + 1)
     np.savez(workdir / "seen.npz", features=xs, labels=ys)
     np.savez(workdir / "unseen.npz", features=xu, labels=yu)
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):
         assert main(["fit", "hilander", f"train_features={workdir / 'seen.npz'}", f"trainer.max_epochs={epochs}",
-                     "trainer.enable_progress_bar=false", f"run.root={workdir / 'runs'}"]) == 0  # fmt: skip
+                     f"trainer.seed={seed if seen else 0}", "trainer.enable_progress_bar=false", f"run.root={workdir / 'runs'}"]) == 0  # fmt: skip
     fit_s = time.perf_counter() - t0
     ckpt = next((workdir / "runs" / "hilander").glob("*/hilander/checkpoints/last.ckpt"))
     out = io.StringIO()
@@ -84,11 +91,13 @@ def main() -> None:
     ap.add_argument("--classes", type=int, default=100)
     ap.add_argument("--epochs", type=int, default=30, help="fit hilander's default trainer.max_epochs")
     ap.add_argument("--out", default="benchmarks/results/hilander_calibration.json")
+    ap.add_argument("--seen", default="", help="a labeled feature pool (.npz) to meta-train on instead of a mixture")
+    ap.add_argument("--unseen", default="", help="with --seen: the labeled pool of unseen classes to cluster")
     a = ap.parse_args()
     rows = []
     for seed in a.seeds:
         with tempfile.TemporaryDirectory() as tmp:
-            row = one(seed, a.classes, a.epochs, Path(tmp))
+            row = one(seed, a.classes, a.epochs, Path(tmp), a.seen, a.unseen)
         plateau = row.pop("plateau_within_0.03")
         row["taus_within_0.03_of_best"] = f"{min(plateau):g}..{max(plateau):g} ({len(plateau)} grid points)"
         rows.append(row)

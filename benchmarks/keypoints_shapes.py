@@ -33,6 +33,7 @@ def main() -> None:
     import pytorch_lightning as pl
     import torch
 
+    from autolabel.config.downstream import KeypointNetConfig
     from autolabel.data.labeled import LabeledFolder
     from autolabel.data.procedural import make_shapes_dataset
     from autolabel.tasks.compare import ConstantModel, augment, constant_prediction, relative_mean_shape
@@ -71,8 +72,8 @@ def main() -> None:
         for name, prior, affine in (("shipped: soft-argmax + prior + affine", True, True),
                                     ("without the prior", False, True), ("without affine (flips only)", True, False)):  # fmt: skip
             pl.seed_everything(0, verbose=False)
-            module = KeypointModule(4, 3, 16, 2, 1e-3, 1.5,
-                                    mean_shape=relative_mean_shape(train).tolist() if prior else None)  # fmt: skip
+            module = KeypointModule(KeypointNetConfig(16, 2, 1e-3, 1.5), n_keypoints=4,
+                                    mean_shape=relative_mean_shape(train) if prior else None)  # fmt: skip
             data = augment(train, "keypoints", 0, [[2, 3]]) if affine else flips
             res[f"{name}, {steps} steps"] = evaluate_keypoints(fit(module, data, steps), test)
     print("| recipe | PCK@0.1 | PCK@0.05 | NME (diagonal) | NME (bbox) |\n|---|---|---|---|---|")

@@ -37,7 +37,7 @@ def train_classifier(
     from autolabel.tasks.classifier_module import ClassifierModule
 
     dm = ClassifierDataModule(train_dir, cfg)
-    module = ClassifierModule(cfg, len(dm.classes), dm.classes)
+    module = ClassifierModule(cfg, n_classes=len(dm.classes), class_names=dm.classes)
     trainer = fit(module, dm, trainer_cfg, stage_dir)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     outputs = {"checkpoint": stage_dir / "checkpoints" / "last.ckpt"}

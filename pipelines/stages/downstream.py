@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from autolabel.config import TrainerConfig
+from autolabel.config.downstream import KeypointNetConfig, SegmentationNetConfig
 from autolabel.errors import ConfigError, DataError
 from pipelines.runner import Stage, StageContext
 
@@ -139,7 +140,8 @@ def train_segmentation(
     dm.train_set, dm.val_set, dm.n_classes = FlipDataset(train_set), val, n_classes  # folders opened above
     channels = int(train_set[0]["image"].shape[0])
     _seed(trainer_cfg)
-    module = SegmentationModule(n_classes or 1, channels, d.base, d.depth, d.lr, task, ignore_index)
+    net = SegmentationNetConfig(task, d.base, d.depth, d.lr, ignore_index)
+    module = SegmentationModule(net, n_classes=n_classes or 1, in_channels=channels)
     monitor, mode = ("val/miou", "max") if task == "segmentation" else ("val/rmse", "min")
     ckpt, selection = _fit_selected(module, dm, d, trainer_cfg, stage_dir, monitor, mode)
     if task == "segmentation":
@@ -209,16 +211,9 @@ def train_keypoints(
     dm.val_set = val
     _seed(trainer_cfg)
     channels = int(train_set[0]["image"].shape[0])
-    module = KeypointModule(
-        train_set.n_keypoints,
-        channels,
-        d.base,
-        d.depth,
-        d.lr,
-        sigma,
-        pck_threshold,
-        mean_shape=relative_mean_shape(train_set),
-    )
+    net = KeypointNetConfig(d.base, d.depth, d.lr, sigma, pck_threshold)
+    module = KeypointModule(net, n_keypoints=train_set.n_keypoints, in_channels=channels,
+                            mean_shape=relative_mean_shape(train_set))  # fmt: skip
     ckpt, selection = _fit_selected(module, dm, d, trainer_cfg, stage_dir, "val/nme", "min")
     scores = evaluate_keypoints(module.model, scored, threshold=pck_threshold, per_keypoint=True)
     per = scores.pop("per_keypoint_pck")

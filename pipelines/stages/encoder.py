@@ -46,7 +46,7 @@ def train_encoder(
     lp = build_lpips(train.lpips_net, train.lpips_weights, random_backbone=lpips_random) if needs_lpips else None
     ds = ImageFolderDataset(images, size=gen.resolution, channels=gen.img_channels, with_labels=False)
     dm = GANDataModule(size=gen.resolution, channels=gen.img_channels, batch_size=train.batch_size, dataset=ds)
-    module = EncoderModule(gen, enc, train, lpips=lp, generator_path=str(generator))
+    module = EncoderModule(enc, train, generator=gen, lpips=lp, generator_path=str(generator))
     tc = dataclasses.replace(trainer_cfg, max_steps=train.max_steps, max_epochs=None)
     trainer = fit(module, dm, tc, stage_dir)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}

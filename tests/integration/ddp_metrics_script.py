@@ -11,6 +11,7 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from autolabel.config.downstream import KeypointNetConfig, SegmentationNetConfig
 from autolabel.metrics.dense import confusion_matrix, keypoint_norms, miou
 from autolabel.tasks.keypoints_module import KeypointModule
 from autolabel.tasks.segmentation_module import SegmentationModule
@@ -44,9 +45,9 @@ def main(out_path: str) -> None:
     items = make_items()
     loader = DataLoader(Items(items), batch_size=2, shuffle=False)
     torch.manual_seed(0)
-    seg = SegmentationModule(n_classes=2, base=4, depth=1)
+    seg = SegmentationModule(SegmentationNetConfig(base=4, depth=1), n_classes=2)
     torch.manual_seed(1)
-    kpm = KeypointModule(3, base=4, depth=1)
+    kpm = KeypointModule(KeypointNetConfig(base=4, depth=1), n_keypoints=3)
     results = {}
     for name, module in (("seg", seg), ("kp", kpm)):
         trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False, enable_progress_bar=False,

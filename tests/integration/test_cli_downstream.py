@@ -61,6 +61,7 @@ def _only_run(root, name):
 
 
 def test_fit_keypoints_end_to_end_beats_untrained(shapes, tmp_path):
+    from autolabel.config.downstream import KeypointNetConfig
     from autolabel.tasks.keypoints import evaluate_keypoints
     from autolabel.tasks.keypoints_module import KeypointModule
 
@@ -89,7 +90,9 @@ def test_fit_keypoints_end_to_end_beats_untrained(shapes, tmp_path):
     untrained = []
     for seed in range(3):
         torch.manual_seed(seed)
-        untrained.append(evaluate_keypoints(KeypointModule(4, 3, base=8, depth=2).model, test)["nme"])
+        untrained.append(
+            evaluate_keypoints(KeypointModule(KeypointNetConfig(base=8, depth=2), n_keypoints=4).model, test)["nme"]
+        )
     assert m["nme"] < 0.8 * float(np.mean(untrained))
     with open(run / "keypoints" / "logs" / "metrics.csv") as f:
         val_loss = [float(r["val/loss"]) for r in csv.DictReader(f) if r.get("val/loss")]

@@ -157,6 +157,7 @@ def test_synthesis_refuses_a_folder_made_by_another_checkpoint(trained, tmp_path
 
 
 def test_downstream_segmentation_on_synthetic_and_real(trained, tmp_path):
+    from autolabel.config.downstream import SegmentationNetConfig
     from autolabel.data.labeled import FolderSubset, LabeledFolder, holdout_split
     from autolabel.tasks.segmentation import evaluate_segmentation
     from autolabel.tasks.segmentation_module import SegmentationModule
@@ -183,7 +184,11 @@ def test_downstream_segmentation_on_synthetic_and_real(trained, tmp_path):
     untrained = []
     for seed in range(3):
         torch.manual_seed(seed)
-        untrained.append(evaluate_segmentation(SegmentationModule(2, 3, base=4, depth=2), scored)["miou"])
+        untrained.append(
+            evaluate_segmentation(SegmentationModule(SegmentationNetConfig(base=4, depth=2), n_classes=2), scored)[
+                "miou"
+            ]
+        )
     assert real["miou"] > 0.6 and real["iou_class1"] > 0.4  # the shapes are found, not just the background
     assert real["miou"] > max(untrained) + 0.2
 

@@ -184,3 +184,25 @@ def test_one_naming_rule_for_lightning_wrappers():
         else:
             assert not found, f"{name} defines LightningModule {found}: move it to <model>_module.py"
     assert len(wrappers) >= 7, wrappers
+
+
+def test_one_constructor_style_for_lightning_modules():
+    # every LightningModule takes its config dataclass(es) first and reads them through config.core.as_config (a
+    # dataclass, a dict from its checkpoint, or an OmegaConf node); facts read from the data are keyword-only after
+    lightning = {"pl.LightningModule", "LightningModule", "pytorch_lightning.LightningModule"}
+    checked = []
+    for name, path in _modules().items():
+        if not name.startswith("autolabel."):
+            continue
+        tree = ast.parse(path.read_text())
+        for cls in tree.body:
+            if not (isinstance(cls, ast.ClassDef) and {ast.unparse(b) for b in cls.bases} & lightning):
+                continue
+            init = next(f for f in cls.body if isinstance(f, ast.FunctionDef) and f.name == "__init__")
+            calls = {ast.unparse(c.func) for c in ast.walk(init) if isinstance(c, ast.Call)}
+            assert "as_config" in calls, f"{cls.name}.__init__ does not read its config through as_config"
+            first = init.args.args[1] if len(init.args.args) > 1 else None
+            assert first is not None and first.annotation is not None, f"{cls.name}: the config comes first"
+            assert "Config" in ast.unparse(first.annotation), f"{cls.name}: first argument is not a config dataclass"
+            checked.append(cls.name)
+    assert len(checked) >= 7, checked

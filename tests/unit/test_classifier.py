@@ -64,7 +64,7 @@ def test_few_steps_lower_the_loss_and_checkpoint_round_trip(tmp_path):
     pl.seed_everything(0, verbose=False)
     dm = ClassifierDataModule(folder, cfg)
     assert dm.classes == ["bar0", "bar1", "bar2"] and len(dm.train_idx) + len(dm.val_idx) == 18
-    module = ClassifierModule(cfg, len(dm.classes), dm.classes)
+    module = ClassifierModule(cfg, n_classes=len(dm.classes), class_names=dm.classes)
     x = torch.stack([dm.dataset[i][0] for i in range(18)])
     y = torch.as_tensor(dm.dataset.labels)
     module.eval()

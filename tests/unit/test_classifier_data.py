@@ -100,7 +100,7 @@ def test_classifier_learns_and_embeds(tmp_path):
                            val_fraction=0.25, augment=False)  # fmt: skip
     pl.seed_everything(0, verbose=False)
     dm = ClassifierDataModule(folder, cfg)
-    module = ClassifierModule(cfg, len(dm.classes), dm.classes)
+    module = ClassifierModule(cfg, n_classes=len(dm.classes), class_names=dm.classes)
     trainer = pl.Trainer(max_epochs=25, accelerator="cpu", logger=False, enable_progress_bar=False,
                          enable_model_summary=False, default_root_dir=tmp_path)  # fmt: skip
     trainer.fit(module, dm)

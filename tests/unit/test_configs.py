@@ -125,7 +125,7 @@ def test_encoder_config_reaches_the_encoder(tmp_path):
 
     cfg = _resolved("handsoff/encoder_64.yaml")
     gen = Generator(resolution=64, z_dim=8, w_dim=8, n_mapping=1, channel_base=64, channel_max=8)
-    m = EncoderModule(gen, cfg.encoder, cfg.encoder_train)
+    m = EncoderModule(cfg.encoder, cfg.encoder_train, generator=gen)
     assert m.encoder.__class__.__name__.lower().startswith(("pyramid", "inversion"))
     stem = next(mod for mod in m.encoder.modules() if isinstance(mod, torch.nn.Conv2d))
     assert stem.out_channels == 32  # encoder.width

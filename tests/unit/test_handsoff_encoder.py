@@ -125,7 +125,7 @@ def test_config_errors() -> None:
         EncoderTrainConfig(lpips_net="squeeze")
     with pytest.raises(ConfigError, match="phase1_steps"):
         EncoderTrainConfig(phase1_steps=0, finetune_steps=0)
-    with pytest.raises(ConfigError, match="bad EncoderTrainConfig keys"):
-        EncoderModule(tiny_generator(), train={"phase_one": 3})
+    with pytest.raises(ConfigError, match=r"EncoderTrainConfig has no field\(s\) \[.phase_one.\]"):
+        EncoderModule(train={"phase_one": 3}, generator=tiny_generator())
     with pytest.raises(ConfigError, match="needs a generator"):
-        EncoderModule(None)
+        EncoderModule()

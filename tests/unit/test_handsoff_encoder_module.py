@@ -16,7 +16,7 @@ def test_phase1_loss_drops_and_generator_frozen() -> None:
     g = tiny_generator()
     before = {k: v.clone() for k, v in g.state_dict().items()}
     train = EncoderTrainConfig(phase1_steps=20, finetune_steps=0, lr=5e-3, batch_size=4, style_mix_prob=0.0)
-    module = EncoderModule(g, encoder=EncoderConfig(width=4, max_width=8), train=train)
+    module = EncoderModule(generator=g, encoder=EncoderConfig(width=4, max_width=8), train=train)
     torch.manual_seed(0)
     with torch.no_grad():
         ws = module.sample_ws(16)
@@ -58,7 +58,7 @@ def test_phase_switch_and_hard_stop(tmp_path) -> None:
     lp = torch.nn.Module()
     lp.forward = fake_lpips
     train = EncoderTrainConfig(phase1_steps=3, finetune_steps=2, lr=1e-3, batch_size=2)
-    module = Spy(g, encoder={"width": 4, "max_width": 8}, train=train, lpips=lp)
+    module = Spy(generator=g, encoder={"width": 4, "max_width": 8}, train=train, lpips=lp)
     trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=50, logger=False, enable_progress_bar=False,
                          enable_model_summary=False, default_root_dir=tmp_path)  # fmt: skip
     trainer.fit(module, train_dataloaders=_loader(n=40))
@@ -70,7 +70,9 @@ def test_phase_switch_and_hard_stop(tmp_path) -> None:
 
 def test_checkpoint_roundtrip(tmp_path) -> None:
     g = tiny_generator()
-    module = EncoderModule(g, encoder={"width": 4, "max_width": 8}, train={"phase1_steps": 2, "finetune_steps": 0})
+    module = EncoderModule(
+        generator=g, encoder={"width": 4, "max_width": 8}, train={"phase1_steps": 2, "finetune_steps": 0}
+    )
     trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=2, logger=False, enable_progress_bar=False,
                          enable_model_summary=False, default_root_dir=tmp_path)  # fmt: skip
     trainer.fit(module, train_dataloaders=_loader())
@@ -95,7 +97,7 @@ def test_load_encoder_missing(tmp_path) -> None:
 
 def test_phase2_wrong_shape_batch() -> None:
     g = tiny_generator()
-    module = EncoderModule(g, encoder={"width": 4, "max_width": 8}, train={"phase1_steps": 0, "finetune_steps": 1},
+    module = EncoderModule(generator=g, encoder={"width": 4, "max_width": 8}, train={"phase1_steps": 0, "finetune_steps": 1},
                            lpips=None)  # fmt: skip
     module.train_cfg.lpips_weight = 0.0
     with pytest.raises(DataError, match="resize the dataset"):
@@ -106,7 +108,7 @@ def test_real_generator_one_step_each_mode() -> None:
     g = real_generator()
     before = [p.clone() for p in g.parameters()]
     for mode in ("pyramid", "restyle"):
-        module = EncoderModule(g, encoder={"width": 4, "max_width": 8, "mode": mode, "n_iters": 2},
+        module = EncoderModule(generator=g, encoder={"width": 4, "max_width": 8, "mode": mode, "n_iters": 2},
                                train={"phase1_steps": 1, "finetune_steps": 0, "batch_size": 2})  # fmt: skip
         opt = module.configure_optimizers()
         loss = module._generated_loss(2)[0]
@@ -121,7 +123,7 @@ def test_sample_ws_under_bf16_autocast_keeps_fp32_latents() -> None:
     # Under 16-/bf16-mixed the mapping net returns half precision while w_avg is an fp32 buffer: lerp must not mix them.
     g = real_generator()  # the StyleGAN2 mapping net (its lerp casts w_avg to the input dtype)
     train = EncoderTrainConfig(phase1_steps=1, finetune_steps=0, batch_size=2, style_mix_prob=0.0)
-    module = EncoderModule(g, encoder=EncoderConfig(width=4, max_width=8), train=train)
+    module = EncoderModule(generator=g, encoder=EncoderConfig(width=4, max_width=8), train=train)
     torch.manual_seed(0)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         ws = module.sample_ws(3)

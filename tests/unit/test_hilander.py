@@ -128,6 +128,33 @@ def test_knn_ivfpq_reranks_to_exact_similarities_and_meets_the_recall_target():
         knn_search(x, 10, method="ivfpq", pq_m=5)
 
 
+def test_ivf_lists_default_to_8_sqrt_n_and_are_capped_by_the_pool():
+    from autolabel.config.hilander import KnnConfig
+    from autolabel.hilander.search import default_nlist
+
+    assert default_nlist(1_000_000) == 8000 and default_nlist(10_000) == 256  # 8 sqrt(N), at most N / 39
+    x, _ = make_blob_features(20, 40, 16, spread=0.15, seed=0)  # 800 points: at most 20 lists
+    info: dict = {}
+    knn_search(x, 5, method="ivf", nlist=500, nprobe=2, info=info)
+    assert info["nlist"] == 20 and info["recall_at_k"] >= 0.95
+    assert KnnConfig(nlist=64).kwargs()["nlist"] == 64
+    with pytest.raises(ConfigError, match="knn.nlist=0 must be >= 1"):
+        KnnConfig(nlist=0)
+
+
+def test_auto_searches_exactly_when_ivf_would_need_most_lists():
+    # uniform points in 32-d do not fall into lists: the recall target needs far more than 1/16 of them probed
+    x = random_unit_features(3000, 32, seed=0)
+    info: dict = {}
+    nbrs, sims = knn_search(x, 10, method="auto", exact_max=1000, info=info)
+    exact, exact_sims = knn_search(x, 10, method="flat")
+    assert info["method"] == "flat" and "exact search instead" in info["fallback"]
+    assert (nbrs == exact).all() and np.allclose(sims, exact_sims)
+    clustered, _ = make_blob_features(30, 100, 16, spread=0.1, seed=0)  # blobs do fall into lists: IVF stays
+    knn_search(clustered, 10, method="auto", exact_max=1000, info=(kept := {}))
+    assert kept["method"] == "ivf" and "fallback" not in kept and kept["recall_at_k"] >= 0.95
+
+
 def test_upper_levels_search_exactly_whatever_level_0_used():
     x, _ = make_blob_features(8, 12, 8, spread=0.2, seed=0)
     res = cluster_pool(LANDER(8, hidden=8), x, tau=0.0, k=5, progress=False, device="cpu", early_stop=False,

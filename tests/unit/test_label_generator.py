@@ -137,7 +137,8 @@ def test_bad_config_and_inputs():
     g = tiny_gen()
     ws = torch.zeros(2, g.num_ws, g.w_dim)
     ext = HypercolumnExtractor(g)
-    module = LabelGeneratorModule(ext.channels, n_classes=2, n_members=2, hidden=(4, 4), batch_pixels=8)
+    module = LabelGeneratorModule(LabelGeneratorConfig(n_classes=2, n_members=2, hidden=[4, 4], fp16=False),
+                                  LabelTrainConfig(batch_pixels=8), in_channels=ext.channels)  # fmt: skip
     with pytest.raises(ConfigError, match="attach"):
         module.training_step(0, 0)
     with pytest.raises(DataError, match="one label per"):
@@ -233,12 +234,12 @@ def _brightness_data(g, n=4):
     return ws, labels
 
 
-def _seg_module(g, ws, labels, **kw):
+def _seg_module(g, ws, labels, model=None, train=None, **kw):
     t = LabelTargets(labels, "segmentation", 16, min_class_pixels=0)
-    opts = dict(n_members=3, hidden=(32, 16), lr=1e-2, batch_pixels=64, pixels_per_image=192, images_per_step=2)
-    opts.update(kw)
+    model = model or LabelGeneratorConfig(n_classes=2, n_members=3, hidden=[32, 16], fp16=False)
+    train = train or LabelTrainConfig(lr=1e-2, batch_pixels=64, pixels_per_image=192, images_per_step=2)
     torch.manual_seed(0)
-    return LabelGeneratorModule(HypercolumnExtractor(g).channels, "segmentation", n_classes=2, **opts).attach(g, ws, t)
+    return LabelGeneratorModule(model, train, in_channels=HypercolumnExtractor(g).channels, **kw).attach(g, ws, t)
 
 
 def _trainer(tmp_path, steps):
@@ -288,8 +289,8 @@ def test_label_module_learns_brightness_rule(tmp_path):
     state = torch.load(ckpt, weights_only=False)["state_dict"]
     assert set(state) == {f"ensemble.{k}" for k in module.ensemble.state_dict()}
     loaded = LabelGeneratorModule.load_from_checkpoint(ckpt)
-    assert loaded.hparams.class_names == ["dark", "bright"] and loaded.hparams.task == "segmentation"
-    assert (loaded.hparams.pixels_per_image, loaded.hparams.images_per_step) == (192, 2)
+    assert loaded.hparams.class_names == ["dark", "bright"] and loaded.cfg.task == "segmentation"
+    assert (loaded.train_cfg.pixels_per_image, loaded.train_cfg.images_per_step) == (192, 2)
     ext = loaded.make_extractor(g)
     assert ext.channels == module.ensemble.in_channels
     loaded.eval()
@@ -311,8 +312,8 @@ class _Crash(pl.Callback):
 def _fit_seg(stage_dir, max_steps, callbacks=()):
     g = tiny_gen()
     ws, labels = _brightness_data(g)
-    module = _seg_module(g, ws, labels, n_members=2, hidden=(16, 8), batch_pixels=32, pixels_per_image=128,
-                         images_per_step=1, seed=3)  # fmt: skip
+    module = _seg_module(g, ws, labels, LabelGeneratorConfig(n_classes=2, n_members=2, hidden=[16, 8], fp16=False),
+                         LabelTrainConfig(lr=1e-2, batch_pixels=32, pixels_per_image=128, seed=3))  # fmt: skip
     assert (module.plan.updates, module.steps_per_epoch) == (2, 32)  # 2 steps per forward, 32 steps per epoch
     tc = TrainerConfig(accelerator="cpu", max_steps=max_steps, checkpoint_every_n_steps=3, enable_progress_bar=False)
     fit(module, LabelDataModule(module.steps_per_epoch), tc, stage_dir, callbacks=list(callbacks), tensorboard=False)
@@ -340,9 +341,10 @@ def _keypoint_toy(g, steps, visible):
     kps[~visible] = -1.0
     t = LabelTargets(kps, "keypoints", 16, visible=visible, heatmap_sigma=1.5)
     torch.manual_seed(0)
-    module = LabelGeneratorModule(HypercolumnExtractor(g).channels, "keypoints", n_keypoints=2, n_members=3,
-                                  hidden=(32, 16), lr=1e-2, batch_pixels=64, pixels_per_image=192, images_per_step=2,
-                                  heatmap_sigma=1.5).attach(g, ws, t)  # fmt: skip
+    model = LabelGeneratorConfig("keypoints", n_keypoints=2, n_members=3, hidden=[32, 16], fp16=False,
+                                 heatmap_sigma=1.5)  # fmt: skip
+    train = LabelTrainConfig(lr=1e-2, batch_pixels=64, pixels_per_image=192, images_per_step=2)
+    module = LabelGeneratorModule(model, train, in_channels=HypercolumnExtractor(g).channels).attach(g, ws, t)
     trainer = pl.Trainer(accelerator="cpu", max_steps=steps, logger=False, enable_progress_bar=False,
                          enable_model_summary=False, enable_checkpointing=False)  # fmt: skip
     trainer.fit(module, datamodule=LabelDataModule(module.steps_per_epoch))
@@ -371,8 +373,9 @@ def test_depth_ensemble_regresses_a_known_map(tmp_path):
     depth = labels.float() * 2 + 1  # 1 on dark pixels, 3 on bright ones
     t = LabelTargets(depth, "depth", 16)
     torch.manual_seed(0)
-    module = LabelGeneratorModule(HypercolumnExtractor(g).channels, "depth", n_members=2, hidden=(32, 16), lr=1e-2,
-                                  batch_pixels=64, pixels_per_image=128, layers=None).attach(g, ws, t)  # fmt: skip
+    model = LabelGeneratorConfig("depth", n_members=2, hidden=[32, 16], fp16=False)
+    train = LabelTrainConfig(lr=1e-2, batch_pixels=64, pixels_per_image=128)
+    module = LabelGeneratorModule(model, train, in_channels=HypercolumnExtractor(g).channels).attach(g, ws, t)
     _trainer(tmp_path, 80).fit(module, datamodule=LabelDataModule(module.steps_per_epoch))
     module.eval()
     x = HypercolumnExtractor(g)(ws).permute(0, 2, 3, 1).reshape(-1, module.ensemble.in_channels)
@@ -417,8 +420,9 @@ def test_training_memory_is_flat_in_the_number_of_labeled_images(task):
         else:
             t = LabelTargets(torch.rand(n, 5, 2) * 15, task, 16)
             kw = {"n_keypoints": 5}
-        module = LabelGeneratorModule(HypercolumnExtractor(g).channels, task, n_members=2, hidden=(8, 4),
-                                      batch_pixels=16, pixels_per_image=96, **kw).attach(g, ws, t)  # fmt: skip
+        model = LabelGeneratorConfig(task, n_members=2, hidden=[8, 4], fp16=False, **kw)
+        train = LabelTrainConfig(batch_pixels=16, pixels_per_image=96)
+        module = LabelGeneratorModule(model, train, in_channels=HypercolumnExtractor(g).channels).attach(g, ws, t)
         module.training_step(0, 0)  # warm-up (lazy init outside the measurement)
         module._cache = None
         with _Allocations() as alloc:

@@ -12,6 +12,7 @@ import pytorch_lightning as pl
 import torch
 from PIL import Image
 
+from autolabel.config.labelgen import LabelGeneratorConfig, LabelTrainConfig
 from autolabel.errors import CheckpointError, ConfigError, DataError
 from autolabel.gan import Generator, save_generator
 from autolabel.handsoff.encoder_module import EncoderModule
@@ -28,10 +29,11 @@ def _gen(w_dim=16):
 @pytest.fixture(scope="module")
 def models():
     gen = _gen()
-    enc = EncoderModule(gen, {"width": 8, "max_width": 16}, {"phase1_steps": 1, "finetune_steps": 0})
+    enc = EncoderModule({"width": 8, "max_width": 16}, {"phase1_steps": 1, "finetune_steps": 0}, generator=gen)
     torch.manual_seed(1)
-    module = LabelGeneratorModule(HypercolumnExtractor(gen).channels, "segmentation", n_classes=3, n_members=3,
-                                  hidden=[8, 8], batch_pixels=8, class_names=["background", "a", "b"])  # fmt: skip
+    module = LabelGeneratorModule(LabelGeneratorConfig(n_classes=3, n_members=3, hidden=[8, 8], fp16=False),
+                                  LabelTrainConfig(batch_pixels=8), in_channels=HypercolumnExtractor(gen).channels,
+                                  class_names=["background", "a", "b"])  # fmt: skip
     return gen, enc, module
 
 
@@ -116,17 +118,19 @@ def test_checkpoint_without_encoder_or_with_another_gans_encoder(models, tmp_pat
     gen, enc, _ = models
     gen_path = save_generator(gen, tmp_path / "g.pt")
     ext = HypercolumnExtractor(gen)
-    old = LabelGeneratorModule(ext.channels, "segmentation", n_classes=3, n_members=2, hidden=[8, 8],
-                               generator_path=str(gen_path))  # fmt: skip
+    model = LabelGeneratorConfig(n_classes=3, n_members=2, hidden=[8, 8], fp16=False)
+    old = LabelGeneratorModule(model, in_channels=ext.channels, generator_path=str(gen_path))
     ckpt = _lightning_file(old, tmp_path / "old.ckpt")
     with pytest.raises(CheckpointError, match="records no inversion encoder.*encoder=ENC.ckpt"):
         load_label_models(ckpt)
-    other = EncoderModule(_gen(w_dim=8), {"width": 8, "max_width": 16}, {"phase1_steps": 1, "finetune_steps": 0})
+    other = EncoderModule(
+        {"width": 8, "max_width": 16}, {"phase1_steps": 1, "finetune_steps": 0}, generator=_gen(w_dim=8)
+    )
     enc_other = _lightning_file(other, tmp_path / "enc_other.ckpt")
     with pytest.raises(CheckpointError, match="inverts into a GAN with .*'w_dim': 8"):
         load_label_models(ckpt, encoder=str(enc_other))
     enc_ok = _lightning_file(enc, tmp_path / "enc.ckpt")
-    new = LabelGeneratorModule(ext.channels, "segmentation", n_classes=3, n_members=2, hidden=[8, 8],
-                               generator_path=str(gen_path), encoder_path=str(enc_ok))  # fmt: skip
+    new = LabelGeneratorModule(model, in_channels=ext.channels, generator_path=str(gen_path),
+                               encoder_path=str(enc_ok))  # fmt: skip
     module, g, e, paths = load_label_models(_lightning_file(new, tmp_path / "new.ckpt"))
     assert paths["encoder"] == str(enc_ok) and g.resolution == 16 and e.encoder is not None

@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 import torch
 from torch import nn
 
+from autolabel.config.downstream import KeypointNetConfig, SegmentationNetConfig
 from autolabel.data.labeled import LabeledFolder
 from autolabel.data.procedural import make_shapes_dataset
 from autolabel.metrics.dense import confusion_matrix, depth_errors, miou, nme, pck
@@ -37,7 +38,7 @@ class _Const(nn.Module):
 
 
 def test_depth_loss_is_l1_to_the_target():
-    m = SegmentationModule(task="depth", base=4, depth=1)
+    m = SegmentationModule(SegmentationNetConfig("depth", base=4, depth=1))
     pred = torch.tensor([[[[1.0, 2.0], [3.0, 4.0]]]])
     m.model = _Const(pred)
     depth = torch.tensor([[[[2.0, 2.0], [0.0, 8.0]]]])
@@ -49,7 +50,7 @@ def test_depth_loss_is_l1_to_the_target():
 
 
 def test_segmentation_loss_is_cross_entropy():
-    m = SegmentationModule(n_classes=2, base=4, depth=1)
+    m = SegmentationModule(SegmentationNetConfig(base=4, depth=1), n_classes=2)
     logits = torch.zeros(1, 2, 1, 2)
     logits[0, 1, 0, 0] = math.log(3.0)  # pixel 0: p(class 1) = 3/4 ; pixel 1: 1/2
     m.model = _Const(logits)
@@ -58,7 +59,7 @@ def test_segmentation_loss_is_cross_entropy():
 
 
 def test_keypoint_loss_is_soft_argmax_l1_over_visible_keypoints():
-    m = KeypointModule(n_keypoints=2, base=4, depth=1, sigma=1.0, heatmap_weight=0.0)
+    m = KeypointModule(KeypointNetConfig(base=4, depth=1, sigma=1.0, heatmap_weight=0.0), n_keypoints=2)
     kp = torch.tensor([[[1.0, 1.0], [2.0, 0.0]]])
     out = torch.full((1, 2, 3, 3), -1e4)
     out[0, 0, 1, 1] = 0.0  # keypoint 0 decodes exactly at (1, 1)
@@ -71,7 +72,7 @@ def test_keypoint_loss_is_soft_argmax_l1_over_visible_keypoints():
     batch["visible"] = torch.tensor([[True, False]])
     assert m._loss(batch)[0].item() == pytest.approx(0.0, abs=1e-7)
     # the heatmap term adds a positive cross-entropy on top (the one-hot maps are not the Gaussian targets)
-    m2 = KeypointModule(n_keypoints=2, base=4, depth=1, sigma=1.0, heatmap_weight=0.1)
+    m2 = KeypointModule(KeypointNetConfig(base=4, depth=1, sigma=1.0, heatmap_weight=0.1), n_keypoints=2)
     m2.model = _Const(out)
     assert m2._loss(batch)[0].item() > 0.0
 
@@ -99,7 +100,7 @@ def test_segmentation_net_beats_the_majority_class_map(shapes):
     gts = torch.stack([test[i]["mask"] for i in range(len(test))])
     base_miou, _ = miou(confusion_matrix(majority.expand_as(gts), gts, k))
     torch.manual_seed(0)
-    module = SegmentationModule(n_classes=k, base=8, depth=2, lr=1e-2)
+    module = SegmentationModule(SegmentationNetConfig(base=8, depth=2, lr=1e-2), n_classes=k)
     _trainer(60).fit(module, datamodule=DenseDataModule(shapes / "train", task="segmentation", size=16, batch_size=8,
                                                         val_fraction=0.0, augment=False))  # fmt: skip
     got = evaluate_segmentation(module, test)["miou"]
@@ -113,7 +114,7 @@ def test_depth_net_beats_the_mean_depth_map(shapes):
     gts = torch.stack([test[i]["depth"] for i in range(len(test))])
     base = depth_errors(mean_map.expand_as(gts), gts)["rmse"]
     torch.manual_seed(0)
-    module = SegmentationModule(task="depth", base=8, depth=2, lr=5e-2)
+    module = SegmentationModule(SegmentationNetConfig("depth", base=8, depth=2, lr=5e-2))
     _trainer(150).fit(module, datamodule=DenseDataModule(shapes / "train", task="depth", size=16, batch_size=8,
                                                         val_fraction=0.0, augment=False))  # fmt: skip
     got = evaluate_depth(module, test)["rmse"]
@@ -130,7 +131,7 @@ def test_keypoint_net_beats_the_mean_shape(shapes):
     base = nme(mean_shape.expand_as(gts), gts, norm, vis)
     base_pck = pck(mean_shape.expand_as(gts), gts, norm, 0.1, vis)
     torch.manual_seed(0)
-    module = KeypointModule(train.n_keypoints, base=8, depth=2, lr=1e-2)
+    module = KeypointModule(KeypointNetConfig(base=8, depth=2, lr=1e-2), n_keypoints=train.n_keypoints)
     _trainer(80).fit(module, datamodule=DenseDataModule(shapes / "train", task="keypoints", size=16, batch_size=8,
                                                         val_fraction=0.0, augment=False))  # fmt: skip
     got = evaluate_keypoints(module.model, test)

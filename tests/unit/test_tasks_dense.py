@@ -4,6 +4,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+from autolabel.config.downstream import KeypointNetConfig, SegmentationNetConfig
 from autolabel.data.labeled import LabeledFolder
 from autolabel.data.procedural import make_shapes_dataset
 from autolabel.errors import ConfigError
@@ -64,7 +65,7 @@ def test_segmentation_module_learns(shapes):
     dm = DenseDataModule(shapes / "fg_train", shapes / "fg_val", task="segmentation", size=16, batch_size=8)
     dm.setup()
     assert dm.n_classes == 2
-    module = SegmentationModule(n_classes=dm.n_classes, base=8, depth=2, lr=1e-2)
+    module = SegmentationModule(SegmentationNetConfig(base=8, depth=2, lr=1e-2), n_classes=dm.n_classes)
     batch = next(iter(dm.train_dataloader()))
     with torch.no_grad():
         before = module._loss(batch)[0].item()
@@ -82,7 +83,7 @@ def test_segmentation_module_learns(shapes):
 def test_depth_module_and_evaluate(shapes):
     torch.manual_seed(0)
     dm = DenseDataModule(shapes / "train", None, task="depth", size=16, batch_size=8, val_fraction=0.25)
-    module = SegmentationModule(task="depth", base=4, depth=2, lr=3e-3)
+    module = SegmentationModule(SegmentationNetConfig("depth", base=4, depth=2, lr=3e-3))
     trainer = _trainer(20, num_sanity_val_steps=0)
     trainer.fit(module, datamodule=dm)
     assert "val/rmse" in trainer.callback_metrics
@@ -91,11 +92,11 @@ def test_depth_module_and_evaluate(shapes):
     with pytest.raises(ConfigError, match="needs a depth folder"):
         evaluate_depth(module, LabeledFolder(shapes / "val", task="segmentation", size=16))
     with pytest.raises(ConfigError, match="use segmentation or depth"):
-        SegmentationModule(task="keypoints")
+        SegmentationModule(SegmentationNetConfig("keypoints"))
 
 
 def test_checkpoint_round_trip(shapes, tmp_path):
-    module = SegmentationModule(n_classes=5, base=4, depth=2)
+    module = SegmentationModule(SegmentationNetConfig(base=4, depth=2), n_classes=5)
     dm = DenseDataModule(shapes / "train", shapes / "val", size=16, batch_size=8)
     trainer = pl.Trainer(
         accelerator="cpu",
@@ -152,7 +153,7 @@ def test_keypoint_module_loss_drops_and_evaluate(shapes):
     torch.manual_seed(0)
     dm = DenseDataModule(shapes / "train", shapes / "val", task="keypoints", size=16, batch_size=8, flip_pairs=[(2, 3)])
     dm.setup()
-    module = KeypointModule(n_keypoints=4, base=8, depth=2, lr=3e-3, sigma=1.0)
+    module = KeypointModule(KeypointNetConfig(base=8, depth=2, lr=3e-3, sigma=1.0), n_keypoints=4)
     batch = next(iter(dm.train_dataloader()))
     with torch.no_grad():
         before = module._loss(batch)[0].item()
@@ -171,7 +172,7 @@ def test_keypoint_module_loss_drops_and_evaluate(shapes):
 
 def test_segmentation_ignore_index_in_loss_and_validation_metric():
     torch.manual_seed(0)
-    module = SegmentationModule(n_classes=2, base=4, depth=1)  # ignore_index 255 by default
+    module = SegmentationModule(SegmentationNetConfig(base=4, depth=1), n_classes=2)  # ignore_index 255 by default
     img = torch.randn(2, 3, 8, 8)
     mask = torch.randint(0, 2, (2, 8, 8))
     ignored = mask.clone()
@@ -184,4 +185,4 @@ def test_segmentation_ignore_index_in_loss_and_validation_metric():
     module.val_miou.update(out.argmax(1), ignored)
     assert int(module.val_miou.confmat.sum()) == int(keep.sum())  # ignored pixels counted nowhere
     with pytest.raises(ConfigError, match="ignore_index=1 is a real class"):
-        SegmentationModule(n_classes=2, ignore_index=1)
+        SegmentationModule(SegmentationNetConfig(ignore_index=1), n_classes=2)

@@ -1,11 +1,47 @@
-"""Schemas shared by every training stage: the Lightning trainer and the run directory."""
+"""Schemas shared by every training stage (the Lightning trainer, the run directory) and :func:`as_config`, the one
+way a LightningModule reads its config dataclasses."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, TypeVar
 
 from autolabel.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def as_config(value: Any, cls: type[T]) -> T:
+    """``value`` as a ``cls`` dataclass: ``None`` -> the defaults, an instance as is, a mapping (a checkpoint's saved
+    hparams, an OmegaConf node) -> ``cls(**value)`` with nested config dataclasses rebuilt from their dicts.
+
+    Every LightningModule takes its config dataclasses through this, so ``Module(cfg)`` and
+    ``Module.load_from_checkpoint`` (which passes back the saved ``asdict`` form) build the same module."""
+    if value is None:
+        return cls()
+    if isinstance(value, cls):
+        return value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):  # another schema with the same fields
+        value = dataclasses.asdict(value)
+    if not isinstance(value, Mapping):
+        from omegaconf import DictConfig, OmegaConf
+
+        if not isinstance(value, DictConfig):
+            raise ConfigError(f"expected a {cls.__name__} or a dict of its fields, got {type(value).__name__}")
+        value = OmegaConf.to_container(value, resolve=True)
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(value) - set(fields))
+    if unknown:
+        raise ConfigError(f"{cls.__name__} has no field(s) {unknown}; its fields: {', '.join(fields)}")
+    kwargs = dict(value)
+    for name, v in kwargs.items():
+        factory = fields[name].default_factory
+        if isinstance(v, Mapping) and isinstance(factory, type) and dataclasses.is_dataclass(factory):
+            kwargs[name] = as_config(v, factory)
+    return cls(**kwargs)
+
 
 _PRECISIONS = {"32-true", "32", "16-mixed", "bf16-mixed", "16-true", "bf16-true", "64-true", "transformer-engine"}
 

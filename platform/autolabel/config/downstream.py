@@ -17,6 +17,48 @@ HEADLINE_METRICS = {
 
 
 @dataclass
+class SegmentationNetConfig:
+    """The downstream UNet of :class:`~autolabel.tasks.segmentation_module.SegmentationModule` and its optimizer."""
+
+    task: str = "segmentation"  # segmentation (cross-entropy, mIoU) | depth (L1, RMSE)
+    base: int = 16  # UNet width
+    depth: int = 3  # UNet depth
+    lr: float = 1e-3
+    ignore_index: int = 255  # segmentation: mask value left out of the loss and the metrics
+
+    def __post_init__(self) -> None:
+        if self.task not in ("segmentation", "depth"):
+            raise ConfigError(f"SegmentationModule task={self.task!r}: use segmentation or depth (keypoints: "
+                              "KeypointModule)")  # fmt: skip
+        _check_net(self.base, self.depth, self.lr)
+
+
+@dataclass
+class KeypointNetConfig:
+    """The downstream keypoint net of :class:`~autolabel.tasks.keypoints_module.KeypointModule` and its loss."""
+
+    base: int = 16
+    depth: int = 3
+    lr: float = 1e-3
+    sigma: float = 1.5  # heatmap target width in pixels
+    pck_threshold: float = 0.1  # val/pck: a keypoint counts within this share of the image diagonal
+    prior_sigma: float = 0.15  # width of the mean-shape prior, in units of the image size
+    heatmap_weight: float = 0.1  # heatmap cross-entropy next to the soft-argmax L1
+    eye_keypoints: Optional[list[int]] = None  # [left_eye, right_eye]: also log val/nme_io (inter-ocular)
+
+    def __post_init__(self) -> None:
+        if self.sigma <= 0 or self.heatmap_weight < 0:
+            raise ConfigError(f"sigma={self.sigma}, heatmap_weight={self.heatmap_weight}: need sigma > 0, "
+                              "heatmap_weight >= 0")  # fmt: skip
+        _check_net(self.base, self.depth, self.lr)
+
+
+def _check_net(base: int, depth: int, lr: float) -> None:
+    if base < 1 or depth < 1 or lr <= 0:
+        raise ConfigError(f"downstream net base={base}, depth={depth}, lr={lr}: need base, depth >= 1 and lr > 0")
+
+
+@dataclass
 class DownstreamConfig:
     """Settings of the downstream comparison, the same for every training set (the task comes from the labels)."""
 
@@ -60,3 +102,12 @@ class DownstreamConfig:
             raise ConfigError(
                 f"downstream.eye_keypoints={self.eye_keypoints}: name exactly two keypoints, e.g. [36,45]"
             )
+
+    def segmentation_net(self, task: str = "segmentation") -> SegmentationNetConfig:
+        """The net every training set gets for ``task`` (segmentation or depth)."""
+        return SegmentationNetConfig(task, self.base, self.depth, self.lr, self.ignore_index)
+
+    def keypoint_net(self) -> KeypointNetConfig:
+        """The keypoint net every training set gets (PCK at the first of ``pck_thresholds``)."""
+        return KeypointNetConfig(self.base, self.depth, self.lr, self.sigma, self.pck_thresholds[0],
+                                 eye_keypoints=self.eye_keypoints)  # fmt: skip

@@ -10,12 +10,13 @@ from autolabel.errors import ConfigError
 
 @dataclass
 class KnnConfig:
-    # auto (exact up to exact_max points, IVF above) | flat | ivf | ivfpq (compressed lists + exact re-ranking: pools
+    # auto (exact up to exact_max points, IVF above; exact when IVF's recall check needs > 1/16 of the lists) | flat | ivf | ivfpq (compressed lists + exact re-ranking: pools
     # that do not fit in memory as float32, e.g. 100M points on GPUs) | hnsw
     method: str = "auto"
-    # IVF lists probed per query to start with (nlist = 4 sqrt(N)); doubled until target_recall is measured. On the
-    # scaling benchmark's mixture 8 gave recall@10 0.99 at 80k-300k points; at 1M it took 128 (benchmarks/README.md).
+    # IVF lists probed per query to start with; doubled until target_recall is measured. On the scaling benchmark's
+    # mixture 8 gave recall@10 >= 0.98 from 80k to 1M points (benchmarks/README.md).
     nprobe: int = 8
+    nlist: Optional[int] = None  # IVF inverted lists; default 8 sqrt(N) (finer lists: more k-means, fewer probes)
     exact_max: int = 50_000  # exact search up to here: above, IVF is 4-12x faster at recall@10 >= 0.95
     use_gpu: str = "auto"  # auto | true | false  (faiss-gpu, sharded over all GPUs)
     # Approximate indexes (ivf, hnsw) are checked at run time: recall@k on `recall_queries` sampled rows against exact
@@ -38,12 +39,14 @@ class KnnConfig:
         if not 0.0 <= self.target_recall <= 1.0 or self.recall_queries < 1:
             raise ConfigError(f"knn.target_recall={self.target_recall} must be in [0, 1] and knn.recall_queries="
                               f"{self.recall_queries} >= 1")  # fmt: skip
+        if self.nlist is not None and self.nlist < 1:
+            raise ConfigError(f"knn.nlist={self.nlist} must be >= 1 (IVF lists; leave it unset for 8 sqrt(N))")
         if self.exact_max < 0:
             raise ConfigError(f"knn.exact_max={self.exact_max} must be >= 0 (pools up to this size use exact search)")
 
     def kwargs(self) -> dict:
         gpu = str(self.use_gpu).lower()
-        return {"method": self.method, "nprobe": self.nprobe, "exact_max": self.exact_max,
+        return {"method": self.method, "nprobe": self.nprobe, "nlist": self.nlist, "exact_max": self.exact_max,
                 "use_gpu": "auto" if gpu == "auto" else gpu == "true", "target_recall": self.target_recall,
                 "recall_queries": self.recall_queries, "pq_m": self.pq_m}  # fmt: skip
 

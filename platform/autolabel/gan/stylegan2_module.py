@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from autolabel.config.core import as_config
 from autolabel.config.gan import GANTrainConfig, GeneratorConfig
 from autolabel.data.sampling import EpochShuffleSampler
 from autolabel.errors import ConfigError, DataError
@@ -20,14 +21,6 @@ from autolabel.gan.augment import AdaptiveP, DiffAugment
 from autolabel.gan.losses import d_logistic_loss, g_nonsaturating_loss, path_length_penalty, r1_penalty
 from autolabel.gan.projected import d_hinge_loss, g_hinge_loss
 from autolabel.gan.stylegan2 import Discriminator, Generator, requires_grad
-
-
-def _as_dict(cfg, cls) -> dict:
-    if cfg is None:
-        return asdict(cls())
-    if isinstance(cfg, cls):
-        return asdict(cfg)
-    return asdict(cls(**dict(cfg)))
 
 
 class GANModule(pl.LightningModule):
@@ -45,10 +38,8 @@ class GANModule(pl.LightningModule):
 
     def __init__(self, generator: GeneratorConfig | dict | None = None, train: GANTrainConfig | dict | None = None):
         super().__init__()
-        gcfg = _as_dict(generator, GeneratorConfig)
-        tcfg = _as_dict(train, GANTrainConfig)
-        self.save_hyperparameters({"generator": gcfg, "train": tcfg})
-        self.gcfg, self.tcfg = GeneratorConfig(**gcfg), GANTrainConfig(**tcfg)
+        self.gcfg, self.tcfg = as_config(generator, GeneratorConfig), as_config(train, GANTrainConfig)
+        self.save_hyperparameters({"generator": asdict(self.gcfg), "train": asdict(self.tcfg)})
         self.automatic_optimization = False
         self.generator = Generator(**self.gcfg.generator_kwargs())
         t = self.tcfg

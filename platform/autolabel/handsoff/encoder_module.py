@@ -9,6 +9,7 @@ optionally plus a generated batch. Training stops at ``phase1_steps + finetune_s
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
@@ -17,22 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from autolabel.config.core import as_config
 from autolabel.config.inversion import EncoderConfig, EncoderTrainConfig
 from autolabel.errors import ConfigError, DataError
 from autolabel.handsoff.encoder import InversionEncoder
-
-
-def _as_cfg(value: Any, cls: type) -> Any:
-    if value is None:
-        return cls()
-    if isinstance(value, cls):
-        return value
-    if isinstance(value, dict):
-        try:
-            return cls(**value)
-        except TypeError as exc:
-            raise ConfigError(f"bad {cls.__name__} keys ({exc}); see autolabel/config/inversion.py") from exc
-    raise ConfigError(f"expected a {cls.__name__} or dict, got {type(value).__name__}")
 
 
 def _images_from_batch(batch: Any) -> torch.Tensor:
@@ -52,16 +41,16 @@ class EncoderModule(pl.LightningModule):
 
     def __init__(
         self,
+        encoder: EncoderConfig | Mapping | None = None,
+        train: EncoderTrainConfig | Mapping | None = None,
+        *,
         generator: nn.Module | str | os.PathLike | None = None,
-        encoder: EncoderConfig | dict | None = None,
-        train: EncoderTrainConfig | dict | None = None,
         lpips: nn.Module | None = None,
         generator_kwargs: dict | None = None,
         generator_path: str | None = None,
     ) -> None:
         super().__init__()
-        enc_cfg = _as_cfg(encoder, EncoderConfig)
-        train_cfg = _as_cfg(train, EncoderTrainConfig)
+        enc_cfg, train_cfg = as_config(encoder, EncoderConfig), as_config(train, EncoderTrainConfig)
         if isinstance(generator, (str, os.PathLike)):
             generator_path = str(generator)
             generator = None

@@ -21,8 +21,9 @@ the labeled pixels (or every ``trainer.checkpoint_every_n_steps`` steps).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import pytorch_lightning as pl
@@ -31,6 +32,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from autolabel.config.core import as_config
+from autolabel.config.labelgen import LabelGeneratorConfig, LabelTrainConfig
 from autolabel.errors import CheckpointError, ConfigError, DataError
 from autolabel.handsoff.hypercolumns import HypercolumnExtractor, pixel_xy, rescale_coords
 from autolabel.handsoff.label_generator import TASKS, LabelGeneratorEnsemble, heatmap_values
@@ -252,6 +255,28 @@ class LabelDataModule(pl.LightningDataModule):
         return DataLoader(_Steps(self.steps_per_epoch), batch_size=None, shuffle=False, num_workers=0)
 
 
+_MODEL_KEYS = ("task", "n_classes", "n_keypoints", "n_members", "hidden", "working_resolution", "layers", "fp16",
+               "heatmap_sigma", "depth_loss")  # fmt: skip
+_TRAIN_KEYS = ("lr", "batch_pixels", "pixels_per_image", "images_per_step", "keypoint_peak_fraction", "seed")
+
+
+def configs_from_flat(flat: Mapping[str, Any]) -> tuple[LabelGeneratorConfig, LabelTrainConfig]:
+    """The configs of a label-generator checkpoint saved with flat hyper-parameters (before the config dataclasses):
+    ``None`` counts become the configs' "resolve" values, ``None`` layers every layer."""
+    unknown = sorted(set(flat) - set(_MODEL_KEYS) - set(_TRAIN_KEYS))
+    if unknown:
+        raise ConfigError(f"LabelGeneratorModule has no setting(s) {unknown}: use a LabelGeneratorConfig and a "
+                          "LabelTrainConfig")  # fmt: skip
+    m = {k: flat[k] for k in _MODEL_KEYS if k in flat}
+    m["n_classes"] = m.get("n_classes") or -1
+    m["n_keypoints"] = m.get("n_keypoints") or 0
+    m["layers"] = list(m.get("layers") or [])
+    m["hidden"] = list(m.get("hidden", (256, 32)))
+    m.setdefault("fp16", False)  # the flat constructor's default
+    t = {k: flat[k] for k in _TRAIN_KEYS if k in flat}
+    return LabelGeneratorConfig(**m), LabelTrainConfig(**t)
+
+
 class _Frozen:
     """Holds the frozen generator outside the module tree: not in ``state_dict``, the optimizer or DDP."""
 
@@ -264,47 +289,47 @@ class LabelGeneratorModule(pl.LightningModule):
 
     :meth:`attach` gives it the training data (generator, W+ codes, :class:`LabelTargets`); the generator is moved to
     the trainer's device and used under ``no_grad``, only ``ensemble`` is optimized and saved. The checkpoint is
-    self-contained for synthesis: hparams hold the ensemble shape, task, class names, hypercolumn layers, working
-    resolution, the stream settings and the paths of the generator and the inversion encoder (neither is stored).
+    self-contained for synthesis: hparams hold the two configs (``model``: ensemble shape, task, hypercolumn layers,
+    working resolution; ``train``: the pixel stream), the class / keypoint names and the paths of the generator and the
+    inversion encoder (neither is stored). Checkpoints saved with the earlier flat hyper-parameters still load
+    (:func:`configs_from_flat`).
     """
 
     def __init__(
         self,
+        model: LabelGeneratorConfig | Mapping | None = None,
+        train: LabelTrainConfig | Mapping | None = None,
+        *,
         in_channels: int,
-        task: str = "segmentation",
-        n_classes: int | None = None,
-        n_keypoints: int | None = None,
-        n_members: int = 10,
-        hidden: Sequence[int] = (256, 32),
-        lr: float = 1e-3,
-        batch_pixels: int = 64,
         class_names: Sequence[str] | None = None,
-        layers: Sequence[int] | None = None,
-        working_resolution: int = -1,
-        fp16: bool = False,
-        heatmap_sigma: float = 2.0,
-        depth_loss: str = "l1",
-        generator_path: str | None = None,
-        pixels_per_image: int = 4096,
-        images_per_step: int = 1,
-        keypoint_peak_fraction: float = 0.5,
-        seed: int = 0,
         keypoint_names: Sequence[str] | None = None,
         skeleton: Sequence[Sequence[int]] | None = None,
+        generator_path: str | None = None,
         encoder_path: str | None = None,  # the inversion encoder used for the labeled images (`autolabel label`)
+        **flat: Any,
     ) -> None:
         super().__init__()
-        if class_names is not None and n_classes is not None and len(class_names) != n_classes:
-            raise ConfigError(f"{len(class_names)} class_names for n_classes={n_classes}: give one name per class")
-        if batch_pixels < 2:
-            raise ConfigError(f"batch_pixels={batch_pixels} must be >= 2 (BatchNorm needs a batch; 64 in reference)")
-        if pixels_per_image < 1 or images_per_step < 1:
-            raise ConfigError(f"pixels_per_image={pixels_per_image} and images_per_step={images_per_step} must be >= 1")
-        if not 0.0 <= keypoint_peak_fraction < 1.0:
-            raise ConfigError(f"keypoint_peak_fraction={keypoint_peak_fraction} must be in [0, 1) (share of pixels "
-                              "sampled near visible keypoints)")  # fmt: skip
-        self.save_hyperparameters()
-        self.ensemble = LabelGeneratorEnsemble(in_channels, task, n_classes, n_keypoints, n_members, hidden)
+        if flat:  # a checkpoint written before the config dataclasses: its flat hyper-parameters
+            if model is not None or train is not None:
+                raise ConfigError(f"LabelGeneratorModule got model/train configs and also {sorted(flat)}: set those "
+                                  "in the LabelGeneratorConfig / LabelTrainConfig")  # fmt: skip
+            model, train = configs_from_flat(flat)
+        cfg, tcfg = as_config(model, LabelGeneratorConfig), as_config(train, LabelTrainConfig)
+        n_out = cfg.n_classes if cfg.task == "segmentation" else cfg.n_keypoints if cfg.task == "keypoints" else 1
+        if n_out < 1:
+            raise ConfigError(f"LabelGeneratorModule needs the {cfg.task} output count resolved (n_classes / "
+                              "n_keypoints from the labeled folder), got -1/0")  # fmt: skip
+        if class_names is not None and cfg.task == "segmentation" and len(class_names) != cfg.n_classes:
+            raise ConfigError(f"{len(class_names)} class_names for n_classes={cfg.n_classes}: give one name per class")
+        self.cfg, self.train_cfg = cfg, tcfg
+        self.save_hyperparameters({"model": asdict(cfg), "train": asdict(tcfg), "in_channels": in_channels,
+                                   "class_names": None if class_names is None else list(class_names),
+                                   "keypoint_names": None if keypoint_names is None else list(keypoint_names),
+                                   "skeleton": None if skeleton is None else [list(map(int, e)) for e in skeleton],
+                                   "generator_path": generator_path, "encoder_path": encoder_path})  # fmt: skip
+        self.ensemble = LabelGeneratorEnsemble(in_channels, cfg.task, n_out if cfg.task == "segmentation" else None,
+                                               n_out if cfg.task == "keypoints" else None, cfg.n_members,
+                                               cfg.hidden)  # fmt: skip
         self._frozen: _Frozen | None = None
         self._cache: tuple | None = None
         self.plan: PixelPlan | None = None
@@ -351,9 +376,9 @@ class LabelGeneratorModule(pl.LightningModule):
         self.register_buffer("train_ws", ws.clone(), persistent=False)
         self._frozen = _Frozen(ext, targets)
         self._cache = None
-        hp = self.hparams
-        self.plan = pixel_plan(len(targets), ext.resolution, self.ensemble.n_members, hp.batch_pixels,
-                               hp.pixels_per_image, hp.images_per_step)  # fmt: skip
+        tc = self.train_cfg
+        self.plan = pixel_plan(len(targets), ext.resolution, self.ensemble.n_members, tc.batch_pixels,
+                               tc.pixels_per_image, tc.images_per_step)  # fmt: skip
         return self
 
     @property
@@ -381,10 +406,10 @@ class LabelGeneratorModule(pl.LightningModule):
     @torch.no_grad()
     def forward_pixels(self, forward: int) -> tuple[Tensor, Tensor, Tensor | None]:
         """Generator forward ``forward``: shuffled hypercolumns ``[T, C]``, targets, (keypoints) weights; on device."""
-        st, plan, hp = self._require_attached(), self.plan, self.hparams
-        rng = torch.Generator().manual_seed(forward_seed(hp.seed, forward, self.global_rank))
+        st, plan, tc = self._require_attached(), self.plan, self.train_cfg
+        rng = torch.Generator().manual_seed(forward_seed(tc.seed, forward, self.global_rank))
         images = torch.randperm(len(st.targets), generator=rng)[: plan.images]
-        pix = [st.targets.sample_pixels(int(images[j]), c, rng, hp.keypoint_peak_fraction)
+        pix = [st.targets.sample_pixels(int(images[j]), c, rng, tc.keypoint_peak_fraction)
                for j, c in enumerate(plan.counts)]  # fmt: skip
         order = torch.randperm(plan.total, generator=rng)
         ext, dev = self._extractor_on(self.device), self.device
@@ -418,7 +443,7 @@ class LabelGeneratorModule(pl.LightningModule):
             if isinstance(sel, Tensor):
                 sel = sel.to(x.device)
             out = member(x[sel].to(dtype))
-            loss = self.ensemble.member_losses(out[None], y[sel], self.hparams.depth_loss,
+            loss = self.ensemble.member_losses(out[None], y[sel], self.cfg.depth_loss,
                                                None if w is None else w[sel])[0]  # fmt: skip
             losses.append(loss)
             if self.ensemble.task == "segmentation":
@@ -432,15 +457,13 @@ class LabelGeneratorModule(pl.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         # Adam is per-parameter, so one optimizer over all members equals one per member; the generator is not in it.
-        return torch.optim.Adam(self.ensemble.parameters(), lr=self.hparams.lr)
+        return torch.optim.Adam(self.ensemble.parameters(), lr=self.train_cfg.lr)
 
     def make_extractor(self, generator: nn.Module) -> HypercolumnExtractor:
         """The hypercolumn extractor this ensemble was trained with, on ``generator``."""
-        res = self.hparams.working_resolution
-        ext = HypercolumnExtractor(
-            generator, None if res is None or res <= 0 else res, self.hparams.layers,
-            torch.float16 if self.hparams.fp16 else torch.float32,
-        )  # fmt: skip
+        res, cfg = self.cfg.working_resolution, self.cfg
+        ext = HypercolumnExtractor(generator, None if res <= 0 else res, list(cfg.layers) or None,
+                                   torch.float16 if cfg.fp16 else torch.float32)  # fmt: skip
         if ext.channels != self.ensemble.in_channels:
             raise CheckpointError(
                 f"generator gives {ext.channels}-wide hypercolumns but the ensemble expects {self.ensemble.in_channels}: "

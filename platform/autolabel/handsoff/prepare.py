@@ -14,6 +14,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from autolabel.config.core import as_config
+from autolabel.config.labelgen import LabelGeneratorConfig, LabelTrainConfig
 from autolabel.errors import ConfigError, DataError
 
 
@@ -37,8 +39,8 @@ def train_label_generator(
     generator: str | Path,
     encoder: str | Path,
     labeled: str | Path,
-    lg: Any,
-    lt: Any,
+    lg: LabelGeneratorConfig,
+    lt: LabelTrainConfig,
     trainer_cfg: Any,
     stage_dir: Path,
     *,
@@ -66,6 +68,7 @@ def train_label_generator(
     from autolabel.handsoff.invert import invert_images, latent_spread
     from autolabel.handsoff.label_generator_module import LabelDataModule, LabelGeneratorModule, LabelTargets
 
+    lg, lt = as_config(lg, LabelGeneratorConfig), as_config(lt, LabelTrainConfig)  # OmegaConf nodes too
     gen = load_generator(generator).eval()
     folder = load_labeled(labeled, masks, gen.resolution, lg.task, lg.n_classes if lg.n_classes > 0 else None)
     n = len(folder)
@@ -141,28 +144,18 @@ def train_label_generator(
     )
     names = folder.names  # class / keypoint names and skeleton: into the checkpoint, then plan.json / manifest.jsonl
     torch.manual_seed(lt.seed)  # member initialization: a function of label_train.seed only
+    n_out = targets.n_outputs
+    model = dataclasses.replace(lg, task=task, n_classes=n_out if task == "segmentation" else -1,
+                                n_keypoints=n_out if task == "keypoints" else 0, working_resolution=wr,
+                                layers=list(lg.layers), hidden=list(lg.hidden))  # fmt: skip
     module = LabelGeneratorModule(
-        HypercolumnExtractor(gen, wr, list(lg.layers) or None).channels,
-        task,
-        targets.n_outputs if task == "segmentation" else None,
-        targets.n_outputs if task == "keypoints" else None,
-        lg.n_members,
-        list(lg.hidden),
-        lt.lr,
-        lt.batch_pixels,
-        names.get("classes"),
-        list(lg.layers) or None,
-        wr,
-        lg.fp16,
-        lg.heatmap_sigma,
-        lg.depth_loss,
-        str(Path(generator).resolve()),
-        pixels_per_image=lt.pixels_per_image,
-        images_per_step=lt.images_per_step,
-        keypoint_peak_fraction=lt.keypoint_peak_fraction,
-        seed=lt.seed,
+        model,
+        lt,
+        in_channels=HypercolumnExtractor(gen, wr, list(lg.layers) or None).channels,
+        class_names=names.get("classes"),
         keypoint_names=names.get("keypoint_names"),
         skeleton=names.get("skeleton"),
+        generator_path=str(Path(generator).resolve()),
         encoder_path=str(Path(encoder).resolve()),
     ).attach(gen, ws, targets)
     per_epoch = module.steps_per_epoch

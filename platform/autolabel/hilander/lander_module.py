@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict
 from typing import Any
 
@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torch_geometric.data import Data
 
+from autolabel.config.core import as_config
 from autolabel.config.hilander import HiLanderTrainConfig, LanderModelConfig
 from autolabel.data.pools import FeaturePool
 from autolabel.errors import DataError
@@ -19,23 +20,13 @@ from autolabel.hilander.hierarchy import build_training_levels
 from autolabel.hilander.lander import LANDER, lander_loss
 
 
-def _as_dict(cfg: Any) -> dict:
-    if isinstance(cfg, dict):
-        return dict(cfg)
-    if hasattr(cfg, "__dataclass_fields__"):
-        return asdict(cfg)
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-
-
 class LanderModule(pl.LightningModule):
     """Trains :class:`LANDER` round-robin over level graphs (one whole graph per step), SGD (or Adam) + cosine LR."""
 
-    def __init__(self, model: Any = None, train: Any = None, feature_dim: int = -1, kind: str = KIND):
+    def __init__(self, model: LanderModelConfig | Mapping | None = None, train: HiLanderTrainConfig | Mapping | None = None,
+                 *, feature_dim: int = -1, kind: str = KIND):  # fmt: skip
         super().__init__()
-        model_cfg = LanderModelConfig(**_as_dict(model)) if model is not None else LanderModelConfig()
-        train_cfg = _as_train_cfg(train)
+        model_cfg, train_cfg = as_config(model, LanderModelConfig), as_config(train, HiLanderTrainConfig)
         if feature_dim < 1:
             raise DataError(f"LanderModule needs the feature dimension (got {feature_dim}); pass feature_dim=pool.dim")
         self.save_hyperparameters({"model": asdict(model_cfg), "train": asdict(train_cfg), "feature_dim": feature_dim,
@@ -74,18 +65,6 @@ class LanderModule(pl.LightningModule):
         total = max(1, int(self.trainer.estimated_stepping_batches))
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-
-def _as_train_cfg(train: Any) -> HiLanderTrainConfig:
-    if isinstance(train, HiLanderTrainConfig):
-        return train
-    if train is None:
-        return HiLanderTrainConfig()
-    from autolabel.config.hilander import KnnConfig
-
-    d = _as_dict(train)
-    knn = d.pop("knn", None)
-    return HiLanderTrainConfig(**d, knn=KnnConfig(**knn) if isinstance(knn, dict) else KnnConfig())
 
 
 class _GraphList(Dataset):

@@ -3,10 +3,10 @@
 ``method="flat"`` is exact (``IndexFlatIP``); ``"ivf"`` (inverted lists, ``nprobe`` lists probed), ``"ivfpq"`` (the
 same lists holding product-quantized codes, the candidates re-ranked by exact inner products) and ``"hnsw"`` are
 approximate and scale past a few hundred thousand points; ``"auto"`` is exact up to ``exact_max`` points and IVF above
-(nlist = 4 sqrt(N), nprobe raised from ``nprobe`` until the recall measured against exact search on sampled queries
-reaches ``target_recall``). faiss runs on all cores (OpenMP; ``OMP_NUM_THREADS`` limits it). With CUDA and a
-GPU build of faiss, flat and IVF indexes are sharded over all visible GPUs. Check an approximate index against the exact
-one on a sample with :func:`knn_recall`.
+(nlist = 8 sqrt(N), nprobe raised from ``nprobe`` until the recall measured against exact search on sampled queries
+reaches ``target_recall``; exact search when that would take more than 1/16 of the lists). faiss runs on all cores
+(OpenMP; ``OMP_NUM_THREADS`` limits it). With CUDA and a GPU build of faiss, flat and IVF indexes are sharded over all
+visible GPUs. Check an approximate index against the exact one on a sample with :func:`knn_recall`.
 """
 
 from __future__ import annotations
@@ -20,6 +20,10 @@ import numpy as np
 from autolabel.errors import ConfigError, DataError
 
 METHODS = ("auto", "flat", "ivf", "ivfpq", "hnsw")
+# method=auto gives up on IVF (and searches exactly) when the recall target needs more than this share of the lists
+# probed: faiss scans IVF lists one query at a time, ~10x slower per pair than exact search's matrix products (on the
+# scaling benchmark's 1M pool, nprobe 128 of 3,984 lists cost a third of one exact search)
+AUTO_MAX_PROBED_SHARE = 1 / 16
 PQ_MIN_POINTS = 40 * 256  # a product quantizer trains 256 centroids per sub-space (faiss wants >= 39 points each)
 
 
@@ -78,6 +82,15 @@ def num_gpus() -> int:
         return 0
 
 
+def default_nlist(n: int) -> int:
+    """8 sqrt(N) inverted lists (faiss's guidance: 4-16 sqrt(N)), at most one per 39 points (k-means wants that many).
+
+    Finer lists cost more k-means but need fewer probes: on the scaling benchmark's 1M mixture, 4 sqrt(N) lists
+    reached recall@10 0.90 at nprobe 8 and needed nprobe 128 for 0.95 (a 15-minute search on 2 cores), while
+    8 sqrt(N) reached 0.98 at nprobe 8 (benchmarks/README.md)."""
+    return int(min(max(1, 8 * math.sqrt(n)), max(1, n // 39)))
+
+
 def build_index(
     x: np.ndarray,
     method: str,
@@ -97,7 +110,7 @@ def build_index(
     if method == "flat":
         return faiss.IndexFlatIP(d)
     if method in ("ivf", "ivfpq"):
-        nlist = nlist or int(min(max(1, 4 * math.sqrt(n)), max(1, n // 39)))
+        nlist = min(nlist, max(1, n // 39)) if nlist else default_nlist(n)  # a level's pool can be smaller
         quantizer = faiss.IndexFlatIP(d)
         if method == "ivf":
             index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
@@ -179,7 +192,8 @@ def knn_search(
     if k > n - 1:
         warnings.warn(f"k={k} >= N={n}: using k={n - 1} (each point has only N-1 others)", KCapWarning, stacklevel=2)
         k = n - 1
-    if method == "auto":
+    auto = method == "auto"
+    if auto:
         method = "flat" if n <= exact_max else "ivf"
     if method == "flat" and use_gpu is not False and str(use_gpu) != "false" and num_gpus() == 0 and _torch_cuda():
         # no faiss GPU build but a CUDA device: exact chunked matmul + top-k in torch (issue 13's fallback)
@@ -203,7 +217,20 @@ def knn_search(
     if method in ("ivf", "ivfpq", "hnsw") and target_recall > 0:
         nl = int(faiss.extract_index_ivf(cpu_index).nlist) if method != "hnsw" else 0
         start, top = (min(nprobe, nl), nl) if method != "hnsw" else (ef_search, max(ef_search, 4096))
+        if auto:  # past this share of the lists IVF's per-query scan costs about what one exact search does
+            top = max(start, int(nl * AUTO_MAX_PROBED_SHARE))
+        if nl:
+            stats["nlist"] = nl
         stats.update(_tune_effort(index, x, k, method, target_recall, recall_queries, seed, start, top))
+        if auto and stats["recall_at_k"] < target_recall:
+            # the points do not fall into lists (e.g. the supernodes of upper levels): exact search is cheaper
+            del index, cpu_index
+            exact = {"fallback": f"ivf reached recall {stats['recall_at_k']} at nprobe {stats['nprobe']} of {nl} "
+                                 f"lists (< {target_recall}): exact search instead"}  # fmt: skip
+            out = knn_search(x, k, method="flat", use_gpu=use_gpu, batch_size=batch_size, info=exact)
+            if info is not None:
+                info.update(exact)
+            return out
     if info is not None:
         info.update(stats)
     nbrs = np.empty((n, kk), dtype=np.int64)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from torch.utils.data import DataLoader
 from torchmetrics.classification import MulticlassAccuracy
 
 from autolabel.config.classifier import ClassifierConfig
+from autolabel.config.core import as_config
 from autolabel.data.images import ImageFolderDataset
 from autolabel.data.pools import FeaturePool, save_feature_pool
 from autolabel.errors import CheckpointError, ConfigError, DataError
@@ -26,9 +28,10 @@ from autolabel.tasks.classifier import KIND, EmbeddingNet, augment
 class ClassifierModule(pl.LightningModule):
     """Trains ``EmbeddingNet`` with (label-smoothed) cross-entropy, AdamW and a one-cycle (warm-up + cosine) LR."""
 
-    def __init__(self, cfg: Any, n_classes: int, class_names: list[str] | None = None, kind: str = KIND):
+    def __init__(self, cfg: ClassifierConfig | Mapping | None, *, n_classes: int, class_names: list[str] | None = None,
+                 kind: str = KIND):  # fmt: skip
         super().__init__()
-        c = cfg if isinstance(cfg, ClassifierConfig) else ClassifierConfig(**dict(cfg))
+        c = as_config(cfg, ClassifierConfig)
         if n_classes < 2:
             raise DataError(f"the feature encoder needs >= 2 training classes, got {n_classes}")
         self.save_hyperparameters({"cfg": asdict(c), "n_classes": n_classes,
@@ -82,7 +85,7 @@ def load_classifier(path: str | os.PathLike, map_location: str = "cpu") -> Class
         raise CheckpointError(f"{p} is not a feature-encoder checkpoint (it holds {found}); "
                               "pass one written by `autolabel fit classifier`")  # fmt: skip
     try:
-        module = ClassifierModule(hp["cfg"], hp["n_classes"], hp.get("class_names"))
+        module = ClassifierModule(hp["cfg"], n_classes=hp["n_classes"], class_names=hp.get("class_names"))
         module.load_state_dict(ckpt["state_dict"])
     except (KeyError, TypeError, RuntimeError) as e:
         raise CheckpointError(f"{p} is a damaged or incompatible feature-encoder checkpoint ({type(e).__name__}); "

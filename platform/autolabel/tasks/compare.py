@@ -180,10 +180,8 @@ def build_module(task: str, cfg: DownstreamConfig, channels: int, n_classes: int
     from autolabel.tasks.segmentation_module import SegmentationModule
 
     if task == "keypoints":
-        return KeypointModule(n_keypoints, channels, cfg.base, cfg.depth, cfg.lr, cfg.sigma, cfg.pck_thresholds[0],
-                              mean_shape=None if mean_shape is None else mean_shape.tolist(),
-                              eye_keypoints=cfg.eye_keypoints)  # fmt: skip
-    return SegmentationModule(n_classes or 1, channels, cfg.base, cfg.depth, cfg.lr, task, cfg.ignore_index)
+        return KeypointModule(cfg.keypoint_net(), n_keypoints=n_keypoints, in_channels=channels, mean_shape=mean_shape)
+    return SegmentationModule(cfg.segmentation_net(task), n_classes=n_classes or 1, in_channels=channels)
 
 
 def train_for_steps(module, train: Dataset, val: Dataset | None, task: str, cfg: DownstreamConfig, trainer_cfg,

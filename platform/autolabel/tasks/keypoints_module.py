@@ -3,9 +3,15 @@ validation (torchmetrics, synchronized across DDP ranks)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import asdict
+from typing import Any
+
 import pytorch_lightning as pl
 import torch
 
+from autolabel.config.core import as_config
+from autolabel.config.downstream import KeypointNetConfig
 from autolabel.errors import ConfigError
 from autolabel.metrics.dense import NME, PCK
 from autolabel.tasks.keypoints import KeypointNet, keypoint_loss
@@ -16,35 +22,25 @@ class KeypointModule(pl.LightningModule):
     Adam + cosine; logs ``val/pck`` (diagonal, ``pck_threshold``), ``val/pck_bbox``, ``val/nme``, ``val/nme_bbox``
     (and ``val/nme_io`` with ``eye_keypoints``) through torchmetrics, so they are synchronized across DDP ranks."""
 
-    def __init__(
-        self,
-        n_keypoints: int,
-        in_channels: int = 3,
-        base: int = 16,
-        depth: int = 3,
-        lr: float = 1e-3,
-        sigma: float = 1.5,
-        pck_threshold: float = 0.1,
-        mean_shape: list | None = None,
-        prior_sigma: float = 0.15,
-        heatmap_weight: float = 0.1,
-        eye_keypoints: list | None = None,
-    ):
+    def __init__(self, cfg: KeypointNetConfig | Mapping | None = None, *, n_keypoints: int, in_channels: int = 3,
+                 mean_shape: list | torch.Tensor | None = None, **flat: Any):  # fmt: skip
         super().__init__()
-        if sigma <= 0 or heatmap_weight < 0:
-            raise ConfigError(f"sigma={sigma}, heatmap_weight={heatmap_weight}: need sigma > 0, heatmap_weight >= 0")
+        if cfg is not None and flat:
+            raise ConfigError(f"KeypointModule got cfg and also {sorted(flat)}: set those in the KeypointNetConfig")
+        cfg = as_config(
+            cfg if cfg is not None else flat or None, KeypointNetConfig
+        )  # flat keywords: pre-cfg checkpoints
         if isinstance(mean_shape, torch.Tensor):
             mean_shape = mean_shape.tolist()
-        self.save_hyperparameters(dict(n_keypoints=n_keypoints, in_channels=in_channels, base=base, depth=depth,
-                                       lr=lr, sigma=sigma, pck_threshold=pck_threshold, mean_shape=mean_shape,
-                                       prior_sigma=prior_sigma, heatmap_weight=heatmap_weight,
-                                       eye_keypoints=eye_keypoints))  # fmt: skip
-        self.model = KeypointNet(n_keypoints, in_channels, base, depth, mean_shape, prior_sigma)
-        self.val_pck = PCK(pck_threshold, "diagonal")
-        self.val_pck_bbox = PCK(pck_threshold, "bbox")
+        self.cfg = cfg
+        self.save_hyperparameters({"cfg": asdict(cfg), "n_keypoints": n_keypoints, "in_channels": in_channels,
+                                   "mean_shape": mean_shape})  # fmt: skip
+        self.model = KeypointNet(n_keypoints, in_channels, cfg.base, cfg.depth, mean_shape, cfg.prior_sigma)
+        self.val_pck = PCK(cfg.pck_threshold, "diagonal")
+        self.val_pck_bbox = PCK(cfg.pck_threshold, "bbox")
         self.val_nme = NME("diagonal")
         self.val_nme_bbox = NME("bbox")
-        self.val_nme_io = NME("interocular", eye_keypoints) if eye_keypoints else None
+        self.val_nme_io = NME("interocular", cfg.eye_keypoints) if cfg.eye_keypoints else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logit maps ``[B, K, H, W]``."""
@@ -52,8 +48,8 @@ class KeypointModule(pl.LightningModule):
 
     def _loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         out = self(batch["image"])
-        return keypoint_loss(out, batch["keypoints"], batch["visible"], self.hparams.sigma,
-                             self.hparams.heatmap_weight)  # fmt: skip
+        return keypoint_loss(out, batch["keypoints"], batch["visible"], self.cfg.sigma,
+                             self.cfg.heatmap_weight)  # fmt: skip
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss, _ = self._loss(batch)
@@ -81,7 +77,7 @@ class KeypointModule(pl.LightningModule):
             metric.reset()
 
     def configure_optimizers(self):
-        opt = torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+        opt = torch.optim.Adam(self.parameters(), lr=self.cfg.lr)
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

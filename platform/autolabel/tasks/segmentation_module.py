@@ -3,10 +3,16 @@ mIoU) or depth (L1, RMSE)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import asdict
+from typing import Any
+
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 
+from autolabel.config.core import as_config
+from autolabel.config.downstream import SegmentationNetConfig
 from autolabel.errors import ConfigError
 from autolabel.metrics.dense import DepthRMSE, MeanIoU
 from autolabel.tasks.segmentation import UNet
@@ -20,29 +26,26 @@ class SegmentationModule(pl.LightningModule):
     DDP ``val/miou`` is computed over every rank's share of the validation set, equal to the single-process value.
     """
 
-    def __init__(
-        self,
-        n_classes: int = 2,
-        in_channels: int = 3,
-        base: int = 16,
-        depth: int = 3,
-        lr: float = 1e-3,
-        task: str = "segmentation",
-        ignore_index: int = 255,
-    ):
+    def __init__(self, cfg: SegmentationNetConfig | Mapping | None = None, *, n_classes: int = 2,
+                 in_channels: int = 3, **flat: Any):  # fmt: skip
         super().__init__()
-        if task not in ("segmentation", "depth"):
+        if cfg is not None and flat:
             raise ConfigError(
-                f"SegmentationModule task={task!r}: use segmentation or depth (keypoints: KeypointModule)"
+                f"SegmentationModule got cfg and also {sorted(flat)}: set those in the SegmentationNetConfig"
             )
-        if task == "segmentation" and 0 <= ignore_index < n_classes:
-            raise ConfigError(f"ignore_index={ignore_index} is a real class (n_classes={n_classes}): use 255 or -100")
-        self.save_hyperparameters()
-        self.model = UNet(in_channels, 1 if task == "depth" else n_classes, base, depth)
-        if task == "depth":
+        cfg = as_config(
+            cfg if cfg is not None else flat or None, SegmentationNetConfig
+        )  # flat keywords: pre-cfg checkpoints
+        if cfg.task == "segmentation" and 0 <= cfg.ignore_index < n_classes:
+            raise ConfigError(f"ignore_index={cfg.ignore_index} is a real class (n_classes={n_classes}): use 255 or "
+                              "-100")  # fmt: skip
+        self.cfg = cfg
+        self.save_hyperparameters({"cfg": asdict(cfg), "n_classes": n_classes, "in_channels": in_channels})
+        self.model = UNet(in_channels, 1 if cfg.task == "depth" else n_classes, cfg.base, cfg.depth)
+        if cfg.task == "depth":
             self.val_rmse = DepthRMSE()
         else:
-            self.val_miou = MeanIoU(n_classes, ignore_index=ignore_index)
+            self.val_miou = MeanIoU(n_classes, ignore_index=cfg.ignore_index)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits (segmentation) or depth ``[B, 1, H, W]``."""
@@ -50,9 +53,9 @@ class SegmentationModule(pl.LightningModule):
 
     def _loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         out = self(batch["image"])
-        if self.hparams.task == "depth":
+        if self.cfg.task == "depth":
             return F.l1_loss(out, batch["depth"]), out
-        return F.cross_entropy(out, batch["mask"], ignore_index=self.hparams.ignore_index), out
+        return F.cross_entropy(out, batch["mask"], ignore_index=self.cfg.ignore_index), out
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         loss, _ = self._loss(batch)
@@ -62,14 +65,14 @@ class SegmentationModule(pl.LightningModule):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         loss, out = self._loss(batch)
         self.log("val/loss", loss, batch_size=batch["image"].shape[0], sync_dist=True)
-        if self.hparams.task == "depth":
+        if self.cfg.task == "depth":
             self.val_rmse.update(out.detach(), batch["depth"])
         else:
             self.val_miou.update(out.detach().argmax(1), batch["mask"])
 
     def on_validation_epoch_end(self) -> None:
         # compute() all-reduces the metric states across ranks (torchmetrics), so every rank logs the global value
-        if self.hparams.task == "depth":
+        if self.cfg.task == "depth":
             self.log("val/rmse", self.val_rmse.compute().float())
             self.val_rmse.reset()
             return
@@ -78,7 +81,7 @@ class SegmentationModule(pl.LightningModule):
         self.val_miou.reset()
 
     def configure_optimizers(self):
-        opt = torch.optim.Adam(self.parameters(), lr=self.hparams.lr)
+        opt = torch.optim.Adam(self.parameters(), lr=self.cfg.lr)
         total = max(int(self.trainer.estimated_stepping_batches), 1)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
