@@ -21,7 +21,7 @@ from autolabel.errors import ConfigError
 from pipelines.commands.base import Command, Invocation, run_stage
 from pipelines.runner import Stage
 from pipelines.stages.downstream import (
-    DownstreamConfig,
+    DenseFitConfig,
     check_size,
     open_dense_folders,
     open_keypoint_folders,
@@ -32,8 +32,8 @@ from pipelines.stages.downstream import (
 
 
 @dataclass
-class DownstreamCommand(DownstreamConfig):
-    """A downstream check's net and training (:class:`DownstreamConfig`) plus its folders."""
+class DownstreamCommand(DenseFitConfig):
+    """A downstream check's net and training (:class:`DenseFitConfig`) plus its folders."""
 
     train: str = MISSING  # a labeled folder, or a synthetic dataset written by `autolabel synthesize`
     test: str = MISSING  # a real labeled folder

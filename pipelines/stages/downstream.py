@@ -5,7 +5,7 @@ PCK@t and NME).
 The pipeline stage (:func:`stage_downstream`) compares synthetic, real_few and mixed training sets at EQUAL OPTIMIZER
 STEPS beside a constant baseline (:mod:`autolabel.tasks.compare`, configured by
 :class:`autolabel.config.downstream.DownstreamConfig`); the ``fit segmentation`` / ``fit keypoints`` commands train
-one set for ``max_epochs`` (:class:`DownstreamConfig` below).
+one set for ``max_epochs`` (:class:`DenseFitConfig` below).
 
 Checkpoint selection (DESIGN 3.6): a fixed ``val_fraction`` slice of the test folder (seed 0, the same for every run
 on that folder) validates every epoch; the epoch with the best validation score (mIoU / RMSE / NME) is kept as
@@ -27,9 +27,10 @@ from pipelines.runner import Stage, StageContext
 
 
 @dataclass
-class DownstreamConfig:
-    """How a downstream net is built and trained (the pipeline's ``downstream`` section; ``autolabel fit
-    segmentation`` / ``fit keypoints`` extend it with their folders)."""
+class DenseFitConfig:
+    """How ``autolabel fit segmentation`` / ``fit keypoints`` build and train one downstream net (their commands add
+    the folders). The pipeline's ``downstream`` section, which compares training sets at equal steps, is
+    :class:`autolabel.config.downstream.DownstreamConfig`."""
 
     base: int = 16  # UNet width of the first stage; stages double it
     depth: int = 3  # UNet down/up stages
@@ -83,7 +84,7 @@ def split_test(test: Any, val_fraction: float) -> tuple[Any, Any]:
 
 
 def _fit_selected(
-    module: Any, dm: Any, d: DownstreamConfig, trainer_cfg: TrainerConfig, stage_dir: Path, monitor: str, mode: str
+    module: Any, dm: Any, d: DenseFitConfig, trainer_cfg: TrainerConfig, stage_dir: Path, monitor: str, mode: str
 ) -> tuple[Path, dict[str, Any]]:
     """Train; with a validation slice keep the best epoch by ``monitor`` and load its weights into ``module``.
     Returns the scored checkpoint and selection metrics (``val_images``, ``best_epoch``, ``val_score``)."""
@@ -117,7 +118,7 @@ def open_dense_folders(train: str, test: str, task: str, size: int, limit: int =
 
 
 def train_segmentation(
-    d: DownstreamConfig,
+    d: DenseFitConfig,
     train: str,
     test: str,
     task: str,
@@ -184,7 +185,7 @@ def open_keypoint_folders(
 
 
 def train_keypoints(
-    d: DownstreamConfig,
+    d: DenseFitConfig,
     train: str,
     test: str,
     size: int,

@@ -252,3 +252,18 @@ def test_assign_new_samples_to_a_clustered_run(trained, tmp_path, capsys):
     assert main(["assign", f"checkpoint={trained['lander']}", f"clusters={run / 'clusters.csv'}",
                  f"features={tmp_path / 'new.npz'}"]) == 2  # fmt: skip
     assert "pool=FEATURES.npz" in _error(capsys)
+
+
+def test_fit_without_validation_pool_keeps_the_console_clean(pools, capfd):
+    # no val_features: the empty validation loader is deliberate, so Lightning's "Total length of `list` across ranks
+    # is zero" notice must not reach the console
+    import warnings
+
+    args = [a for a in _fit_args(pools) if not a.startswith("val_features")]
+    args = [a if not a.startswith("trainer.max_epochs") else "trainer.max_epochs=2" for a in args]
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("default")
+        assert main(args) == 0
+    out = capfd.readouterr()
+    assert not any("across ranks is zero" in str(w.message) for w in seen)
+    assert "across ranks is zero" not in out.out + out.err

@@ -13,7 +13,8 @@ _BANNER_LOGGERS = ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.ut
 _BANNER_WARNINGS = (r"The number of training batches .* is smaller than the logging interval",
                     r"Found \d+ module\(s\) in eval mode", r"`isinstance\(treespec, LeafSpec\)` is deprecated",
                     r"The '\w+_dataloader' does not have many workers", r"Checkpoint directory .* exists and is not empty",
-                    r"`torch.jit.script` is deprecated")  # fmt: skip
+                    r"`torch.jit.script` is deprecated",
+                    r"Total length of `\w+` across ranks is zero")  # fmt: skip  # fit hilander without val_features
 
 
 def quiet_lightning() -> None:
