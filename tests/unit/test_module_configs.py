@@ -51,7 +51,9 @@ def test_dense_modules_rebuild_from_their_hparams_and_from_old_flat_checkpoints(
               "pck_threshold": 0.1, "mean_shape": [[0.5, 0.5]] * 3, "prior_sigma": 0.15, "heatmap_weight": 0.1,
               "eye_keypoints": None}  # fmt: skip
     _same_module(kp, KeypointModule(**old_kp))
-    with pytest.raises(ConfigError, match=r"got cfg and also \['base'\]: set those in the SegmentationNetConfig"):
+    with pytest.raises(
+        ConfigError, match=r"got a SegmentationNetConfig and also \[.base.\]: set those in the SegmentationNetConfig"
+    ):
         SegmentationModule(SegmentationNetConfig(), n_classes=2, base=8)
     d = DownstreamConfig(base=8, depth=1, lr=0.01, sigma=2.5, pck_thresholds=[0.2], eye_keypoints=[0, 1])
     assert d.segmentation_net("depth") == SegmentationNetConfig("depth", 8, 1, 0.01, 255)

@@ -13,12 +13,18 @@ from autolabel.errors import ConfigError
 T = TypeVar("T")
 
 
-def as_config(value: Any, cls: type[T]) -> T:
+def as_config(value: Any, cls: type[T], flat: Mapping[str, Any] | None = None) -> T:
     """``value`` as a ``cls`` dataclass: ``None`` -> the defaults, an instance as is, a mapping (a checkpoint's saved
     hparams, an OmegaConf node) -> ``cls(**value)`` with nested config dataclasses rebuilt from their dicts.
 
     Every LightningModule takes its config dataclasses through this, so ``Module(cfg)`` and
-    ``Module.load_from_checkpoint`` (which passes back the saved ``asdict`` form) build the same module."""
+    ``Module.load_from_checkpoint`` (which passes back the saved ``asdict`` form) build the same module. ``flat``: the
+    module's leftover keyword arguments, i.e. the flat hyper-parameters of a checkpoint saved before its config
+    dataclass existed; they stand in for ``value`` and may not come with it."""
+    if flat:
+        if value is not None:
+            raise ConfigError(f"got a {cls.__name__} and also {sorted(flat)}: set those in the {cls.__name__}")
+        value = flat
     if value is None:
         return cls()
     if isinstance(value, cls):

@@ -309,12 +309,9 @@ class LabelGeneratorModule(pl.LightningModule):
         **flat: Any,
     ) -> None:
         super().__init__()
-        if flat:  # a checkpoint written before the config dataclasses: its flat hyper-parameters
-            if model is not None or train is not None:
-                raise ConfigError(f"LabelGeneratorModule got model/train configs and also {sorted(flat)}: set those "
-                                  "in the LabelGeneratorConfig / LabelTrainConfig")  # fmt: skip
-            model, train = configs_from_flat(flat)
-        cfg, tcfg = as_config(model, LabelGeneratorConfig), as_config(train, LabelTrainConfig)
+        flat_model, flat_train = configs_from_flat(flat) if flat else (None, None)  # a checkpoint of flat hparams
+        cfg = as_config(model, LabelGeneratorConfig, flat_model and asdict(flat_model))
+        tcfg = as_config(train, LabelTrainConfig, flat_train and asdict(flat_train))
         n_out = cfg.n_classes if cfg.task == "segmentation" else cfg.n_keypoints if cfg.task == "keypoints" else 1
         if n_out < 1:
             raise ConfigError(f"LabelGeneratorModule needs the {cfg.task} output count resolved (n_classes / "

@@ -12,7 +12,6 @@ import torch
 
 from autolabel.config.core import as_config
 from autolabel.config.downstream import KeypointNetConfig
-from autolabel.errors import ConfigError
 from autolabel.metrics.dense import NME, PCK
 from autolabel.tasks.keypoints import KeypointNet, keypoint_loss
 
@@ -25,11 +24,7 @@ class KeypointModule(pl.LightningModule):
     def __init__(self, cfg: KeypointNetConfig | Mapping | None = None, *, n_keypoints: int, in_channels: int = 3,
                  mean_shape: list | torch.Tensor | None = None, **flat: Any):  # fmt: skip
         super().__init__()
-        if cfg is not None and flat:
-            raise ConfigError(f"KeypointModule got cfg and also {sorted(flat)}: set those in the KeypointNetConfig")
-        cfg = as_config(
-            cfg if cfg is not None else flat or None, KeypointNetConfig
-        )  # flat keywords: pre-cfg checkpoints
+        cfg = as_config(cfg, KeypointNetConfig, flat)  # flat keywords: a checkpoint saved before KeypointNetConfig
         if isinstance(mean_shape, torch.Tensor):
             mean_shape = mean_shape.tolist()
         self.cfg = cfg

@@ -29,13 +29,9 @@ class SegmentationModule(pl.LightningModule):
     def __init__(self, cfg: SegmentationNetConfig | Mapping | None = None, *, n_classes: int = 2,
                  in_channels: int = 3, **flat: Any):  # fmt: skip
         super().__init__()
-        if cfg is not None and flat:
-            raise ConfigError(
-                f"SegmentationModule got cfg and also {sorted(flat)}: set those in the SegmentationNetConfig"
-            )
         cfg = as_config(
-            cfg if cfg is not None else flat or None, SegmentationNetConfig
-        )  # flat keywords: pre-cfg checkpoints
+            cfg, SegmentationNetConfig, flat
+        )  # flat keywords: a checkpoint saved before SegmentationNetConfig
         if cfg.task == "segmentation" and 0 <= cfg.ignore_index < n_classes:
             raise ConfigError(f"ignore_index={cfg.ignore_index} is a real class (n_classes={n_classes}): use 255 or "
                               "-100")  # fmt: skip
