@@ -2,7 +2,7 @@
 scored on a real labeled test folder (segmentation: mIoU + pixel accuracy; depth: RMSE, abs-rel...; keypoints:
 PCK@t and NME).
 
-The pipeline stage (:func:`stage_downstream`) compares synthetic, real_few and mixed training sets at EQUAL OPTIMIZER
+The pipeline stage (:func:`stage_downstream`) compares synthetic, real_few, mixed and finetuned sets at EQUAL OPTIMIZER
 STEPS beside a constant baseline (:mod:`autolabel.tasks.compare`, configured by
 :class:`autolabel.config.downstream.DownstreamConfig`); the ``fit segmentation`` / ``fit keypoints`` commands train
 one set for ``max_epochs`` (:class:`DenseFitConfig` below).
@@ -240,7 +240,7 @@ def _synthetic_size(dataset: Path) -> int:
 
 
 def stage_downstream(ctx: StageContext) -> dict[str, Any]:
-    """Synthetic vs few real vs mixed labels at equal optimizer steps, beside the constant baseline
+    """Synthetic vs few real vs mixed vs finetuned labels at equal optimizer steps, beside the constant baseline
     (:mod:`autolabel.tasks.compare`)."""
     from autolabel.data.layout import open_labeled
     from autolabel.tasks.compare import compare_training_sets

@@ -44,6 +44,12 @@ def test_recipe_values_reach_the_objects(name, folders, tmp_path, monkeypatch):
     ck = torch.load(run / "gan" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     hp = ck["hyper_parameters"]
     model, train = recipe.gan.model, recipe.gan.train
+    # A recipe states every GAN value the CPU demo sets, so none is inherited by accident (the demo's r1_gamma=1.0
+    # once reached the projected-D recipe, and that GAN diverged).
+    demo = OmegaConf.load(configs_dir() / "pipeline" / "handsoff_then_hilander.yaml").gan
+    for part, keys in (("model", demo.model), ("train", demo.train)):
+        missing = [k for k in keys if k not in recipe.gan[part]]
+        assert not missing, f"{name}.yaml inherits the demo's gan.{part} {missing}: state them"
     assert hp["generator"]["discriminator"] == model.discriminator
     assert hp["generator"]["resolution"] == 16  # the override wins over the recipe's size
     for key in ("r1_gamma", "ema_kimg", "keep_best", "ada_target", "style_mixing_prob", "pl_weight"):

@@ -42,7 +42,7 @@ def test_default_pipeline_end_to_end(tmp_path, capsys):
     for stage in STAGES:
         assert read_json(run / stage / "manifest.json")["status"] == "done", stage
     summary = read_json(run / "summary.json")
-    for key in ("miou_synthetic", "miou_real_few", "pairwise_f", "bcubed_f", "nmi"):
+    for key in ("miou_synthetic", "miou_real_few", "miou_mixed", "miou_finetuned", "pairwise_f", "bcubed_f", "nmi"):
         assert 0.0 <= summary[key] <= 1.0, key
     assert "kmeans" in summary["baselines"]
     # floor: the net trained on the few real labels beats the constant baseline, the per-pixel majority class of the

@@ -111,17 +111,56 @@ def test_every_training_set_gets_the_same_number_of_steps(tmp_path):
     cfg = DownstreamConfig(steps=5, val_every=2, batch_size=4, base=4, depth=1)
     out = compare_training_sets("segmentation", real, syn, tst, cfg, _trainer_cfg(), tmp_path / "runs")
     m = out["metrics"]
-    assert set(m) == {"synthetic", "real_few", "mixed", "constant"}
+    assert set(m) == {"synthetic", "real_few", "mixed", "finetuned", "constant"}
     # 24 synthetic images are 6 batches per epoch, 4 real ones 1: equal epochs would give 6x the steps
     for name in ("synthetic", "real_few", "mixed"):
         last = torch.load(tmp_path / "runs" / name / "checkpoints" / "last.ckpt", weights_only=False)
         assert m[name]["steps"] == last["global_step"] == 5, name
         assert m[name]["best_step"] in (2, 4) and m[name]["val_images"] == 1 and m[name]["test_images"] == 5
         assert 0.0 <= m[name]["miou"] <= 1.0
+    # finetuned: round(5 * 0.5) = 2 steps on the synthetic set, then 3 on the real one -- 5 in all
+    ft, runs = m["finetuned"], tmp_path / "runs" / "finetuned"
+    pre, tune = (torch.load(runs / k / "checkpoints" / "last.ckpt", weights_only=False) for k in ("pretrain", "finetune"))
+    assert (pre["global_step"], tune["global_step"], ft["steps"], ft["pretrain_steps"]) == (2, 3, 5, 2)
+    assert ft["pretrain_best_step"] == 2 and ft["best_step"] in (2 + 2, 2 + 3) and ft["train_images"] == 24 + 4
     assert m["mixed"]["train_images"] == 24 + 4 * 6 and m["mixed"]["real_fraction"] == pytest.approx(0.5)
     assert m["constant"]["train_images"] == 4 and 0.0 <= m["constant"]["miou"] <= 1.0
-    assert set(out["headline"]) == {"miou_synthetic", "miou_real_few", "miou_mixed", "miou_constant"}
+    assert set(out["headline"]) == {"miou_synthetic", "miou_real_few", "miou_mixed", "miou_finetuned", "miou_constant"}
     assert out["checkpoints"]["synthetic"].name == "best.ckpt"
+
+
+def test_finetuned_set_starts_from_the_pretrained_weights(tmp_path, monkeypatch):
+    """The second phase trains on the real images from the first phase's best weights, not from scratch."""
+    from autolabel.tasks import compare
+
+    real = LabeledFolder(make_shapes_dataset(tmp_path / "real", 4, size=8, n_classes_shapes=1, seed=0),
+                         task="segmentation", size=8)  # fmt: skip
+    synth = LabeledFolder(make_shapes_dataset(tmp_path / "synth", 8, size=8, n_classes_shapes=1, seed=1),
+                          task="segmentation", size=8)  # fmt: skip
+    seen: list[tuple[int, int, torch.Tensor]] = []
+    original = compare.train_for_steps
+
+    def spy(module, train, val, task, cfg, trainer_cfg, stage_dir):
+        seen.append((len(train), cfg.steps, next(module.parameters()).detach().clone()))
+        out = original(module, train, val, task, cfg, trainer_cfg, stage_dir)
+        seen.append((-1, -1, next(module.parameters()).detach().clone()))
+        return out
+
+    monkeypatch.setattr(compare, "train_for_steps", spy)
+    cfg = DownstreamConfig(steps=4, val_every=1, batch_size=4, base=4, depth=1, sets=["finetuned"],
+                           pretrain_share=0.75, augment=False)  # fmt: skip
+    compare.compare_training_sets("segmentation", real, synth, real, cfg, _trainer_cfg(), tmp_path / "runs")
+    (n1, s1, w0), (_, _, w1), (n2, s2, w2), _ = seen
+    assert (n1, s1, n2, s2) == (8, 3, 4, 1)  # 3 steps on the 8 synthetic images, 1 on the 4 real ones
+    assert not torch.equal(w0, w1) and torch.equal(w1, w2)  # phase 2 starts where phase 1's best left off
+
+
+@pytest.mark.parametrize("kw", [{"pretrain_share": 0.0}, {"pretrain_share": 1.0}, {"steps": 1}])
+def test_finetuned_settings_are_checked(kw):
+    with pytest.raises(ConfigError, match="pretrain_share|finetuned set needs"):
+        DownstreamConfig(**kw)
+    assert DownstreamConfig(steps=1, sets=["real_few"]).steps == 1
+    assert DownstreamConfig(steps=3, pretrain_share=0.9).pretrain_steps == 2  # one step is left for the real ones
 
 
 def test_affine_warp_moves_keypoints_with_the_image():

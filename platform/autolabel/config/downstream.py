@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 from autolabel.errors import ConfigError
 
-TRAINING_SETS = ("synthetic", "real_few", "mixed")
+TRAINING_SETS = ("synthetic", "real_few", "mixed", "finetuned")
 # the metrics a person reads first, per task: the headline shows f"{metric}_{set}" for every training set + constant
 HEADLINE_METRICS = {
     "segmentation": ("miou",),
@@ -70,6 +70,7 @@ class DownstreamConfig:
     base: int = 16  # UNet width
     depth: int = 2  # UNet depth
     real_share: float = 0.5  # mixed set: about this share of the draws are real images (oversampled)
+    pretrain_share: float = 0.5  # finetuned set: share of the steps on the synthetic set before the real images
     sets: list[str] = field(default_factory=lambda: list(TRAINING_SETS))  # which training sets to train
     augment: bool = True  # segmentation/depth: horizontal flips; keypoints: random affine (+ flips with flip_pairs)
     ignore_index: int = 255  # segmentation: mask value left out of the loss and the metrics
@@ -93,6 +94,13 @@ class DownstreamConfig:
             raise ConfigError(f"downstream.val_fraction={self.val_fraction} must be in [0, 1) (0: no selection)")
         if not 0.0 < self.real_share < 1.0:
             raise ConfigError(f"downstream.real_share={self.real_share} must be in (0, 1): the mixed set's real share")
+        if not 0.0 < self.pretrain_share < 1.0:
+            raise ConfigError(
+                f"downstream.pretrain_share={self.pretrain_share} must be in (0, 1): the finetuned set's share of "
+                "steps on the synthetic images"
+            )
+        if "finetuned" in self.sets and self.steps < 2:
+            raise ConfigError(f"downstream.steps={self.steps}: the finetuned set needs >= 2 (pretrain, then tune)")
         bad = [s for s in self.sets if s not in TRAINING_SETS]
         if bad:
             raise ConfigError(
@@ -102,6 +110,11 @@ class DownstreamConfig:
             raise ConfigError(
                 f"downstream.eye_keypoints={self.eye_keypoints}: name exactly two keypoints, e.g. [36,45]"
             )
+
+    @property
+    def pretrain_steps(self) -> int:
+        """The finetuned set's steps on the synthetic images (at least 1, leaving at least 1 for the real ones)."""
+        return min(self.steps - 1, max(1, round(self.steps * self.pretrain_share)))
 
     def segmentation_net(self, task: str = "segmentation") -> SegmentationNetConfig:
         """The net every training set gets for ``task`` (segmentation or depth)."""

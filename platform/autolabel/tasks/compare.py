@@ -1,11 +1,14 @@
 """The downstream comparison of training sets, on equal terms (DESIGN section 7).
 
-Three training sets are compared by the same downstream net on the same real test images:
+Four training sets are compared by the same downstream net on the same real test images:
 
 - ``synthetic``: the synthetic labeled images only;
 - ``real_few``: the few real labeled images only;
 - ``mixed``: both, the real images repeated so that they make about ``real_share`` of the draws (otherwise a few
   dozen real images vanish among thousands of synthetic ones);
+- ``finetuned``: both, one after the other -- the first ``pretrain_share`` of the steps on the synthetic images, then
+  the rest on the real ones, starting from the pretraining's best checkpoint (the usual way to use a large, imperfect
+  labeled set with a small, exact one);
 
 plus ``constant``: one answer for every test image, computed from the real labeled images only -- the per-pixel
 majority class (segmentation; for binary masks, the mean mask thresholded at 0.5), the mean labeled shape (keypoints),
@@ -260,7 +263,7 @@ def compare_training_sets(task: str, real_few: Dataset, synthetic: Dataset | Non
             sets[name] = real_few
         elif synthetic is None:
             continue
-        elif name == "synthetic":
+        elif name in ("synthetic", "finetuned"):  # finetuned: the synthetic set first, then real_few
             sets[name] = synthetic
         else:
             sets[name] = MixedDataset(real_few, synthetic, cfg.real_share)
@@ -278,15 +281,40 @@ def compare_training_sets(task: str, real_few: Dataset, synthetic: Dataset | Non
         mean_shape = _own_mean_shape(train, real_few) if task == "keypoints" else None
         module = build_module(task, cfg, channels, n_classes, n_kp, mean_shape)
         seen = augment(train, task, trainer_cfg.seed, cfg.flip_pairs) if cfg.augment else train
-        info = train_for_steps(module, seen, val, task, cfg, trainer_cfg, sub)
+        extra: dict[str, Any] = {}
+        if name == "finetuned":
+            real = augment(real_few, task, trainer_cfg.seed, cfg.flip_pairs) if cfg.augment else real_few
+            info = _pretrain_then_finetune(module, seen, real, val, task, cfg, trainer_cfg, sub)
+            extra = {"train_images": len(train) + len(real_few)}
+        else:
+            info = train_for_steps(module, seen, val, task, cfg, trainer_cfg, sub)
         checkpoints[name] = info.pop("checkpoint")
         metrics = score(module.model if task == "keypoints" else module, scored, task, cfg, n_classes)
-        extra = {"real_fraction": round(train.real_fraction, 4)} if isinstance(train, MixedDataset) else {}
+        if isinstance(train, MixedDataset):
+            extra["real_fraction"] = round(train.real_fraction, 4)
         results[name] = {**metrics, "train_images": len(train), "test_images": len(scored), **info, **extra}
     const = ConstantModel(constant, task, n_classes)
     results["constant"] = {**score(const, scored, task, cfg, n_classes), "train_images": len(real_few),
                            "test_images": len(scored)}  # fmt: skip
     return {"metrics": _plain(results), "checkpoints": checkpoints, "headline": headline_metrics(task, results)}
+
+
+def _pretrain_then_finetune(module, synthetic: Dataset, real: Dataset, val: Dataset | None, task: str,
+                            cfg: DownstreamConfig, trainer_cfg, sub: Path) -> dict[str, Any]:  # fmt: skip
+    """The ``finetuned`` set: ``pretrain_steps`` on the synthetic set, then the rest of ``cfg.steps`` on the real
+    one from the pretraining's best weights (``train_for_steps`` loads them); the fine-tuning's best step is scored.
+    Both phases resume from their own ``last.ckpt`` (``sub/pretrain``, ``sub/finetune``)."""
+    n1 = cfg.pretrain_steps
+    first = train_for_steps(module, synthetic, val, task, dataclasses.replace(cfg, steps=n1, sets=["synthetic"]),
+                            trainer_cfg, sub / "pretrain")  # fmt: skip
+    second = train_for_steps(module, real, val, task, dataclasses.replace(cfg, steps=cfg.steps - n1, sets=["real_few"]),
+                             trainer_cfg, sub / "finetune")  # fmt: skip
+    info = {**second, "steps": first["steps"] + second["steps"], "pretrain_steps": first["steps"]}
+    info["seconds"] = round(first["seconds"] + second["seconds"], 2)
+    if "best_step" in second:
+        info["best_step"] = first["steps"] + second["best_step"]
+        info["pretrain_best_step"] = first["best_step"]
+    return info
 
 
 def _own_mean_shape(train: Dataset, fallback: Dataset) -> torch.Tensor:
