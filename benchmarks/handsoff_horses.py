@@ -261,8 +261,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--label-members", type=int, default=10)
     ap.add_argument("--label-hidden", default="256,32")
     ap.add_argument("--label-batch-pixels", type=int, default=1024)
-    ap.add_argument("--label-hflip", action="store_true",
-                    help="label_train.hflip: also invert the mirrored labeled horses and train on them")  # fmt: skip
     # synthesis + downstream
     ap.add_argument("--n-synth", type=int, default=2000)
     ap.add_argument("--synth-batch", type=int, default=16)
@@ -300,7 +298,7 @@ _GAN_KEYS = ["data", "size", "seed", "accelerator", "generator", "kimg", "channe
 _ENC_KEYS = [*_GAN_KEYS, "encoder_width", "encoder_max_width", "encoder_phase1_steps", "encoder_finetune_steps",
              "encoder_batch", "lpips_weight"]  # fmt: skip
 _LAB_KEYS = [*_ENC_KEYS, "task", "n_labeled", "label_seed", "refine_steps", "label_steps", "label_members", "label_hidden",
-             "label_batch_pixels", "label_hflip"]  # fmt: skip
+             "label_batch_pixels"]  # fmt: skip
 _SYN_KEYS = [*_LAB_KEYS, "n_synth", "synth_batch", "truncation", "filter_fraction"]
 _SEG_KEYS = ["seg_steps", "seg_base", "seg_depth", "seg_batch", "seg_val_every", "real_share", "downstream_only"]
 
@@ -369,7 +367,7 @@ def main(argv: list[str] | None = None) -> dict:
         """The previous run's record of a stage when --resume is set, its output exists and its settings match."""
         rec = prev.get(section, {}).get(name)
         old = prev.get("settings", {})
-        before = {"task": "segmentation", "filter_fraction": 0.1, "label_hflip": False, **old}  # defaults of runs recorded before the flags
+        before = {"task": "segmentation", "filter_fraction": 0.1, **old}  # defaults of runs recorded before the flags
         if not rec or not output.exists() or any(before.get(k) != res["settings"][k] for k in keys):
             return None
         if rec.get("output_mtime_ns", output.stat().st_mtime_ns) != output.stat().st_mtime_ns:
@@ -440,14 +438,11 @@ def main(argv: list[str] | None = None) -> dict:
         refine = [f"refine_steps={a.refine_steps}"] + (
             ["lpips_random=true"] if a.refine_steps and not a.lpips_weight else []
         )
-        hflip = [f"label_train.hflip={str(a.label_hflip).lower()}"]
-        if a.label_hflip and a.task == "keypoints":
-            hflip.append(f"label_train.flip_pairs={KEYPOINT_FLIP_PAIRS}")
         r = run_cli(["fit", "labels", f"generator={generator}", f"encoder={encoder}", f"labeled={folders['labeled']}",
                      *refine, f"label_generator.task={a.task}", f"label_generator.n_members={a.label_members}",
                      f"label_generator.hidden=[{a.label_hidden}]", "label_generator.fp16=false",
                      f"label_train.max_steps={a.label_steps}", f"label_train.batch_pixels={a.label_batch_pixels}",
-                     f"label_train.seed={a.seed}", *hflip, *common, f"run.dir={fresh(lab_dir)}"],
+                     f"label_train.seed={a.seed}", *common, f"run.dir={fresh(lab_dir)}"],
                     threads=a.threads)  # fmt: skip
         m = manifest(lab_dir / "labels")
         rec = {**_timing(r), "metrics": m["metrics"], "inversions": m["figures"][0]}

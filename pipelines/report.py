@@ -104,8 +104,10 @@ def build_report(run_dir: str | os.PathLike) -> Path:
                 dst = fig_dir / f"{sdir.name}_{src.name}"
                 shutil.copy2(src, dst)
                 figs.append((dst, captions.get(str(f), src.stem)))
-        # the stage's own training curves, and those of sub-runs (e.g. downstream/synthetic, downstream/real_few)
-        for csv_path in sorted(sdir.glob("logs/metrics.csv")) + sorted(sdir.glob("*/logs/metrics.csv")):
+        # the stage's own training curves, and those of sub-runs (e.g. downstream/synthetic, downstream/real_few) and
+        # their phases (downstream/finetuned/pretrain, .../finetune)
+        logs = [sorted(sdir.glob(f"{'*/' * depth}logs/metrics.csv")) for depth in range(3)]
+        for csv_path in [p for level in logs for p in level]:
             sub = csv_path.parent.parent.relative_to(sdir).as_posix()
             name = sdir.name if sub == "." else f"{sdir.name}_{sub.replace('/', '_')}"
             curve = plot_curves(csv_path, out_dir / f"{name}_curves.png", title=f"{name} training")

@@ -307,23 +307,3 @@ def test_resumed_labels_stage_reuses_its_latents(trained, tmp_path):
     out = train_labels(cfg, stage, progress=False)  # the encoder path does not exist: it is not needed
     assert out["metrics"]["steps"] == 6 and out["metrics"]["inversion_mse"] == before["inversion_mse"]
     assert torch.load(stage / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 6
-
-
-def test_mirrored_labeled_images_double_the_label_pairs(trained, tmp_path, capsys):
-    """label_train.hflip: the mirrored labeled images are inverted too (2N codes); keypoints need flip_pairs."""
-    base = ["fit", "labels", f"generator={trained['gen']}", f"encoder={trained['enc']}", f"labeled={trained['data']}",
-            "label_generator.task=keypoints", "label_generator.n_members=2", "label_generator.hidden=[8,4]",
-            "label_generator.fp16=false", "label_train.max_steps=2", "label_train.pixels_per_image=32",
-            "label_train.batch_pixels=8", "label_train.hflip=true", *COMMON]  # fmt: skip
-    assert main([*base, f"run.root={tmp_path / 'a'}"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert "label_train.flip_pairs" in err and "\n" not in err
-    assert main([*base, "label_train.flip_pairs=[[2,5]]", f"run.root={tmp_path / 'b'}"]) == 2
-    assert "out of range for the 4 keypoints" in capsys.readouterr().err
-    assert main([*base, "label_train.flip_pairs=[[2,3]]", f"run.root={tmp_path / 'c'}"]) == 0  # left <-> right
-    stage = next((tmp_path / "c").glob("labels/*/labels"))
-    metrics = read_json(stage / "manifest.json")["metrics"]
-    assert (metrics["labeled_images"], metrics["mirrored_images"]) == (12, 12)
-    saved = torch.load(stage / "latents.pt", weights_only=False)
-    assert saved["ws"].shape[0] == 24 and saved["ids"][12].endswith(":hflip")
-    assert saved["ids"][12].split(":")[0] == saved["ids"][0]

@@ -63,6 +63,7 @@ def test_default_pipeline_end_to_end(tmp_path, capsys):
         "cluster_gallery",
         "gan_curves",
         "downstream_synthetic_curves",
+        "downstream_finetuned_finetune_curves",  # a sub-run's phase
     ):
         assert picture in page, picture
     out = capsys.readouterr().out

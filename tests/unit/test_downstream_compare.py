@@ -120,7 +120,9 @@ def test_every_training_set_gets_the_same_number_of_steps(tmp_path):
         assert 0.0 <= m[name]["miou"] <= 1.0
     # finetuned: round(5 * 0.5) = 2 steps on the synthetic set, then 3 on the real one -- 5 in all
     ft, runs = m["finetuned"], tmp_path / "runs" / "finetuned"
-    pre, tune = (torch.load(runs / k / "checkpoints" / "last.ckpt", weights_only=False) for k in ("pretrain", "finetune"))
+    pre, tune = (
+        torch.load(runs / k / "checkpoints" / "last.ckpt", weights_only=False) for k in ("pretrain", "finetune")
+    )
     assert (pre["global_step"], tune["global_step"], ft["steps"], ft["pretrain_steps"]) == (2, 3, 5, 2)
     assert ft["pretrain_best_step"] == 2 and ft["best_step"] in (2 + 2, 2 + 3) and ft["train_images"] == 24 + 4
     assert m["mixed"]["train_images"] == 24 + 4 * 6 and m["mixed"]["real_fraction"] == pytest.approx(0.5)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
 
 from autolabel.errors import ConfigError
 
@@ -70,20 +69,8 @@ class LabelTrainConfig:
     epochs: float = 0.0  # > 0: train this many epochs over the labeled pixels instead of max_steps
     keypoint_peak_fraction: float = 0.5  # keypoints: share of pixels sampled near visible keypoints (rest uniform)
     seed: int = 0  # member initialization and the pixel stream (a function of seed and step: exact resume)
-    # Also invert the mirrored labeled images and train on them: twice the (hypercolumn, label) pairs from the same
-    # labels. Off by default: no gain on the Weizmann horses (benchmarks/README.md, "More levers tried").
-    hflip: bool = False
-    flip_pairs: Optional[list[Any]] = None  # keypoints with hflip: index pairs a mirror swaps; [] = none swap
 
     def __post_init__(self) -> None:
-        if self.flip_pairs is not None:
-            try:
-                pairs = [[int(i) for i in p] for p in self.flip_pairs]
-            except (TypeError, ValueError):
-                pairs = [[-1]]
-            if any(len(p) != 2 or p[0] == p[1] or min(p) < 0 for p in pairs):
-                raise ConfigError(f"label_train.flip_pairs={list(self.flip_pairs)}: give pairs of distinct keypoint "
-                                  "indices, e.g. [[0,1],[2,3]] ([] when no keypoints swap under a mirror)")  # fmt: skip
         if self.lr <= 0:
             raise ConfigError(f"label_train.lr={self.lr} must be > 0 (1e-3 in the reference)")
         for name in ("batch_pixels", "pixels_per_image", "images_per_step", "max_steps"):

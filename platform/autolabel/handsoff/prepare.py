@@ -35,26 +35,6 @@ def _saved_latents(path: Path, ids: list[str]) -> dict[str, Any] | None:
     return {"ws": saved["ws"], "mse": saved["mse"], "lpips": saved.get("lpips")}
 
 
-def _mirrored(items: list[dict], task: str, flip_pairs: Any, folder: Any) -> list[dict]:
-    """The labeled items mirrored left-right (image and label); keypoints need ``label_train.flip_pairs``."""
-    from autolabel.tasks.segmentation import flip_item
-
-    pairs: list[tuple[int, int]] = []
-    if task == "keypoints":
-        if flip_pairs is None:
-            raise ConfigError(
-                "label_train.hflip=true with keypoints needs label_train.flip_pairs: the index pairs a mirror swaps "
-                "(e.g. [[0,1]] for left/right eye), or [] when none swap"
-            )
-        pairs = [(int(a), int(b)) for a, b in flip_pairs]
-        if pairs and max(max(p) for p in pairs) >= folder.n_keypoints:
-            raise ConfigError(
-                f"label_train.flip_pairs={[list(p) for p in pairs]}: index out of range for the "
-                f"{folder.n_keypoints} keypoints of the labeled images (indices 0..{folder.n_keypoints - 1})"
-            )
-    return [flip_item(it, pairs) for it in items]
-
-
 def train_label_generator(
     generator: str | Path,
     encoder: str | Path,
@@ -107,17 +87,14 @@ def train_label_generator(
             f"label_generator.n_keypoints={lg.n_keypoints} but {labeled} labels {folder.n_keypoints} keypoints per "
             f"image: set label_generator.n_keypoints={folder.n_keypoints}"
         )
-    items, ids = [folder[i] for i in range(n)], list(folder.ids)
-    if lt.hflip:  # the mirrored images are inverted on their own: their codes are not the originals' codes mirrored
-        items += _mirrored(items, task, lt.flip_pairs, folder)
-        ids += [f"{i}:hflip" for i in folder.ids]
+    items = [folder[i] for i in range(n)]
     images = torch.stack([it["image"] for it in items])
     if images.shape[1] != gen.img_channels:
         images = images.mean(1, keepdim=True) if gen.img_channels == 1 else images.expand(-1, gen.img_channels, -1, -1)
     device = training_device(trainer_cfg)
     gen.to(device)
     latents_path, recon_png = stage_dir / "latents.pt", stage_dir / "inversions.png"
-    inv = _saved_latents(latents_path, ids) if last_checkpoint(stage_dir) is not None else None
+    inv = _saved_latents(latents_path, folder.ids) if last_checkpoint(stage_dir) is not None else None
     if inv is None:  # a resumed stage reuses its latents: re-inverting (GPU kernels) might not reproduce them exactly
         enc = load_encoder(encoder, generator=gen).to(device)
         lp = None
@@ -135,12 +112,12 @@ def train_label_generator(
                 lpips=lp,
                 progress=progress,
             )
-            for i in range(0, len(items), invert_batch_size)
+            for i in range(0, n, invert_batch_size)
         ]
         inv = {k: None if parts[0][k] is None else torch.cat([p[k].detach().cpu() for p in parts]) for k in parts[0]}
         del enc, lp
         buf = io.BytesIO()
-        torch.save({"ws": inv["ws"], "ids": ids, "mse": inv["mse"], "lpips": inv["lpips"]}, buf)
+        torch.save({"ws": inv["ws"], "ids": list(folder.ids), "mse": inv["mse"], "lpips": inv["lpips"]}, buf)
         atomic_write_bytes(latents_path, buf.getvalue())
         pairs = torch.stack([images, inv["recon"]], 1).flatten(0, 1)[:32]
         save_image((pairs.clamp(-1, 1) + 1) / 2, recon_png, nrow=8)
@@ -188,7 +165,6 @@ def train_label_generator(
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     metrics.update(
         labeled_images=n,
-        mirrored_images=len(items) - n,
         inversion_mse=float(inv["mse"].mean()),
         hypercolumn_width=module.ensemble.in_channels,
         steps=int(trainer.global_step),
