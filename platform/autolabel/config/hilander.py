@@ -10,8 +10,9 @@ from autolabel.errors import ConfigError
 
 @dataclass
 class KnnConfig:
-    # auto (exact up to exact_max points, IVF above; exact when IVF's recall check needs > 1/16 of the lists) | flat | ivf | ivfpq (compressed lists + exact re-ranking: pools
-    # that do not fit in memory as float32, e.g. 100M points on GPUs) | hnsw
+    # auto (exact up to exact_max points, IVF above; exact when IVF's recall check needs > 1/16 of the lists) | flat |
+    # ivf | ivfpq (compressed lists + exact re-ranking: pools that do not fit in memory as float32, e.g. 100M points on
+    # GPUs) | hnsw
     method: str = "auto"
     # IVF lists probed per query to start with; doubled until target_recall is measured. On the scaling benchmark's
     # mixture 8 gave recall@10 >= 0.98 from 80k to 1M points (benchmarks/README.md).

@@ -260,9 +260,9 @@ _MODEL_KEYS = ("task", "n_classes", "n_keypoints", "n_members", "hidden", "worki
 _TRAIN_KEYS = ("lr", "batch_pixels", "pixels_per_image", "images_per_step", "keypoint_peak_fraction", "seed")
 
 
-def configs_from_flat(flat: Mapping[str, Any]) -> tuple[LabelGeneratorConfig, LabelTrainConfig]:
-    """The configs of a label-generator checkpoint saved with flat hyper-parameters (before the config dataclasses):
-    ``None`` counts become the configs' "resolve" values, ``None`` layers every layer."""
+def configs_from_flat(flat: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The fields of the two configs of a label-generator checkpoint saved with flat hyper-parameters (before the
+    config dataclasses): ``None`` counts become the configs' "resolve" values, ``None`` layers every layer."""
     unknown = sorted(set(flat) - set(_MODEL_KEYS) - set(_TRAIN_KEYS))
     if unknown:
         raise ConfigError(f"LabelGeneratorModule has no setting(s) {unknown}: use a LabelGeneratorConfig and a "
@@ -273,8 +273,7 @@ def configs_from_flat(flat: Mapping[str, Any]) -> tuple[LabelGeneratorConfig, La
     m["layers"] = list(m.get("layers") or [])
     m["hidden"] = list(m.get("hidden", (256, 32)))
     m.setdefault("fp16", False)  # the flat constructor's default
-    t = {k: flat[k] for k in _TRAIN_KEYS if k in flat}
-    return LabelGeneratorConfig(**m), LabelTrainConfig(**t)
+    return m, {k: flat[k] for k in _TRAIN_KEYS if k in flat}
 
 
 class _Frozen:
@@ -310,8 +309,8 @@ class LabelGeneratorModule(pl.LightningModule):
     ) -> None:
         super().__init__()
         flat_model, flat_train = configs_from_flat(flat) if flat else (None, None)  # a checkpoint of flat hparams
-        cfg = as_config(model, LabelGeneratorConfig, flat_model and asdict(flat_model))
-        tcfg = as_config(train, LabelTrainConfig, flat_train and asdict(flat_train))
+        cfg = as_config(model, LabelGeneratorConfig, flat_model)
+        tcfg = as_config(train, LabelTrainConfig, flat_train)
         n_out = cfg.n_classes if cfg.task == "segmentation" else cfg.n_keypoints if cfg.task == "keypoints" else 1
         if n_out < 1:
             raise ConfigError(f"LabelGeneratorModule needs the {cfg.task} output count resolved (n_classes / "

@@ -29,9 +29,8 @@ class SegmentationModule(pl.LightningModule):
     def __init__(self, cfg: SegmentationNetConfig | Mapping | None = None, *, n_classes: int = 2,
                  in_channels: int = 3, **flat: Any):  # fmt: skip
         super().__init__()
-        cfg = as_config(
-            cfg, SegmentationNetConfig, flat
-        )  # flat keywords: a checkpoint saved before SegmentationNetConfig
+        # flat keywords: a checkpoint saved before SegmentationNetConfig
+        cfg = as_config(cfg, SegmentationNetConfig, flat)
         if cfg.task == "segmentation" and 0 <= cfg.ignore_index < n_classes:
             raise ConfigError(f"ignore_index={cfg.ignore_index} is a real class (n_classes={n_classes}): use 255 or "
                               "-100")  # fmt: skip
