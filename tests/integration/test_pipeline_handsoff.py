@@ -75,7 +75,8 @@ def test_default_pipeline_end_to_end(tmp_path, capsys):
     # from_stage=downstream retrains both sub-runs from scratch (their old last.ckpt must not be "resumed")
     sub_ckpt = run / "downstream" / "synthetic" / "checkpoints" / "last.ckpt"
     before = sub_ckpt.stat().st_mtime_ns
-    assert main([*args, "from_stage=downstream"]) == 0
+    quick = ["downstream.steps=10", "downstream.val_every=5"]  # the floor above is checked; this is about the rerun
+    assert main([*args, f"run.dir={run}", "from_stage=downstream", *quick]) == 0
     stages = read_json(run / "summary.json")["stages"]
     assert stages["downstream"]["status"] == "ran" and stages["synthesis"]["status"] == "skipped"
     assert sub_ckpt.stat().st_mtime_ns != before
@@ -122,9 +123,11 @@ def test_your_own_folders_via_data_root(tmp_path):
     for name, cats in (("train", ["00", "01", "02", "03"]), ("pool", ["06", "07", "08", "09"])):
         for c in cats:
             shutil.copytree(src / "unlabeled" / c, faces / name / c)
-    args = ["run", "pipeline=handsoff_then_hilander", f"data.root={faces}", *TINY, f"run.root={tmp_path / 'runs'}"]
+    sets = "downstream.sets=[synthetic,real_few]"  # every set is the default test's job
+    runs = tmp_path / "runs"
+    args = ["run", "pipeline=handsoff_then_hilander", f"data.root={faces}", *TINY, sets, f"run.root={runs}"]
     assert main(args) == 0
-    (run,) = [p for p in (tmp_path / "runs" / "handsoff_then_hilander").iterdir() if p.is_dir()]
+    (run,) = [p for p in (runs / "handsoff_then_hilander").iterdir() if p.is_dir()]
     data = read_json(run / "data" / "manifest.json")
     assert data["outputs"]["images"] == str(faces / "images") and data["outputs"]["pool_dir"] == str(faces / "pool")
     assert data["metrics"] == {"pool_images": 60, "labeled_images": 6, "test_images": 8}

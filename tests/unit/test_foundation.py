@@ -293,3 +293,32 @@ def test_cli_unknown_command_suggests():
     from pipelines.cli import main
 
     assert main(["clustr"]) == 2
+
+
+def test_seed_all_gives_torch_manual_seeds_draws_without_the_lazy_device_queue(monkeypatch):
+    """seed_all (run before every training batch by StepSeeder) seeds the CPU generator exactly as torch.manual_seed
+    does, plus numpy and random; and it does not go through the lazy per-backend seeding that formats the call stack
+    on every call when no GPU context exists."""
+    import random
+    import traceback
+
+    from autolabel.engine.trainer import seed_all
+
+    torch.manual_seed(123)
+    want = torch.rand(4)
+    seed_all(123)
+    assert torch.equal(torch.rand(4), want)
+    seed_all(7)
+    draws = (torch.randn(3), np.random.rand(3), random.random())
+    seed_all(7)
+    assert torch.equal(torch.randn(3), draws[0]) and np.array_equal(np.random.rand(3), draws[1])
+    assert random.random() == draws[2]
+
+    stacks = []
+    real = traceback.format_stack
+    monkeypatch.setattr(traceback, "format_stack", lambda *a, **k: stacks.append(1) or real(*a, **k))
+    torch.manual_seed(0)  # the probe works: torch.manual_seed formats the stack for its lazy device seeds
+    probe, stacks[:] = len(stacks), []
+    for i in range(5):
+        seed_all(i)
+    assert stacks == [] and (probe > 0 or torch.cuda.is_initialized())

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import pytorch_lightning as pl
@@ -502,3 +505,32 @@ def test_config_validation():
         HiLanderClusterConfig(tau=1.5)
     with pytest.raises(ConfigError, match="model.conv"):
         LanderModelConfig(conv="sage")
+
+
+def test_building_the_gnn_leaves_no_files_in_the_temp_folder(tmp_path, monkeypatch):
+    """PyG renders each MessagePassing class's ``propagate`` into a file in the temp folder and never deletes it (two
+    files left by every fit / cluster process); building a LANDER, with either conv, must leave none. New subclasses,
+    so PyG renders them here even though this process has built LANDERs before."""
+    import tempfile
+
+    from torch_geometric.nn import GATConv
+
+    from autolabel.hilander import lander as lander_mod
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+    class ProbeConv(lander_mod.SimilarityConv):
+        pass
+
+    class ProbeGAT(GATConv):
+        pass
+
+    monkeypatch.setattr(lander_mod, "SimilarityConv", ProbeConv)
+    monkeypatch.setattr(lander_mod, "GATConv", ProbeGAT)
+    for conv in ("graphconv", "gat"):
+        model = LANDER(4, hidden=8, conv=conv)
+        assert type(model.convs[0]).__name__ in ("ProbeConv", "ProbeGAT")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    # the probes did render their templates into tmp_path (so the test can fail): their modules point there
+    rendered = [m.__file__ for n, m in sys.modules.items() if n.endswith(("ProbeConv_propagate", "ProbeGAT_propagate"))]
+    assert len(rendered) == 2 and all(Path(f).parent == tmp_path for f in rendered)

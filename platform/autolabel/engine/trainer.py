@@ -43,9 +43,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 def seed_all(seed: int) -> None:
     """Seed torch (CPU and CUDA), numpy and ``random``: called before a stage builds its models, so the initial
-    weights depend on the configured seed only, not on what ran earlier in the same process."""
+    weights depend on the configured seed only, not on what ran earlier in the same process.
+
+    Not ``torch.manual_seed``: on a machine without an initialized CUDA/XPU/MTIA context it queues a lazy seed per
+    backend and formats the whole call stack each time (about 1 ms inside a Lightning step:
+    benchmarks/step_seeding.py), and :class:`StepSeeder` calls this before every batch. The CPU generator gets the
+    same seed either way, so CPU runs are unchanged."""
     s = int(seed) % 2**63
-    torch.manual_seed(s)
+    torch.default_generator.manual_seed(s)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(s)
     np.random.seed(s % 2**32)
     random.seed(s)
 

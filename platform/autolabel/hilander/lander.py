@@ -11,6 +11,9 @@ Forward on a whole level graph (full-graph sparse message passing, no per-seed s
 
 from __future__ import annotations
 
+import os
+import sys
+import tempfile
 import warnings
 
 import torch
@@ -19,6 +22,28 @@ from torch import nn
 from torch_geometric.data import Data
 from torch_geometric.nn import GATConv, MessagePassing
 from torch_geometric.utils import scatter
+
+
+def remove_pyg_template_files() -> list[str]:
+    """Delete the source files PyG writes to the temp folder for every ``MessagePassing`` class a process builds.
+
+    PyG renders each class's ``propagate`` (and ``edge_updater``) from a jinja template into
+    ``$TMPDIR/<module>_<Class>_propagate_<random>.py``, imports it and never deletes it, so every ``fit hilander`` or
+    ``cluster`` process left two files behind (thousands over a sweep). The code is already imported when the layer
+    exists; only ``inspect.getsource`` / TorchScript would read the file again, and neither is used here."""
+    tmp = os.path.realpath(tempfile.gettempdir())
+    removed = []
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None)
+        if not path or not name.endswith(("_propagate", "_edge_updater")):
+            continue
+        if os.path.dirname(os.path.realpath(path)) == tmp and os.path.basename(path).startswith(f"{name}_"):
+            try:
+                os.unlink(path)
+                removed.append(path)
+            except FileNotFoundError:
+                pass
+    return removed
 
 
 class SimilarityConv(MessagePassing):
@@ -30,6 +55,7 @@ class SimilarityConv(MessagePassing):
 
     def __init__(self, in_dim: int, out_dim: int):
         super().__init__(aggr="add")
+        remove_pyg_template_files()
         self.lin = nn.Linear(2 * in_dim, out_dim)
 
     def forward(
@@ -93,6 +119,7 @@ class LANDER(nn.Module):
         for a, b in zip(dims[:-1], dims[1:]):
             if conv == "gat":
                 self.convs.append(GATConv(a, b, heads=gat_heads, concat=False, add_self_loops=False, edge_dim=1))
+                remove_pyg_template_files()
             else:
                 self.convs.append(SimilarityConv(a, b))
         self.dropout = dropout
