@@ -55,7 +55,6 @@ class SimilarityConv(MessagePassing):
 
     def __init__(self, in_dim: int, out_dim: int):
         super().__init__(aggr="add")
-        remove_pyg_template_files()
         self.lin = nn.Linear(2 * in_dim, out_dim)
 
     def forward(
@@ -119,7 +118,6 @@ class LANDER(nn.Module):
         for a, b in zip(dims[:-1], dims[1:]):
             if conv == "gat":
                 self.convs.append(GATConv(a, b, heads=gat_heads, concat=False, add_self_loops=False, edge_dim=1))
-                remove_pyg_template_files()
             else:
                 self.convs.append(SimilarityConv(a, b))
         self.dropout = dropout
@@ -129,6 +127,7 @@ class LANDER(nn.Module):
         # cannot express "how similar are i and j", which is what separates same-class supernodes at higher levels.
         self.sim_mlp = nn.Linear(1, half) if link_similarity else None
         self.link_head = nn.Sequential(nn.PReLU(half), nn.Linear(half, half), nn.PReLU(half), nn.Linear(half, 2))
+        remove_pyg_template_files()  # the convs above rendered PyG's templates into the temp folder
 
     def node_input(self, data: Data) -> torch.Tensor:
         x = data.x
