@@ -12,10 +12,11 @@ from autolabel.config.downstream import DownstreamConfig
 from autolabel.data.labeled import LabeledFolder
 from autolabel.data.procedural import make_shapes_dataset
 from autolabel.errors import ConfigError, DataError
-from autolabel.tasks.augment import RandomAffineDataset, affine_matrix, warp_item
+from autolabel.tasks.augment import PhotometricDataset, RandomAffineDataset, affine_matrix, warp_item
 from autolabel.tasks.compare import (
     ConstantModel,
     MixedDataset,
+    augment,
     compare_training_sets,
     constant_prediction,
     headline_metrics,
@@ -178,6 +179,50 @@ def test_affine_warp_moves_keypoints_with_the_image():
     assert shifted["visible"].tolist() == [True, False] and shifted["keypoints"][1].tolist() == [-1.0, -1.0]
     ds = RandomAffineDataset(Items([item]), seed=0)
     assert ds[0]["image"].shape == img.shape and not torch.equal(ds[0]["keypoints"], ds[0]["keypoints"])
+
+
+def test_photometric_augmentation_changes_the_image_only():
+    g = torch.Generator().manual_seed(0)
+    img = torch.rand(3, 8, 8, generator=g) * 2 - 1
+    item = {"image": img, "mask": (img[0] > 0).long(), "keypoints": torch.tensor([[1.0, 2.0]]),
+            "visible": torch.tensor([True])}  # fmt: skip
+    ds = PhotometricDataset(Items([item], task="segmentation", n_classes=2), seed=3)
+    assert ds.task == "segmentation" and ds.n_classes == 2  # the dataset's facts pass through
+    outs = [ds[0] for _ in range(20)]
+    for out in outs:
+        assert out["image"].shape == img.shape and out["image"].dtype == img.dtype
+        assert out["image"].min() >= -1 and out["image"].max() <= 1
+        assert torch.equal(out["mask"], item["mask"]) and torch.equal(out["keypoints"], item["keypoints"])
+    assert all(not torch.equal(o["image"], img) for o in outs)  # a brightness offset is drawn every time
+    assert len({round(float(o["image"].mean()), 4) for o in outs}) > 10  # ... and differs between draws
+    again = PhotometricDataset(Items([item]), seed=3)
+    assert all(torch.equal(again[0]["image"], o["image"]) for o in outs)  # seeded: the same draws
+    # known answers: with every strength 0 it is the identity; brightness alone shifts every pixel by one offset
+    assert torch.allclose(PhotometricDataset(Items([item]), 0, 0, 0, 0)[0]["image"], img, atol=1e-6)
+    flat = {"image": torch.zeros(3, 4, 4)}
+    shifted = PhotometricDataset(Items([flat]), 0, 0, 0.2, 0)[0]["image"]
+    assert torch.allclose(shifted, shifted.flatten()[0].expand_as(shifted)) and 0 < shifted.abs().max() <= 0.2
+    # blur alone keeps a flat image flat and spreads a single bright pixel over its neighbours
+    dot = torch.full((1, 7, 7), -1.0)
+    dot[0, 3, 3] = 1.0
+    blurred = PhotometricDataset(Items([{"image": dot}]), 0, 0, 0, blur_p=1.0)[0]["image"]
+    assert blurred[0, 3, 3] < 1.0 and blurred[0, 3, 4] > -1.0 and torch.isclose(blurred[0, 0, 0], torch.tensor(-1.0))
+
+
+@pytest.mark.parametrize("kw", [{"saturation": 1.0}, {"contrast": -0.1}, {"brightness": 2.0}, {"blur_p": 1.5},
+                                {"blur_sigma": (0.0, 1.0)}])  # fmt: skip
+def test_photometric_settings_are_checked(kw):
+    with pytest.raises(ConfigError, match="photometric augmentation"):
+        PhotometricDataset(Items([]), **kw)
+
+
+def test_downstream_augmentation_ends_with_the_photometric_step():
+    item = {"image": torch.zeros(3, 8, 8), "mask": torch.zeros(8, 8, dtype=torch.long)}
+    assert isinstance(augment(Items([item]), "segmentation"), PhotometricDataset)
+    assert not isinstance(augment(Items([item]), "segmentation", photometric=False), PhotometricDataset)
+    kp = {"image": torch.zeros(3, 8, 8), "keypoints": torch.tensor([[4.0, 4.0]]), "visible": torch.tensor([True])}
+    assert isinstance(augment(Items([kp]), "keypoints"), PhotometricDataset)
+    assert DownstreamConfig().photometric is True
 
 
 def test_keypoint_net_beats_the_mean_shape_on_moving_shapes(tmp_path):

@@ -73,6 +73,7 @@ class DownstreamConfig:
     pretrain_share: float = 0.5  # finetuned set: share of the steps on the synthetic set before the real images
     sets: list[str] = field(default_factory=lambda: list(TRAINING_SETS))  # which training sets to train
     augment: bool = True  # segmentation/depth: horizontal flips; keypoints: random affine (+ flips with flip_pairs)
+    photometric: bool = True  # with augment: random saturation/contrast/brightness/blur of the image (labels untouched)
     ignore_index: int = 255  # segmentation: mask value left out of the loss and the metrics
     sigma: float = 1.5  # keypoints: heatmap target width in pixels
     pck_thresholds: list[float] = field(default_factory=lambda: [0.1, 0.05])

@@ -1,8 +1,12 @@
-"""Geometric augmentation for dense-label datasets: a random affine warp (shift, scale, rotation) applied jointly to
-the image and its labels (masks: nearest, depth: bilinear, keypoints: transformed, and invisible once outside).
+"""Augmentation for dense-label datasets.
 
-With a few labeled images a keypoint net otherwise memorizes where each keypoint sat in those images; warping them
-teaches it to find the keypoints wherever they are.
+- :class:`RandomAffineDataset`: a random affine warp (shift, scale, rotation) applied jointly to the image and its
+  labels (masks: nearest, depth: bilinear, keypoints: transformed, and invisible once outside). With a few labeled
+  images a keypoint net otherwise memorizes where each keypoint sat in those images; warping them teaches it to find
+  the keypoints wherever they are.
+- :class:`PhotometricDataset`: random saturation, contrast, brightness and blur of the image alone (labels are
+  untouched). With 16 labeled photos it keeps a net from keying on each photo's colours and sharpness; on the horses it
+  raised the 16-real and the fine-tuned nets by 0.03-0.07 mIoU (benchmarks/README.md, "Photometric augmentation").
 """
 
 from __future__ import annotations
@@ -96,3 +100,54 @@ class RandomAffineDataset(Dataset):
         scale = self.scale[0] + u[2] * (self.scale[1] - self.scale[0])
         shift = ((2 * u[3] - 1) * self.max_shift * w, (2 * u[4] - 1) * self.max_shift * h)
         return warp_item(item, affine_matrix((h, w), angle, scale, shift))
+
+
+class PhotometricDataset(Dataset):
+    """Wrap a dense-label dataset: every image (float, in [-1, 1]) gets a random saturation and contrast factor
+    uniform in ``1 +- saturation`` / ``1 +- contrast``, a brightness offset uniform in ``+-brightness`` (in units of
+    the [-1, 1] range), and with probability ``blur_p`` a 5x5 Gaussian blur with sigma uniform in ``blur_sigma``;
+    then clamped to [-1, 1]. Masks, depth and keypoints pass through unchanged. Seeded: the same ``seed`` gives the
+    same sequence of draws."""
+
+    def __init__(
+        self,
+        base: Dataset,
+        saturation: float = 0.3,
+        contrast: float = 0.3,
+        brightness: float = 0.2,
+        blur_p: float = 0.5,
+        blur_sigma: tuple[float, float] = (0.3, 1.0),
+        seed: int = 0,
+    ):
+        ok = 0 <= saturation < 1 and 0 <= contrast < 1 and 0 <= brightness <= 1 and 0 <= blur_p <= 1
+        if not ok or not 0 < blur_sigma[0] <= blur_sigma[1]:
+            raise ConfigError(
+                f"photometric augmentation saturation={saturation}, contrast={contrast}, brightness={brightness}, "
+                f"blur_p={blur_p}, blur_sigma={blur_sigma}: need saturation, contrast in [0, 1), brightness and blur_p "
+                "in [0, 1] and 0 < blur_sigma[0] <= blur_sigma[1]"
+            )
+        self.base, self.saturation, self.contrast, self.brightness = base, saturation, contrast, brightness
+        self.blur_p, self.blur_sigma = blur_p, blur_sigma
+        self.gen = torch.Generator().manual_seed(seed)
+        for attr in ("task", "n_classes", "n_keypoints", "ids"):
+            if hasattr(base, attr):
+                setattr(self, attr, getattr(base, attr))
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> dict:
+        from torchvision.transforms.v2.functional import gaussian_blur
+
+        item = dict(self.base[i])
+        x = item["image"].float()
+        u = torch.rand(5, generator=self.gen).tolist()
+        mean, gray = x.mean(), x.mean(0, keepdim=True)
+        x = gray + (x - gray) * (1 - self.saturation + 2 * self.saturation * u[0])
+        x = mean + (x - mean) * (1 - self.contrast + 2 * self.contrast * u[1])
+        x = x + (2 * u[2] - 1) * self.brightness
+        if u[3] < self.blur_p:
+            sigma = self.blur_sigma[0] + (self.blur_sigma[1] - self.blur_sigma[0]) * u[4]
+            x = gaussian_blur(x, [5, 5], [sigma, sigma])
+        item["image"] = x.clamp(-1, 1).to(item["image"].dtype)
+        return item

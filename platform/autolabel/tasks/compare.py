@@ -156,17 +156,21 @@ def split_test(test: Dataset, val_fraction: float) -> tuple[Dataset | None, Data
 
 
 # ---------------------------------------------------------------------------------------------------- training
-def augment(train: Dataset, task: str, seed: int = 0, flip_pairs: Sequence | None = None) -> Dataset:
+def augment(train: Dataset, task: str, seed: int = 0, flip_pairs: Sequence | None = None,
+            photometric: bool = True) -> Dataset:  # fmt: skip
     """The training-time augmentation of the downstream nets: horizontal flips (segmentation, depth); keypoints: a
-    random affine warp (shift, scale, rotation), plus flips when ``flip_pairs`` says which keypoints swap."""
-    from autolabel.tasks.augment import RandomAffineDataset
+    random affine warp (shift, scale, rotation), plus flips when ``flip_pairs`` says which keypoints swap; then, with
+    ``photometric``, random saturation / contrast / brightness / blur of the image."""
+    from autolabel.tasks.augment import PhotometricDataset, RandomAffineDataset
     from autolabel.tasks.segmentation import FlipDataset
 
     if task != "keypoints":
-        return FlipDataset(train, seed=seed)
-    if flip_pairs is not None:
-        train = FlipDataset(train, flip_pairs=[(int(a), int(b)) for a, b in flip_pairs], seed=seed)
-    return RandomAffineDataset(train, seed=seed)
+        train = FlipDataset(train, seed=seed)
+    else:
+        if flip_pairs is not None:
+            train = FlipDataset(train, flip_pairs=[(int(a), int(b)) for a, b in flip_pairs], seed=seed)
+        train = RandomAffineDataset(train, seed=seed)
+    return PhotometricDataset(train, seed=seed + 11) if photometric else train
 
 
 def relative_mean_shape(labeled: Dataset) -> torch.Tensor:
@@ -273,6 +277,10 @@ def compare_training_sets(task: str, real_few: Dataset, synthetic: Dataset | Non
     constant = constant_prediction(real_few, task, n_classes, cfg.ignore_index)
     results: dict[str, dict[str, Any]] = {}
     checkpoints: dict[str, Path] = {}
+
+    def augmented(ds: Dataset) -> Dataset:
+        return augment(ds, task, trainer_cfg.seed, cfg.flip_pairs, cfg.photometric) if cfg.augment else ds
+
     for name, train in sets.items():
         sub = Path(out_dir) / name
         sub.mkdir(parents=True, exist_ok=True)
@@ -280,11 +288,10 @@ def compare_training_sets(task: str, real_few: Dataset, synthetic: Dataset | Non
         # keypoints: the prior is the mean shape of the set's own training labels (synthetic-only uses no real label)
         mean_shape = _own_mean_shape(train, real_few) if task == "keypoints" else None
         module = build_module(task, cfg, channels, n_classes, n_kp, mean_shape)
-        seen = augment(train, task, trainer_cfg.seed, cfg.flip_pairs) if cfg.augment else train
+        seen = augmented(train)
         extra: dict[str, Any] = {}
         if name == "finetuned":
-            real = augment(real_few, task, trainer_cfg.seed, cfg.flip_pairs) if cfg.augment else real_few
-            info = _pretrain_then_finetune(module, seen, real, val, task, cfg, trainer_cfg, sub)
+            info = _pretrain_then_finetune(module, seen, augmented(real_few), val, task, cfg, trainer_cfg, sub)
             extra = {"train_images": len(train) + len(real_few)}
         else:
             info = train_for_steps(module, seen, val, task, cfg, trainer_cfg, sub)
