@@ -63,7 +63,22 @@ def warp_item(item: dict, forward: torch.Tensor) -> dict:
     return item
 
 
-class RandomAffineDataset(Dataset):
+class SeededAugmentation(Dataset):
+    """Base of the augmenting wrappers: holds the wrapped dataset and a seeded generator of its own (the same seed
+    gives the same draws), and passes the dataset's facts (task, classes, keypoints, ids) through."""
+
+    def __init__(self, base: Dataset, seed: int = 0):
+        self.base = base
+        self.gen = torch.Generator().manual_seed(seed)
+        for attr in ("task", "n_classes", "n_keypoints", "ids"):
+            if hasattr(base, attr):
+                setattr(self, attr, getattr(base, attr))
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+
+class RandomAffineDataset(SeededAugmentation):
     """Wrap a dense-label dataset: every item is warped by a random affine (probability ``p``): rotation uniform in
     ``+-max_rotation`` degrees, scale uniform in ``scale``, shift uniform in ``+-max_shift`` x the image size."""
 
@@ -81,14 +96,8 @@ class RandomAffineDataset(Dataset):
                 f"affine augmentation max_shift={max_shift}, scale={scale}, max_rotation={max_rotation}, p={p}: "
                 "need max_shift, max_rotation >= 0, 0 < scale[0] <= scale[1] and p in [0, 1]"
             )
-        self.base, self.max_shift, self.scale, self.max_rotation, self.p = base, max_shift, scale, max_rotation, p
-        self.gen = torch.Generator().manual_seed(seed)
-        for attr in ("task", "n_classes", "n_keypoints", "ids"):
-            if hasattr(base, attr):
-                setattr(self, attr, getattr(base, attr))
-
-    def __len__(self) -> int:
-        return len(self.base)  # type: ignore[arg-type]
+        super().__init__(base, seed)
+        self.max_shift, self.scale, self.max_rotation, self.p = max_shift, scale, max_rotation, p
 
     def __getitem__(self, i: int) -> dict:
         item = self.base[i]
@@ -102,7 +111,7 @@ class RandomAffineDataset(Dataset):
         return warp_item(item, affine_matrix((h, w), angle, scale, shift))
 
 
-class PhotometricDataset(Dataset):
+class PhotometricDataset(SeededAugmentation):
     """Wrap a dense-label dataset: every image (float, in [-1, 1]) gets a random saturation and contrast factor
     uniform in ``1 +- saturation`` / ``1 +- contrast``, a brightness offset uniform in ``+-brightness`` (in units of
     the [-1, 1] range), and with probability ``blur_p`` a 5x5 Gaussian blur with sigma uniform in ``blur_sigma``;
@@ -126,15 +135,9 @@ class PhotometricDataset(Dataset):
                 f"blur_p={blur_p}, blur_sigma={blur_sigma}: need saturation, contrast in [0, 1), brightness and blur_p "
                 "in [0, 1] and 0 < blur_sigma[0] <= blur_sigma[1]"
             )
-        self.base, self.saturation, self.contrast, self.brightness = base, saturation, contrast, brightness
+        super().__init__(base, seed)
+        self.saturation, self.contrast, self.brightness = saturation, contrast, brightness
         self.blur_p, self.blur_sigma = blur_p, blur_sigma
-        self.gen = torch.Generator().manual_seed(seed)
-        for attr in ("task", "n_classes", "n_keypoints", "ids"):
-            if hasattr(base, attr):
-                setattr(self, attr, getattr(base, attr))
-
-    def __len__(self) -> int:
-        return len(self.base)  # type: ignore[arg-type]
 
     def __getitem__(self, i: int) -> dict:
         from torchvision.transforms.v2.functional import gaussian_blur

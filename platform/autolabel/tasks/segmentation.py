@@ -21,6 +21,7 @@ from autolabel.data.labeled import LabeledFolder
 from autolabel.data.sampling import EpochShuffleSampler
 from autolabel.errors import ConfigError
 from autolabel.metrics.dense import confusion_matrix, depth_errors, miou, pixel_accuracy
+from autolabel.tasks.augment import SeededAugmentation
 
 
 def _block(cin: int, cout: int) -> nn.Sequential:
@@ -65,15 +66,12 @@ class UNet(nn.Module):
         return self.head(y)[..., :h, :w]
 
 
-class FlipDataset(Dataset):
+class FlipDataset(SeededAugmentation):
     """Random horizontal flip of image and labels; keypoints get ``x -> W-1-x`` and optional index swaps."""
 
     def __init__(self, base: Dataset, p: float = 0.5, flip_pairs: Sequence[tuple[int, int]] = (), seed: int = 0):
-        self.base, self.p, self.flip_pairs = base, p, list(flip_pairs)
-        self.gen = torch.Generator().manual_seed(seed)
-
-    def __len__(self) -> int:
-        return len(self.base)  # type: ignore[arg-type]
+        super().__init__(base, seed)
+        self.p, self.flip_pairs = p, list(flip_pairs)
 
     def __getitem__(self, i: int) -> dict:
         item = dict(self.base[i])
