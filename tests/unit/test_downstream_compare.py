@@ -202,7 +202,7 @@ def test_photometric_augmentation_changes_the_image_only():
     flat = {"image": torch.zeros(3, 4, 4)}
     shifted = PhotometricDataset(Items([flat]), 0, 0, 0.2, 0)[0]["image"]
     assert torch.allclose(shifted, shifted.flatten()[0].expand_as(shifted)) and 0 < shifted.abs().max() <= 0.2
-    # blur alone keeps a flat image flat and spreads a single bright pixel over its neighbours
+    # blur alone spreads a single bright pixel over its neighbours and leaves pixels 3 away untouched
     dot = torch.full((1, 7, 7), -1.0)
     dot[0, 3, 3] = 1.0
     blurred = PhotometricDataset(Items([{"image": dot}]), 0, 0, 0, blur_p=1.0)[0]["image"]
