@@ -40,6 +40,9 @@ class DenseFitConfig:
     # a fixed share of the real test folder picks each net's best epoch; metrics are reported on the rest (0: last
     # epoch, scored on the whole test folder)
     val_fraction: float = 0.2
+    # training augmentation, as in the pipeline's downstream check: flips (segmentation, depth) or a random affine
+    # warp (keypoints), then random saturation/contrast/brightness/blur of the image (false: the geometric step only)
+    photometric: bool = True
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.val_fraction < 1.0:
@@ -131,14 +134,16 @@ def train_segmentation(
 ) -> dict[str, Any]:
     """Train a UNet on ``train`` (masks, or depth with ``task=depth``) and score it on the real folder ``test``;
     mask pixels equal to ``ignore_index`` count neither in the loss nor in the metrics."""
-    from autolabel.tasks.segmentation import DenseDataModule, FlipDataset, evaluate_depth, evaluate_segmentation
+    from autolabel.tasks.compare import augment
+    from autolabel.tasks.segmentation import DenseDataModule, evaluate_depth, evaluate_segmentation
     from autolabel.tasks.segmentation_module import SegmentationModule
 
     train_set, test_set = folders or open_dense_folders(train, test, task, size, limit)
     val, scored = split_test(test_set, d.val_fraction)
     n_classes = max(train_set.n_classes, test_set.n_classes) if task == "segmentation" else None
     dm = DenseDataModule(train, test, task, size, d.batch_size)
-    dm.train_set, dm.val_set, dm.n_classes = FlipDataset(train_set), val, n_classes  # folders opened above
+    dm.train_set = augment(train_set, task, trainer_cfg.seed, photometric=d.photometric)  # folders opened above
+    dm.val_set, dm.n_classes = val, n_classes
     channels = int(train_set[0]["image"].shape[0])
     _seed(trainer_cfg)
     net = SegmentationNetConfig(task, d.base, d.depth, d.lr, ignore_index)
@@ -208,7 +213,7 @@ def train_keypoints(
     train_set, test_set, pairs = folders or open_keypoint_folders(train, test, size, limit, min_confidence, flip_pairs)
     val, scored = split_test(test_set, d.val_fraction)
     dm = DenseDataModule(train, test, "keypoints", size, d.batch_size)
-    dm.train_set = augment(train_set, "keypoints", trainer_cfg.seed, pairs)  # random affine (+ flips with pairs)
+    dm.train_set = augment(train_set, "keypoints", trainer_cfg.seed, pairs, d.photometric)  # affine (+ flips), colour
     dm.val_set = val
     _seed(trainer_cfg)
     channels = int(train_set[0]["image"].shape[0])

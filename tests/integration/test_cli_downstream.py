@@ -212,3 +212,20 @@ def test_synthetic_segmentation_reads_only_kept_samples(shapes, tmp_path):
     ds = open_labeled(synth, "segmentation", size=8)
     assert ds.ids == kept and ds[0]["mask"].shape == (8, 8)
     assert SyntheticLabels.__module__ == "autolabel.data.labeled"
+
+
+def test_fit_segmentation_trains_with_the_downstream_augmentation(shapes, tmp_path, monkeypatch):
+    import autolabel.tasks.compare as compare
+
+    calls, real = [], compare.augment
+
+    def spy(ds, task, seed=0, flip_pairs=None, photometric=True):
+        calls.append((task, photometric))
+        return real(ds, task, seed, flip_pairs, photometric)
+
+    monkeypatch.setattr(compare, "augment", spy)
+    base = ["fit", "segmentation", f"train={shapes / 'train'}", f"test={shapes / 'test'}", "size=16", "base=4",
+            "depth=2", "max_epochs=1", *COMMON, "run.resume=never"]  # fmt: skip
+    assert main([*base, f"run.root={tmp_path / 'a'}"]) == 0
+    assert main([*base, f"run.root={tmp_path / 'b'}", "photometric=false"]) == 0
+    assert calls == [("segmentation", True), ("segmentation", False)]  # the pipeline's policy; the key switches it

@@ -170,7 +170,8 @@ def test_downstream_segmentation_on_synthetic_and_real(trained, tmp_path):
     seg = ["fit", "segmentation", "size=16", "base=4", "depth=2", "batch_size=4", "lr=1e-2", *COMMON,
            f"run.root={tmp_path / 'seg'}", "run.resume=never"]  # fmt: skip
     assert main([*seg, f"train={synth}", f"test={trained['data']}", "max_epochs=1"]) == 0
-    assert main([*seg, f"train={fg_train}", f"test={fg_test}", "max_epochs=8"]) == 0
+    # 48 steps of a 4-channel net: without the colour jitter (it slows a run this short: mIoU 0.53 with it)
+    assert main([*seg, f"train={fg_train}", f"test={fg_test}", "max_epochs=8", "photometric=false"]) == 0
     runs = sorted(p for p in (tmp_path / "seg" / "segmentation").iterdir() if p.is_dir())
     assert read_json(runs[0] / "summary.json")["train_images"] == 4
     real = read_json(runs[-1] / "summary.json")
