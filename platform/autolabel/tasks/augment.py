@@ -135,13 +135,13 @@ class PhotometricDataset(SeededAugmentation):
                 f"blur_p={blur_p}, blur_sigma={blur_sigma}: need saturation, contrast in [0, 1), brightness and blur_p "
                 "in [0, 1] and 0 < blur_sigma[0] <= blur_sigma[1]"
             )
+        from torchvision.transforms.v2.functional import gaussian_blur  # once per wrapper, not per item
+
         super().__init__(base, seed)
         self.saturation, self.contrast, self.brightness = saturation, contrast, brightness
-        self.blur_p, self.blur_sigma = blur_p, blur_sigma
+        self.blur_p, self.blur_sigma, self._blur = blur_p, blur_sigma, gaussian_blur
 
     def __getitem__(self, i: int) -> dict:
-        from torchvision.transforms.v2.functional import gaussian_blur
-
         item = dict(self.base[i])
         x = item["image"].float()
         u = torch.rand(5, generator=self.gen).tolist()
@@ -151,6 +151,6 @@ class PhotometricDataset(SeededAugmentation):
         x = x + (2 * u[2] - 1) * self.brightness
         if u[3] < self.blur_p:
             sigma = self.blur_sigma[0] + (self.blur_sigma[1] - self.blur_sigma[0]) * u[4]
-            x = gaussian_blur(x, [5, 5], [sigma, sigma])
+            x = self._blur(x, [5, 5], [sigma, sigma])
         item["image"] = x.clamp(-1, 1).to(item["image"].dtype)
         return item
