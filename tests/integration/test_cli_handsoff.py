@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import re
 import shutil
 import threading
@@ -60,6 +61,31 @@ def test_training_stages_write_their_artifacts(trained):
     assert read_json(enc_manifest)["metrics"]["steps"] == 5  # phase 1 + the capped fine-tuning, then a hard stop
     gan_manifest = next((trained["root"] / "runs" / "gan").glob("*/gan/manifest.json"))
     assert read_json(gan_manifest)["figures"][0].endswith("samples.png")
+
+
+def test_fit_labels_chooses_its_length_on_held_out_folds(trained, tmp_path, capsys):
+    """select_folds=3: three fold ensembles are scored on their held-out images every 2 steps; the final ensemble
+    trains the chosen epochs on all 12 images (192 steps per epoch) and the choice is reported and plotted."""
+    runs = tmp_path / "runs"
+    assert main(["fit", "labels", f"generator={trained['gen']}", f"encoder={trained['enc']}",
+                 f"labeled={trained['data']}", "lpips_random=true", "label_generator.n_members=3",
+                 "label_generator.hidden=[16,8]", "label_generator.fp16=false", "label_generator.min_class_pixels=2",
+                 "label_train.max_steps=4", "label_train.pixels_per_image=64", "label_train.batch_pixels=16",
+                 "label_train.select_folds=3", "label_train.select_every=2", *COMMON, f"run.root={runs}"]) == 0  # fmt: skip
+    stage = next((runs / "labels").glob("*/labels"))
+    m = read_json(stage / "manifest.json")["metrics"]
+    curves = [read_json(stage / "select" / f"fold{i}" / "curve.json") for i in range(3)]
+    assert all(sorted(c["curve"]) == ["2", "4"] and c["steps_per_epoch"] == 128 for c in curves)  # 8 images each
+    assert sorted(sum((c["held_out"] for c in curves), [])) == list(range(12))
+    mean = {s: sum(c["curve"][s] for c in curves) / 3 for s in ("2", "4")}
+    best = min((s for s in mean if mean[s] == max(mean.values())), key=int)
+    assert m["length_epochs"] == pytest.approx(int(best) / 128) and m["length_heldout_score"] == pytest.approx(
+        mean[best]
+    )
+    assert m["steps"] == math.ceil(int(best) / 128 * 192) and m["length_folds"] == 3
+    assert (stage / "length_curve.png").is_file()
+    assert str(stage / "length_curve.png") in read_json(stage / "manifest.json")["figures"]
+    assert "chosen on 3 held-out folds" in capsys.readouterr().out
 
 
 def test_synthesize_single_and_sharded_agree(trained, tmp_path):

@@ -59,6 +59,8 @@ class LabelTrainConfig:
     its own disjoint ``batch_pixels`` minibatch (only the pixels used are computed). Length: ``max_steps`` optimizer
     steps, or with ``epochs > 0`` that many epochs over the labeled pixels (one epoch = ``ceil(N * R^2 /
     batch_pixels)`` steps: each member sees as many pixels as the N labeled images hold at working resolution R).
+    With ``select_folds >= 2`` that length is an upper bound: the length is chosen on held-out labeled images
+    (:mod:`autolabel.handsoff.length`).
     """
 
     lr: float = 1e-3
@@ -69,6 +71,10 @@ class LabelTrainConfig:
     epochs: float = 0.0  # > 0: train this many epochs over the labeled pixels instead of max_steps
     keypoint_peak_fraction: float = 0.5  # keypoints: share of pixels sampled near visible keypoints (rest uniform)
     seed: int = 0  # member initialization and the pixel stream (a function of seed and step: exact resume)
+    # >= 2: choose the length on held-out labeled images (k folds; autolabel.handsoff.length), the length above is
+    # the upper bound; 0: train the length above
+    select_folds: int = 0
+    select_every: int = 50  # optimizer steps between held-out scores of the fold ensembles
 
     def __post_init__(self) -> None:
         if self.lr <= 0:
@@ -82,3 +88,8 @@ class LabelTrainConfig:
             raise ConfigError(f"label_train.epochs={self.epochs} must be >= 0 (0 = train max_steps steps)")
         if not 0.0 <= self.keypoint_peak_fraction < 1.0:
             raise ConfigError(f"label_train.keypoint_peak_fraction={self.keypoint_peak_fraction} must be in [0, 1)")
+        if self.select_folds == 1 or self.select_folds < 0:
+            raise ConfigError(f"label_train.select_folds={self.select_folds}: use 0 (train the configured length) or "
+                              ">= 2 folds of the labeled images to choose it")  # fmt: skip
+        if self.select_every < 1:
+            raise ConfigError(f"label_train.select_every={self.select_every} must be >= 1 (steps between scores)")

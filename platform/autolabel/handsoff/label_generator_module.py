@@ -20,6 +20,7 @@ the labeled pixels (or every ``trainer.checkpoint_every_n_steps`` steps).
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -153,6 +154,14 @@ class LabelTargets:
         """Bytes held (labels + visibility)."""
         extra = self.visible.numel() if self.visible is not None else 0
         return int(self.labels.numel() * self.labels.element_size() + extra)
+
+    def subset(self, index: Tensor | Sequence[int]) -> LabelTargets:
+        """The targets of the images ``index`` only (same task, grid and settings): a held-out fold or its rest."""
+        index = torch.as_tensor(index).long()
+        out = copy.copy(self)
+        out.labels = self.labels[index]
+        out.visible = None if self.visible is None else self.visible[index]
+        return out
 
     def sample_pixels(self, image: int, count: int, rng: torch.Generator, peak_fraction: float = 0.0) -> Tensor:
         """``count`` flat pixel positions of ``image``: distinct uniform pixels, plus (keypoints) a ``peak_fraction``
@@ -389,7 +398,8 @@ class LabelGeneratorModule(pl.LightningModule):
                               "before trainer.fit")  # fmt: skip
         return self._frozen
 
-    def _extractor_on(self, device: torch.device) -> HypercolumnExtractor:
+    def extractor_on(self, device: torch.device) -> HypercolumnExtractor:
+        """The attached hypercolumn extractor, its generator moved to ``device`` (training and held-out scoring)."""
         ext = self._require_attached().extractor
         p = next(ext.generator.parameters(), None)
         if p is not None and p.device != device:
@@ -397,7 +407,7 @@ class LabelGeneratorModule(pl.LightningModule):
         return ext
 
     def on_fit_start(self) -> None:
-        self._extractor_on(self.device)  # inversion may have left it elsewhere; features run on the trainer's device
+        self.extractor_on(self.device)  # inversion may have left it elsewhere; features run on the trainer's device
 
     @torch.no_grad()
     def forward_pixels(self, forward: int) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -408,7 +418,7 @@ class LabelGeneratorModule(pl.LightningModule):
         pix = [st.targets.sample_pixels(int(images[j]), c, rng, tc.keypoint_peak_fraction)
                for j, c in enumerate(plan.counts)]  # fmt: skip
         order = torch.randperm(plan.total, generator=rng)
-        ext, dev = self._extractor_on(self.device), self.device
+        ext, dev = self.extractor_on(self.device), self.device
         gdtype = next(ext.generator.parameters()).dtype
         _, feats = ext.features(self.train_ws[images.to(dev)].to(gdtype))
         x = torch.cat([ext.gather([f[j : j + 1] for f in feats], p.to(dev)[None])[0] for j, p in enumerate(pix)])

@@ -119,12 +119,12 @@ def label_images(module: Any, generator: nn.Module, encoder: nn.Module, images: 
     from autolabel.handsoff.label_generator import image_uncertainty
     from autolabel.handsoff.synthesis import (
         _image_uint8,
-        _label_batch,
         _names,
         _png_bytes,
         _to_image_grid,
         file_identity,
         fingerprint,
+        label_pixels,
         write_label,
     )
 
@@ -176,7 +176,7 @@ def label_images(module: Any, generator: nn.Module, encoder: nn.Module, images: 
                             progress=False)  # fmt: skip
         with torch.no_grad():
             _, feats = extractor.features(inv["ws"].to(next(generator.parameters()).dtype))
-        preds = _label_batch(ensemble, extractor, feats, chunk_pixels)
+        preds = label_pixels(ensemble, extractor, feats, chunk_pixels)
         for b, j in enumerate(part):
             sid = sids[j]
             score = float(image_uncertainty(preds[b]["uncertainty"].float()[None])[0])

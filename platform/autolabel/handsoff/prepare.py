@@ -60,7 +60,7 @@ def train_label_generator(
 
     from autolabel.data.layout import MAX_LABELED, load_labeled
     from autolabel.engine import fit, last_checkpoint
-    from autolabel.engine.dist import training_device
+    from autolabel.engine.dist import global_rank, training_device
     from autolabel.engine.io import atomic_write_bytes
     from autolabel.gan import load_generator
     from autolabel.handsoff.encoder_module import load_encoder
@@ -143,23 +143,59 @@ def train_label_generator(
         ignore_index=getattr(folder, "ignore_index", None),  # VOC void borders: no loss there
     )
     names = folder.names  # class / keypoint names and skeleton: into the checkpoint, then plan.json / manifest.jsonl
-    torch.manual_seed(lt.seed)  # member initialization: a function of label_train.seed only
     n_out = targets.n_outputs
     model = dataclasses.replace(lg, task=task, n_classes=n_out if task == "segmentation" else -1,
                                 n_keypoints=n_out if task == "keypoints" else 0, working_resolution=wr,
                                 layers=list(lg.layers), hidden=list(lg.hidden))  # fmt: skip
-    module = LabelGeneratorModule(
-        model,
-        lt,
-        in_channels=HypercolumnExtractor(gen, wr, list(lg.layers) or None).channels,
-        class_names=names.get("classes"),
-        keypoint_names=names.get("keypoint_names"),
-        skeleton=names.get("skeleton"),
-        generator_path=str(Path(generator).resolve()),
-        encoder_path=str(Path(encoder).resolve()),
-    ).attach(gen, ws, targets)
+    in_channels = HypercolumnExtractor(gen, wr, list(lg.layers) or None).channels
+
+    def make_module(index: torch.Tensor | None = None) -> LabelGeneratorModule:
+        torch.manual_seed(lt.seed)  # member initialization: a function of label_train.seed only
+        module = LabelGeneratorModule(
+            model,
+            lt,
+            in_channels=in_channels,
+            class_names=names.get("classes"),
+            keypoint_names=names.get("keypoint_names"),
+            skeleton=names.get("skeleton"),
+            generator_path=str(Path(generator).resolve()),
+            encoder_path=str(Path(encoder).resolve()),
+        )
+        if index is None:
+            return module.attach(gen, ws, targets)
+        return module.attach(gen, ws[index], targets.subset(index))
+
+    def length_of(per_epoch: int) -> int:
+        return int(math.ceil(lt.epochs * per_epoch)) if lt.epochs > 0 else lt.max_steps
+
+    choice, figures = None, [str(recon_png)] if recon_png.is_file() else []
+    if lt.select_folds >= 2:
+        from autolabel.handsoff.length import choose_length, curve_figure, final_steps
+
+        def train_fold(index: torch.Tensor, callback: Any, fold_dir: Path) -> int:
+            fold = make_module(index)
+            per_epoch = fold.steps_per_epoch
+            tc = dataclasses.replace(trainer_cfg, max_steps=length_of(per_epoch), max_epochs=None)
+            fit(fold, LabelDataModule(per_epoch), tc, fold_dir, callbacks=[callback])
+            return per_epoch
+
+        def say(line: str) -> None:
+            if global_rank() == 0:
+                print(line, flush=True)
+
+        select_dir = stage_dir / "select"
+        choice = choose_length(train_fold, ws, targets, lt.select_folds, lt.select_every, select_dir, lt.seed, say)
+        fig = curve_figure(choice, stage_dir / "length_curve.png")
+        figures += [str(fig)] if fig is not None else []
+    module = make_module()
     per_epoch = module.steps_per_epoch
-    max_steps = int(math.ceil(lt.epochs * per_epoch)) if lt.epochs > 0 else lt.max_steps
+    max_steps = length_of(per_epoch) if choice is None else final_steps(choice, per_epoch)
+    if choice is not None and global_rank() == 0:
+        print(
+            f"length: {choice.epochs:.2f} epochs over the labeled pixels ({max_steps} steps), chosen on "
+            f"{lt.select_folds} held-out folds ({choice.metric} {choice.score:.4f})",
+            flush=True,
+        )
     tc = dataclasses.replace(trainer_cfg, max_steps=max_steps, max_epochs=None)
     trainer = fit(module, LabelDataModule(per_epoch), tc, stage_dir)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
@@ -174,11 +210,13 @@ def train_label_generator(
         pixels_per_forward=module.plan.total,
         n_outputs=targets.n_outputs,
     )
+    if choice is not None:
+        metrics.update(length_epochs=choice.epochs, length_heldout_score=choice.score, length_folds=lt.select_folds)
     if inv.get("lpips") is not None:
         metrics["inversion_lpips"] = float(inv["lpips"].mean())
     metrics.update({f"inversion_spread_{k}": v for k, v in latent_spread(ws, gen).items()})  # ~0: collapsed encoder
     return {
         "outputs": {"checkpoint": stage_dir / "checkpoints" / "last.ckpt", "latents": stage_dir / "latents.pt"},
         "metrics": metrics,
-        "figures": [str(recon_png)] if recon_png.is_file() else [],
+        "figures": figures,
     }

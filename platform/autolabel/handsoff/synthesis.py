@@ -163,7 +163,7 @@ def _image_uint8(img: Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def _label_batch(ensemble: LabelGeneratorEnsemble, extractor: HypercolumnExtractor, feats: list[Tensor],
+def label_pixels(ensemble: LabelGeneratorEnsemble, extractor: HypercolumnExtractor, feats: list[Tensor],
                  chunk_pixels: int) -> list[dict[str, Tensor]]:  # fmt: skip
     """Run the ensemble over every pixel of each image, in chunks of pixels (never full-width full-res maps)."""
     r = extractor.resolution
@@ -260,7 +260,7 @@ def synthesize(
             w = generator.mapping(z, truncation_psi=truncation_psi)
             ws = w[:, None].repeat(1, generator.num_ws, 1)
             img, feats = extractor.features(ws)
-        preds = _label_batch(ensemble, extractor, feats, chunk_pixels)
+        preds = label_pixels(ensemble, extractor, feats, chunk_pixels)
         for j, i in enumerate(ids):
             sid = f"{i:08d}"
             score = float(image_uncertainty(preds[j]["uncertainty"].float()[None])[0])  # on the ensemble's own grid
