@@ -1,10 +1,11 @@
 """How long to train the label generator, chosen on held-out labeled images (k-fold over the labeled images).
 
-With a few labeled images the pixel ensemble overfits them: on the horses (benchmarks/README.md, "Label generator
-length") the synthetic labels got better when it trained 300 instead of 1,000 steps, and no single step count fits
-every dataset. So, with ``label_train.select_folds = k >= 2``, the labeled images are split into ``k`` folds; for each
-fold an ensemble trains on the other images for the configured length and is scored every ``select_every`` steps on
-the held-out fold's inverted images (their hypercolumns, the same way synthesis labels an image):
+With a few labeled images the pixel ensemble overfits them: on the horses (benchmarks/README.md, "The label
+generator's length, chosen on held-out labeled images") the synthetic labels got better when it trained 300 instead of
+1,000 steps, and no single step count fits every dataset. So, with ``label_train.select_folds = k >= 2``, the labeled
+images are split into ``k`` folds; for each fold an ensemble trains on the other images for the configured length and
+is scored every ``select_every`` steps on the held-out fold's inverted images (their hypercolumns, the same way
+synthesis labels an image):
 
 - segmentation: mIoU over the classes present in the held-out labels or predictions (higher is better);
 - keypoints: minus the mean distance of the decoded keypoints to the visible labeled ones, in working-grid pixels
