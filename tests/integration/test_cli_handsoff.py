@@ -295,6 +295,7 @@ def test_labels_and_names_survive_import_synthesize_export(trained, tmp_path):
         (["fit", "encoder", "generator=/nope.pt", "images=/tmp"], "not found"),
         (["weights", "lpips", "src=/nope.tar.gz"], "nope.tar.gz"),
         (["synthesize", "checkpoint=x", "n=0"], "must be >= 1"),
+        (["synthesize", "checkpoint=x", "noise_mode=fixed"], "noise_mode='fixed' unknown: use random"),
     ],
 )
 def test_handsoff_bad_input(args, message, capsys):

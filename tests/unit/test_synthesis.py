@@ -16,6 +16,7 @@ from autolabel.handsoff.synthesis import (
     filter_plan,
     fingerprint,
     merge_manifests,
+    sample_noise,
     sample_z,
     synthesize,
 )
@@ -27,6 +28,17 @@ def setup(task="segmentation", res=8):
     ext = HypercolumnExtractor(g, resolution=res)
     kw = {"n_classes": 3} if task == "segmentation" else {"n_keypoints": 2} if task == "keypoints" else {}
     ens = LabelGeneratorEnsemble(ext.channels, task, n_members=3, hidden=(8, 4), **kw).eval()
+    return g, ext, ens
+
+
+def noisy_setup():
+    """setup() with the generator's noise inputs switched on (a new StyleGAN2 starts with zero noise strengths)."""
+    from autolabel.gan.stylegan2 import NoiseInjection
+
+    g, ext, ens = setup()
+    for m in g.modules():
+        if isinstance(m, NoiseInjection):
+            m.weight.data.fill_(0.5)
     return g, ext, ens
 
 
@@ -50,6 +62,45 @@ def test_sample_z_is_per_index():
     assert torch.equal(sample_z(0, 3, 8), sample_z(0, 3, 8))
     assert not torch.equal(sample_z(0, 3, 8), sample_z(0, 4, 8))
     assert not torch.equal(sample_z(1, 3, 8), sample_z(0, 3, 8))
+
+
+def test_sample_noise_is_per_index_and_feeds_the_generator():
+    g, _, _ = noisy_setup()
+    shapes = g.noise_shapes
+    assert shapes == [(4, 4), (8, 8), (8, 8)]  # conv1 at 4 px, then two convs at 8 px
+    a, b = sample_noise(0, 3, shapes), sample_noise(0, 4, shapes)
+    assert [tuple(t.shape) for t in a] == [(1, 4, 4), (1, 8, 8), (1, 8, 8)]
+    assert all(torch.equal(x, y) for x, y in zip(a, sample_noise(0, 3, shapes)))
+    assert not torch.equal(a[1], b[1]) and not torch.equal(a[1], sample_noise(1, 3, shapes)[1])
+    ws = torch.randn(2, g.num_ws, g.w_dim)
+    with torch.no_grad():  # the generator's own buffers given explicitly == noise_mode const
+        buffers = [getattr(g.noises, f"noise_{i}").expand(2, -1, -1, -1) for i in range(g.num_layers)]
+        assert torch.equal(g.synthesis(ws, noise=buffers), g.synthesis(ws, noise_mode="const"))
+        mine = [torch.stack([x, y]) for x, y in zip(a, b)]  # per layer: sample 3, then sample 4
+        assert not torch.allclose(g.synthesis(ws, noise=mine), g.synthesis(ws, noise_mode="const"))
+    with pytest.raises(DataError, match=r"expected \[\(2, 1, 4, 4\)"):
+        g.synthesis(ws, noise=mine[:2])
+
+
+def test_synthesize_noise_modes(tmp_path):
+    """random (the default): each sample's noise comes from its own seed, so its image does not depend on the batch
+    it was drawn in, and differs from the const-noise image of the same latent; the mode is part of the plan."""
+    g, ext, ens = noisy_setup()
+    kw = {"filter_fraction": 0.0, "progress": False}
+    synthesize(g, ens, ext, 3, tmp_path / "r3", batch_size=3, **kw)
+    synthesize(g, ens, ext, 3, tmp_path / "r1", batch_size=1, **kw)
+    synthesize(g, ens, ext, 3, tmp_path / "c", batch_size=3, noise_mode="const", **kw)
+    ids = [m["id"] for m in read_manifest(tmp_path / "r3" / "manifest.jsonl")]
+    for sid in ids:
+        img = (tmp_path / "r3" / "images" / f"{sid}.png").read_bytes()
+        assert img == (tmp_path / "r1" / "images" / f"{sid}.png").read_bytes()
+        assert img != (tmp_path / "c" / "images" / f"{sid}.png").read_bytes()
+    assert json.loads((tmp_path / "r3" / "plan.json").read_text())["noise_mode"] == "random"
+    assert "noise_mode" not in json.loads((tmp_path / "c" / "plan.json").read_text())  # older folders still resume
+    with pytest.raises(DataError, match="other settings"):
+        synthesize(g, ens, ext, 3, tmp_path / "r3", noise_mode="const", **kw)
+    with pytest.raises(ConfigError, match="noise_mode='fixed' unknown"):
+        synthesize(g, ens, ext, 3, tmp_path / "x", noise_mode="fixed", **kw)
 
 
 def test_synthesize_writes_n_and_is_deterministic(tmp_path):
@@ -107,9 +158,9 @@ class _CoordExtractor:
     def __init__(self, generator, resolution):
         self.generator, self.resolution = generator, resolution
 
-    def features(self, ws):
+    def features(self, ws, noise=None):
         with torch.no_grad():
-            return self.generator.synthesis(ws), [ws.new_zeros(ws.shape[0], 1, 1, 1)]
+            return self.generator.synthesis(ws, noise=noise), [ws.new_zeros(ws.shape[0], 1, 1, 1)]
 
     def gather(self, feats, index):
         r = self.resolution

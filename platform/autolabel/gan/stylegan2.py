@@ -433,6 +433,11 @@ class Generator(nn.Module):
         return torch.where(rows, w.unsqueeze(1), w2.unsqueeze(1))
 
     # ---------------------------------------------------------------- synthesis
+    @property
+    def noise_shapes(self) -> list[tuple[int, int]]:
+        """(height, width) of each layer's noise input, in synthesis order (what ``synthesis(noise=...)`` takes)."""
+        return [tuple(getattr(self.noises, f"noise_{i}").shape[2:]) for i in range(self.num_layers)]
+
     def _noises(self, batch: int, mode: str, like: Tensor) -> list[Tensor | None]:
         if mode not in NOISE_MODES:
             raise ConfigError(
@@ -449,16 +454,26 @@ class Generator(nn.Module):
                 out.append(None)
         return out
 
-    def synthesis(self, ws: Tensor, noise_mode: str = "const", return_features: bool = False):
+    def synthesis(self, ws: Tensor, noise_mode: str = "const", return_features: bool = False,
+                  noise: list[Tensor] | None = None):  # fmt: skip
         """W+ latents [B, num_ws, w_dim] -> image [B, C, R, R] (about [-1, 1]); with ``return_features`` also the list of
-        feature maps: the 4x4 constant, conv1, then both styled convs per resolution 8..R (after noise + activation)."""
+        feature maps: the 4x4 constant, conv1, then both styled convs per resolution 8..R (after noise + activation).
+        ``noise``: each layer's noise input ``[B, 1, H, W]`` (shapes: :attr:`noise_shapes`), given by the caller (e.g.
+        drawn from per-sample seeds, so a sample does not depend on its batch); it replaces ``noise_mode``."""
         if ws.ndim != 3 or ws.shape[1] != self.num_ws or ws.shape[2] != self.w_dim:
             raise DataError(
                 f"ws must have shape [B, {self.num_ws}, {self.w_dim}], got {tuple(ws.shape)} -- broadcast w with "
                 f"w.unsqueeze(1).repeat(1, {self.num_ws}, 1)"
             )
         b = ws.shape[0]
-        noise = self._noises(b, noise_mode, ws)
+        if noise is None:
+            noise = self._noises(b, noise_mode, ws)
+        else:
+            shapes = [(b, 1, *hw) for hw in self.noise_shapes]
+            if len(noise) != len(shapes) or any(tuple(n.shape) != sh for n, sh in zip(noise, shapes)):
+                got = [tuple(n.shape) for n in noise]
+                raise DataError(f"noise inputs have shapes {got}, expected {shapes}: one [B, 1, H, W] map per layer")
+            noise = [n.to(ws.dtype) for n in noise]
         out = self.input(b).to(ws.dtype)
         feats = [out]
         out = self.conv1(out, ws[:, 0], noise[0])

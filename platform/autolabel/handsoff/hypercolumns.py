@@ -42,8 +42,8 @@ def pixel_xy(index: Tensor, resolution: int) -> Tensor:
 class HypercolumnExtractor:
     """Turns W+ latents into per-pixel hypercolumns using a frozen generator.
 
-    ``generator`` follows the ``autolabel.gan.Generator`` contract (``synthesis(ws, noise_mode, return_features=True)``,
-    ``feature_channels``, ``feature_resolutions``). ``layers`` selects feature indices (``None`` = all), ``resolution`` is
+    ``generator`` follows the ``autolabel.gan.Generator`` contract (``synthesis(ws, noise_mode, return_features=True,
+    noise=None)``, ``noise_shapes``, ``feature_channels``, ``feature_resolutions``). ``layers`` selects feature indices (``None`` = all), ``resolution`` is
     the working resolution (``None`` = the image resolution), ``dtype`` the output dtype (fp16 halves storage).
     """
 
@@ -91,10 +91,14 @@ class HypercolumnExtractor:
             raise DataError("latents contain NaN/Inf: check the inversion/mapping that produced them")
 
     @torch.no_grad()
-    def features(self, ws: Tensor) -> tuple[Tensor, list[Tensor]]:
-        """Run the generator; return the image and the chosen (un-resized) feature maps."""
+    def features(self, ws: Tensor, noise: list[Tensor] | None = None) -> tuple[Tensor, list[Tensor]]:
+        """Run the generator; return the image and the chosen (un-resized) feature maps. ``noise``: the generator's
+        per-layer noise inputs (``synthesis(noise=...)``), else its ``noise_mode``."""
         self._check_ws(ws)
-        img, feats = self.generator.synthesis(ws, noise_mode=self.noise_mode, return_features=True)
+        if noise is None:
+            img, feats = self.generator.synthesis(ws, noise_mode=self.noise_mode, return_features=True)
+        else:
+            img, feats = self.generator.synthesis(ws, return_features=True, noise=noise)
         return img, [feats[i] for i in self.layers]
 
     @torch.no_grad()

@@ -30,6 +30,7 @@ class _Plan:
     n: int
     seed: int
     truncation_psi: float
+    noise_mode: str
     batch_size: int
     filter_fraction: float
     drop_least_uncertain: int
@@ -73,6 +74,7 @@ def _worker(rank: int, plan: _Plan, world: int, device: str, device_index: int |
         plan.out,
         seed=plan.seed,
         truncation_psi=plan.truncation_psi,
+        noise_mode=plan.noise_mode,
         batch_size=plan.batch_size,
         filter_fraction=plan.filter_fraction,
         drop_least_uncertain=plan.drop_least_uncertain,
@@ -155,8 +157,8 @@ def run_synthesis(
 ) -> dict[str, Any]:
     """Synthesize ``settings.n`` labeled images into ``out`` with the label generator ``checkpoint``.
 
-    ``settings`` holds ``n, seed, truncation_psi, batch_size, filter_fraction, drop_least_uncertain, devices``. One
-    process, ``devices`` spawned processes, or -- when a launcher started this process as one of several
+    ``settings`` holds ``n, seed, truncation_psi, noise_mode, batch_size, filter_fraction, drop_least_uncertain,
+    devices``. One process, ``devices`` spawned processes, or -- when a launcher started this process as one of several
     (``launched``, default :func:`autolabel.engine.dist.launcher_rank`) -- this rank's shard, merged by rank 0.
     Returns the stats (with ``rank`` and ``world_size`` when launched)."""
     import torch
@@ -174,6 +176,7 @@ def run_synthesis(
         settings.n,
         settings.seed,
         settings.truncation_psi,
+        getattr(settings, "noise_mode", "random"),
         settings.batch_size,
         settings.filter_fraction,
         settings.drop_least_uncertain,

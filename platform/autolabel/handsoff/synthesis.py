@@ -14,8 +14,9 @@ mapped with :func:`~autolabel.handsoff.hypercolumns.rescale_coords` (pixel centr
 generator, plus the label checkpoint's path, size and mtime when given; rerunning into the same folder with another
 checkpoint or generator is refused instead of silently reusing the old candidates.
 
-Sample ``i`` (its id is ``f"{i:08d}"``) draws z from a generator seeded with ``(seed, i)``, so any rank/resume order
-produces identical files; rank ``r`` of ``W`` takes ``i = r, r + W, ...``.
+Sample ``i`` (its id is ``f"{i:08d}"``) draws z from a generator seeded with ``(seed, i)`` and, with
+``noise_mode="random"`` (the default), its StyleGAN noise inputs from another seeded by ``(seed, i)``, so any
+rank/resume order produces identical files; rank ``r`` of ``W`` takes ``i = r, r + W, ...``.
 
 Filtering (DatasetGAN): ``n_total = ceil(n / (1 - filter_fraction))`` candidates are generated; sorted by image
 uncertainty, the ``drop_least`` least uncertain and the ``n_total - n - drop_least`` most uncertain are dropped. The
@@ -90,6 +91,13 @@ def sample_z(seed: int, index: int, z_dim: int) -> Tensor:
     """The latent z of sample ``index`` ([z_dim], float32)."""
     g = torch.Generator().manual_seed(sample_seed(seed, index))
     return torch.randn(z_dim, generator=g)
+
+
+def sample_noise(seed: int, index: int, shapes: list[tuple[int, int]]) -> list[Tensor]:
+    """The generator's per-layer noise inputs of sample ``index`` (``[1, H, W]`` each, float32), drawn from its own
+    seed (independent of the latent z's draws): the same sample gets the same noise in any batch, shard or resume."""
+    g = torch.Generator().manual_seed(int(np.random.SeedSequence([int(seed), int(index), 1]).generate_state(1)[0]))
+    return [torch.randn(1, h, w, generator=g) for h, w in shapes]
 
 
 def fingerprint(module: nn.Module) -> str:
@@ -191,6 +199,7 @@ def synthesize(
     *,
     seed: int = 0,
     truncation_psi: float = 0.7,
+    noise_mode: str = "random",
     batch_size: int = 8,
     filter_fraction: float = 0.1,
     drop_least_uncertain: int = 30,
@@ -210,8 +219,13 @@ def synthesize(
     ``label_checkpoint``: the file ``ensemble`` came from, recorded in ``plan.json`` (the weights' fingerprint is
     recorded and checked either way). ``names``: ``classes`` / ``keypoint_names`` + ``skeleton`` of the ensemble's
     outputs (``LabelGeneratorModule.label_names()``), recorded in ``plan.json``; the merged ``manifest.jsonl`` then
-    lists each sample's classes by name.
+    lists each sample's classes by name. ``noise_mode``: the generator's noise inputs -- ``"const"`` (its fixed
+    buffers, the same for every sample) or ``"random"`` (drawn per sample from the sample's seed, as the GAN was
+    trained: more varied images; :func:`sample_noise`).
     """
+    if noise_mode not in ("const", "random"):
+        raise ConfigError(f"noise_mode={noise_mode!r} unknown: use random (per-sample noise, as in GAN training) or "
+                          "const (the generator's fixed noise)")  # fmt: skip
     if world_size < 1 or not 0 <= rank < world_size:
         raise ConfigError(f"rank={rank}, world_size={world_size}: need 0 <= rank < world_size")
     if batch_size < 1:
@@ -229,6 +243,8 @@ def synthesize(
     meta = {**plan, "seed": int(seed), "truncation_psi": float(truncation_psi), "world_size": int(world_size),
             "task": task, "working_resolution": extractor.resolution, "image_resolution": size,
             "label_generator": fingerprint(ensemble), "generator": fingerprint(generator)}  # fmt: skip
+    if noise_mode != "const":  # recorded unless const: folders written before the option still resume
+        meta["noise_mode"] = noise_mode
     source = file_identity(label_checkpoint) if label_checkpoint is not None else None
     plan_path = out / "plan.json"
     if plan_path.exists():
@@ -259,7 +275,11 @@ def synthesize(
         with torch.no_grad():
             w = generator.mapping(z, truncation_psi=truncation_psi)
             ws = w[:, None].repeat(1, generator.num_ws, 1)
-            img, feats = extractor.features(ws)
+            noise = None
+            if noise_mode == "random":
+                per = [sample_noise(seed, i, generator.noise_shapes) for i in ids]
+                noise = [torch.stack([p[k] for p in per]).to(dev) for k in range(len(per[0]))]
+            img, feats = extractor.features(ws, noise)
         preds = label_pixels(ensemble, extractor, feats, chunk_pixels)
         for j, i in enumerate(ids):
             sid = f"{i:08d}"
