@@ -43,8 +43,9 @@ class HypercolumnExtractor:
     """Turns W+ latents into per-pixel hypercolumns using a frozen generator.
 
     ``generator`` follows the ``autolabel.gan.Generator`` contract (``synthesis(ws, noise_mode, return_features=True,
-    noise=None)``, ``noise_shapes``, ``feature_channels``, ``feature_resolutions``). ``layers`` selects feature indices (``None`` = all), ``resolution`` is
-    the working resolution (``None`` = the image resolution), ``dtype`` the output dtype (fp16 halves storage).
+    noise=None)``, ``noise_shapes``, ``feature_channels``, ``feature_resolutions``). ``layers`` selects feature indices
+    (``None`` = all), ``resolution`` is the working resolution (``None`` = the image resolution), ``dtype`` the output
+    dtype (fp16 halves storage).
     """
 
     def __init__(

@@ -176,7 +176,7 @@ def run_synthesis(
         settings.n,
         settings.seed,
         settings.truncation_psi,
-        getattr(settings, "noise_mode", "random"),
+        settings.noise_mode,
         settings.batch_size,
         settings.filter_fraction,
         settings.drop_least_uncertain,
