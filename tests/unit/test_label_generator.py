@@ -466,3 +466,63 @@ def test_ignore_index_pixels_carry_no_loss():
     keep = w.bool()
     plain = ens.member_losses(out[:, keep], y[keep])
     assert torch.allclose(weighted, plain)  # = cross-entropy over the labeled pixels only
+
+
+def test_reconstruction_weights_known_answer():
+    from autolabel.handsoff.invert import reconstruction_weights
+
+    images = torch.zeros(2, 3, 4, 4)
+    recon = torch.full((2, 3, 4, 4), 0.5)  # squared error 0.25 at 26 of the 32 pixels: the median
+    recon[0, :, 0, 0] = 2.5  # error 6.25
+    recon[1, :, 1:3, 1:3] = 1.5  # error 2.25
+    recon[1, :, 3, 3] = 1.5
+    w = reconstruction_weights(images, recon, 4, scale=1.0)
+    e = (recon**2).mean(1)
+    assert torch.allclose(w, torch.exp(-e / (1.0 * 0.25)))
+    assert torch.allclose(w[0, 0, 1], torch.tensor(math.exp(-1.0)))  # the median error weighs exp(-1)
+    # onto a 2x2 grid: the squared error is area-averaged before the weight is taken
+    w2 = reconstruction_weights(images, recon, 2, scale=2.0)
+    e2 = torch.nn.functional.avg_pool2d(e[:, None], 2)[:, 0]
+    assert w2.shape == (2, 2, 2) and torch.allclose(w2, torch.exp(-e2 / (2.0 * e2.median())))
+    with pytest.raises(DataError, match="equal"):
+        reconstruction_weights(images, recon[:1], 4, 1.0)
+    with pytest.raises(ConfigError, match="scale"):
+        reconstruction_weights(images, recon, 4, 0.0)
+
+
+def test_pixel_weights_become_the_targets_loss_weights():
+    pw = torch.rand(2, 4, 4)
+    lab = torch.zeros(2, 4, 4, dtype=torch.long)
+    lab[:, 1:3, 1:3] = 1
+    lab[1, 0, 0] = 255
+    idx = torch.tensor([0, 5, 15])
+    seg = LabelTargets(lab, "segmentation", 4, min_class_pixels=0, ignore_index=255, pixel_weight=pw)
+    y, w = seg.targets(1, idx)
+    assert y.tolist() == [0, 1, 0] and torch.allclose(w, pw[1].reshape(-1)[idx] * torch.tensor([0.0, 1.0, 1.0]))
+    plain = LabelTargets(lab.clamp_max(1), "segmentation", 4, min_class_pixels=0, pixel_weight=pw)
+    assert torch.allclose(plain.targets(0, idx)[1], pw[0].reshape(-1)[idx])
+    assert plain.nbytes == 2 * 16 + 2 * 16 * 4
+    kp = LabelTargets(torch.tensor([[[1.0, 1.0], [-1.0, -1.0]]] * 2), "keypoints", 4, pixel_weight=pw)
+    _, wk = kp.targets(0, idx)  # visibility [P, K] times the pixel's weight
+    assert torch.allclose(wk, pw[0].reshape(-1)[idx][:, None] * torch.tensor([1.0, 0.0]))
+    depth = LabelTargets(torch.rand(2, 8, 8), "depth", 4, pixel_weight=torch.ones(2, 8, 8) * 0.5)
+    assert torch.allclose(depth.targets(0, idx)[1], torch.full((3,), 0.5))  # area-resized onto the 4x4 grid
+    sub = seg.subset([1])
+    assert torch.equal(sub.pixel_weight, pw[1:]) and torch.equal(sub.targets(0, idx)[1], w)
+    assert LabelTargets(lab.clamp_max(1), "segmentation", 4, min_class_pixels=0).targets(0, idx)[1] is None
+    with pytest.raises(DataError, match="one \\[H, W\\] map per labeled image"):
+        LabelTargets(lab, "segmentation", 4, pixel_weight=pw[:1])
+    with pytest.raises(DataError, match=">= 0"):
+        LabelTargets(lab, "segmentation", 4, pixel_weight=-pw)
+
+
+def test_weighted_depth_loss_known_answer():
+    ens = LabelGeneratorEnsemble(4, "depth", n_members=2, hidden=(4, 4))
+    out = torch.tensor([[[1.0], [3.0]], [[0.0], [0.0]]])  # [M=2, P=2, 1]
+    target = torch.tensor([0.0, 1.0])
+    w = torch.tensor([3.0, 1.0])
+    l1 = ens.member_losses(out, target, "l1", w)
+    assert torch.allclose(l1, torch.tensor([(3 * 1 + 1 * 2) / 4, (3 * 0 + 1 * 1) / 4]))
+    l2 = ens.member_losses(out, target, "l2", w)
+    assert torch.allclose(l2, torch.tensor([(3 * 1 + 1 * 4) / 4, 1 / 4]))
+    assert torch.allclose(ens.member_losses(out, target, "l1"), torch.tensor([1.5, 0.5]))

@@ -80,6 +80,10 @@ class DownstreamConfig:
     eye_keypoints: Optional[list[int]] = None  # keypoints: [left_eye, right_eye] indices -> NME/PCK by inter-ocular
     flip_pairs: Optional[list[Any]] = None  # keypoints: index pairs swapped by a mirror; null = no flips
     min_confidence: float = 0.0  # synthetic keypoints below this confidence count as invisible
+    # AdaBN: every net's BatchNorm statistics re-estimated on the unlabeled real images (the GAN's training images)
+    # before each validation and the final score -- adapts nets trained on synthetic images to the photos, no labels
+    adapt_bn: bool = False
+    adapt_bn_images: int = 512  # at most this many unlabeled images (a seeded sample of larger folders)
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.val_every < 1 or self.batch_size < 1 or self.lr <= 0:
@@ -107,6 +111,9 @@ class DownstreamConfig:
             raise ConfigError(
                 f"downstream.sets={list(self.sets)}: unknown {bad}; use some of {', '.join(TRAINING_SETS)}"
             )
+        if self.adapt_bn_images < 1:
+            raise ConfigError(f"downstream.adapt_bn_images={self.adapt_bn_images} must be >= 1 (how many unlabeled "
+                              "images AdaBN averages over)")  # fmt: skip
         if self.eye_keypoints is not None and len(self.eye_keypoints) != 2:
             raise ConfigError(
                 f"downstream.eye_keypoints={self.eye_keypoints}: name exactly two keypoints, e.g. [36,45]"

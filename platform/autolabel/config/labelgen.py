@@ -75,6 +75,11 @@ class LabelTrainConfig:
     # the upper bound; 0: train the length above
     select_folds: int = 0
     select_every: int = 50  # optimizer steps between held-out scores of the fold ensembles
+    # > 0: weight each labeled pixel by how well the inversion reproduced the photo there, exp(-e / (recon_weight *
+    # median e)) with e the pixel's squared error (autolabel.handsoff.invert.reconstruction_weights): where the
+    # GAN's image misses the photo, the photo's label does not fit the features the label generator sees; 0: every
+    # pixel counts the same
+    recon_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.lr <= 0:
@@ -91,5 +96,8 @@ class LabelTrainConfig:
         if self.select_folds == 1 or self.select_folds < 0:
             raise ConfigError(f"label_train.select_folds={self.select_folds}: use 0 (train the configured length) or "
                               ">= 2 folds of the labeled images to choose it")  # fmt: skip
+        if self.recon_weight < 0:
+            raise ConfigError(f"label_train.recon_weight={self.recon_weight} must be >= 0 (0: off; 1: a pixel with "
+                              "the median reconstruction error weighs exp(-1))")  # fmt: skip
         if self.select_every < 1:
             raise ConfigError(f"label_train.select_every={self.select_every} must be >= 1 (steps between scores)")

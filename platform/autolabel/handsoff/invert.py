@@ -137,3 +137,21 @@ def latent_spread(ws: torch.Tensor, generator: nn.Module, n_sampled: int = 256, 
     w = generator.mapping(z).unsqueeze(1).repeat(1, ws.shape[1], 1)
     inv, ref = spread(ws.to(dev)), spread(w)
     return {"inverted": inv, "sampled": ref, "ratio": inv / max(ref, 1e-12)}
+
+
+def reconstruction_weights(images: torch.Tensor, recon: torch.Tensor, resolution: int, scale: float) -> torch.Tensor:
+    """Per-pixel trust in an inversion, ``[N, R, R]`` in (0, 1]: ``exp(-e / (scale * median(e)))``, where ``e`` is
+    the squared error between each image and its reconstruction (channel mean, area-averaged onto the ``resolution``
+    grid) and the median runs over every pixel of every image. Where the GAN's reconstruction misses the photo, the
+    photo's label may not fit the generated content that the label generator learns from; ``scale`` sets how fast
+    trust falls (1: a pixel with the median error weighs exp(-1) = 0.37)."""
+    if images.shape != recon.shape or images.ndim != 4:
+        raise DataError(f"images {tuple(images.shape)} and reconstructions {tuple(recon.shape)}: pass two equal "
+                        "[N, C, H, W] batches")  # fmt: skip
+    if not scale > 0:
+        raise ConfigError(f"scale={scale} must be > 0 (larger: pixels the inversion misses keep more weight)")
+    err = ((images.float() - recon.float()) ** 2).mean(1, keepdim=True)
+    if err.shape[-2:] != (resolution, resolution):
+        err = F.interpolate(err, size=(resolution, resolution), mode="area")
+    err = err[:, 0]
+    return torch.exp(-err / (scale * err.median().clamp_min(1e-12)))

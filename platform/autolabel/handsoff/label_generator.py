@@ -222,8 +222,8 @@ class LabelGeneratorEnsemble(nn.Module):
         """Per-member losses ``[M]`` for member outputs ``[M, P, out]`` and targets (class ``[P]``, heatmap ``[P, K]``,
         depth ``[P]``). Keypoints: ``weight [P, K]`` (1 = visible, 0 = invisible) averages the squared error over the
         visible entries only, so an invisible keypoint trains nothing (0 when nothing in the batch is visible).
-        Segmentation: ``weight [P]`` (0 = ignored pixel, e.g. a void border) averages the cross-entropy over the
-        weighted pixels only."""
+        Segmentation and depth: ``weight [P]`` (0 = ignored pixel, e.g. a void border) averages the per-pixel loss
+        over the weighted pixels only."""
         if self.task == "segmentation":
             m, p, k = out.shape
             ce = F.cross_entropy(out.reshape(m * p, k), target.long().repeat(m), reduction="none").view(m, p)
@@ -238,8 +238,10 @@ class LabelGeneratorEnsemble(nn.Module):
             w = weight.to(se.dtype).unsqueeze(0)
             return (se * w).sum((1, 2)) / w.sum((1, 2)).clamp_min(1.0)
         diff = out[..., 0] - target.float().unsqueeze(0)
-        if depth_loss == "l1":
-            return diff.abs().mean(1)
-        if depth_loss == "l2":
-            return (diff**2).mean(1)
-        raise ConfigError(f"depth_loss={depth_loss!r} unknown: use l1 or l2")
+        if depth_loss not in ("l1", "l2"):
+            raise ConfigError(f"depth_loss={depth_loss!r} unknown: use l1 or l2")
+        err = diff.abs() if depth_loss == "l1" else diff**2
+        if weight is None:
+            return err.mean(1)
+        w = weight.to(err.dtype).unsqueeze(0)
+        return (err * w).sum(1) / w.sum(1).clamp_min(1.0)

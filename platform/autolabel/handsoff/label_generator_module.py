@@ -68,7 +68,9 @@ class LabelTargets:
     onto the working grid, targets are Gaussian heatmap values computed at the sampled pixels only. ``"depth"``:
     ``labels [N, H, W]`` resized bilinearly to R. Memory: ``R^2`` bytes (masks), ``K * 9`` bytes (keypoints) or
     ``4 R^2`` bytes (depth) per image. ``ignore_index`` (segmentation): pixels with that value (e.g. VOC's 255 void
-    borders) are no class; they are sampled like any pixel but carry zero loss weight.
+    borders) are no class; they are sampled like any pixel but carry zero loss weight. ``pixel_weight [N, H, W]``
+    (optional, >= 0, area-resized to R): every target pixel's loss weight, e.g. :func:`~autolabel.handsoff.invert.
+    reconstruction_weights` (how well the inversion reproduced the photo there).
     """
 
     def __init__(
@@ -83,6 +85,7 @@ class LabelTargets:
         min_class_pixels: int = 30,
         heatmap_sigma: float = 2.0,
         ignore_index: int | None = None,
+        pixel_weight: Tensor | None = None,
     ) -> None:
         if task not in TASKS:
             raise ConfigError(f"task={task!r} unknown: use one of {', '.join(TASKS)}")
@@ -145,14 +148,27 @@ class LabelTargets:
                 labels = F.interpolate(labels[:, None], size=(r, r), mode="bilinear", align_corners=False)[:, 0]
             self.labels = labels.contiguous()
             self.n_outputs = 1
+        self.pixel_weight: Tensor | None = None
+        if pixel_weight is not None:
+            pw = torch.as_tensor(pixel_weight).float()
+            if pw.ndim != 3 or len(pw) != len(labels):
+                raise DataError(f"pixel_weight has shape {tuple(pw.shape)}: pass one [H, W] map per labeled image "
+                                f"([{len(labels)}, H, W])")  # fmt: skip
+            if not torch.isfinite(pw).all() or bool((pw < 0).any()):
+                raise DataError("pixel_weight holds negative or non-finite values: weights must be finite and >= 0")
+            if pw.shape[-2:] != (r, r):
+                pw = F.interpolate(pw[:, None], size=(r, r), mode="area")[:, 0]
+            self.pixel_weight = pw.contiguous()
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
 
     @property
     def nbytes(self) -> int:
-        """Bytes held (labels + visibility)."""
+        """Bytes held (labels + visibility + pixel weights)."""
         extra = self.visible.numel() if self.visible is not None else 0
+        if self.pixel_weight is not None:
+            extra += self.pixel_weight.numel() * 4
         return int(self.labels.numel() * self.labels.element_size() + extra)
 
     def subset(self, index: Tensor | Sequence[int]) -> LabelTargets:
@@ -161,6 +177,7 @@ class LabelTargets:
         out = copy.copy(self)
         out.labels = self.labels[index]
         out.visible = None if self.visible is None else self.visible[index]
+        out.pixel_weight = None if self.pixel_weight is None else self.pixel_weight[index]
         return out
 
     def sample_pixels(self, image: int, count: int, rng: torch.Generator, peak_fraction: float = 0.0) -> Tensor:
@@ -182,21 +199,23 @@ class LabelTargets:
 
     def targets(self, image: int, index: Tensor) -> tuple[Tensor, Tensor | None]:
         """Targets at flat positions ``index [P]`` of ``image``: class ``[P]`` / depth ``[P]``, or heatmap values
-        ``[P, K]`` with visibility weights ``[P, K]`` (keypoints)."""
+        ``[P, K]`` with visibility weights ``[P, K]`` (keypoints); the loss weights (None: all 1) include
+        ``pixel_weight`` when set."""
+        pw = None if self.pixel_weight is None else self.pixel_weight[image].reshape(-1)[index]
         if self.task == "keypoints":
             kp = self.labels[image]  # [K, 2]
             xy = pixel_xy(index, self.resolution)
             values = heatmap_values(xy, kp[None].expand(len(index), -1, -1), self.heatmap_sigma)
-            weight = self.visible[image][None].expand(len(index), -1).float()
-            return values * weight, weight
+            visible = self.visible[image][None].expand(len(index), -1).float()
+            return values * visible, visible if pw is None else visible * pw[:, None]
         flat = self.labels[image].reshape(-1)[index]
         if self.task == "segmentation":
             flat = flat.long()
             if self.ignore_index is None:
-                return flat, None
-            valid = flat != self.ignore_index
-            return torch.where(valid, flat, torch.zeros_like(flat)), valid.float()
-        return flat.float(), None
+                return flat, pw
+            valid = (flat != self.ignore_index).float()
+            return torch.where(valid.bool(), flat, torch.zeros_like(flat)), valid if pw is None else valid * pw
+        return flat.float(), pw
 
 
 @dataclass(frozen=True)

@@ -65,7 +65,7 @@ def train_label_generator(
     from autolabel.gan import load_generator
     from autolabel.handsoff.encoder_module import load_encoder
     from autolabel.handsoff.hypercolumns import HypercolumnExtractor
-    from autolabel.handsoff.invert import invert_images, latent_spread
+    from autolabel.handsoff.invert import invert_images, latent_spread, reconstruction_weights
     from autolabel.handsoff.label_generator_module import LabelDataModule, LabelGeneratorModule, LabelTargets
 
     lg, lt = as_config(lg, LabelGeneratorConfig), as_config(lt, LabelTrainConfig)  # OmegaConf nodes too
@@ -131,6 +131,14 @@ def train_label_generator(
     else:
         labels = torch.stack([it["keypoints"] for it in items]).float()
         visible = torch.stack([it["visible"] for it in items])
+    pixel_weight = None
+    if lt.recon_weight > 0:  # trust each labeled pixel as far as the inversion reproduced the photo there
+        extractor = HypercolumnExtractor(gen, wr, list(lg.layers) or None)
+        with torch.no_grad():
+            recon = torch.cat([extractor.features(ws[i : i + invert_batch_size].to(device))[0].float().cpu()
+                               for i in range(0, n, invert_batch_size)])  # fmt: skip
+        pixel_weight = reconstruction_weights(images, recon, wr, lt.recon_weight)
+        del extractor
     targets = LabelTargets(
         labels,
         task,
@@ -141,6 +149,7 @@ def train_label_generator(
         min_class_pixels=lg.min_class_pixels,
         heatmap_sigma=lg.heatmap_sigma,
         ignore_index=getattr(folder, "ignore_index", None),  # VOC void borders: no loss there
+        pixel_weight=pixel_weight,
     )
     names = folder.names  # class / keypoint names and skeleton: into the checkpoint, then plan.json / manifest.jsonl
     n_out = targets.n_outputs
@@ -214,6 +223,8 @@ def train_label_generator(
         metrics.update(length_epochs=choice.epochs, length_heldout_score=choice.score, length_folds=lt.select_folds)
     if inv.get("lpips") is not None:
         metrics["inversion_lpips"] = float(inv["lpips"].mean())
+    if pixel_weight is not None:
+        metrics["recon_weight_mean"] = float(pixel_weight.mean())  # the labeled pixels' mean trust
     metrics.update({f"inversion_spread_{k}": v for k, v in latent_spread(ws, gen).items()})  # ~0: collapsed encoder
     return {
         "outputs": {"checkpoint": stage_dir / "checkpoints" / "last.ckpt", "latents": stage_dir / "latents.pt"},

@@ -192,10 +192,11 @@ def build_module(task: str, cfg: DownstreamConfig, channels: int, n_classes: int
 
 
 def train_for_steps(module, train: Dataset, val: Dataset | None, task: str, cfg: DownstreamConfig, trainer_cfg,
-                    stage_dir: str | os.PathLike) -> dict[str, Any]:  # fmt: skip
+                    stage_dir: str | os.PathLike, callbacks: Sequence = ()) -> dict[str, Any]:  # fmt: skip
     """Train ``module`` for exactly ``cfg.steps`` optimizer steps (validating every ``cfg.val_every`` on ``val``);
     load the best validation checkpoint's weights (the final ones without ``val``). Returns ``checkpoint``,
-    ``steps`` (``trainer.global_step``), ``best_step``, ``val_score``, ``val_images``, ``seconds``."""
+    ``steps`` (``trainer.global_step``), ``best_step``, ``val_score``, ``val_images``, ``seconds``. ``callbacks``:
+    extra Lightning callbacks (e.g. :class:`~autolabel.tasks.adabn.AdaptBatchNorm`)."""
     from autolabel.engine import fit
     from autolabel.engine.checkpoint_io import load_checkpoint
     from autolabel.tasks.segmentation import DenseDataModule
@@ -207,14 +208,16 @@ def train_for_steps(module, train: Dataset, val: Dataset | None, task: str, cfg:
     tc = dataclasses.replace(trainer_cfg, max_steps=cfg.steps, max_epochs=None)
     ckpts = stage_dir / "checkpoints"
     if val is None:
-        trainer = fit(module, dm, tc, stage_dir, limit_val_batches=0, check_val_every_n_epoch=None)
+        trainer = fit(
+            module, dm, tc, stage_dir, limit_val_batches=0, check_val_every_n_epoch=None, callbacks=list(callbacks)
+        )
         trainer.save_checkpoint(ckpts / "last.ckpt", weights_only=False)
         return {"checkpoint": ckpts / "last.ckpt", "steps": int(trainer.global_step), "val_images": 0,
                 "seconds": round(time.perf_counter() - t0, 2)}  # fmt: skip
     monitor, mode = MONITOR[task]
     trainer = fit(module, dm, tc, stage_dir, monitor=monitor, monitor_mode=mode,
                   val_check_interval=min(cfg.val_every, cfg.steps), check_val_every_n_epoch=None,
-                  num_sanity_val_steps=0)  # fmt: skip
+                  num_sanity_val_steps=0, callbacks=list(callbacks))  # fmt: skip
     # the final step (training may stop between two validations)
     trainer.save_checkpoint(ckpts / "last.ckpt", weights_only=False)
     best = ckpts / "best.ckpt"
@@ -247,20 +250,28 @@ def _sizes(datasets: Mapping[str, Dataset], task: str) -> tuple[int, int | None,
 
 
 def compare_training_sets(task: str, real_few: Dataset, synthetic: Dataset | None, test: Dataset, cfg: DownstreamConfig,
-                          trainer_cfg, out_dir: str | os.PathLike,
-                          extra_sets: Mapping[str, Dataset] | None = None) -> dict[str, Any]:  # fmt: skip
+                          trainer_cfg, out_dir: str | os.PathLike, extra_sets: Mapping[str, Dataset] | None = None,
+                          unlabeled: torch.Tensor | None = None) -> dict[str, Any]:  # fmt: skip
     """Train one downstream net per training set in ``cfg.sets`` (``synthetic``, ``real_few``, ``mixed``) plus any
     ``extra_sets`` (e.g. ``{"real_many": ...}``), each for ``cfg.steps`` optimizer steps, each picking its checkpoint
     on the same validation slice of ``test``, and score them and the ``constant`` baseline on the rest.
 
     Returns ``{"metrics": {name: {...}}, "checkpoints": {name: path}, "headline": {f"{metric}_{name}": value}}``;
     each set's metrics include ``train_images``, ``steps`` (== ``cfg.steps``), ``best_step`` and ``seconds``.
-    Sub-runs go to ``out_dir/<name>/`` (resumed from their ``last.ckpt`` when present).
+    Sub-runs go to ``out_dir/<name>/`` (resumed from their ``last.ckpt`` when present). With ``cfg.adapt_bn``, every
+    net's BatchNorm statistics are re-estimated on ``unlabeled`` (real images ``[N, C, H, W]``, no labels) before each
+    validation and the final score (:mod:`autolabel.tasks.adabn`).
     """
     import pytorch_lightning as pl
 
+    from autolabel.tasks.adabn import AdaptBatchNorm
+
     if task not in TASKS:
         raise ConfigError(f"downstream task={task!r}: use one of {', '.join(TASKS)}")
+    if cfg.adapt_bn and unlabeled is None:
+        raise ConfigError("downstream.adapt_bn=true needs unlabeled real images to adapt to (compare_training_sets("
+                          "unlabeled=...)); or set downstream.adapt_bn=false")  # fmt: skip
+    callbacks = [AdaptBatchNorm(unlabeled)] if cfg.adapt_bn and unlabeled is not None else []
     sets: dict[str, Dataset] = {}
     for name in cfg.sets:
         if name == "real_few":
@@ -291,10 +302,13 @@ def compare_training_sets(task: str, real_few: Dataset, synthetic: Dataset | Non
         seen = augmented(train)
         extra: dict[str, Any] = {}
         if name == "finetuned":
-            info = _pretrain_then_finetune(module, seen, augmented(real_few), val, task, cfg, trainer_cfg, sub)
+            info = _pretrain_then_finetune(module, seen, augmented(real_few), val, task, cfg, trainer_cfg, sub,
+                                           callbacks)  # fmt: skip
             extra = {"train_images": len(train) + len(real_few)}
         else:
-            info = train_for_steps(module, seen, val, task, cfg, trainer_cfg, sub)
+            info = train_for_steps(module, seen, val, task, cfg, trainer_cfg, sub, callbacks)
+        if callbacks:
+            extra["adapt_bn_images"] = len(unlabeled)  # type: ignore[arg-type]
         checkpoints[name] = info.pop("checkpoint")
         metrics = score(module.model if task == "keypoints" else module, scored, task, cfg, n_classes)
         if isinstance(train, MixedDataset):
@@ -307,15 +321,15 @@ def compare_training_sets(task: str, real_few: Dataset, synthetic: Dataset | Non
 
 
 def _pretrain_then_finetune(module, synthetic: Dataset, real: Dataset, val: Dataset | None, task: str,
-                            cfg: DownstreamConfig, trainer_cfg, sub: Path) -> dict[str, Any]:  # fmt: skip
+                            cfg: DownstreamConfig, trainer_cfg, sub: Path, callbacks: Sequence = ()) -> dict[str, Any]:  # fmt: skip
     """The ``finetuned`` set: ``pretrain_steps`` on the synthetic set, then the rest of ``cfg.steps`` on the real
     one from the pretraining's best weights (``train_for_steps`` loads them); the fine-tuning's best step is scored.
     Both phases resume from their own ``last.ckpt`` (``sub/pretrain``, ``sub/finetune``)."""
     n1 = cfg.pretrain_steps
     first = train_for_steps(module, synthetic, val, task, dataclasses.replace(cfg, steps=n1, sets=["synthetic"]),
-                            trainer_cfg, sub / "pretrain")  # fmt: skip
+                            trainer_cfg, sub / "pretrain", callbacks)  # fmt: skip
     second = train_for_steps(module, real, val, task, dataclasses.replace(cfg, steps=cfg.steps - n1, sets=["real_few"]),
-                             trainer_cfg, sub / "finetune")  # fmt: skip
+                             trainer_cfg, sub / "finetune", callbacks)  # fmt: skip
     info = {**second, "steps": first["steps"] + second["steps"], "pretrain_steps": first["steps"]}
     info["seconds"] = round(first["seconds"] + second["seconds"], 2)
     if "best_step" in second:

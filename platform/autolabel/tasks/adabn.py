@@ -1,0 +1,79 @@
+"""AdaBN (Li et al., 2016): a net's BatchNorm statistics recomputed on unlabeled images of the test domain.
+
+A downstream net trained on synthetic images normalizes its features with the synthetic images' statistics; the real
+photos it is scored on differ in colour, texture and sharpness. Recomputing every BatchNorm layer's running mean and
+variance on unlabeled real photos -- which HandsOff always has: the GAN trained on them -- moves the net to the real
+domain without a label or a gradient step. The weights are untouched; only the running statistics change.
+"""
+
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from autolabel.errors import ConfigError, DataError
+
+__all__ = ["AdaptBatchNorm", "adapt_batchnorm", "stack_images"]
+
+
+def _batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    return [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+
+
+@torch.no_grad()
+def adapt_batchnorm(model: nn.Module, images: torch.Tensor, batch_size: int = 64) -> int:
+    """Replace the running mean/variance of every BatchNorm layer of ``model`` by their average over ``images``
+    (``[N, C, H, W]``, the net's input scale), one forward pass per batch. Every other module keeps its mode and the
+    weights are untouched. Returns the number of layers adapted (0: the net has no BatchNorm, nothing changes)."""
+    if images.ndim != 4 or len(images) == 0:
+        raise DataError(f"AdaBN needs a non-empty image batch [N, C, H, W], got shape {tuple(images.shape)}")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size={batch_size} must be >= 1")
+    bns = _batchnorms(model)
+    if not bns:
+        return 0
+    modes = [(m, m.training) for m in model.modules()]
+    momenta = [(m, m.momentum) for m in bns]
+    model.eval()  # dropout and friends in inference mode
+    try:
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative moving average: every batch counts equally
+            m.train()
+        device = next((p.device for p in model.parameters()), images.device)
+        for i in range(0, len(images), batch_size):
+            model(images[i : i + batch_size].to(device))
+    finally:
+        for m, momentum in momenta:
+            m.momentum = momentum
+        for m, training in modes:
+            m.training = training
+    return len(bns)
+
+
+def stack_images(dataset: Dataset, limit: int, seed: int = 0) -> torch.Tensor:
+    """Up to ``limit`` images of ``dataset`` (items ``(image, label)`` or ``{"image": ...}``), a seeded sample when it
+    holds more, stacked ``[N, C, H, W]``."""
+    n = len(dataset)  # type: ignore[arg-type]
+    if n == 0:
+        raise DataError("AdaBN: the unlabeled image folder is empty")
+    idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:limit] if n > limit else torch.arange(n)
+    items = [dataset[int(i)] for i in idx]
+    return torch.stack([it["image"] if isinstance(it, dict) else it[0] for it in items])
+
+
+class AdaptBatchNorm(pl.Callback):
+    """Re-estimates the BatchNorm statistics on ``images`` before every validation, so the checkpoint chosen on the
+    validation slice -- and stored with those statistics -- is the adapted net; and once more when training ends (the
+    final weights, for runs without validation)."""
+
+    def __init__(self, images: torch.Tensor, batch_size: int = 64):
+        self.images, self.batch_size = images, batch_size
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        adapt_batchnorm(pl_module, self.images, self.batch_size)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        adapt_batchnorm(pl_module, self.images, self.batch_size)
