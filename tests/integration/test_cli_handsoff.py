@@ -77,6 +77,7 @@ def test_fit_labels_chooses_its_length_on_held_out_folds(trained, tmp_path, caps
     stage = next((runs / "labels").glob("*/labels"))
     m = read_json(stage / "manifest.json")["metrics"]
     assert 0.0 < m["recon_weight_mean"] < 1.0  # labeled pixels weighted by how well the inversion reproduced them
+    assert str(stage / "recon_weights.png") in read_json(stage / "manifest.json")["figures"]
     curves = [read_json(stage / "select" / f"fold{i}" / "curve.json") for i in range(3)]
     assert all(sorted(c["curve"]) == ["2", "4"] and c["steps_per_epoch"] == 128 for c in curves)  # 8 images each
     assert sorted(sum((c["held_out"] for c in curves), [])) == list(range(12))

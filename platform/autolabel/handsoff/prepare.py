@@ -94,6 +94,7 @@ def train_label_generator(
     device = training_device(trainer_cfg)
     gen.to(device)
     latents_path, recon_png = stage_dir / "latents.pt", stage_dir / "inversions.png"
+    weights_png = stage_dir / "recon_weights.png"
     inv = _saved_latents(latents_path, folder.ids) if last_checkpoint(stage_dir) is not None else None
     if inv is None:  # a resumed stage reuses its latents: re-inverting (GPU kernels) might not reproduce them exactly
         enc = load_encoder(encoder, generator=gen).to(device)
@@ -139,6 +140,16 @@ def train_label_generator(
                                for i in range(0, n, invert_batch_size)])  # fmt: skip
         pixel_weight = reconstruction_weights(images, recon, wr, lt.recon_weight)
         del extractor
+        if global_rank() == 0:  # photo / reconstruction / trust map (white = full weight), 8 per row
+            trust = (
+                torch.nn.functional.interpolate(pixel_weight[:, None], size=images.shape[-2:], mode="nearest") * 2 - 1
+            )
+            panels = [
+                images[:8].expand(-1, 3, -1, -1),
+                recon[:8].expand(-1, 3, -1, -1),
+                trust[:8].expand(-1, 3, -1, -1),
+            ]
+            save_image((torch.cat(panels).clamp(-1, 1) + 1) / 2, weights_png, nrow=min(8, n))
     targets = LabelTargets(
         labels,
         task,
@@ -177,7 +188,7 @@ def train_label_generator(
     def length_of(per_epoch: int) -> int:
         return int(math.ceil(lt.epochs * per_epoch)) if lt.epochs > 0 else lt.max_steps
 
-    choice, figures = None, [str(recon_png)] if recon_png.is_file() else []
+    choice, figures = None, [str(p) for p in (recon_png, weights_png) if p.is_file()]
     if lt.select_folds >= 2:
         from autolabel.handsoff.length import choose_length, curve_figure, final_steps
 
