@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import time
+from pathlib import Path
 
 from autolabel.engine.io import read_json
 from pipelines.cli import main
@@ -76,9 +77,13 @@ def test_default_pipeline_end_to_end(tmp_path, capsys):
     sub_ckpt = run / "downstream" / "synthetic" / "checkpoints" / "last.ckpt"
     before = sub_ckpt.stat().st_mtime_ns
     quick = ["downstream.steps=10", "downstream.val_every=5"]  # the floor above is checked; this is about the rerun
-    assert main([*args, f"run.dir={run}", "from_stage=downstream", *quick]) == 0
+    # ... with AdaBN on the unlabeled pool the GAN trained on
+    assert main([*args, f"run.dir={run}", "from_stage=downstream", "downstream.adapt_bn=true", *quick]) == 0
     stages = read_json(run / "summary.json")["stages"]
     assert stages["downstream"]["status"] == "ran" and stages["synthesis"]["status"] == "skipped"
+    pool = len(list(Path(read_json(run / "data" / "manifest.json")["outputs"]["images"]).glob("*.png")))
+    per_set = read_json(run / "downstream" / "manifest.json")["metrics"]["downstream"]
+    assert all(per_set[s]["adapt_bn_images"] == min(pool, 512) for s in ("synthetic", "real_few", "mixed", "finetuned"))
     assert sub_ckpt.stat().st_mtime_ns != before
     steps = [int(r["step"]) for r in csv.DictReader((run / "downstream" / "synthetic" / "logs" / "metrics.csv").open())]
     assert steps == sorted(steps)  # one training's log, not a resumed one appended to the old (steps would restart)

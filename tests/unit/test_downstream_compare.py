@@ -143,9 +143,9 @@ def test_finetuned_set_starts_from_the_pretrained_weights(tmp_path, monkeypatch)
     seen: list[tuple[int, int, torch.Tensor]] = []
     original = compare.train_for_steps
 
-    def spy(module, train, val, task, cfg, trainer_cfg, stage_dir):
+    def spy(module, train, val, task, cfg, trainer_cfg, stage_dir, callbacks=()):
         seen.append((len(train), cfg.steps, next(module.parameters()).detach().clone()))
-        out = original(module, train, val, task, cfg, trainer_cfg, stage_dir)
+        out = original(module, train, val, task, cfg, trainer_cfg, stage_dir, callbacks)
         seen.append((-1, -1, next(module.parameters()).detach().clone()))
         return out
 

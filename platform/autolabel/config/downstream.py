@@ -81,7 +81,7 @@ class DownstreamConfig:
     flip_pairs: Optional[list[Any]] = None  # keypoints: index pairs swapped by a mirror; null = no flips
     min_confidence: float = 0.0  # synthetic keypoints below this confidence count as invisible
     # AdaBN: every net's BatchNorm statistics re-estimated on the unlabeled real images (the GAN's training images)
-    # before each validation and the final score -- adapts nets trained on synthetic images to the photos, no labels
+    # before each validation and the final score, no labels (horses: the 16-real net +0.01-0.02 mIoU, synthetic +-0)
     adapt_bn: bool = False
     adapt_bn_images: int = 512  # at most this many unlabeled images (a seeded sample of larger folders)
 
