@@ -263,12 +263,11 @@ def stage_downstream(ctx: StageContext) -> dict[str, Any]:
     synth = open_labeled(synthetic, task, size, role="synthesis", min_confidence=d.min_confidence)
     unlabeled = None
     if d.adapt_bn:  # AdaBN on the unlabeled real images the GAN trained on
-        from autolabel.data.images import ImageFolderDataset
-        from autolabel.tasks.adabn import stack_images
+        from autolabel.data.images import ImageFolderDataset, sample_images
 
         channels = int(real[0]["image"].shape[0])
         pool = ImageFolderDataset(ctx.input_path("data", "images"), size=size, channels=channels, with_labels=False)
-        unlabeled = stack_images(pool, d.adapt_bn_images, seed=ctx.cfg.trainer.seed)
+        unlabeled = sample_images(pool, d.adapt_bn_images, seed=ctx.cfg.trainer.seed)
     test_set = open_labeled(test, task, size, role="data.test")
     out = compare_training_sets(task, real, synth, test_set, d, ctx.cfg.trainer, ctx.dir, unlabeled=unlabeled)
     metrics = {"downstream": out["metrics"], **out["headline"]}  # headline: <metric>_<set>, e.g. miou_mixed

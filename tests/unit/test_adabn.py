@@ -9,12 +9,12 @@ from torch import nn
 
 from autolabel.config import TrainerConfig
 from autolabel.config.downstream import DownstreamConfig
-from autolabel.data.images import ImageFolderDataset
+from autolabel.data.images import ImageFolderDataset, sample_images
 from autolabel.data.labeled import LabeledFolder
 from autolabel.data.procedural import make_shapes_dataset
 from autolabel.engine.checkpoint_io import load_checkpoint
 from autolabel.errors import ConfigError, DataError
-from autolabel.tasks.adabn import adapt_batchnorm, stack_images
+from autolabel.tasks.adabn import adapt_batchnorm
 from autolabel.tasks.compare import compare_training_sets
 from autolabel.tasks.segmentation_module import SegmentationModule
 
@@ -62,13 +62,17 @@ def test_nets_without_batchnorm_and_bad_input():
         adapt_batchnorm(nn.BatchNorm2d(1), torch.zeros(2, 1, 4, 4), batch_size=0)
 
 
-def test_stack_images_samples_a_seeded_subset(tmp_path):
+def test_sample_images_draws_a_seeded_subset(tmp_path):
     folder = make_shapes_dataset(tmp_path / "pool", 7, size=8, n_classes_shapes=1, seed=0) / "images"
     ds = ImageFolderDataset(folder, size=8, with_labels=False)
-    all_ = stack_images(ds, 100)
-    assert all_.shape == (7, 3, 8, 8) and torch.equal(all_[3], ds[3][0])
-    some = stack_images(ds, 4, seed=1)
-    assert some.shape == (4, 3, 8, 8) and torch.equal(some, stack_images(ds, 4, seed=1))
+    all_ = sample_images(ds, 100)
+    assert all_.shape == (7, 3, 8, 8)
+    assert sorted(x.sum().item() for x in all_) == sorted(ds[i][0].sum().item() for i in range(7))  # each image once
+    some = sample_images(ds, 4, seed=1)
+    assert some.shape == (4, 3, 8, 8) and torch.equal(some, sample_images(ds, 4, seed=1))
+    assert not torch.equal(some, sample_images(ds, 4, seed=2))
+    with pytest.raises(DataError, match="limit >= 1"):
+        sample_images(ds, 0)
 
 
 @pytest.fixture

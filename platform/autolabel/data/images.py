@@ -194,3 +194,16 @@ class ImageFolderDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         return to_tensor(load_image(self.files[i], self.size, self.channels)), int(self.labels[i])
+
+
+def sample_images(dataset: Dataset, limit: int, seed: int = 0) -> torch.Tensor:
+    """A seeded sample of up to ``limit`` images of ``dataset`` (items ``(image, label)``, ``{"image": ...}`` or the
+    image itself), stacked ``[N, C, H, W]`` in a seeded random order: the GAN quality metric's real images, AdaBN's
+    pool."""
+    n = len(dataset)  # type: ignore[arg-type]
+    if n == 0 or limit < 1:
+        raise DataError(f"cannot sample {limit} images from a dataset of {n}: need a non-empty folder and limit >= 1")
+    idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:limit].tolist()
+    items = [dataset[i] for i in idx]
+    images = [it["image"] if isinstance(it, dict) else it[0] if isinstance(it, (list, tuple)) else it for it in items]
+    return torch.stack(images).float()

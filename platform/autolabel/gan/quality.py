@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from autolabel.backbones import FrozenFeatures
+from autolabel.data.images import sample_images
 
 
 def frechet_distance(feats_a: np.ndarray | Tensor, feats_b: np.ndarray | Tensor) -> float:
@@ -114,13 +115,8 @@ class GANQualityCallback(pl.Callback):
         ds = getattr(dm, "dataset", None) if dm is not None else None
         if ds is None:
             ds = trainer.train_dataloader.dataset
-        n_all = len(ds)
-        perm = torch.randperm(n_all, generator=torch.Generator().manual_seed(self.seed))
-        self.n = max(1, min(self.n_req, n_all // 2))
-        idx = perm[: 2 * self.n].tolist()
-        imgs = [ds[i] for i in idx]
-        imgs = [x[0] if isinstance(x, (list, tuple)) else x for x in imgs]
-        return torch.stack(imgs).float()
+        self.n = max(1, min(self.n_req, len(ds) // 2))
+        return sample_images(ds, 2 * self.n, self.seed)
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.extractor = VGGStatsFeatures(self.weights, self.random_backbone).to(pl_module.device)

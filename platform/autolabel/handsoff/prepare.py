@@ -132,14 +132,13 @@ def train_label_generator(
     else:
         labels = torch.stack([it["keypoints"] for it in items]).float()
         visible = torch.stack([it["visible"] for it in items])
+    extractor = HypercolumnExtractor(gen, wr, list(lg.layers) or None)
     pixel_weight = None
     if lt.recon_weight > 0:  # trust each labeled pixel as far as the inversion reproduced the photo there
-        extractor = HypercolumnExtractor(gen, wr, list(lg.layers) or None)
         with torch.no_grad():
             recon = torch.cat([extractor.features(ws[i : i + invert_batch_size].to(device))[0].float().cpu()
                                for i in range(0, n, invert_batch_size)])  # fmt: skip
         pixel_weight = reconstruction_weights(images, recon, wr, lt.recon_weight)
-        del extractor
         if global_rank() == 0:  # photo / reconstruction / trust map (white = full weight), 8 per row
             trust = (
                 torch.nn.functional.interpolate(pixel_weight[:, None], size=images.shape[-2:], mode="nearest") * 2 - 1
@@ -167,7 +166,7 @@ def train_label_generator(
     model = dataclasses.replace(lg, task=task, n_classes=n_out if task == "segmentation" else -1,
                                 n_keypoints=n_out if task == "keypoints" else 0, working_resolution=wr,
                                 layers=list(lg.layers), hidden=list(lg.hidden))  # fmt: skip
-    in_channels = HypercolumnExtractor(gen, wr, list(lg.layers) or None).channels
+    in_channels = extractor.channels
 
     def make_module(index: torch.Tensor | None = None) -> LabelGeneratorModule:
         torch.manual_seed(lt.seed)  # member initialization: a function of label_train.seed only

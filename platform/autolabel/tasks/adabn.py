@@ -13,11 +13,10 @@ from __future__ import annotations
 import pytorch_lightning as pl
 import torch
 from torch import nn
-from torch.utils.data import Dataset
 
 from autolabel.errors import ConfigError, DataError
 
-__all__ = ["AdaptBatchNorm", "adapt_batchnorm", "stack_images"]
+__all__ = ["AdaptBatchNorm", "adapt_batchnorm"]
 
 
 def _batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
@@ -53,17 +52,6 @@ def adapt_batchnorm(model: nn.Module, images: torch.Tensor, batch_size: int = 64
         for m, training in modes:
             m.training = training
     return len(bns)
-
-
-def stack_images(dataset: Dataset, limit: int, seed: int = 0) -> torch.Tensor:
-    """Up to ``limit`` images of ``dataset`` (items ``(image, label)`` or ``{"image": ...}``), a seeded sample when it
-    holds more, stacked ``[N, C, H, W]``."""
-    n = len(dataset)  # type: ignore[arg-type]
-    if n == 0:
-        raise DataError("AdaBN: the unlabeled image folder is empty")
-    idx = torch.randperm(n, generator=torch.Generator().manual_seed(seed))[:limit] if n > limit else torch.arange(n)
-    items = [dataset[int(i)] for i in idx]
-    return torch.stack([it["image"] if isinstance(it, dict) else it[0] for it in items])
 
 
 class AdaptBatchNorm(pl.Callback):
