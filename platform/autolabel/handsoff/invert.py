@@ -113,6 +113,100 @@ def invert_images(
     return {"ws": best_ws, "recon": recon, "lpips": lp, "mse": mse}
 
 
+def select_noise(noise: list[torch.Tensor] | None, index: torch.Tensor | slice) -> list[torch.Tensor] | None:
+    """The per-layer noise maps of the images ``index`` (None stays None: the generator's constant noise)."""
+    return None if noise is None else [n[index] for n in noise]
+
+
+def noise_regularizer(noise: list[torch.Tensor], min_size: int = 8) -> torch.Tensor:
+    """StyleGAN2's projector penalty that keeps optimized noise maps noise-like, per image ``[B]``: the squared
+    autocorrelation at a one-pixel shift in x and in y, summed over a pyramid of each map (halved by 2x2 averaging
+    while the side is above ``min_size``). Zero-mean white noise scores ~0; a map that paints structure does not."""
+    total = noise[0].new_zeros(noise[0].shape[0])
+    for n in noise:
+        while True:
+            n32 = n.float()
+            total = total + (n32 * torch.roll(n32, 1, dims=3)).mean((1, 2, 3)).pow(2)
+            total = total + (n32 * torch.roll(n32, 1, dims=2)).mean((1, 2, 3)).pow(2)
+            if n.shape[-1] <= min_size:
+                break
+            n = F.avg_pool2d(n, 2)
+    return total
+
+
+def optimize_noise(
+    generator: nn.Module,
+    ws: torch.Tensor,
+    images: torch.Tensor,
+    *,
+    steps: int,
+    lr: float = 0.1,
+    reg_weight: float = 1e4,
+    progress: bool = True,
+) -> dict[str, torch.Tensor | list[torch.Tensor]]:
+    """Per-image StyleGAN noise inputs that bring each reconstruction ``synthesis(ws, noise)`` closer to its image,
+    with the W+ codes ``ws`` held fixed (so the codes stay where the encoder put them, in the region sampled codes
+    come from).
+
+    Starts from the generator's constant noise buffers (step 0 = the ``noise_mode="const"`` reconstruction); ``steps``
+    Adam steps on pixel MSE + ``reg_weight`` * :func:`noise_regularizer`, cosine lr peaking at ``lr``; after each step
+    every map is renormalized to zero mean and unit variance per image, as the N(0, 1) noise the generator was trained
+    with (StyleGAN2's projector does the same). Per image the noise with the lowest MSE seen is returned, so the result
+    is never worse than the constant noise. Returns ``noise`` (one ``[B, 1, H, W]`` map per layer, on ``ws``'s device,
+    the list :meth:`Generator.synthesis` takes as ``noise=``), ``recon`` [B, C, R, R] and ``mse`` [B].
+    """
+    if steps < 0 or lr <= 0 or reg_weight < 0:
+        raise ConfigError(f"noise steps={steps}, lr={lr}, reg_weight={reg_weight}: need steps >= 0, lr > 0, "
+                          "reg_weight >= 0")  # fmt: skip
+    b = ws.shape[0]
+    if images.shape[0] != b:
+        raise DataError(f"{images.shape[0]} images for {b} latents: pass one W+ code per image")
+    dev = ws.device
+    images = images.to(dev, torch.float32)
+    bufs = [getattr(generator.noises, f"noise_{i}") for i in range(len(generator.noise_shapes))]
+    noise = [buf.detach().to(dev, torch.float32).expand(b, -1, -1, -1).clone() for buf in bufs]
+    best = [n.clone() for n in noise]
+    grad_state = [p.requires_grad for p in generator.parameters()]
+    training = generator.training
+    generator.requires_grad_(False).eval()
+
+    def mse_of(maps: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        recon = generator.synthesis(ws, noise=maps)
+        return recon, F.mse_loss(recon.float(), images, reduction="none").flatten(1).mean(1)
+
+    try:
+        best_mse = torch.full((b,), float("inf"), device=dev)
+        if steps > 0:
+            for n in noise:
+                n.requires_grad_(True)
+            opt = torch.optim.Adam(noise, lr=lr, betas=(0.9, 0.999))
+            for step in tqdm(range(steps + 1), desc="optimize noise", disable=not progress, leave=False):
+                _, mse = mse_of(noise)
+                with torch.no_grad():
+                    better = mse.detach() < best_mse
+                    best_mse = torch.where(better, mse.detach(), best_mse)
+                    for kept, n in zip(best, noise, strict=True):
+                        kept[better] = n.detach()[better]
+                if step == steps:
+                    break
+                for group in opt.param_groups:
+                    group["lr"] = cosine_lr(step, steps, lr)
+                loss = mse + reg_weight * noise_regularizer(noise)
+                opt.zero_grad(set_to_none=True)
+                loss.sum().backward()
+                opt.step()
+                with torch.no_grad():
+                    for n in noise:
+                        n.sub_(n.mean((1, 2, 3), keepdim=True)).div_(n.std((1, 2, 3), keepdim=True).clamp_min(1e-8))
+        with torch.no_grad():
+            recon, mse = mse_of(best)
+    finally:
+        for p, g in zip(generator.parameters(), grad_state, strict=True):
+            p.requires_grad_(g)
+        generator.train(training)
+    return {"noise": [n.detach() for n in best], "recon": recon.detach(), "mse": mse.detach()}
+
+
 @torch.no_grad()
 def latent_spread(ws: torch.Tensor, generator: nn.Module, n_sampled: int = 256, seed: int = 0) -> dict[str, float]:
     """How far apart inverted codes are, beside how far apart the GAN's own latents are: an encoder that inverts every
