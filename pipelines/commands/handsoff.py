@@ -54,8 +54,6 @@ class FitLabelsCommand:
     masks: Optional[str] = None  # masks in a separate folder (then `labeled` is the images folder)
     refine_steps: int = 0  # per-image latent refinement after the encoder (reference: ~500)
     refine_lr: float = 0.1
-    noise_steps: int = 0  # per-image StyleGAN noise inputs fitted to each labeled photo, W+ fixed (0: constant noise)
-    noise_reg: float = 1e4  # weight of the projector's noise regularizer (keeps the maps noise-like)
     invert_batch_size: int = 8  # images inverted at once (per-image results do not depend on it)
     lpips_net: str = "vgg"
     lpips_weights: Optional[str] = None
@@ -70,9 +68,6 @@ class FitLabelsCommand:
             raise ConfigError(f"invert_batch_size={self.invert_batch_size} must be >= 1")
         if self.refine_steps < 0:
             raise ConfigError(f"refine_steps={self.refine_steps} must be >= 0 (0: the encoder's latents)")
-        if self.noise_steps < 0 or self.noise_reg < 0:
-            raise ConfigError(f"noise_steps={self.noise_steps} and noise_reg={self.noise_reg} must be >= 0 "
-                              "(noise_steps 0: the generator's constant noise)")  # fmt: skip
 
 
 def train_labels(cfg: FitLabelsCommand, stage_dir: Path, progress: bool = True) -> dict[str, Any]:
@@ -90,8 +85,6 @@ def train_labels(cfg: FitLabelsCommand, stage_dir: Path, progress: bool = True) 
         masks=cfg.masks,
         refine_steps=cfg.refine_steps,
         refine_lr=cfg.refine_lr,
-        noise_steps=cfg.noise_steps,
-        noise_reg=cfg.noise_reg,
         invert_batch_size=cfg.invert_batch_size,
         lpips_net=cfg.lpips_net,
         lpips_weights=cfg.lpips_weights,

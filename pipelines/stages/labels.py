@@ -14,9 +14,6 @@ from pipelines.runner import Stage, StageContext
 @dataclass
 class LabelsStageConfig:
     refine_steps: int = 0  # per-image latent refinement after the encoder (reference: ~500)
-    # per-image StyleGAN noise inputs optimized to reproduce each labeled photo, its W+ code fixed (0: constant noise)
-    noise_steps: int = 0
-    noise_reg: float = 1e4  # weight of the projector's noise regularizer (keeps the maps noise-like)
     model: LabelGeneratorConfig = field(
         default_factory=lambda: LabelGeneratorConfig(n_members=5, hidden=[64, 32], fp16=False, min_class_pixels=4)
     )
@@ -29,9 +26,6 @@ class LabelsStageConfig:
     def __post_init__(self) -> None:
         if self.refine_steps < 0:
             raise ConfigError(f"labels.refine_steps={self.refine_steps} must be >= 0 (0: the encoder's latents)")
-        if self.noise_steps < 0 or self.noise_reg < 0:
-            raise ConfigError(f"labels.noise_steps={self.noise_steps} and noise_reg={self.noise_reg} must be >= 0 "
-                              "(noise_steps 0: the generator's constant noise)")  # fmt: skip
 
 
 def stage_labels(ctx: StageContext) -> dict[str, Any]:
@@ -47,8 +41,6 @@ def stage_labels(ctx: StageContext) -> dict[str, Any]:
         ctx.cfg.trainer,
         ctx.dir,
         refine_steps=lab.refine_steps,
-        noise_steps=lab.noise_steps,
-        noise_reg=lab.noise_reg,
         progress=ctx.cfg.progress,
     )
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_handsoff_encoder import real_generator, tiny_generator
+from test_handsoff_encoder import tiny_generator
 
 from autolabel.errors import ConfigError, DataError
 from autolabel.handsoff.encoder import InversionEncoder
@@ -92,66 +92,3 @@ def test_latent_spread_tells_a_collapsed_inversion_from_a_diverse_one() -> None:
     two = torch.zeros(2, g.num_ws, g.w_dim)
     two[1, :, 0] = 2.0
     assert latent_spread(two, g)["inverted"] == pytest.approx(2.0)
-
-
-def _noisy_generator():
-    """A small real StyleGAN2 with every noise input switched on (a trained GAN's strengths are not zero)."""
-    g = real_generator()
-    with torch.no_grad():
-        for m in g.modules():
-            if type(m).__name__ == "NoiseInjection":
-                m.weight.fill_(0.5)
-    return g
-
-
-def test_noise_regularizer_known_answers() -> None:
-    from autolabel.handsoff.invert import noise_regularizer
-
-    ones = torch.ones(2, 1, 16, 16)  # fully correlated: (mean of 1*1)^2 = 1 per direction, at 16 and 8 px -> 4
-    assert torch.allclose(noise_regularizer([ones]), torch.full((2,), 4.0))
-    checker = (torch.arange(16)[:, None] + torch.arange(16)[None, :]) % 2 * 2.0 - 1.0
-    # neighbours always of opposite sign: 1 per direction at 16 px; 2x2 averaging leaves 0 at 8 px
-    assert torch.allclose(noise_regularizer([checker.expand(1, 1, 16, 16)]), torch.tensor([2.0]))
-    white = torch.randn(3, 1, 64, 64, generator=torch.Generator().manual_seed(0))
-    assert (noise_regularizer([white]) < 1e-3).all()  # white noise is (nearly) free
-    assert noise_regularizer([white, ones[:1].expand(3, -1, -1, -1)]).shape == (3,)  # summed over maps, per image
-
-
-def test_optimize_noise_fits_the_image_with_the_code_fixed() -> None:
-    from autolabel.handsoff.invert import noise_regularizer, optimize_noise
-
-    g = _noisy_generator()
-    before = [p.clone() for p in g.parameters()]
-    torch.manual_seed(1)
-    with torch.no_grad():
-        ws = g.mapping(torch.randn(3, g.z_dim)).unsqueeze(1).repeat(1, g.num_ws, 1)
-        x = g.synthesis(ws, noise_mode="random")  # reachable by other noise, the same codes
-        const = g.synthesis(ws, noise_mode="const")
-    start = optimize_noise(g, ws, x, steps=0, progress=False)  # step 0 = the constant noise
-    assert torch.allclose(start["recon"], const)
-    out = optimize_noise(g, ws, x, steps=60, lr=0.3, reg_weight=0.0, progress=False)
-    assert [tuple(n.shape) for n in out["noise"]] == [(3, 1, *hw) for hw in g.noise_shapes]
-    assert (out["mse"] <= start["mse"] + 1e-7).all()  # never worse, per image
-    assert out["mse"].mean() < 0.5 * start["mse"].mean()  # and clearly better
-    with torch.no_grad():
-        assert torch.allclose(g.synthesis(ws, noise=out["noise"]), out["recon"], atol=1e-6)
-    for n in out["noise"]:  # renormalized like the N(0, 1) noise the generator trained with
-        assert torch.allclose(n.mean((1, 2, 3)), torch.zeros(3), atol=1e-5)
-        assert torch.allclose(n.std((1, 2, 3)), torch.ones(3), atol=1e-4)
-    assert all(torch.equal(a, b) for a, b in zip(before, g.parameters(), strict=True))
-    assert all(p.requires_grad for p in g.parameters())
-    # the regularizer keeps the maps noise-like: a heavy weight leaves them less correlated than none
-    free = optimize_noise(g, ws, x, steps=60, lr=0.3, reg_weight=0.0, progress=False)
-    held = optimize_noise(g, ws, x, steps=60, lr=0.3, reg_weight=1e4, progress=False)
-    assert noise_regularizer(held["noise"]).mean() < noise_regularizer(free["noise"]).mean()
-
-
-def test_optimize_noise_errors() -> None:
-    from autolabel.handsoff.invert import optimize_noise
-
-    g = _noisy_generator()
-    ws = torch.zeros(2, g.num_ws, g.w_dim)
-    with pytest.raises(ConfigError, match="need steps >= 0"):
-        optimize_noise(g, ws, torch.zeros(2, 3, 16, 16), steps=-1, progress=False)
-    with pytest.raises(DataError, match="3 images for 2 latents"):
-        optimize_noise(g, ws, torch.zeros(3, 3, 16, 16), steps=1, progress=False)

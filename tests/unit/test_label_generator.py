@@ -266,68 +266,6 @@ def test_every_computed_pixel_is_used_once_and_matches_its_label():
     assert torch.equal(y, labels.reshape(-1)[nearest.indices])  # ... and its target is that pixel's label
 
 
-def test_attached_noise_maps_are_the_training_pixels_noise():
-    """With per-image noise attached (optimized noise of the labeled photos), every training hypercolumn is that of
-    synthesis(ws, noise=its image's maps), not of the constant noise; wrong map shapes fail in one line."""
-    g = tiny_gen()
-    with torch.no_grad():  # a trained GAN's noise strengths are not zero
-        for m in g.modules():
-            if type(m).__name__ == "NoiseInjection":
-                m.weight.fill_(1.0)
-    ws, labels = _brightness_data(g)
-    gen = torch.Generator().manual_seed(9)
-    noise = [torch.randn(len(ws), 1, *hw, generator=gen) for hw in g.noise_shapes]
-    t = LabelTargets(labels, "segmentation", 16, min_class_pixels=0)
-    module = _seg_module(g, ws, labels).attach(g, ws, t, noise=noise)
-    x, _, _ = module.forward_pixels(0)
-    ext = HypercolumnExtractor(g)
-    with_noise = ext.resize_all(ext.features(ws, noise=noise)[1]).permute(0, 2, 3, 1).reshape(-1, x.shape[1])
-    const = ext(ws).permute(0, 2, 3, 1).reshape(-1, x.shape[1])
-    dist = lambda a, b: torch.cdist(a.float(), b.float(), compute_mode="donot_use_mm_for_euclid_dist").min(1).values  # noqa: E731
-    assert dist(x, with_noise).max() < 1e-4  # each row is a pixel of its image drawn with its own noise ...
-    assert dist(x, const).min() > 1e-3  # ... and none is a constant-noise pixel
-    with pytest.raises(DataError, match="noise maps"):
-        module.attach(g, ws, t, noise=[n[:2] for n in noise])
-
-
-def test_style_mix_replaces_the_fine_layers_only():
-    from autolabel.handsoff.label_generator_module import style_mix
-
-    g = tiny_gen()
-    ws = g.mapping(torch.randn(6, g.z_dim, generator=torch.Generator().manual_seed(1)))[:, None].repeat(1, g.num_ws, 1)
-    out = style_mix(g, ws, 1.0, 3, torch.Generator().manual_seed(2))
-    assert torch.equal(out[:, :3], ws[:, :3])  # pose / outline layers kept
-    assert not torch.isclose(out[:, 3:], ws[:, 3:]).all(dim=-1).any()  # every fine layer replaced ...
-    assert torch.equal(out[:, 3:], out[:, 3:4].expand(-1, g.num_ws - 3, -1))  # ... by one sampled w per image
-    z = torch.randn(6, g.z_dim, generator=torch.Generator().manual_seed(2))
-    assert torch.allclose(out[:, 3], g.mapping(z))  # known answer: the w of the rng's z
-    again = style_mix(g, ws, 1.0, 3, torch.Generator().manual_seed(2))
-    assert torch.equal(out, again)  # a function of the rng's seed
-    assert torch.equal(style_mix(g, ws, 0.0, -1, torch.Generator().manual_seed(2)), ws)  # probability 0: unchanged
-    half = style_mix(g, ws, 1.0, -1, torch.Generator().manual_seed(2))
-    assert torch.equal(half[:, : g.num_ws // 2], ws[:, : g.num_ws // 2])  # -1: the upper half of the layers
-    some = style_mix(g, ws, 0.5, 3, torch.Generator().manual_seed(0))
-    changed = ~torch.isclose(some[:, 3], ws[:, 3]).all(-1)
-    assert 0 < int(changed.sum()) < 6  # about half of the images
-    with pytest.raises(ConfigError, match="style_mix_from"):
-        style_mix(g, ws, 1.0, g.num_ws, torch.Generator())
-    with pytest.raises(ConfigError, match="style_mix_prob"):
-        LabelTrainConfig(style_mix_prob=1.5)
-
-
-def test_style_mixed_training_pixels_keep_their_labels():
-    """With style_mix_prob=1 every training image is recoloured: other hypercolumns, the same pixels and targets."""
-    g = tiny_gen()
-    ws, labels = _brightness_data(g)
-    plain = _seg_module(g, ws, labels)
-    mixed = _seg_module(g, ws, labels, train=LabelTrainConfig(lr=1e-2, batch_pixels=64, pixels_per_image=192,
-                                                              images_per_step=2, style_mix_prob=1.0))  # fmt: skip
-    (x0, y0, _), (x1, y1, _) = plain.forward_pixels(0), mixed.forward_pixels(0)
-    assert torch.equal(y0, y1)  # the same pixels, labelled as the photo
-    assert not torch.allclose(x0, x1)  # seen through a recoloured image
-    assert torch.equal(mixed.forward_pixels(0)[0], x1)  # a function of (seed, forward)
-
-
 def test_label_module_learns_brightness_rule(tmp_path):
     g = tiny_gen()
     ws, labels = _brightness_data(g)

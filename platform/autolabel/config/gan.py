@@ -34,7 +34,6 @@ class GeneratorConfig:
     d_scales: int = 4  # projected: backbone taps judged (VGG16: relu1_2, relu2_2, relu3_3, relu4_3, relu5_3)
     d_head_channels: int = 64  # projected: width of each scale's head
     d_project: bool = True  # projected: fixed random 1x1 projection before each head (Projected GAN's CCM)
-    d_input_size: int = 0  # projected: the backbone sees images upsampled to this size (0: the GAN resolution)
 
     def __post_init__(self) -> None:
         r = self.resolution
@@ -47,8 +46,6 @@ class GeneratorConfig:
             raise ConfigError(f"gan.discriminator={self.discriminator!r}: use one of {DISCRIMINATORS}")
         if self.d_backbone not in ("vgg", "alex"):
             raise ConfigError(f"gan.d_backbone={self.d_backbone!r}: use 'vgg' or 'alex'")
-        if self.d_input_size < 0:
-            raise ConfigError(f"gan.d_input_size={self.d_input_size} must be >= 0 (0: the GAN resolution; e.g. 64)")
         if not 1 <= self.d_scales <= 5 or self.d_head_channels < 1:
             raise ConfigError(f"gan.d_scales={self.d_scales} must be in 1..5 and d_head_channels >= 1")
         if self.lr_mlp <= 0 or self.mbstd_group < 1:
@@ -70,13 +67,11 @@ class GeneratorConfig:
     def projected_kwargs(self) -> dict:
         """Keyword arguments of :class:`autolabel.gan.projected.ProjectedDiscriminator` (less the weights file)."""
         return dict(resolution=self.resolution, img_channels=self.img_channels, backbone=self.d_backbone,
-                    n_scales=self.d_scales, head_channels=self.d_head_channels, project=self.d_project,
-                    input_size=self.d_input_size)  # fmt: skip
+                    n_scales=self.d_scales, head_channels=self.d_head_channels, project=self.d_project)  # fmt: skip
 
 
 # GeneratorConfig fields that configure the discriminator only (not Generator keyword arguments)
-DISCRIMINATOR_KEYS = ("mbstd_group", "discriminator", "d_backbone", "d_scales", "d_head_channels", "d_project",
-                      "d_input_size")  # fmt: skip
+DISCRIMINATOR_KEYS = ("mbstd_group", "discriminator", "d_backbone", "d_scales", "d_head_channels", "d_project")
 
 
 def r1_gamma_heuristic(resolution: int, batch_size: int) -> float:

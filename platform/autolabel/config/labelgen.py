@@ -80,12 +80,6 @@ class LabelTrainConfig:
     # GAN's image misses the photo, the photo's label does not fit the features the label generator sees; 0: every
     # pixel counts the same
     recon_weight: float = 0.0
-    # > 0: with this probability per labeled image and generator forward, the image's W+ layers from style_mix_from on
-    # (the finer resolutions: colour and texture, not pose or outline) are replaced by a randomly sampled w, and the
-    # label generator learns that recoloured image's hypercolumns with the photo's unchanged label (an augmentation
-    # against overfitting the few labeled images' appearance); 0: off
-    style_mix_prob: float = 0.0
-    style_mix_from: int = -1  # first W+ layer replaced; -1: the upper half of the layers (num_ws // 2 on)
 
     def __post_init__(self) -> None:
         if self.lr <= 0:
@@ -105,8 +99,5 @@ class LabelTrainConfig:
         if self.recon_weight < 0:
             raise ConfigError(f"label_train.recon_weight={self.recon_weight} must be >= 0 (0: off; 1: a pixel with "
                               "the median reconstruction error weighs exp(-1))")  # fmt: skip
-        if not 0.0 <= self.style_mix_prob <= 1.0 or self.style_mix_from < -1:
-            raise ConfigError(f"label_train.style_mix_prob={self.style_mix_prob} must be in [0, 1] and style_mix_from="
-                              f"{self.style_mix_from} >= 0 (or -1: the upper half of the W+ layers)")  # fmt: skip
         if self.select_every < 1:
             raise ConfigError(f"label_train.select_every={self.select_every} must be >= 1 (steps between scores)")

@@ -58,26 +58,21 @@ class ProjectedDiscriminator(nn.Module):
 
     def __init__(self, resolution: int, img_channels: int = 3, backbone: str = "vgg", n_scales: int = 4,
                  head_channels: int = 64, project: bool = True, weights: str | os.PathLike | None = None,
-                 random_backbone: bool = False, input_size: int = 0):  # fmt: skip
+                 random_backbone: bool = False):  # fmt: skip
         super().__init__()
         if img_channels not in (1, 3):
             raise ConfigError(f"the projected discriminator needs 1 or 3 image channels, got {img_channels}")
         self.resolution, self.img_channels = int(resolution), int(img_channels)
-        if input_size and int(input_size) < self.resolution:
-            raise ConfigError(f"gan.d_input_size={input_size} must be 0 (the GAN resolution) or >= gan.resolution="
-                              f"{resolution}: the backbone sees the image upsampled, never shrunk")  # fmt: skip
-        self.input_size = int(input_size) or self.resolution
         self.backbone = FrozenFeatures(backbone, n_scales, weights=weights, random_backbone=random_backbone)
         with torch.no_grad():
-            sizes = [f.shape[-1] for f in self.backbone(torch.zeros(1, 3, self.input_size, self.input_size))]
+            sizes = [f.shape[-1] for f in self.backbone(torch.zeros(1, 3, self.resolution, self.resolution))]
         if min(sizes) < 1:
             raise ConfigError(f"gan.resolution={resolution} is too small for {n_scales} {backbone} scales")
         self.heads = nn.ModuleList(
             _Head(c, s, head_channels, project, seed=i) for i, (c, s) in enumerate(zip(self.backbone.channels, sizes))
         )
         self.init_kwargs = dict(resolution=self.resolution, img_channels=self.img_channels, backbone=backbone,
-                                n_scales=int(n_scales), head_channels=int(head_channels), project=bool(project),
-                                input_size=self.input_size)  # fmt: skip
+                                n_scales=int(n_scales), head_channels=int(head_channels), project=bool(project))  # fmt: skip
 
     def forward(self, img: Tensor) -> Tensor:
         if img.ndim != 4 or img.shape[1] != self.img_channels or img.shape[-1] != self.resolution:
@@ -85,8 +80,6 @@ class ProjectedDiscriminator(nn.Module):
                 f"discriminator input must be [B, {self.img_channels}, {self.resolution}, {self.resolution}], got "
                 f"{tuple(img.shape)} -- resize images to the GAN resolution"
             )
-        if self.input_size != self.resolution:  # ImageNet features of a small image read better upsampled
-            img = nn.functional.interpolate(img, size=self.input_size, mode="bilinear", align_corners=False)
         feats = self.backbone(img)
         return torch.cat([head(f) for head, f in zip(self.heads, feats)], dim=1)
 

@@ -253,24 +253,6 @@ def pixel_plan(n_images: int, resolution: int, n_members: int, batch_pixels: int
     return PixelPlan(i, counts, int(k), batch, disjoint)
 
 
-@torch.no_grad()
-def style_mix(generator: nn.Module, ws: Tensor, prob: float, start: int, rng: torch.Generator) -> Tensor:
-    """``ws [B, num_ws, w_dim]`` with, for each image with probability ``prob``, the layers from ``start`` on (-1:
-    ``num_ws // 2``) replaced by the w of a random z (untruncated). Draws come from ``rng`` (CPU), so a forward's
-    augmentation is a function of its seed."""
-    b, n_ws = ws.shape[0], ws.shape[1]
-    start = n_ws // 2 if start < 0 else start
-    if not 0 < start < n_ws:
-        raise ConfigError(f"label_train.style_mix_from={start} must be in 1..{n_ws - 1} for this generator's {n_ws} "
-                          "W+ layers (-1: the upper half)")  # fmt: skip
-    z = torch.randn(b, generator.z_dim, generator=rng)
-    pick = torch.rand(b, generator=rng) < prob
-    w = generator.mapping(z.to(ws.device, next(generator.parameters()).dtype)).to(ws.dtype)
-    out = ws.clone()
-    out[pick.to(ws.device), start:] = w[pick.to(ws.device)][:, None]
-    return out
-
-
 def forward_seed(seed: int, forward: int, rank: int = 0) -> int:
     """Seed of generator forward ``forward`` on ``rank`` (independent of process history)."""
     return int(np.random.SeedSequence([int(seed), int(forward), int(rank)]).generate_state(1, np.uint64)[0] >> 1)
@@ -373,7 +355,6 @@ class LabelGeneratorModule(pl.LightningModule):
                                                n_out if cfg.task == "keypoints" else None, cfg.n_members,
                                                cfg.hidden)  # fmt: skip
         self._frozen: _Frozen | None = None
-        self.n_noise = 0  # per-image noise maps attached (train_noise_<i> buffers)
         self._cache: tuple | None = None
         self.plan: PixelPlan | None = None
 
@@ -395,13 +376,10 @@ class LabelGeneratorModule(pl.LightningModule):
         return {}
 
     # ------------------------------------------------------------------ training data
-    def attach(self, generator: nn.Module, ws: Tensor, targets: LabelTargets,
-               noise: Sequence[Tensor] | None = None) -> LabelGeneratorModule:  # fmt: skip
+    def attach(self, generator: nn.Module, ws: Tensor, targets: LabelTargets) -> LabelGeneratorModule:
         """Give the module its training data: the frozen ``generator``, W+ codes ``ws [N, num_ws, w_dim]`` (or W
-        ``[N, w_dim]``) of the labeled images, their ``targets`` and optionally their own noise inputs ``noise`` (one
-        ``[N, 1, H, W]`` map per layer, :func:`autolabel.handsoff.invert.optimize_noise`; None: the generator's
-        constant noise). Codes and noise become non-persistent buffers (moved to the device with the module, not
-        saved); the generator is kept outside the module tree."""
+        ``[N, w_dim]``) of the labeled images and their ``targets``. The codes become a non-persistent buffer (moved
+        to the device with the module, not saved); the generator is kept outside the module tree."""
         ext = self.make_extractor(generator)
         if targets.task != self.ensemble.task:
             raise ConfigError(f"targets are {targets.task} but the ensemble is {self.ensemble.task}: use one task")
@@ -418,17 +396,8 @@ class LabelGeneratorModule(pl.LightningModule):
         ext._check_ws(ws)
         if ws.shape[0] != len(targets):
             raise DataError(f"{len(targets)} labels for {ws.shape[0]} latents: pass one label per inverted image")
-        if noise is not None:
-            want = [(ws.shape[0], 1, *hw) for hw in generator.noise_shapes]
-            if [tuple(n.shape) for n in noise] != want:
-                raise DataError(f"noise maps {[tuple(n.shape) for n in noise]} do not match the generator's {want}: "
-                                "pass one [N, 1, H, W] map per layer for the N latents")  # fmt: skip
         generator.requires_grad_(False).eval()
         self.register_buffer("train_ws", ws.clone(), persistent=False)
-        self.n_noise = 0 if noise is None else len(noise)
-        for i in range(self.n_noise):
-            self.register_buffer(f"train_noise_{i}", torch.as_tensor(noise[i]).detach().float().clone(),
-                                 persistent=False)  # fmt: skip
         self._frozen = _Frozen(ext, targets)
         self._cache = None
         tc = self.train_cfg
@@ -470,12 +439,7 @@ class LabelGeneratorModule(pl.LightningModule):
         order = torch.randperm(plan.total, generator=rng)
         ext, dev = self.extractor_on(self.device), self.device
         gdtype = next(ext.generator.parameters()).dtype
-        idx = images.to(dev)
-        noise = [getattr(self, f"train_noise_{i}")[idx].to(gdtype) for i in range(self.n_noise)] or None
-        ws = self.train_ws[idx]
-        if tc.style_mix_prob > 0:
-            ws = style_mix(ext.generator, ws, tc.style_mix_prob, tc.style_mix_from, rng)
-        _, feats = ext.features(ws.to(gdtype), noise=noise)
+        _, feats = ext.features(self.train_ws[images.to(dev)].to(gdtype))
         x = torch.cat([ext.gather([f[j : j + 1] for f in feats], p.to(dev)[None])[0] for j, p in enumerate(pix)])
         ys, ws = zip(*(st.targets.targets(int(images[j]), p) for j, p in enumerate(pix)))
         order_d = order.to(dev)

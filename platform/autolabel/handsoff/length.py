@@ -33,7 +33,6 @@ from torch import Tensor
 from autolabel.engine.io import read_json, write_json
 from autolabel.errors import ConfigError
 from autolabel.handsoff.hypercolumns import HypercolumnExtractor
-from autolabel.handsoff.invert import select_noise
 from autolabel.handsoff.label_generator import LabelGeneratorEnsemble, decode_keypoints
 from autolabel.handsoff.label_generator_module import LabelTargets
 from autolabel.handsoff.synthesis import label_pixels
@@ -41,11 +40,10 @@ from autolabel.handsoff.synthesis import label_pixels
 
 @torch.no_grad()
 def heldout_score(ensemble: LabelGeneratorEnsemble, extractor: HypercolumnExtractor, ws: Tensor,
-                  targets: LabelTargets, chunk_pixels: int = 16384, noise: list[Tensor] | None = None) -> float:  # fmt: skip
+                  targets: LabelTargets, chunk_pixels: int = 16384) -> float:  # fmt: skip
     """The ensemble's score on labeled images it did not train on (W+ codes ``ws [N, num_ws, w_dim]``, their
-    ``targets``, and their optimized noise inputs ``noise`` if any, else the generator's constant noise); higher is
-    better (see the module docstring). The ensemble is scored in eval mode, as synthesis uses it, and put back in the
-    mode it was in."""
+    ``targets``); higher is better (see the module docstring). The ensemble is scored in eval mode, as synthesis uses
+    it, and put back in the mode it was in."""
     if len(ws) != len(targets):
         raise ConfigError(f"{len(ws)} latents for {len(targets)} held-out targets: pass one W+ code per image")
     was_training = ensemble.training
@@ -57,8 +55,7 @@ def heldout_score(ensemble: LabelGeneratorEnsemble, extractor: HypercolumnExtrac
     errors: list[Tensor] = []
     try:
         for i in range(len(targets)):
-            maps = None if noise is None else [n[i : i + 1].to(dev, gdtype) for n in noise]
-            _, feats = extractor.features(ws[i : i + 1].to(dev, gdtype), noise=maps)
+            _, feats = extractor.features(ws[i : i + 1].to(dev, gdtype))
             pred = label_pixels(ensemble, extractor, feats, chunk_pixels)[0]
             if targets.task == "segmentation":
                 y = targets.labels[i].long().to(dev)
@@ -92,17 +89,17 @@ def heldout_score(ensemble: LabelGeneratorEnsemble, extractor: HypercolumnExtrac
 class HeldOutCurve(pl.Callback):
     """Scores the training ensemble on held-out images every ``every`` optimizer steps and at the last step."""
 
-    def __init__(self, ws: Tensor, targets: LabelTargets, every: int, noise: list[Tensor] | None = None) -> None:
+    def __init__(self, ws: Tensor, targets: LabelTargets, every: int) -> None:
         if every < 1:
             raise ConfigError(f"select_every={every} must be >= 1 (optimizer steps between held-out scores)")
-        self.ws, self.targets, self.every, self.noise = ws, targets, int(every), noise
+        self.ws, self.targets, self.every = ws, targets, int(every)
         self.curve: dict[int, float] = {}
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args, **kwargs) -> None:
         step = int(trainer.global_step)
         if step % self.every == 0 or step >= int(trainer.max_steps):
             ext = pl_module.extractor_on(pl_module.device)
-            self.curve[step] = heldout_score(pl_module.ensemble, ext, self.ws, self.targets, noise=self.noise)
+            self.curve[step] = heldout_score(pl_module.ensemble, ext, self.ws, self.targets)
 
 
 def fold_indices(n: int, k: int, seed: int = 0) -> list[Tensor]:
@@ -146,11 +143,9 @@ def choose_length(
     out_dir: Path,
     seed: int = 0,
     log: Callable[[str], None] = print,
-    noise: list[Tensor] | None = None,
 ) -> LengthChoice:
     """Run the k-fold length search. ``train_fold(train_index, callback, fold_dir)`` trains one ensemble on the
-    images ``train_index`` with ``callback`` attached and returns its steps per epoch; each fold's curve is saved.
-    ``noise``: the labeled images' optimized noise inputs (held-out images are scored with theirs)."""
+    images ``train_index`` with ``callback`` attached and returns its steps per epoch; each fold's curve is saved."""
     n = len(targets)
     curves: list[dict[int, float]] = []
     per_epoch: list[int] = []
@@ -167,7 +162,7 @@ def choose_length(
             fold_dir.mkdir(parents=True)
             keep = torch.ones(n, dtype=torch.bool)
             keep[held] = False
-            cb = HeldOutCurve(ws[held], targets.subset(held), every, noise=select_noise(noise, held))
+            cb = HeldOutCurve(ws[held], targets.subset(held), every)
             per_epoch.append(int(train_fold(keep.nonzero()[:, 0], cb, fold_dir)))
             curve = dict(cb.curve)
             write_json(done, {"held_out": held.tolist(), "steps_per_epoch": per_epoch[-1],

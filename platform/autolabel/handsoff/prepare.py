@@ -32,8 +32,7 @@ def _saved_latents(path: Path, ids: list[str]) -> dict[str, Any] | None:
         return None
     if not isinstance(saved, dict) or list(saved.get("ids", [])) != list(ids) or "mse" not in saved:
         return None
-    return {"ws": saved["ws"], "mse": saved["mse"], "lpips": saved.get("lpips"), "noise": saved.get("noise"),
-            "mse_const_noise": saved.get("mse_const_noise")}  # fmt: skip
+    return {"ws": saved["ws"], "mse": saved["mse"], "lpips": saved.get("lpips")}
 
 
 def train_label_generator(
@@ -48,8 +47,6 @@ def train_label_generator(
     masks: str | Path | None = None,
     refine_steps: int = 0,
     refine_lr: float = 0.1,
-    noise_steps: int = 0,
-    noise_reg: float = 1e4,
     invert_batch_size: int = 8,
     lpips_net: str = "vgg",
     lpips_weights: str | None = None,
@@ -57,11 +54,7 @@ def train_label_generator(
     progress: bool = True,
 ) -> dict[str, Any]:
     """Invert the labeled images (``lg``: LabelGeneratorConfig, ``lt``: LabelTrainConfig), then train the label
-    generator; returns the stage manifest (checkpoint, latents, metrics, the inversion figure).
-
-    ``noise_steps > 0``: after the W+ codes are fixed, each labeled image also gets its own StyleGAN noise inputs,
-    optimized to reproduce the photo (:func:`autolabel.handsoff.invert.optimize_noise`, regularizer weight
-    ``noise_reg``); the label generator then learns from the hypercolumns of that closer reconstruction."""
+    generator; returns the stage manifest (checkpoint, latents, metrics, the inversion figure)."""
     import torch
     from torchvision.utils import save_image
 
@@ -72,13 +65,7 @@ def train_label_generator(
     from autolabel.gan import load_generator
     from autolabel.handsoff.encoder_module import load_encoder
     from autolabel.handsoff.hypercolumns import HypercolumnExtractor
-    from autolabel.handsoff.invert import (
-        invert_images,
-        latent_spread,
-        optimize_noise,
-        reconstruction_weights,
-        select_noise,
-    )
+    from autolabel.handsoff.invert import invert_images, latent_spread, reconstruction_weights
     from autolabel.handsoff.label_generator_module import LabelDataModule, LabelGeneratorModule, LabelTargets
 
     lg, lt = as_config(lg, LabelGeneratorConfig), as_config(lt, LabelTrainConfig)  # OmegaConf nodes too
@@ -129,24 +116,13 @@ def train_label_generator(
             for i in range(0, n, invert_batch_size)
         ]
         inv = {k: None if parts[0][k] is None else torch.cat([p[k].detach().cpu() for p in parts]) for k in parts[0]}
-        inv["noise"] = inv["mse_const_noise"] = None
         del enc, lp
-        if noise_steps > 0:  # each photo's own noise inputs, with its W+ code fixed
-            nparts = [optimize_noise(gen, inv["ws"][i : i + invert_batch_size].to(device),
-                                     images[i : i + invert_batch_size], steps=noise_steps, reg_weight=noise_reg,
-                                     progress=progress)
-                      for i in range(0, n, invert_batch_size)]  # fmt: skip
-            inv["mse_const_noise"] = inv["mse"]
-            inv["noise"] = [torch.cat([p["noise"][k].cpu() for p in nparts]) for k in range(len(nparts[0]["noise"]))]
-            inv["recon"] = torch.cat([p["recon"].cpu() for p in nparts])
-            inv["mse"] = torch.cat([p["mse"].cpu() for p in nparts])
         buf = io.BytesIO()
-        torch.save({"ws": inv["ws"], "ids": list(folder.ids), "mse": inv["mse"], "lpips": inv["lpips"],
-                    "noise": inv["noise"], "mse_const_noise": inv["mse_const_noise"]}, buf)  # fmt: skip
+        torch.save({"ws": inv["ws"], "ids": list(folder.ids), "mse": inv["mse"], "lpips": inv["lpips"]}, buf)
         atomic_write_bytes(latents_path, buf.getvalue())
         pairs = torch.stack([images, inv["recon"]], 1).flatten(0, 1)[:32]
         save_image((pairs.clamp(-1, 1) + 1) / 2, recon_png, nrow=8)
-    ws, noise = inv["ws"], inv["noise"]
+    ws = inv["ws"]
     wr = lg.working_resolution if lg.working_resolution > 0 else gen.resolution
     visible = None
     if task == "segmentation":
@@ -160,9 +136,8 @@ def train_label_generator(
     pixel_weight = None
     if lt.recon_weight > 0:  # trust each labeled pixel as far as the inversion reproduced the photo there
         with torch.no_grad():
-            batches = [slice(i, i + invert_batch_size) for i in range(0, n, invert_batch_size)]
-            recon = torch.cat([extractor.features(ws[b].to(device), noise=select_noise(noise, b))[0].float().cpu()
-                               for b in batches])  # fmt: skip
+            recon = torch.cat([extractor.features(ws[i : i + invert_batch_size].to(device))[0].float().cpu()
+                               for i in range(0, n, invert_batch_size)])  # fmt: skip
         pixel_weight = reconstruction_weights(images, recon, wr, lt.recon_weight)
         if global_rank() == 0:  # photo / reconstruction / trust map (white = full weight), 8 per row
             trust = (
@@ -206,8 +181,8 @@ def train_label_generator(
             encoder_path=str(Path(encoder).resolve()),
         )
         if index is None:
-            return module.attach(gen, ws, targets, noise=noise)
-        return module.attach(gen, ws[index], targets.subset(index), noise=select_noise(noise, index))
+            return module.attach(gen, ws, targets)
+        return module.attach(gen, ws[index], targets.subset(index))
 
     def length_of(per_epoch: int) -> int:
         return int(math.ceil(lt.epochs * per_epoch)) if lt.epochs > 0 else lt.max_steps
@@ -228,8 +203,7 @@ def train_label_generator(
                 print(line, flush=True)
 
         select_dir = stage_dir / "select"
-        choice = choose_length(train_fold, ws, targets, lt.select_folds, lt.select_every, select_dir, lt.seed, say,
-                               noise=noise)  # fmt: skip
+        choice = choose_length(train_fold, ws, targets, lt.select_folds, lt.select_every, select_dir, lt.seed, say)
         fig = curve_figure(choice, stage_dir / "length_curve.png")
         figures += [str(fig)] if fig is not None else []
     module = make_module()
@@ -259,8 +233,6 @@ def train_label_generator(
         metrics.update(length_epochs=choice.epochs, length_heldout_score=choice.score, length_folds=lt.select_folds)
     if inv.get("lpips") is not None:
         metrics["inversion_lpips"] = float(inv["lpips"].mean())
-    if inv.get("mse_const_noise") is not None:  # inversion_mse is then the optimized-noise reconstruction's
-        metrics["inversion_mse_const_noise"] = float(inv["mse_const_noise"].mean())
     if pixel_weight is not None:
         metrics["recon_weight_mean"] = float(pixel_weight.mean())  # the labeled pixels' mean trust
     metrics.update({f"inversion_spread_{k}": v for k, v in latent_spread(ws, gen).items()})  # ~0: collapsed encoder
