@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import io
 import os
 import re
 import subprocess
@@ -256,6 +257,51 @@ def test_cli_start_drops_pyg_import_notice(verbose):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env)
     assert out.returncode == 0, out.stderr
     assert ("torch.jit.script" in out.stderr) == bool(verbose), out.stderr
+
+
+class _Logged(_Tiny):
+    def training_step(self, batch, _):
+        loss = super().training_step(batch, _)
+        self.log("train/shown", 0.25, prog_bar=True)
+        return loss
+
+
+def test_progress_in_a_log_file_is_a_few_plain_lines(tmp_path, monkeypatch, capsys):
+    """Not a terminal (a log file, a cluster job): no bar rewriting itself, one line per tenth of the steps with the
+    progress-bar metrics, speed and time left; a terminal keeps the bar; enable_progress_bar=false shows neither."""
+    from pytorch_lightning.callbacks import TQDMProgressBar
+
+    from autolabel.engine import console
+    from autolabel.engine.progress import LogProgress
+
+    monkeypatch.setattr(console.sys, "stderr", io.StringIO())  # not a TTY
+    monkeypatch.delenv("TQDM_MININTERVAL", raising=False)
+    console.throttle_bars_in_logs()
+    assert os.environ["TQDM_MININTERVAL"] == "30.0"  # tqdm bars in the log: one redraw per 30 s
+    tc = TrainerConfig(accelerator="cpu", max_steps=20, log_every_n_steps=1)
+    trainer = build_trainer(tc, tmp_path, tensorboard=False)
+    assert any(isinstance(c, LogProgress) for c in trainer.callbacks)
+    assert not any(isinstance(c, TQDMProgressBar) for c in trainer.callbacks)
+    capsys.readouterr()
+    trainer.fit(_Logged(), train_dataloaders=_loader())  # 4 batches per epoch, 5 epochs
+    out = capsys.readouterr()
+    lines = [line for line in out.out.splitlines() if line.strip().startswith("step ")]
+    assert [line.split()[1] for line in lines] == [f"{s}/20" for s in range(2, 21, 2)]  # every 2 of 20 steps
+    assert "(100%)" in lines[-1] and "train/shown=0.25" in lines[-1] and "steps/s" in lines[0]
+    assert "left" in lines[0] and "\r" not in out.out + out.err
+    # resumed for 10 more steps: the schedule goes on from step 20 (every 3 of 30)
+    more = build_trainer(TrainerConfig(accelerator="cpu", max_steps=30, log_every_n_steps=1), tmp_path,
+                         tensorboard=False)  # fmt: skip
+    more.fit(_Logged(), train_dataloaders=_loader(), ckpt_path=str(last_checkpoint(tmp_path)))
+    steps = [line.split()[1] for line in capsys.readouterr().out.splitlines() if line.strip().startswith("step ")]
+    assert steps == ["21/30", "24/30", "27/30", "30/30"]
+
+    monkeypatch.setattr("autolabel.engine.trainer.interactive", lambda: True)
+    bar = build_trainer(tc, tmp_path / "tty", tensorboard=False)
+    assert any(isinstance(c, TQDMProgressBar) for c in bar.callbacks)
+    assert not any(isinstance(c, LogProgress) for c in bar.callbacks)
+    off = build_trainer(TrainerConfig(accelerator="cpu", enable_progress_bar=False), tmp_path / "off")
+    assert not any(isinstance(c, (LogProgress, TQDMProgressBar)) for c in off.callbacks)
 
 
 def test_trainer_config_from_dictconfig_and_dict(tmp_path):

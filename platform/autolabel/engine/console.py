@@ -1,10 +1,12 @@
 """What the console shows: the run's own progress, not library banners (``AUTOLABEL_VERBOSE=1`` keeps them).
 
-Imports nothing heavy, so the CLI can call it before torch, PyG and Lightning load."""
+Imports nothing heavy, so the CLI can call it before torch, PyG and Lightning load. Training progress in a log file
+(plain lines instead of a bar) is :mod:`autolabel.engine.progress`, which needs Lightning."""
 
 from __future__ import annotations
 
 import os
+import sys
 
 # Lightning's start-up banners and advice that say nothing about the user's run (set AUTOLABEL_VERBOSE=1 to keep them)
 _BANNER_LOGGERS = ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero",
@@ -31,3 +33,16 @@ def quiet_lightning() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     for pattern in _BANNER_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
+
+
+def interactive() -> bool:
+    """Whether progress goes to a terminal (tqdm draws on stderr): bars there, plain lines in a log file."""
+    return bool(getattr(sys.stderr, "isatty", lambda: False)())
+
+
+def throttle_bars_in_logs(seconds: float = 30.0) -> None:
+    """In a log file (stderr is not a terminal) a tqdm bar appends a redrawn copy of itself every 0.1 s; make every
+    bar of the run redraw at most every ``seconds`` instead (tqdm reads ``TQDM_MININTERVAL``; a value the user set
+    is kept). Training loops print their own lines there (:class:`autolabel.engine.progress.LogProgress`)."""
+    if not interactive():
+        os.environ.setdefault("TQDM_MININTERVAL", str(seconds))

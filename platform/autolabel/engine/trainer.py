@@ -18,8 +18,9 @@ from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from autolabel.config.core import TrainerConfig
-from autolabel.engine.console import quiet_lightning
+from autolabel.engine.console import interactive, quiet_lightning
 from autolabel.engine.io import atomic_write_bytes
+from autolabel.engine.progress import LogProgress
 
 LAST = "last.ckpt"
 
@@ -138,8 +139,11 @@ def build_trainer(
     if tensorboard:
         loggers.append(TensorBoardLogger(save_dir=str(stage_dir), name="tb", version="", default_hp_metric=False))
     cbs: list[Callback] = [*ckpts, LearningRateMonitor(logging_interval="step"), StepSeeder(tc.seed), *callbacks]
-    if tc.enable_progress_bar:
+    bar = tc.enable_progress_bar and interactive()  # a terminal: the bar; a log file: a few plain lines
+    if bar:
         cbs.append(TQDMProgressBar(refresh_rate=max(1, tc.log_every_n_steps)))
+    elif tc.enable_progress_bar:
+        cbs.append(LogProgress())
     kwargs: dict[str, Any] = dict(
         accelerator=tc.accelerator,
         devices=tc.devices,
@@ -151,7 +155,7 @@ def build_trainer(
         log_every_n_steps=tc.log_every_n_steps,
         gradient_clip_val=tc.gradient_clip_val,
         deterministic=tc.deterministic,
-        enable_progress_bar=tc.enable_progress_bar,
+        enable_progress_bar=bar,
         check_val_every_n_epoch=tc.check_val_every_n_epoch,
         default_root_dir=str(stage_dir),
         logger=loggers,

@@ -264,6 +264,7 @@ def compare_training_sets(task: str, real_few: Dataset, synthetic: Dataset | Non
     """
     import pytorch_lightning as pl
 
+    from autolabel.engine.dist import global_rank
     from autolabel.tasks.adabn import AdaptBatchNorm
 
     if task not in TASKS:
@@ -301,6 +302,13 @@ def compare_training_sets(task: str, real_few: Dataset, synthetic: Dataset | Non
         module = build_module(task, cfg, channels, n_classes, n_kp, mean_shape)
         seen = augmented(train)
         extra: dict[str, Any] = {}
+        if global_rank() == 0:  # which net the progress below belongs to
+            what = (
+                f"{len(train)} synthetic then {len(real_few)} real images"
+                if name == "finetuned"
+                else f"{len(train)} images"
+            )
+            print(f"  training set {name}: {what}, {cfg.steps} steps", flush=True)
         if name == "finetuned":
             info = _pretrain_then_finetune(module, seen, augmented(real_few), val, task, cfg, trainer_cfg, sub,
                                            callbacks)  # fmt: skip
