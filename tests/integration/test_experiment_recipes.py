@@ -66,3 +66,5 @@ def test_recipe_values_reach_the_objects(name, folders, tmp_path, monkeypatch):
             for key, val in recipe[stage][part].items():
                 assert resolved[stage][part][key] == val, f"{stage}.{part}.{key}"
     assert resolved.synthesis.n == recipe.synthesis.n
+    for key, val in recipe.get("downstream", {}).items():  # e.g. the CPU recipe's 1,200 downstream steps
+        assert resolved.downstream[key] == val, f"downstream.{key}"

@@ -104,7 +104,7 @@ def test_constant_model_scores_known_answer():
         "nme_bbox_constant": pytest.approx(1 / 3)}  # fmt: skip
 
 
-def test_every_training_set_gets_the_same_number_of_steps(tmp_path):
+def test_every_training_set_gets_the_same_number_of_steps(tmp_path, capsys):
     shapes = make_shapes_dataset(tmp_path / "real", 4, size=8, n_classes_shapes=1, seed=0)
     synth = make_shapes_dataset(tmp_path / "synth", 24, size=8, n_classes_shapes=1, seed=1)
     test = make_shapes_dataset(tmp_path / "test", 6, size=8, n_classes_shapes=1, seed=2)
@@ -119,6 +119,12 @@ def test_every_training_set_gets_the_same_number_of_steps(tmp_path):
         assert m[name]["steps"] == last["global_step"] == 5, name
         assert m[name]["best_step"] in (2, 4) and m[name]["val_images"] == 1 and m[name]["test_images"] == 5
         assert 0.0 <= m[name]["miou"] <= 1.0
+        # validations at steps 2 and 4 of 5: a best at 4 may still be improving, and the user is told
+        assert m[name]["best_at_end"] == (m[name]["best_step"] == 4), name
+    out_text = capsys.readouterr().out
+    for name in ("synthetic", "real_few", "mixed", "finetuned"):
+        assert f"training set {name}:" in out_text
+        assert (f"note: {name} scored best at its last validation" in out_text) == m[name]["best_at_end"], name
     # finetuned: round(5 * 0.5) = 2 steps on the synthetic set, then 3 on the real one -- 5 in all
     ft, runs = m["finetuned"], tmp_path / "runs" / "finetuned"
     pre, tune = (

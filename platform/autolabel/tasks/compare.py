@@ -257,7 +257,8 @@ def compare_training_sets(task: str, real_few: Dataset, synthetic: Dataset | Non
     on the same validation slice of ``test``, and score them and the ``constant`` baseline on the rest.
 
     Returns ``{"metrics": {name: {...}}, "checkpoints": {name: path}, "headline": {f"{metric}_{name}": value}}``;
-    each set's metrics include ``train_images``, ``steps`` (== ``cfg.steps``), ``best_step`` and ``seconds``.
+    each set's metrics include ``train_images``, ``steps`` (== ``cfg.steps``), ``best_step``, ``seconds`` and
+    ``best_at_end`` (its best validation was the last one: it may be undertrained, and a note says so).
     Sub-runs go to ``out_dir/<name>/`` (resumed from their ``last.ckpt`` when present). With ``cfg.adapt_bn``, every
     net's BatchNorm statistics are re-estimated on ``unlabeled`` (real images ``[N, C, H, W]``, no labels) before each
     validation and the final score (:mod:`autolabel.tasks.adabn`).
@@ -321,6 +322,11 @@ def compare_training_sets(task: str, real_few: Dataset, synthetic: Dataset | Non
         metrics = score(module.model if task == "keypoints" else module, scored, task, cfg, n_classes)
         if isinstance(train, MixedDataset):
             extra["real_fraction"] = round(train.real_fraction, 4)
+        if "best_step" in info:  # the best validation was the last one: this net may still be improving
+            extra["best_at_end"] = info["best_step"] + cfg.val_every > info["steps"]
+            if extra["best_at_end"] and global_rank() == 0:
+                print(f"  note: {name} scored best at its last validation (step {info['best_step']} of "
+                      f"{info['steps']}); it may still be improving: raise downstream.steps", flush=True)  # fmt: skip
         results[name] = {**metrics, "train_images": len(train), "test_images": len(scored), **info, **extra}
     const = ConstantModel(constant, task, n_classes)
     results["constant"] = {**score(const, scored, task, cfg, n_classes), "train_images": len(real_few),
