@@ -77,14 +77,18 @@ def test_default_pipeline_end_to_end(tmp_path, capsys):
     sub_ckpt = run / "downstream" / "synthetic" / "checkpoints" / "last.ckpt"
     before = sub_ckpt.stat().st_mtime_ns
     quick = ["downstream.steps=10", "downstream.val_every=5"]  # the floor above is checked; this is about the rerun
-    # ... with AdaBN on the unlabeled pool the GAN trained on
-    assert main([*args, f"run.dir={run}", "from_stage=downstream", "downstream.adapt_bn=true", *quick]) == 0
+    # ... with AdaBN on the unlabeled pool the GAN trained on, and every set trained on two seeds
+    rerun = [f"run.dir={run}", "from_stage=downstream", "downstream.adapt_bn=true", "downstream.repeats=2"]
+    assert main([*args, *rerun, *quick]) == 0
     stages = read_json(run / "summary.json")["stages"]
     assert stages["downstream"]["status"] == "ran" and stages["synthesis"]["status"] == "skipped"
     pool = len(list(Path(read_json(run / "data" / "manifest.json")["outputs"]["images"]).glob("*.png")))
     per_set = read_json(run / "downstream" / "manifest.json")["metrics"]["downstream"]
     assert all(per_set[s]["adapt_bn_images"] == min(pool, 512) for s in ("synthetic", "real_few", "mixed", "finetuned"))
     assert sub_ckpt.stat().st_mtime_ns != before
+    assert all([p["seed"] for p in per_set[s]["per_seed"]] == [0, 1] for s in ("synthetic", "real_few"))
+    assert (run / "downstream" / "real_few_seed1" / "checkpoints" / "best.ckpt").is_file()
+    assert "miou_synthetic_sd" in read_json(run / "summary.json")  # the headline
     steps = [int(r["step"]) for r in csv.DictReader((run / "downstream" / "synthetic" / "logs" / "metrics.csv").open())]
     assert steps == sorted(steps)  # one training's log, not a resumed one appended to the old (steps would restart)
 

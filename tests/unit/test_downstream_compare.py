@@ -3,6 +3,8 @@ same optimizer-step budget for every training set, and a keypoint net that beats
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from torch.utils.data import Dataset
@@ -136,6 +138,43 @@ def test_every_training_set_gets_the_same_number_of_steps(tmp_path, capsys):
     assert m["constant"]["train_images"] == 4 and 0.0 <= m["constant"]["miou"] <= 1.0
     assert set(out["headline"]) == {"miou_synthetic", "miou_real_few", "miou_mixed", "miou_finetuned", "miou_constant"}
     assert out["checkpoints"]["synthetic"].name == "best.ckpt"
+
+
+def test_repeats_train_every_set_on_each_seed_and_report_the_spread(tmp_path, capsys):
+    """downstream.repeats=3: each set is trained on seeds 0, 1, 2; its metrics are the mean, <metric>_sd the spread,
+    and the seed-1 training is exactly the one a single training with trainer.seed=1 gives."""
+    import json
+    import statistics
+
+    real, syn, tst = (
+        LabeledFolder(make_shapes_dataset(tmp_path / k, n, size=8, n_classes_shapes=1, seed=s), "segmentation", 8)
+        for k, n, s in (("real", 4, 0), ("synth", 8, 1), ("test", 6, 2))
+    )
+    cfg = DownstreamConfig(steps=3, val_every=1, batch_size=4, base=4, depth=1, sets=["synthetic", "real_few"],
+                           repeats=3)  # fmt: skip
+    out = compare_training_sets("segmentation", real, syn, tst, cfg, _trainer_cfg(), tmp_path / "runs")
+    m = out["metrics"]
+    json.dumps(m)  # the stage writes it as JSON
+    for name in ("synthetic", "real_few"):
+        for sub in (name, f"{name}_seed1", f"{name}_seed2"):
+            assert torch.load(tmp_path / "runs" / sub / "checkpoints" / "last.ckpt", weights_only=False)[
+                "global_step"] == 3, sub  # fmt: skip
+        per = m[name]["per_seed"]
+        assert [p["seed"] for p in per] == [0, 1, 2] and all(p["best_step"] in (1, 2, 3) for p in per)
+        assert len({p["miou"] for p in per}) > 1  # the seeds give different nets
+        assert m[name]["miou"] == pytest.approx(statistics.fmean(p["miou"] for p in per))
+        assert m[name]["miou_sd"] == pytest.approx(statistics.stdev(p["miou"] for p in per))
+        assert out["headline"][f"miou_{name}_sd"] == pytest.approx(m[name]["miou_sd"])
+        assert m[name]["steps"] == 3 and "best_step" not in m[name]  # one step of three runs would mean nothing
+    assert out["checkpoints"]["real_few"] == tmp_path / "runs" / "real_few" / "checkpoints" / "best.ckpt"
+    assert "miou_constant_sd" not in out["headline"]  # the constant has no seed
+    assert "real_few: miou" in capsys.readouterr().out
+    single = compare_training_sets("segmentation", real, syn, tst, dataclasses.replace(cfg, repeats=1),
+                                   _trainer_cfg(seed=1), tmp_path / "single")  # fmt: skip
+    for name in ("synthetic", "real_few"):
+        assert single["metrics"][name]["miou"] == pytest.approx(m[name]["per_seed"][1]["miou"], abs=1e-6)
+    with pytest.raises(ConfigError, match="repeats"):
+        DownstreamConfig(repeats=0)
 
 
 def test_finetuned_set_starts_from_the_pretrained_weights(tmp_path, monkeypatch):

@@ -84,6 +84,9 @@ class DownstreamConfig:
     # before each validation and the final score, no labels (horses: the 16-real net +0.01-0.02 mIoU, synthetic +-0)
     adapt_bn: bool = False
     adapt_bn_images: int = 512  # at most this many unlabeled images (a seeded sample of larger folders)
+    # trainings per set, seeds trainer.seed, +1, ...: each set's metrics are their mean, <metric>_sd their spread
+    # (DESIGN section 7: at least two seeds before calling one set better than another); every set gets each seed
+    repeats: int = 1
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.val_every < 1 or self.batch_size < 1 or self.lr <= 0:
@@ -111,6 +114,8 @@ class DownstreamConfig:
             raise ConfigError(
                 f"downstream.sets={list(self.sets)}: unknown {bad}; use some of {', '.join(TRAINING_SETS)}"
             )
+        if self.repeats < 1:
+            raise ConfigError(f"downstream.repeats={self.repeats} must be >= 1 (trainings per set, one per seed)")
         if self.adapt_bn_images < 1:
             raise ConfigError(f"downstream.adapt_bn_images={self.adapt_bn_images} must be >= 1 (how many unlabeled "
                               "images AdaBN averages over)")  # fmt: skip

@@ -263,8 +263,6 @@ def compare_training_sets(task: str, real_few: Dataset, synthetic: Dataset | Non
     net's BatchNorm statistics are re-estimated on ``unlabeled`` (real images ``[N, C, H, W]``, no labels) before each
     validation and the final score (:mod:`autolabel.tasks.adabn`).
     """
-    import pytorch_lightning as pl
-
     from autolabel.engine.dist import global_rank
     from autolabel.tasks.adabn import AdaptBatchNorm
 
@@ -290,48 +288,98 @@ def compare_training_sets(task: str, real_few: Dataset, synthetic: Dataset | Non
     constant = constant_prediction(real_few, task, n_classes, cfg.ignore_index)
     results: dict[str, dict[str, Any]] = {}
     checkpoints: dict[str, Path] = {}
-
-    def augmented(ds: Dataset) -> Dataset:
-        return augment(ds, task, trainer_cfg.seed, cfg.flip_pairs, cfg.photometric) if cfg.augment else ds
-
+    seeds = [trainer_cfg.seed + r for r in range(cfg.repeats)]
     for name, train in sets.items():
-        sub = Path(out_dir) / name
-        sub.mkdir(parents=True, exist_ok=True)
-        pl.seed_everything(trainer_cfg.seed, workers=True, verbose=False)  # the same initial weights for every set
-        # keypoints: the prior is the mean shape of the set's own training labels (synthetic-only uses no real label)
-        mean_shape = _own_mean_shape(train, real_few) if task == "keypoints" else None
-        module = build_module(task, cfg, channels, n_classes, n_kp, mean_shape)
-        seen = augmented(train)
-        extra: dict[str, Any] = {}
-        if global_rank() == 0:  # which net the progress below belongs to
-            what = (
-                f"{len(train)} synthetic then {len(real_few)} real images"
-                if name == "finetuned"
-                else f"{len(train)} images"
-            )
-            print(f"  training set {name}: {what}, {cfg.steps} steps", flush=True)
-        if name == "finetuned":
-            info = _pretrain_then_finetune(module, seen, augmented(real_few), val, task, cfg, trainer_cfg, sub,
-                                           callbacks)  # fmt: skip
-            extra = {"train_images": len(train) + len(real_few)}
-        else:
-            info = train_for_steps(module, seen, val, task, cfg, trainer_cfg, sub, callbacks)
-        if callbacks:
-            extra["adapt_bn_images"] = len(unlabeled)  # type: ignore[arg-type]
-        checkpoints[name] = info.pop("checkpoint")
-        metrics = score(module.model if task == "keypoints" else module, scored, task, cfg, n_classes)
-        if isinstance(train, MixedDataset):
-            extra["real_fraction"] = round(train.real_fraction, 4)
-        if "best_step" in info:  # the best validation was the last one: this net may still be improving
-            extra["best_at_end"] = info["best_step"] + cfg.val_every > info["steps"]
-            if extra["best_at_end"] and global_rank() == 0:
-                print(f"  note: {name} scored best at its last validation (step {info['best_step']} of "
-                      f"{info['steps']}); it may still be improving: raise downstream.steps", flush=True)  # fmt: skip
-        results[name] = {**metrics, "train_images": len(train), "test_images": len(scored), **info, **extra}
+        runs = []
+        for seed in seeds:  # the first seed's sub-run keeps the plain name (and is the set's checkpoint)
+            sub = Path(out_dir) / (name if seed == seeds[0] else f"{name}_seed{seed}")
+            tc = dataclasses.replace(trainer_cfg, seed=seed)
+            runs.append(_train_set(name, train, real_few, val, scored, task, cfg, tc, sub, callbacks, unlabeled,
+                                   (channels, n_classes, n_kp), len(seeds) > 1))  # fmt: skip
+        checkpoints[name] = runs[0].pop("checkpoint")
+        for run in runs[1:]:
+            run.pop("checkpoint")
+        results[name] = runs[0] if len(runs) == 1 else _over_seeds(runs, seeds, HEADLINE_METRICS[task])
+        if len(runs) > 1 and global_rank() == 0:
+            m = HEADLINE_METRICS[task][0]
+            print(f"  {name}: {m} {results[name][m]:.4f} +- {results[name][m + '_sd']:.4f} over seeds "
+                  f"{', '.join(map(str, seeds))}", flush=True)  # fmt: skip
     const = ConstantModel(constant, task, n_classes)
     results["constant"] = {**score(const, scored, task, cfg, n_classes), "train_images": len(real_few),
                            "test_images": len(scored)}  # fmt: skip
     return {"metrics": _plain(results), "checkpoints": checkpoints, "headline": headline_metrics(task, results)}
+
+
+def _train_set(name: str, train: Dataset, real_few: Dataset, val: Dataset | None, scored: Dataset, task: str,
+               cfg: DownstreamConfig, trainer_cfg, sub: Path, callbacks: Sequence, unlabeled: torch.Tensor | None,
+               sizes: tuple[int, int | None, int], name_seed: bool) -> dict[str, Any]:  # fmt: skip
+    """Train and score one net on one training set with ``trainer_cfg.seed`` (initial weights, augmentation draws
+    and batch order all follow it; ``name_seed``: say the seed in the progress line); returns its metrics and
+    ``checkpoint``."""
+    import pytorch_lightning as pl
+
+    from autolabel.engine.dist import global_rank
+
+    channels, n_classes, n_kp = sizes
+    sub.mkdir(parents=True, exist_ok=True)
+    pl.seed_everything(trainer_cfg.seed, workers=True, verbose=False)  # the same initial weights for every set
+    # keypoints: the prior is the mean shape of the set's own training labels (synthetic-only uses no real label)
+    mean_shape = _own_mean_shape(train, real_few) if task == "keypoints" else None
+    module = build_module(task, cfg, channels, n_classes, n_kp, mean_shape)
+
+    def augmented(ds: Dataset) -> Dataset:
+        return augment(ds, task, trainer_cfg.seed, cfg.flip_pairs, cfg.photometric) if cfg.augment else ds
+
+    extra: dict[str, Any] = {}
+    if global_rank() == 0:  # which net the progress below belongs to
+        what = (
+            f"{len(train)} synthetic then {len(real_few)} real images"
+            if name == "finetuned"
+            else f"{len(train)} images"
+        )
+        seed = f", seed {trainer_cfg.seed}" if name_seed else ""
+        print(f"  training set {name}: {what}, {cfg.steps} steps{seed}", flush=True)
+    if name == "finetuned":
+        info = _pretrain_then_finetune(module, augmented(train), augmented(real_few), val, task, cfg, trainer_cfg, sub,
+                                       callbacks)  # fmt: skip
+        extra = {"train_images": len(train) + len(real_few)}
+    else:
+        info = train_for_steps(module, augmented(train), val, task, cfg, trainer_cfg, sub, callbacks)
+    if callbacks:
+        extra["adapt_bn_images"] = len(unlabeled)  # type: ignore[arg-type]
+    metrics = score(module.model if task == "keypoints" else module, scored, task, cfg, n_classes)
+    if isinstance(train, MixedDataset):
+        extra["real_fraction"] = round(train.real_fraction, 4)
+    if "best_step" in info:  # the best validation was the last one: this net may still be improving
+        extra["best_at_end"] = info["best_step"] + cfg.val_every > info["steps"]
+        if extra["best_at_end"] and global_rank() == 0:
+            print(f"  note: {name} scored best at its last validation (step {info['best_step']} of "
+                  f"{info['steps']}); it may still be improving: raise downstream.steps", flush=True)  # fmt: skip
+    return {**metrics, "train_images": len(train), "test_images": len(scored), **info, **extra}
+
+
+def _over_seeds(runs: Sequence[dict[str, Any]], seeds: Sequence[int], headline: Sequence[str]) -> dict[str, Any]:
+    """One set's metrics over several seeds: every score is the mean, ``<headline metric>_sd`` the sample standard
+    deviation, ``seconds`` the sum, ``best_at_end`` true if any seed's net peaked at its last validation, and
+    ``per_seed`` lists each seed's headline metrics, best step and validation score."""
+    import numbers
+    import statistics
+
+    first = runs[0]
+    out: dict[str, Any] = dict(first)
+    for k, v in first.items():  # scores (floats of any kind); counts, flags and steps are ints or bools
+        if isinstance(v, numbers.Real) and not isinstance(v, numbers.Integral) and k != "seconds":
+            out[k] = statistics.fmean(float(r[k]) for r in runs)
+    for m in headline:
+        if m in first:
+            out[f"{m}_sd"] = statistics.stdev(float(r[m]) for r in runs)
+    out["seconds"] = round(sum(float(r["seconds"]) for r in runs), 2)
+    if "best_at_end" in first:
+        out["best_at_end"] = any(bool(r["best_at_end"]) for r in runs)
+    keep = [*(m for m in headline if m in first), "best_step", "val_score"]
+    out["per_seed"] = [{"seed": s, **{k: r[k] for k in keep if k in r}} for s, r in zip(seeds, runs)]
+    out.pop("best_step", None)  # per seed only: one step of several runs means nothing
+    return out
 
 
 def _pretrain_then_finetune(module, synthetic: Dataset, real: Dataset, val: Dataset | None, task: str,
@@ -360,8 +408,11 @@ def _own_mean_shape(train: Dataset, fallback: Dataset) -> torch.Tensor:
 
 
 def headline_metrics(task: str, results: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
-    """Flat ``{f"{metric}_{set}": value}`` of the task's headline metrics for every training set and the constant."""
-    return {f"{m}_{name}": float(r[m]) for name, r in results.items() for m in HEADLINE_METRICS[task] if m in r}
+    """Flat ``{f"{metric}_{set}": value}`` of the task's headline metrics for every training set and the constant,
+    and ``{f"{metric}_{set}_sd": spread}`` for sets trained on several seeds (``downstream.repeats``)."""
+    keys = [(m, f"{m}_{name}", name) for name in results for m in HEADLINE_METRICS[task]]
+    keys += [(f"{m}_sd", f"{m}_{name}_sd", name) for name in results for m in HEADLINE_METRICS[task]]
+    return {out: float(results[name][m]) for m, out, name in keys if m in results[name]}
 
 
 def _plain(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -370,6 +421,8 @@ def _plain(results: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     def conv(v: Any) -> Any:
         if isinstance(v, (bool, int, str)) or v is None:
             return v
+        if isinstance(v, Mapping):
+            return {k: conv(x) for k, x in v.items()}
         if isinstance(v, (list, tuple)):
             return [conv(x) for x in v]
         return float(v)
