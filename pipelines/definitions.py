@@ -167,9 +167,15 @@ def get_pipeline(name: str) -> Pipeline:
 
 
 HEADLINE_KEYS = (
-    # the downstream check's per-task metrics per training set and the constant: miou_synthetic, nme_constant, ...
-    *(f"{m}_{s}" for ms in HEADLINE_METRICS.values() for m in ms for s in (*TRAINING_SETS, "constant")),
-    *(f"{m}_{s}_sd" for ms in HEADLINE_METRICS.values() for m in ms for s in TRAINING_SETS),  # downstream.repeats > 1
+    # the downstream check's per-task metrics per training set and the constant: miou_synthetic, nme_constant, ...,
+    # each set's spread over seeds right after it when downstream.repeats > 1 (miou_synthetic_sd)
+    *(
+        k
+        for ms in HEADLINE_METRICS.values()
+        for m in ms
+        for s in (*TRAINING_SETS, "constant")
+        for k in (f"{m}_{s}", f"{m}_{s}_sd")
+    ),
     "miou_direct",  # label_loop: `autolabel label`'s own masks of the test images against their ground truth
     "pairwise_f",
     "bcubed_f",
