@@ -17,6 +17,7 @@ the mean depth map (depth). A net that does not beat it has learned nothing.
 Equal budgets: every training set gets the SAME NUMBER OF OPTIMIZER STEPS (``steps``, whatever its size; never the
 same number of epochs, which hands the larger set many more steps), is validated every ``val_every`` steps on the
 same fixed validation slice of the test folder, and the best validation step's checkpoint is scored on the rest.
+Seeds: with ``repeats`` > 1 every set is trained on that many seeds and reported as mean and spread (DESIGN section 7).
 """
 
 from __future__ import annotations
@@ -259,7 +260,10 @@ def compare_training_sets(task: str, real_few: Dataset, synthetic: Dataset | Non
     Returns ``{"metrics": {name: {...}}, "checkpoints": {name: path}, "headline": {f"{metric}_{name}": value}}``;
     each set's metrics include ``train_images``, ``steps`` (== ``cfg.steps``), ``best_step``, ``seconds`` and
     ``best_at_end`` (its best validation was the last one: it may be undertrained, and a note says so).
-    Sub-runs go to ``out_dir/<name>/`` (resumed from their ``last.ckpt`` when present). With ``cfg.adapt_bn``, every
+    With ``cfg.repeats`` > 1 every set is trained once per seed ``trainer_cfg.seed``, +1, ...: its scores are the
+    means, ``<headline metric>_sd`` the spreads, ``per_seed`` each seed's headline metrics and ``best_step`` (then not
+    given once for the set), and its checkpoint is the first seed's. Sub-runs go to ``out_dir/<name>/`` (later seeds:
+    ``out_dir/<name>_seed<S>/``; resumed from their ``last.ckpt`` when present). With ``cfg.adapt_bn``, every
     net's BatchNorm statistics are re-estimated on ``unlabeled`` (real images ``[N, C, H, W]``, no labels) before each
     validation and the final score (:mod:`autolabel.tasks.adabn`).
     """
