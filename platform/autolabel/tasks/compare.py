@@ -267,6 +267,8 @@ def compare_training_sets(task: str, real_few: Dataset, synthetic: Dataset | Non
     net's BatchNorm statistics are re-estimated on ``unlabeled`` (real images ``[N, C, H, W]``, no labels) before each
     validation and the final score (:mod:`autolabel.tasks.adabn`).
     """
+    import pytorch_lightning as pl
+
     from autolabel.engine.dist import global_rank
     from autolabel.tasks.adabn import AdaptBatchNorm
 
@@ -293,13 +295,51 @@ def compare_training_sets(task: str, real_few: Dataset, synthetic: Dataset | Non
     results: dict[str, dict[str, Any]] = {}
     checkpoints: dict[str, Path] = {}
     seeds = [trainer_cfg.seed + r for r in range(cfg.repeats)]
+
+    def train_set(name: str, train: Dataset, tc, sub: Path) -> dict[str, Any]:
+        """Train and score one net on one training set with the seed ``tc.seed`` (initial weights, augmentation
+        draws and batch order all follow it); returns its metrics and ``checkpoint``."""
+        sub.mkdir(parents=True, exist_ok=True)
+        pl.seed_everything(tc.seed, workers=True, verbose=False)  # the same initial weights for every set
+        # keypoints: the prior is the mean shape of the set's own training labels (synthetic-only uses no real label)
+        mean_shape = _own_mean_shape(train, real_few) if task == "keypoints" else None
+        module = build_module(task, cfg, channels, n_classes, n_kp, mean_shape)
+
+        def augmented(ds: Dataset) -> Dataset:
+            return augment(ds, task, tc.seed, cfg.flip_pairs, cfg.photometric) if cfg.augment else ds
+
+        extra: dict[str, Any] = {}
+        if global_rank() == 0:  # which net the progress below belongs to
+            what = (
+                f"{len(train)} synthetic then {len(real_few)} real images"
+                if name == "finetuned"
+                else f"{len(train)} images"
+            )
+            seed = f", seed {tc.seed}" if len(seeds) > 1 else ""
+            print(f"  training set {name}: {what}, {cfg.steps} steps{seed}", flush=True)
+        if name == "finetuned":
+            info = _pretrain_then_finetune(module, augmented(train), augmented(real_few), val, task, cfg, tc, sub,
+                                           callbacks)  # fmt: skip
+            extra = {"train_images": len(train) + len(real_few)}
+        else:
+            info = train_for_steps(module, augmented(train), val, task, cfg, tc, sub, callbacks)
+        if callbacks:
+            extra["adapt_bn_images"] = len(unlabeled)  # type: ignore[arg-type]
+        metrics = score(module.model if task == "keypoints" else module, scored, task, cfg, n_classes)
+        if isinstance(train, MixedDataset):
+            extra["real_fraction"] = round(train.real_fraction, 4)
+        if "best_step" in info:  # the best validation was the last one: this net may still be improving
+            extra["best_at_end"] = info["best_step"] + cfg.val_every > info["steps"]
+            if extra["best_at_end"] and global_rank() == 0:
+                print(f"  note: {name} scored best at its last validation (step {info['best_step']} of "
+                      f"{info['steps']}); it may still be improving: raise downstream.steps", flush=True)  # fmt: skip
+        return {**metrics, "train_images": len(train), "test_images": len(scored), **info, **extra}
+
     for name, train in sets.items():
         runs = []
         for seed in seeds:  # the first seed's sub-run keeps the plain name (and is the set's checkpoint)
             sub = Path(out_dir) / (name if seed == seeds[0] else f"{name}_seed{seed}")
-            tc = dataclasses.replace(trainer_cfg, seed=seed)
-            runs.append(_train_set(name, train, real_few, val, scored, task, cfg, tc, sub, callbacks, unlabeled,
-                                   (channels, n_classes, n_kp), len(seeds) > 1))  # fmt: skip
+            runs.append(train_set(name, train, dataclasses.replace(trainer_cfg, seed=seed), sub))
         checkpoints[name] = runs[0].pop("checkpoint")
         for run in runs[1:]:
             run.pop("checkpoint")
@@ -312,54 +352,6 @@ def compare_training_sets(task: str, real_few: Dataset, synthetic: Dataset | Non
     results["constant"] = {**score(const, scored, task, cfg, n_classes), "train_images": len(real_few),
                            "test_images": len(scored)}  # fmt: skip
     return {"metrics": _plain(results), "checkpoints": checkpoints, "headline": headline_metrics(task, results)}
-
-
-def _train_set(name: str, train: Dataset, real_few: Dataset, val: Dataset | None, scored: Dataset, task: str,
-               cfg: DownstreamConfig, trainer_cfg, sub: Path, callbacks: Sequence, unlabeled: torch.Tensor | None,
-               sizes: tuple[int, int | None, int], name_seed: bool) -> dict[str, Any]:  # fmt: skip
-    """Train and score one net on one training set with ``trainer_cfg.seed`` (initial weights, augmentation draws
-    and batch order all follow it; ``name_seed``: say the seed in the progress line); returns its metrics and
-    ``checkpoint``."""
-    import pytorch_lightning as pl
-
-    from autolabel.engine.dist import global_rank
-
-    channels, n_classes, n_kp = sizes
-    sub.mkdir(parents=True, exist_ok=True)
-    pl.seed_everything(trainer_cfg.seed, workers=True, verbose=False)  # the same initial weights for every set
-    # keypoints: the prior is the mean shape of the set's own training labels (synthetic-only uses no real label)
-    mean_shape = _own_mean_shape(train, real_few) if task == "keypoints" else None
-    module = build_module(task, cfg, channels, n_classes, n_kp, mean_shape)
-
-    def augmented(ds: Dataset) -> Dataset:
-        return augment(ds, task, trainer_cfg.seed, cfg.flip_pairs, cfg.photometric) if cfg.augment else ds
-
-    extra: dict[str, Any] = {}
-    if global_rank() == 0:  # which net the progress below belongs to
-        what = (
-            f"{len(train)} synthetic then {len(real_few)} real images"
-            if name == "finetuned"
-            else f"{len(train)} images"
-        )
-        seed = f", seed {trainer_cfg.seed}" if name_seed else ""
-        print(f"  training set {name}: {what}, {cfg.steps} steps{seed}", flush=True)
-    if name == "finetuned":
-        info = _pretrain_then_finetune(module, augmented(train), augmented(real_few), val, task, cfg, trainer_cfg, sub,
-                                       callbacks)  # fmt: skip
-        extra = {"train_images": len(train) + len(real_few)}
-    else:
-        info = train_for_steps(module, augmented(train), val, task, cfg, trainer_cfg, sub, callbacks)
-    if callbacks:
-        extra["adapt_bn_images"] = len(unlabeled)  # type: ignore[arg-type]
-    metrics = score(module.model if task == "keypoints" else module, scored, task, cfg, n_classes)
-    if isinstance(train, MixedDataset):
-        extra["real_fraction"] = round(train.real_fraction, 4)
-    if "best_step" in info:  # the best validation was the last one: this net may still be improving
-        extra["best_at_end"] = info["best_step"] + cfg.val_every > info["steps"]
-        if extra["best_at_end"] and global_rank() == 0:
-            print(f"  note: {name} scored best at its last validation (step {info['best_step']} of "
-                  f"{info['steps']}); it may still be improving: raise downstream.steps", flush=True)  # fmt: skip
-    return {**metrics, "train_images": len(train), "test_images": len(scored), **info, **extra}
 
 
 def _over_seeds(runs: Sequence[dict[str, Any]], seeds: Sequence[int], headline: Sequence[str]) -> dict[str, Any]:
