@@ -267,3 +267,15 @@ def test_conv_clamp_bounds_every_layer_output():
     assert clamped.init_kwargs["conv_clamp"] == 0.25 and "conv_clamp" not in free.init_kwargs
     with pytest.raises(ConfigError, match="conv_clamp"):
         Generator(16, **TINY, conv_clamp=0)
+
+
+def test_random_hflip_mirrors_about_half_of_the_images_and_nothing_else():
+    from autolabel.gan.augment import random_hflip
+
+    torch.manual_seed(0)
+    x = torch.randn(400, 3, 4, 5)
+    y = random_hflip(x)
+    same = (y == x).flatten(1).all(1)
+    mirrored = (y == x.flip(-1)).flatten(1).all(1)
+    assert y.shape == x.shape and bool((same | mirrored).all())  # every image is itself or its mirror image
+    assert 150 < int(mirrored.sum()) < 250  # p = 0.5

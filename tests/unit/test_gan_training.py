@@ -273,3 +273,24 @@ def test_image_folder_datamodule(tmp_path):
     dm.setup("fit")
     x = next(iter(dm.train_dataloader()))[0]
     assert x.shape == (2, 3, 16, 16) and x.min() >= -1 and x.max() <= 1
+
+
+@pytest.mark.parametrize("mirror", [False, True])
+def test_mirror_shows_the_discriminator_real_images_or_their_mirror_images(mirror):
+    torch.manual_seed(0)
+    real = torch.rand(8, 3, 16, 16) * 2 - 1
+    m = GANModule(GEN, dict(batch_size=8, augment="none", r1_gamma=0.0, mirror=mirror))
+    seen = []
+    m.discriminator.register_forward_hook(lambda mod, i, o: seen.append(i[0].detach().clone()))
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_epochs=3, logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    trainer.fit(m, datamodule=GANDataModule(dataset=TensorDataset(real), batch_size=8))
+    reals = seen[0::3]  # per step: D(real), D(fake) for D's loss, D(fake) for G's loss
+    assert len(reals) == 3
+    flipped = 0
+    for batch in reals:  # rows in shuffled order: each must be one of the real images, or its mirror image
+        plain = [bool((row == real).flatten(1).all(1).any()) for row in batch]
+        mirrored = [bool((row == real.flip(-1)).flatten(1).all(1).any()) for row in batch]
+        assert all(p or q for p, q in zip(plain, mirrored))
+        flipped += sum(q and not p for p, q in zip(plain, mirrored))
+    assert (flipped > 0) == mirror  # 24 draws at p 0.5: none mirrored with probability 6e-8

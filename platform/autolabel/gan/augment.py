@@ -56,6 +56,12 @@ def rand_cutout(x: Tensor, ratio: float = 0.5) -> Tensor:
     return x * (~inside).unsqueeze(1).to(x.dtype)
 
 
+def random_hflip(x: Tensor) -> Tensor:
+    """Each image mirrored left-right with probability 0.5 (StyleGAN2-ADA's ``--mirror``: a dataset twice the size)."""
+    flip = torch.rand(x.shape[0], 1, 1, 1, device=x.device) < 0.5
+    return torch.where(flip, x.flip(-1), x)
+
+
 _FNS = {"color": rand_color, "translation": rand_translation, "cutout": rand_cutout}
 
 

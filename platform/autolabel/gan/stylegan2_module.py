@@ -17,7 +17,7 @@ from autolabel.config.core import as_config
 from autolabel.config.gan import GANTrainConfig, GeneratorConfig
 from autolabel.data.sampling import EpochShuffleSampler
 from autolabel.errors import ConfigError, DataError
-from autolabel.gan.augment import AdaptiveP, DiffAugment
+from autolabel.gan.augment import AdaptiveP, DiffAugment, random_hflip
 from autolabel.gan.losses import d_logistic_loss, g_nonsaturating_loss, path_length_penalty, r1_penalty
 from autolabel.gan.projected import d_hinge_loss, g_hinge_loss
 from autolabel.gan.stylegan2 import Discriminator, Generator, requires_grad
@@ -164,6 +164,8 @@ class GANModule(pl.LightningModule):
             raise DataError("training images contain NaN/inf -- check the image folder / preprocessing")
         opt_g, opt_d = self.optimizers()
         t, b, it = self.tcfg, real.shape[0], int(self.n_iter)
+        if t.mirror:
+            real = random_hflip(real)
 
         # discriminator
         requires_grad(self.generator, False)
