@@ -96,7 +96,7 @@ class GANTrainConfig:
     augment_p: float = 1.0  # probability per policy and sample (start value when adaptive)
     # Mirror each real image left-right with probability 0.5 before D sees it (StyleGAN2-ADA's --mirror): the pool
     # counts twice. Off by default: only where both orientations occur (not text or digits; on the Weizmann horses,
-    # which all face left, it cost 0.06 synthetic-only mIoU -- benchmarks/README.md).
+    # nearly all facing left, it cost 0.06 synthetic-only mIoU -- benchmarks/README.md).
     mirror: bool = False
     ada_target: float = 0.0  # > 0: adapt augment_p towards E[sign(D(real))] = ada_target (ADA uses 0.6)
     ada_kimg: float = 100.0  # images (thousands) for p to move 0 -> 1
