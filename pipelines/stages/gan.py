@@ -53,6 +53,11 @@ def gan_strategy(tc: TrainerConfig) -> str:
     return s
 
 
+def candidate_seed(seed: int, i: int) -> int:
+    """The seed of GAN start ``i`` (``gan_train.candidates``): start 0 is the run's own seed."""
+    return int(seed) + 1000 * i
+
+
 def train_gan(
     images: str | Path,
     kimg: float,
@@ -61,38 +66,114 @@ def train_gan(
     trainer_cfg: TrainerConfig,
     stage_dir: Path,
 ) -> dict[str, Any]:
-    """Train StyleGAN2; writes ``generator.pt`` (the EMA generator, native format) and a sample grid."""
+    """Train StyleGAN2; writes ``generator.pt`` (the EMA generator, native format) and a sample grid.
+
+    With ``tcfg.candidates > 1``: starts ``i`` train in ``candidates/<i>/`` for ``candidate_kimg`` each, the one with
+    the lowest quality metric goes on to ``kimg`` in its own folder (the others stay as they are), ``candidates.png``
+    shows their curves. Every start resumes from its own ``last.ckpt``, so a killed stage continues where it was."""
     from torchvision.utils import save_image
 
     from autolabel.data.images import ImageFolderDataset
     from autolabel.engine import fit
+    from autolabel.engine.dist import global_rank
+    from autolabel.engine.io import read_json, write_json
+    from autolabel.engine.trainer import seed_all
     from autolabel.gan import save_generator
+    from autolabel.gan.quality import GANQualityCallback
     from autolabel.gan.stylegan2_module import GANDataModule, GANModule
 
     ds = ImageFolderDataset(images, size=gcfg.resolution, channels=gcfg.img_channels, with_labels=False)
-    epochs = max(1, math.ceil(kimg * 1000 / len(ds)))
-    dm = GANDataModule(
-        size=gcfg.resolution,
-        channels=gcfg.img_channels,
-        batch_size=tcfg.batch_size,
-        num_workers=tcfg.num_workers,
-        dataset=ds,
-    )
-    module = GANModule(gcfg, tcfg)
-    tc = dataclasses.replace(trainer_cfg, max_epochs=epochs, max_steps=-1)
-    trainer = fit(module, dm, dataclasses.replace(tc, strategy=gan_strategy(tc)), stage_dir)
+
+    def epochs_for(k: float) -> int:
+        return max(1, math.ceil(k * 1000 / len(ds)))
+
+    def train(seed: int, run_dir: Path, k: float):
+        dm = GANDataModule(size=gcfg.resolution, channels=gcfg.img_channels, batch_size=tcfg.batch_size,
+                           num_workers=tcfg.num_workers, dataset=ds)  # fmt: skip
+        seed_all(seed)  # the initial weights follow this start's seed, not what trained before in the process
+        module = GANModule(gcfg, tcfg)
+        tc = dataclasses.replace(trainer_cfg, seed=seed, max_epochs=epochs_for(k), max_steps=-1)
+        trainer = fit(module, dm, dataclasses.replace(tc, strategy=gan_strategy(tc)), run_dir)
+        quality = next((c for c in trainer.callbacks if isinstance(c, GANQualityCallback)), None)
+        if quality is not None:
+            quality.load_best(module)  # also when Lightning skipped the loop (a finished run resumed)
+        return module, trainer, quality
+
+    run_dir, seed, starts = stage_dir, trainer_cfg.seed, []
+    if tcfg.candidates > 1:
+        choice = stage_dir / "candidates" / "choice.json"  # written once the starts are done; a resume reads it
+        if choice.is_file():
+            starts = read_json(choice)
+        else:
+            head = min(tcfg.candidate_kimg, kimg)
+            for i in range(tcfg.candidates):
+                cand_seed, cand_dir = candidate_seed(trainer_cfg.seed, i), stage_dir / "candidates" / str(i)
+                _, trainer, quality = train(cand_seed, cand_dir, head)
+                assert quality is not None  # GANTrainConfig requires the metric with candidates > 1
+                starts.append({"candidate": i, "seed": cand_seed, "best_fd_vgg": quality.best,
+                               "history": quality.history})  # fmt: skip
+                if trainer.is_global_zero:
+                    print(f"GAN start {i + 1}/{tcfg.candidates} (seed {cand_seed}): best fd_vgg {quality.best:.1f} "
+                          f"in {head:g} kimg", flush=True)  # fmt: skip
+            if trainer.is_global_zero:
+                write_json(choice, starts)
+        win = min(starts, key=lambda c: c["best_fd_vgg"])
+        run_dir, seed = stage_dir / "candidates" / str(win["candidate"]), win["seed"]
+        if global_rank() == 0:
+            print(f"GAN: continuing start {win['candidate'] + 1} (seed {seed}) to {kimg:g} kimg", flush=True)
+    module, trainer, _ = train(seed, run_dir, kimg)
     gen_path, samples = stage_dir / "generator.pt", stage_dir / "samples.png"
+    figures = [str(samples)]
     if trainer.is_global_zero:  # under DDP every rank holds the same g_ema; one writer
         save_generator(module.g_ema.cpu(), gen_path)
         save_image(module.sample_grid(16, seed=0), samples)
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+        if starts:
+            figures.append(str(_plot_starts(starts, win["candidate"], stage_dir / "candidates.png")))
+    metrics: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     metrics["images"] = len(ds)
-    metrics["epochs"] = epochs
+    metrics["epochs"] = epochs_for(kimg)
+    if starts:
+        metrics["candidate"] = win["candidate"]
+        metrics["candidate_seed"] = seed
+        metrics.update({f"candidate{c['candidate']}_best_fd_vgg": c["best_fd_vgg"] for c in starts})
     return {
-        "outputs": {"generator": gen_path, "checkpoint": stage_dir / "checkpoints" / "last.ckpt"},
+        "outputs": {"generator": gen_path, "checkpoint": run_dir / "checkpoints" / "last.ckpt"},
         "metrics": metrics,
-        "figures": [str(samples)],
+        "figures": figures,
     }
+
+
+def _plot_starts(starts: list[dict], chosen: int, path: Path) -> Path:
+    """The quality curves of the GAN starts over their first kimg, the chosen one drawn thick."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from autolabel.engine.io import atomic_write_bytes
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for c in starts:
+        h = c["history"]
+        ax.plot(
+            [r["kimg"] for r in h],
+            [r["fd_vgg"] for r in h],
+            lw=2.5 if c["candidate"] == chosen else 1.0,
+            label=f"start {c['candidate'] + 1} (seed {c['seed']})" + (" - kept" if c["candidate"] == chosen else ""),
+        )
+    ref = starts[0]["history"][-1]["fd_vgg_real"]
+    ax.axhline(ref, color="grey", ls="--", lw=1, label="real vs real")
+    ax.set_yscale("log")
+    ax.set_xlabel("kimg")
+    ax.set_ylabel("fd_vgg (not Inception FID)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def import_gan(src: str | Path, stage_dir: Path) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import os
 import random
@@ -15,6 +16,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+from pytorch_lightning.loggers.logger import rank_zero_experiment
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from autolabel.config.core import TrainerConfig
@@ -40,6 +43,39 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         buf = io.BytesIO()
         torch.save(checkpoint, buf)
         atomic_write_bytes(path, buf.getvalue())
+
+
+class _ResumableCSVWriter(ExperimentWriter):
+    """Lightning's CSV writer deletes ``metrics.csv`` when its folder is not empty, so a resumed run kept only the rows
+    logged after the resume. This one keeps the earlier rows -- those before the first step the resumed run logs (rows
+    an interrupted run logged past its last checkpoint are replaced by the rerun's) -- and leaves the file untouched
+    when nothing new is logged (a finished run fitted again)."""
+
+    def _check_log_dir_exists(self) -> None:
+        self._earlier: list[dict[str, str]] | None = None
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as f:
+                self._earlier = list(csv.DictReader(f))
+
+    def save(self) -> None:
+        if self._earlier is not None and self.metrics:
+            first = min(float(m["step"]) for m in self.metrics)
+            kept = [{k: v for k, v in r.items() if v not in ("", None)} for r in self._earlier
+                    if float(r.get("step") or 0) < first]  # fmt: skip
+            self.metrics = kept + self.metrics
+            self._earlier = None
+            self._fs.rm_file(self.metrics_file_path)  # rewritten whole below, with every column
+        super().save()
+
+
+class _ResumableCSVLogger(CSVLogger):
+    @property
+    @rank_zero_experiment  # as Lightning's: the other ranks get a no-op writer
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _ResumableCSVWriter(log_dir=self.log_dir)
+        return self._experiment
 
 
 def seed_all(seed: int) -> None:
@@ -135,7 +171,7 @@ def build_trainer(
                 enable_version_counter=False,
             )
         )
-    loggers: list[Any] = [CSVLogger(save_dir=str(stage_dir), name="logs", version="")]
+    loggers: list[Any] = [_ResumableCSVLogger(save_dir=str(stage_dir), name="logs", version="")]
     if tensorboard:
         loggers.append(TensorBoardLogger(save_dir=str(stage_dir), name="tb", version="", default_hp_metric=False))
     cbs: list[Callback] = [*ckpts, LearningRateMonitor(logging_interval="step"), StepSeeder(tc.seed), *callbacks]

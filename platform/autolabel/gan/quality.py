@@ -178,15 +178,27 @@ class GANQualityCallback(pl.Callback):
             trainer.save_checkpoint(self.best_path, weights_only=False)
         return rec
 
+    @staticmethod
+    def _last_batch(trainer: pl.Trainer) -> bool:
+        """The run's final batch when it ends by ``max_epochs`` (as every GAN stage does): evaluated there, before the
+        epoch-end ``last.ckpt``, the final record is part of the checkpoint -- so a finished run fitted again (resume
+        after a kill, whose training loop Lightning skips) holds the same history as the uninterrupted one."""
+        max_epochs = trainer.max_epochs
+        return bool(trainer.is_last_batch and max_epochs is not None and 0 <= max_epochs <= trainer.current_epoch + 1)
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if self._kimg(trainer, pl_module) >= self._next_kimg:
+        if self._kimg(trainer, pl_module) >= self._next_kimg or self._last_batch(trainer):
             self.evaluate(trainer, pl_module)
             while self._next_kimg <= self._kimg(trainer, pl_module):
                 self._next_kimg += self.every_kimg
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.history or self.history[-1]["step"] != int(pl_module.n_iter):
-            self.evaluate(trainer, pl_module)
+            self.evaluate(trainer, pl_module)  # ended early or by max_steps
+        self.load_best(pl_module)
+
+    def load_best(self, pl_module: pl.LightningModule) -> None:
+        """With ``keep_best``: load the best snapshot's g_ema into ``pl_module`` (no-op before any snapshot)."""
         if self.keep_best and self.best_path is not None and self.best_path.is_file():
             from autolabel.engine.checkpoint_io import load_checkpoint
 
