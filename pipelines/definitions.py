@@ -177,6 +177,9 @@ HEADLINE_KEYS = (
         for k in (f"{m}_{s}", f"{m}_{s}_sd")
     ),
     "miou_direct",  # label_loop: `autolabel label`'s own masks of the test images against their ground truth
+    # the label generator's score on held-out labeled images (labels.train.select_folds >= 2; higher is better): what
+    # configs/sweep/handsoff_gan_seeds.yaml ranks GAN seeds by
+    "length_heldout_score",
     "pairwise_f",
     "bcubed_f",
     "nmi",

@@ -121,14 +121,15 @@ def train_gan(
         run_dir, seed = stage_dir / "candidates" / str(win["candidate"]), win["seed"]
         if global_rank() == 0:
             print(f"GAN: continuing start {win['candidate'] + 1} (seed {seed}) to {kimg:g} kimg", flush=True)
-    module, trainer, _ = train(seed, run_dir, kimg)
+    module, trainer, quality = train(seed, run_dir, kimg)
     gen_path, samples = stage_dir / "generator.pt", stage_dir / "samples.png"
     figures = [str(samples)]
     if trainer.is_global_zero:  # under DDP every rank holds the same g_ema; one writer
         save_generator(module.g_ema.cpu(), gen_path)
         save_image(module.sample_grid(16, seed=0), samples)
         if starts:
-            figures.append(str(_plot_starts(starts, win["candidate"], stage_dir / "candidates.png")))
+            kept = quality.history if quality is not None else win["history"]
+            figures.append(str(_plot_starts(starts, win["candidate"], kept, stage_dir / "candidates.png")))
     metrics: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     metrics["images"] = len(ds)
     metrics["epochs"] = epochs_for(kimg)
@@ -143,8 +144,8 @@ def train_gan(
     }
 
 
-def _plot_starts(starts: list[dict], chosen: int, path: Path) -> Path:
-    """The quality curves of the GAN starts over their first kimg, the chosen one drawn thick."""
+def _plot_starts(starts: list[dict], chosen: int, kept: list[dict], path: Path) -> Path:
+    """The quality curves of the GAN starts, the kept one drawn thick over its whole training (``kept``)."""
     import io
 
     import matplotlib
@@ -156,7 +157,7 @@ def _plot_starts(starts: list[dict], chosen: int, path: Path) -> Path:
 
     fig, ax = plt.subplots(figsize=(5, 3.2))
     for c in starts:
-        h = c["history"]
+        h = kept if c["candidate"] == chosen else c["history"]
         ax.plot(
             [r["kimg"] for r in h],
             [r["fd_vgg"] for r in h],

@@ -58,3 +58,31 @@ def test_fit_gan_ddp_two_processes(tmp_path):
         assert img.shape == (2, 3, 16, 16) and torch.isfinite(img).all()
         assert torch.equal(img, from_ckpt(z, noise_mode="const"))
     assert torch.any(gen.w_avg != 0)  # tracked during the G steps (it starts at zero) and copied into g_ema
+
+
+def test_fit_gan_ddp_with_two_starts(tmp_path):
+    """Several GAN starts under DDP: both ranks train every start, agree on the one to keep and continue it."""
+    data = make_shapes_dataset(tmp_path / "shapes", N_IMAGES, size=16, seed=0)
+    runs = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "pipelines.cli", "fit", "gan", f"images={data / 'images'}", "kimg=0.064",
+           "gan.resolution=16", "gan.z_dim=16", "gan.w_dim=16", "gan.n_mapping=2", "gan.channel_base=64",
+           "gan.channel_max=16", f"gan_train.batch_size={BATCH}", "gan_train.quality_every_kimg=0.016",
+           "gan_train.quality_samples=4", "gan_train.random_backbone=true", "gan_train.candidates=2",
+           "gan_train.candidate_kimg=0.032", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.strategy=ddp",
+           "trainer.enable_progress_bar=false", f"run.root={runs}"]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "AUTOLABEL_RUN_DIR"}
+    env["OMP_NUM_THREADS"] = "1"
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    (run_dir,) = [p for p in (runs / "gan").iterdir() if p.is_dir()]
+    manifest = read_json(run_dir / "gan" / "manifest.json")
+    m = manifest["metrics"]
+    kept = min((0, 1), key=lambda i: m[f"candidate{i}_best_fd_vgg"])
+    assert m["candidate"] == kept and manifest["outputs"]["checkpoint"].endswith(
+        f"candidates/{kept}/checkpoints/last.ckpt"
+    )
+    assert out.stdout.count(f"GAN: continuing start {kept + 1}") == 1  # rank 0 speaks
+    for i in (0, 1):  # 16 images over 2 ranks, batch 4: 2 steps an epoch; 0.032 kimg = 2 epochs, 0.064 = 4
+        sd = torch.load(run_dir / "gan" / "candidates" / str(i) / "checkpoints" / "last.ckpt", map_location="cpu",
+                        weights_only=False)["state_dict"]  # fmt: skip
+        assert int(sd["n_iter"]) == (8 if i == kept else 4)

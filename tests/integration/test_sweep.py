@@ -95,3 +95,32 @@ def test_optuna_pruner_stops_a_running_trial(tmp_path):
     )
     assert [r["status"] for r in rows] == ["pruned"]
     assert rows[0]["train/loss_epoch"] == ""  # it never finished, so it wrote no summary
+
+
+def test_gan_seed_sweep_ranks_by_the_labels_held_out_score_and_the_best_run_finishes(tmp_path):
+    """configs/sweep/handsoff_gan_seeds.yaml on tiny settings: each seed runs up to the label generator, results.csv
+    ranks the seeds by its held-out score, and the best job's run finishes without training its GAN again."""
+    from omegaconf import OmegaConf
+
+    from autolabel.config import configs_dir
+    from autolabel.engine.io import read_json
+    from pipelines.definitions import TINY_OVERRIDES
+
+    shipped = OmegaConf.load(configs_dir() / "sweep" / "handsoff_gan_seeds.yaml")
+    assert shipped.rank_by == "length_heldout_score" and "until_stage=labels" in shipped.base
+    common = ["pipeline=handsoff", *TINY_OVERRIDES, "labels.train.select_folds=2", "labels.train.select_every=1",
+              "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "progress=false"]  # fmt: skip
+    base = "[" + ",".join(f"'{a}'" for a in [*common, "until_stage=labels"]) + "]"
+    assert main(["sweep", str(configs_dir() / "sweep" / "handsoff_gan_seeds.yaml"), f"root={tmp_path}",
+                 f"base={base}"]) == 0  # fmt: skip
+    sweep_dir = tmp_path / "handsoff_gan_seeds"
+    rows = list(csv.DictReader((sweep_dir / "results.csv").open()))
+    scores = [float(r["length_heldout_score"]) for r in rows]
+    assert sorted(r["trainer.seed"] for r in rows) == ["0", "1"] and scores == sorted(scores, reverse=True)
+    best = rows[0]
+    run = sweep_dir / best["job"]
+    assert not (run / "synthesis").exists()  # stopped after the label generator
+    gan_mtime = (run / "gan" / "generator.pt").stat().st_mtime_ns
+    assert main(["run", *common, f"trainer.seed={best['trainer.seed']}", f"run.dir={run}"]) == 0
+    assert (run / "gan" / "generator.pt").stat().st_mtime_ns == gan_mtime  # reused, not retrained
+    assert "miou_synthetic" in read_json(run / "summary.json")

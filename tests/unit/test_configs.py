@@ -29,7 +29,7 @@ USES = {
 
 def test_every_shipped_config_is_covered():
     shipped = {str(p.relative_to(configs_dir())) for p in configs_dir().rglob("*.yaml")}
-    assert shipped == set(USES) | {"sweep/lander_grid.yaml"}
+    assert shipped == set(USES) | {"sweep/lander_grid.yaml", "sweep/handsoff_gan_seeds.yaml"}
 
 
 @pytest.mark.parametrize("name", sorted(USES))
@@ -47,6 +47,8 @@ def test_sweep_config_expands():
     cfg = to_object(load_config(SweepConfig, yaml_files=[configs_dir() / "sweep" / "lander_grid.yaml"]))
     assert cfg.command == "fit hilander" and len(expand_grid(dict(cfg.grid))) == 4
     assert commands()[cfg.command]  # the swept command exists
+    seeds = to_object(load_config(SweepConfig, yaml_files=[configs_dir() / "sweep" / "handsoff_gan_seeds.yaml"]))
+    assert seeds.command == "run" and seeds.rank_by in seeds.metrics and len(expand_grid(dict(seeds.grid))) == 2
 
 
 def test_configs_dir_is_the_repo_folder():
