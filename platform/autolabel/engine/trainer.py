@@ -63,9 +63,14 @@ class _ResumableCSVWriter(ExperimentWriter):
             kept = [{k: v for k, v in r.items() if v not in ("", None)} for r in self._earlier
                     if float(r.get("step") or 0) < first]  # fmt: skip
             self.metrics = kept + self.metrics
-            self._earlier = None
-            self._fs.rm_file(self.metrics_file_path)  # rewritten whole below, with every column
-        super().save()
+            self._record_new_keys()
+            buf = io.StringIO(newline="")
+            writer = csv.DictWriter(buf, fieldnames=self.metrics_keys)
+            writer.writeheader()
+            writer.writerows(self.metrics)
+            atomic_write_bytes(self.metrics_file_path, buf.getvalue().encode())  # never a half-written log
+            self.metrics, self._earlier = [], None
+        super().save()  # hparams.yaml, then (appending) any rows not written above
 
 
 class _ResumableCSVLogger(CSVLogger):
