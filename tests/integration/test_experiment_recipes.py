@@ -17,9 +17,9 @@ from pipelines.cli import main
 
 TINY = ["gan.kimg=0.008", "gan.model.resolution=16", "gan.model.z_dim=16", "gan.model.w_dim=16",
         "gan.model.n_mapping=2", "gan.model.channel_base=128", "gan.model.channel_max=8", "gan.train.batch_size=4",
-        "gan.train.quality_every_kimg=0.004", "gan.train.quality_samples=4", "gan.train.candidate_kimg=0.004", "gan.train.random_backbone=true",
-        "trainer.accelerator=cpu", "trainer.devices=1", "trainer.strategy=auto", "trainer.precision=32-true",
-        "trainer.enable_progress_bar=false", "progress=false", "until_stage=gan"]  # fmt: skip
+        "gan.train.quality_every_kimg=0.004", "gan.train.quality_samples=4", "gan.train.candidate_kimg=0.004",
+        "gan.train.random_backbone=true", "trainer.accelerator=cpu", "trainer.devices=1", "trainer.strategy=auto",
+        "trainer.precision=32-true", "trainer.enable_progress_bar=false", "progress=false", "until_stage=gan"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
