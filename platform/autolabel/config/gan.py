@@ -117,8 +117,8 @@ class GANTrainConfig:
     quality_samples: int = 500  # real images per half (and g_ema samples), at most half the training set
     keep_best: bool = True  # with the metric on: the stage's generator is the best-scoring snapshot (best.ckpt)
     # Several starts: train `candidates` GANs (seeds trainer.seed + 1000 i) for `candidate_kimg` each, keep going with
-    # the one of lowest fd_vgg, drop the others. On small pools a GAN's start decides much of where it ends (horses:
-    # best FD 61-65 on three seeds, 110 on the fourth, which already lagged at 16 kimg). Needs the quality metric.
+    # the one of lowest fd_vgg, drop the others. Needs the quality metric. Un-sticks a GAN whose curve stalls (horses:
+    # best FD 110 -> 66), but a lower FD did not reliably mean better labels there (benchmarks/README.md).
     candidates: int = 1
     candidate_kimg: float = 16.0
 
