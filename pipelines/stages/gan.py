@@ -81,6 +81,7 @@ def train_gan(
     from autolabel.gan import save_generator
     from autolabel.gan.quality import GANQualityCallback
     from autolabel.gan.stylegan2_module import GANDataModule, GANModule
+    from autolabel.viz import plot_gan_starts
 
     ds = ImageFolderDataset(images, size=gcfg.resolution, channels=gcfg.img_channels, with_labels=False)
 
@@ -129,7 +130,7 @@ def train_gan(
         save_image(module.sample_grid(16, seed=0), samples)
         if starts:
             kept = quality.history if quality is not None else win["history"]
-            figures.append(str(_plot_starts(starts, win["candidate"], kept, stage_dir / "candidates.png")))
+            figures.append(str(plot_gan_starts(starts, win["candidate"], kept, stage_dir / "candidates.png")))
     metrics: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
     metrics["images"] = len(ds)
     metrics["epochs"] = epochs_for(kimg)
@@ -142,39 +143,6 @@ def train_gan(
         "metrics": metrics,
         "figures": figures,
     }
-
-
-def _plot_starts(starts: list[dict], chosen: int, kept: list[dict], path: Path) -> Path:
-    """The quality curves of the GAN starts, the kept one drawn thick over its whole training (``kept``)."""
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from autolabel.engine.io import atomic_write_bytes
-
-    fig, ax = plt.subplots(figsize=(5, 3.2))
-    for c in starts:
-        h = kept if c["candidate"] == chosen else c["history"]
-        ax.plot(
-            [r["kimg"] for r in h],
-            [r["fd_vgg"] for r in h],
-            lw=2.5 if c["candidate"] == chosen else 1.0,
-            label=f"start {c['candidate'] + 1} (seed {c['seed']})" + (" - kept" if c["candidate"] == chosen else ""),
-        )
-    ref = starts[0]["history"][-1]["fd_vgg_real"]
-    ax.axhline(ref, color="grey", ls="--", lw=1, label="real vs real")
-    ax.set_yscale("log")
-    ax.set_xlabel("kimg")
-    ax.set_ylabel("fd_vgg (not Inception FID)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    return atomic_write_bytes(path, buf.getvalue())
 
 
 def import_gan(src: str | Path, stage_dir: Path) -> dict[str, Any]:

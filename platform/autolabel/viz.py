@@ -259,11 +259,39 @@ def plot_curves(metrics_csv: str | os.PathLike, path: str | os.PathLike, *, titl
         ax.axis("off")
     if title:
         fig.suptitle(title, fontsize=10)
+    return _save_figure(fig, path)
+
+
+def _save_figure(fig, path: str | os.PathLike) -> Path:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
     return atomic_write_bytes(path, buf.getvalue())
+
+
+def plot_gan_starts(starts: Sequence[dict], kept: int, kept_history: Sequence[dict], path: str | os.PathLike) -> Path:
+    """The quality curves (``fd_vgg`` per kimg) of several GAN starts (``{"candidate", "seed", "history"}``), the kept
+    one drawn thick over its whole training (``kept_history``), with the real-vs-real reference."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for c in starts:
+        mine = c["candidate"] == kept
+        h = kept_history if mine else c["history"]
+        ax.plot([r["kimg"] for r in h], [r["fd_vgg"] for r in h], lw=2.5 if mine else 1.0,
+                label=f"start {c['candidate'] + 1} (seed {c['seed']})" + (" - kept" if mine else ""))  # fmt: skip
+    ax.axhline(starts[0]["history"][-1]["fd_vgg_real"], color="grey", ls="--", lw=1, label="real vs real")
+    ax.set_yscale("log")
+    ax.set_xlabel("kimg")
+    ax.set_ylabel("fd_vgg (not Inception FID)")
+    ax.legend(fontsize=7)
+    return _save_figure(fig, path)
 
 
 def heatmap(values: np.ndarray, vmax: float | None = None) -> np.ndarray:

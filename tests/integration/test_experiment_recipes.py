@@ -17,9 +17,9 @@ from pipelines.cli import main
 
 TINY = ["gan.kimg=0.008", "gan.model.resolution=16", "gan.model.z_dim=16", "gan.model.w_dim=16",
         "gan.model.n_mapping=2", "gan.model.channel_base=128", "gan.model.channel_max=8", "gan.train.batch_size=4",
-        "gan.train.quality_every_kimg=0.004", "gan.train.quality_samples=4", "gan.train.candidate_kimg=0.004",
-        "gan.train.random_backbone=true", "trainer.accelerator=cpu", "trainer.devices=1", "trainer.strategy=auto",
-        "trainer.precision=32-true", "trainer.enable_progress_bar=false", "progress=false", "until_stage=gan"]  # fmt: skip
+        "gan.train.quality_every_kimg=0.004", "gan.train.quality_samples=4", "gan.train.random_backbone=true",
+        "trainer.accelerator=cpu", "trainer.devices=1", "trainer.strategy=auto", "trainer.precision=32-true",
+        "trainer.enable_progress_bar=false", "progress=false", "until_stage=gan"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -33,10 +33,6 @@ def folders(tmp_path_factory):
     return [f"data.images={pool / 'images'}", f"data.labeled={labeled}", f"data.test={test}"]
 
 
-def train_has_candidates(name: str) -> bool:
-    return OmegaConf.load(configs_dir() / "experiment" / f"{name}.yaml").gan.train.get("candidates", 1) > 1
-
-
 @pytest.mark.parametrize("name", ["handsoff_cpu", "handsoff_gpu", "handsoff_paper"])
 def test_recipe_values_reach_the_objects(name, folders, tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "no_weights"))  # random_backbone=true must not need a file
@@ -45,10 +41,7 @@ def test_recipe_values_reach_the_objects(name, folders, tmp_path, monkeypatch):
                  *TINY, f"run.root={tmp_path}"]) == 0  # fmt: skip
     (run,) = [p for p in (tmp_path / name).iterdir() if p.is_dir()]
     gan = read_json(run / "gan" / "manifest.json")
-    gan_run = Path(gan["outputs"]["checkpoint"]).parent.parent  # the GAN's folder (with candidates: the kept one's)
-    assert gan_run == (run / "gan" / "candidates" / str(gan["metrics"]["candidate"]) if train_has_candidates(name)
-                       else run / "gan")  # fmt: skip
-    ck = torch.load(gan_run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    ck = torch.load(run / "gan" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     hp = ck["hyper_parameters"]
     model, train = recipe.gan.model, recipe.gan.train
     # A recipe states every GAN value the CPU demo sets, so none is inherited by accident (the demo's r1_gamma=1.0
@@ -59,12 +52,12 @@ def test_recipe_values_reach_the_objects(name, folders, tmp_path, monkeypatch):
         assert not missing, f"{name}.yaml inherits the demo's gan.{part} {missing}: state them"
     assert hp["generator"]["discriminator"] == model.discriminator
     assert hp["generator"]["resolution"] == 16  # the override wins over the recipe's size
-    for key in ("r1_gamma", "ema_kimg", "keep_best", "ada_target", "style_mixing_prob", "pl_weight", "candidates"):
+    for key in ("r1_gamma", "ema_kimg", "keep_best", "ada_target", "style_mixing_prob", "pl_weight"):
         if key in train:
             assert hp["train"][key] == train[key], key
     # the quality metric ran (recipe: on) and picked a best snapshot
-    assert (gan_run / "quality" / "quality.json").is_file()
-    assert (gan_run / "checkpoints" / "best.ckpt").is_file()
+    assert (run / "gan" / "quality" / "quality.json").is_file()
+    assert (run / "gan" / "checkpoints" / "best.ckpt").is_file()
     assert Path(gan["outputs"]["generator"]).is_file()
     # the later stages' settings are the recipe's
     resolved = OmegaConf.load(run / "config.yaml")

@@ -51,7 +51,9 @@ def test_two_starts_keep_the_lowest_metric_and_continue_it_like_a_single_run(ima
     assert m["candidate_seed"] == candidate_seed(3, m["candidate"]) == 3 + 1000 * m["candidate"]
     win_dir = tmp_path / "gan" / "candidates" / str(m["candidate"])
     assert out["outputs"]["checkpoint"] == win_dir / "checkpoints" / "last.ckpt"
-    assert str(tmp_path / "gan" / "candidates.png") in out["figures"]
+    assert (
+        str(tmp_path / "gan" / "candidates.png") in out["figures"] and (tmp_path / "gan" / "candidates.png").is_file()
+    )
     for i in range(2):  # every start trained 0.02 kimg = 2 epochs = 4 steps; the kept one 0.05 kimg = 5 epochs
         history, n_iter = _history_in_last_ckpt(tmp_path / "gan" / "candidates" / str(i))
         assert n_iter == (10 if i == m["candidate"] else 4)
