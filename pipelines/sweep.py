@@ -9,6 +9,8 @@ A sweep file::
       model.hidden: [64, 128]
       train.lr: [0.01, 0.1]
     metrics: [train_loss, pairwise_f] # columns of the results table (from each run's summary.json)
+    rank_by: pairwise_f               # results.csv best first by this metric ("-name": smaller is better)
+    finish: [until_stage=null]        # optional, with rank_by: run the best job again with these overrides appended
     launcher: {name: local}           # local | local_gpus | slurm | submitit_local (+ slurm_* settings)
     optuna:                           # instead of grid: a study (needs the `sweep` extra)
       n_trials: 20
@@ -24,6 +26,11 @@ A trial whose job fails (non-zero exit, or no ``metric`` in its summary) is reco
 pruner as pruned. With ``storage``, rerunning an interrupted sweep continues the study: finished trials are kept, a
 trial that was running is tried again in its own run directory (so its training resumes from ``last.ckpt``), and only
 the trials still missing from ``n_trials`` are run.
+
+``finish`` turns "try several, keep the best" into one command: once the table is ranked, the best job runs again in
+its own run directory with ``finish`` appended to its arguments -- e.g. a pipeline swept up to an early stage
+(``until_stage=labels``) and finished with ``until_stage=null``: its stages done in the sweep are skipped, the rest
+run. The outcome goes to ``best.json`` beside ``results.csv``.
 """
 
 from __future__ import annotations
@@ -79,6 +86,7 @@ class SweepConfig:
     grid: dict[str, list[Any]] = field(default_factory=dict)
     metrics: list[str] = field(default_factory=list)
     rank_by: str = ""  # a metric: results.csv lists the runs best first by it ("-name": smaller is better)
+    finish: list[str] = field(default_factory=list)  # with rank_by: rerun the best job with these overrides appended
     launcher: LauncherConfig = field(default_factory=LauncherConfig)
     optuna: Optional[OptunaConfig] = None
 
@@ -178,8 +186,13 @@ def run_sweep(
     config, so that launchers place it on the devices and nodes it trains with."""
     commands = commands or {}
     cfg: SweepConfig = to_object(load_config(SweepConfig, yaml_files=[sweep_file], overrides=list(overrides)))
+    if cfg.finish and not cfg.rank_by:
+        raise ConfigError(
+            f"sweep finish={list(cfg.finish)} needs rank_by=METRIC: it reruns the best job by that metric"
+        )
     sweep_dir = Path(cfg.root) / cfg.name
     sweep_dir.mkdir(parents=True, exist_ok=True)
+    (sweep_dir / "best.json").unlink(missing_ok=True)  # describes this invocation's finish only
     rows: list[tuple[dict[str, Any], JobResult]] = []
     if cfg.optuna is not None:
         rows = _run_optuna(cfg, sweep_dir, commands)
@@ -194,7 +207,44 @@ def run_sweep(
     path = write_table(sweep_dir / "results.csv", header, table)
     print_table(f"sweep {cfg.name}", header, table)
     print(f"results: {path}")
+    if cfg.finish:
+        finish_best(cfg, sweep_dir, rows, header, table, commands)
     return path
+
+
+def finish_best(
+    cfg: SweepConfig,
+    sweep_dir: Path,
+    rows: list[tuple[dict[str, Any], JobResult]],
+    header: list[str],
+    ranked: list[list[Any]],
+    commands: Mapping[str, Command],
+) -> dict[str, Any]:
+    """Run the best-ranked job again in its run directory with ``cfg.finish`` appended; record it in ``best.json``
+    (nothing runs when the best row has no value or did not finish)."""
+    from autolabel.engine.io import write_json
+
+    name = cfg.rank_by.lstrip("-")
+    best = ranked[0] if ranked else None
+    value = best[header.index(name)] if best else None
+    record: dict[str, Any] = {"rank_by": cfg.rank_by, "finish": list(cfg.finish)}
+    if best is None or best[header.index("status")] != "done" or not isinstance(value, (int, float)):
+        print(f"finish: no job finished and reported {name}: nothing to finish")
+        record["job"] = None
+        write_json(sweep_dir / "best.json", record)
+        return record
+    assignment, result = next((a, r) for a, r in rows if r.name == best[0])
+    args = [*_job(cfg, sweep_dir, 0, assignment, {}).args, *cfg.finish]
+    devices, nodes = job_trainer(args, commands) if commands else (1, 1)  # what the finishing run trains on
+    job = Job(result.name, args, result.run_dir, devices=devices, nodes=nodes)
+    print(f"finish: the best job {result.name} ({name} {value:.4g}) runs again with {' '.join(cfg.finish)}")
+    res = launch([job], cfg.launcher)[0]
+    record.update(job=result.name, params=assignment, value=value, run_dir=str(result.run_dir),
+                  returncode=res.returncode, seconds=round(res.seconds, 1), summary=res.summary)  # fmt: skip
+    write_json(sweep_dir / "best.json", record)
+    verdict = "done" if res.returncode == 0 else f"FAILED (exit {res.returncode}, see {result.run_dir / 'job.log'})"
+    print(f"finish: {verdict}: {result.run_dir}")
+    return record
 
 
 def _pruning_check(trial: Any, run_dir: Path, column: str, stage: str = "") -> Callable[[], bool]:

@@ -29,10 +29,12 @@ class SweepCommand:
 
 
 def sweep(cfg: SweepCommand, inv: Invocation) -> int:
+    from autolabel.engine.io import read_json
     from pipelines.sweep import run_sweep
 
-    run_sweep(cfg.file, list(cfg.overrides), commands=inv.commands)  # jobs are resolved with the CLI's registry
-    return 0
+    path = run_sweep(cfg.file, list(cfg.overrides), commands=inv.commands)  # jobs resolved with the CLI's registry
+    best = path.parent / "best.json"  # written when the sweep finishes its best job (`finish`)
+    return 1 if best.is_file() and read_json(best).get("returncode") not in (None, 0) else 0
 
 
 COMMANDS = (

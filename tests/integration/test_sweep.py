@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 
 import numpy as np
+import pytest
 
 from autolabel.data.synthetic import make_blob_features
 from pipelines.cli import main
@@ -97,9 +98,9 @@ def test_optuna_pruner_stops_a_running_trial(tmp_path):
     assert rows[0]["train/loss_epoch"] == ""  # it never finished, so it wrote no summary
 
 
-def test_gan_seed_sweep_ranks_by_the_labels_held_out_score_and_the_best_run_finishes(tmp_path):
-    """configs/sweep/handsoff_gan_seeds.yaml on tiny settings: each seed runs up to the label generator, results.csv
-    ranks the seeds by its held-out score, and the best job's run finishes without training its GAN again."""
+def test_gan_seed_sweep_ranks_whole_runs_by_the_synthetic_net_on_the_labeled_images(tmp_path):
+    """configs/sweep/handsoff_gan_seeds.yaml on tiny settings: every seed runs the whole pipeline, and results.csv lists
+    them best first by the synthetic-only net's score on the labeled images, beside the test scores."""
     from omegaconf import OmegaConf
 
     from autolabel.config import configs_dir
@@ -107,20 +108,63 @@ def test_gan_seed_sweep_ranks_by_the_labels_held_out_score_and_the_best_run_fini
     from pipelines.definitions import TINY_OVERRIDES
 
     shipped = OmegaConf.load(configs_dir() / "sweep" / "handsoff_gan_seeds.yaml")
-    assert shipped.rank_by == "length_heldout_score" and "until_stage=labels" in shipped.base
-    common = ["pipeline=handsoff", *TINY_OVERRIDES, "labels.train.select_folds=2", "labels.train.select_every=1",
-              "trainer.accelerator=cpu", "trainer.enable_progress_bar=false", "progress=false"]  # fmt: skip
-    base = "[" + ",".join(f"'{a}'" for a in [*common, "until_stage=labels"]) + "]"
+    assert shipped.rank_by == "miou_synthetic_on_labeled" and "finish" not in shipped  # whole runs: nothing to finish
+    common = ["pipeline=handsoff", *TINY_OVERRIDES, "trainer.accelerator=cpu", "trainer.enable_progress_bar=false",
+              "progress=false"]  # fmt: skip
+    base = "[" + ",".join(f"'{a}'" for a in common) + "]"
     assert main(["sweep", str(configs_dir() / "sweep" / "handsoff_gan_seeds.yaml"), f"root={tmp_path}",
                  f"base={base}"]) == 0  # fmt: skip
     sweep_dir = tmp_path / "handsoff_gan_seeds"
     rows = list(csv.DictReader((sweep_dir / "results.csv").open()))
-    scores = [float(r["length_heldout_score"]) for r in rows]
+    scores = [float(r["miou_synthetic_on_labeled"]) for r in rows]
     assert sorted(r["trainer.seed"] for r in rows) == ["0", "1"] and scores == sorted(scores, reverse=True)
-    best = rows[0]
-    run = sweep_dir / best["job"]
-    assert not (run / "synthesis").exists()  # stopped after the label generator
-    gan_mtime = (run / "gan" / "generator.pt").stat().st_mtime_ns
-    assert main(["run", *common, f"trainer.seed={best['trainer.seed']}", f"run.dir={run}"]) == 0
-    assert (run / "gan" / "generator.pt").stat().st_mtime_ns == gan_mtime  # reused, not retrained
-    assert "miou_synthetic" in read_json(run / "summary.json")
+    for r in rows:  # whole runs: the test scores are there too
+        summary = read_json(sweep_dir / r["job"] / "summary.json")
+        assert float(r["miou_synthetic"]) == pytest.approx(summary["miou_synthetic"]) and "miou_real_few" in summary
+        assert summary["miou_synthetic_on_labeled"] == pytest.approx(float(r["miou_synthetic_on_labeled"]))
+
+
+def test_sweep_finish_reruns_the_best_job_and_reports_a_failure(tmp_path):
+    """finish without rank_by fails before any job runs; with it, the best job runs again in its own directory with
+    the finish overrides (here: one more epoch, resumed), best.json records it, and a failed rerun makes the sweep
+    exit 1."""
+    from autolabel.engine.io import read_json
+    from autolabel.errors import ConfigError
+    from pipelines.sweep import run_sweep
+
+    x, y = make_blob_features(5, 16, 8, spread=0.1, seed=0)
+    np.savez(tmp_path / "train.npz", features=x, labels=y)
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(f"""
+name: s
+root: {tmp_path / "sweeps"}
+command: fit hilander
+base: [train_features={tmp_path / "train.npz"}, "train.k_list=[4]", "train.levels_list=[1]", trainer.max_epochs=1,
+       model.hidden=8, trainer.accelerator=cpu, trainer.enable_progress_bar=false]
+grid: {{trainer.seed: [0]}}
+metrics: [train/loss_epoch]
+finish: [trainer.max_epochs=2]
+""")
+    with pytest.raises(ConfigError, match="rank_by"):
+        run_sweep(sweep)
+    assert not (tmp_path / "sweeps" / "s").exists()  # nothing ran
+    assert main(["sweep", str(sweep), "rank_by=-train/loss_epoch"]) == 0
+    sweep_dir = tmp_path / "sweeps" / "s"
+    record = read_json(sweep_dir / "best.json")
+    assert (record["job"], record["returncode"], record["params"]) == ("000", 0, {"trainer.seed": 0})
+    log = list(csv.DictReader((sweep_dir / "000" / "hilander" / "logs" / "metrics.csv").open()))
+    assert sorted({r["epoch"] for r in log if r.get("train/loss_epoch")}) == ["0", "1"]  # the second epoch ran
+    assert (
+        main(["sweep", str(sweep), "rank_by=-train/loss_epoch", f"finish=[train_features={tmp_path / 'no.npz'}]"]) == 1
+    )
+    assert read_json(sweep_dir / "best.json")["returncode"] != 0
+
+
+def test_nothing_to_finish_when_no_job_reported_the_ranking_metric(tmp_path):
+    from autolabel.engine.io import read_json
+    from pipelines.sweep import SweepConfig, finish_best
+
+    cfg = SweepConfig(rank_by="pairwise_f", finish=["x=1"])
+    header = ["job", "pairwise_f", "status", "returncode", "seconds"]
+    record = finish_best(cfg, tmp_path, [], header, [["000", None, "failed", 1, 0.5]], {})
+    assert record["job"] is None and read_json(tmp_path / "best.json")["job"] is None

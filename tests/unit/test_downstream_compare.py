@@ -24,6 +24,8 @@ from autolabel.tasks.compare import (
     headline_metrics,
     score,
 )
+from autolabel.tasks.segmentation import evaluate_segmentation
+from autolabel.tasks.segmentation_module import SegmentationModule
 
 
 class Items(Dataset):
@@ -136,8 +138,14 @@ def test_every_training_set_gets_the_same_number_of_steps(tmp_path, capsys):
     assert ft["pretrain_best_step"] == 2 and ft["best_step"] in (2 + 2, 2 + 3) and ft["train_images"] == 24 + 4
     assert m["mixed"]["train_images"] == 24 + 4 * 6 and m["mixed"]["real_fraction"] == pytest.approx(0.5)
     assert m["constant"]["train_images"] == 4 and 0.0 <= m["constant"]["miou"] <= 1.0
-    assert set(out["headline"]) == {"miou_synthetic", "miou_real_few", "miou_mixed", "miou_finetuned", "miou_constant"}
+    assert set(out["headline"]) == {"miou_synthetic", "miou_real_few", "miou_mixed", "miou_finetuned", "miou_constant",
+                                    "miou_synthetic_on_labeled"}  # fmt: skip
     assert out["checkpoints"]["synthetic"].name == "best.ckpt"
+    # the synthetic-only net (its best checkpoint, the one scored) on the few labeled images; no other set has it
+    best = SegmentationModule.load_from_checkpoint(out["checkpoints"]["synthetic"], map_location="cpu")
+    own = evaluate_segmentation(best, real, n_classes=2)["miou"]
+    assert out["headline"]["miou_synthetic_on_labeled"] == pytest.approx(own) == m["synthetic"]["miou_on_labeled"]
+    assert not any("on_labeled" in k for name in ("real_few", "mixed", "finetuned", "constant") for k in m[name])
 
 
 def test_repeats_train_every_set_on_each_seed_and_report_the_spread(tmp_path, capsys):
@@ -284,6 +292,20 @@ def test_keypoint_net_beats_the_mean_shape_on_moving_shapes(tmp_path):
     assert net["nme"] < 0.75 * const["nme"] and net["nme_bbox"] < 0.75 * const["nme_bbox"]
     assert net["pck@0.1"] > const["pck@0.1"] + 0.15
     assert {"pck@0.05", "pck_bbox@0.1", "pck_bbox@0.05"} <= set(net)
+
+
+def test_synthetic_keypoint_net_is_also_scored_on_the_labeled_images(tmp_path):
+    from autolabel.tasks.keypoints import evaluate_keypoints
+    from autolabel.tasks.keypoints_module import KeypointModule
+
+    real, syn, tst = (LabeledFolder(make_shapes_dataset(tmp_path / k, n, size=8, seed=s), task="keypoints", size=8)
+                      for k, n, s in (("real", 4, 0), ("syn", 8, 1), ("test", 6, 2)))  # fmt: skip
+    cfg = DownstreamConfig(steps=4, val_every=2, batch_size=4, base=4, depth=1, sets=["synthetic"])
+    out = compare_training_sets("keypoints", real, syn, tst, cfg, _trainer_cfg(), tmp_path / "runs")
+    net = KeypointModule.load_from_checkpoint(out["checkpoints"]["synthetic"], map_location="cpu").model
+    own = evaluate_keypoints(net, real)
+    for m in ("nme", "pck@0.1", "nme_bbox"):
+        assert out["headline"][f"{m}_synthetic_on_labeled"] == pytest.approx(own[m]), m
 
 
 def test_depth_comparison_reports_the_mean_depth_map_baseline(tmp_path):

@@ -121,10 +121,11 @@ def test_headline_shows_each_task_own_metrics():
     from pipelines.definitions import headline
 
     kp = SimpleNamespace(manifest={"metrics": {"pck@0.1_synthetic": 0.6, "pck@0.1_real_few": 0.5, "nme_synthetic": 0.1,
-                                               "nme_real_few": 0.2, "downstream": {}}})  # fmt: skip
+                                               "nme_real_few": 0.2, "nme_synthetic_on_labeled": 0.05,
+                                               "downstream": {}}})  # fmt: skip
     depth = SimpleNamespace(manifest={"metrics": {"rmse_synthetic": 1.5, "abs_rel_real_few": 0.3}})
     assert headline([kp]) == {"pck@0.1_synthetic": 0.6, "pck@0.1_real_few": 0.5, "nme_synthetic": 0.1,
-                              "nme_real_few": 0.2}  # fmt: skip
+                              "nme_real_few": 0.2, "nme_synthetic_on_labeled": 0.05}  # fmt: skip
     assert headline([depth]) == {"rmse_synthetic": 1.5, "abs_rel_real_few": 0.3}
 
 

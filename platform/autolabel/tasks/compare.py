@@ -260,9 +260,13 @@ def compare_training_sets(task: str, real_few: Dataset, synthetic: Dataset | Non
     Returns ``{"metrics": {name: {...}}, "checkpoints": {name: path}, "headline": {f"{metric}_{name}": value}}``;
     each set's metrics include ``train_images``, ``steps`` (== ``cfg.steps``), ``best_step``, ``seconds`` and
     ``best_at_end`` (its best validation was the last one: it may be undertrained, and a note says so).
-    With ``cfg.repeats`` > 1 every set is trained once per seed ``trainer_cfg.seed``, +1, ...: its scores are the
-    means, ``<headline metric>_sd`` the spreads, ``per_seed`` each seed's headline metrics and ``best_step`` (then not
-    given once for the set), and its checkpoint is the first seed's. Sub-runs go to ``out_dir/<name>/`` (later seeds:
+    The synthetic-only net is also scored on ``real_few`` (``<metric>_on_labeled``; in the headline
+    ``<metric>_synthetic_on_labeled``): those images taught the label generator, so the number flatters the net, but
+    it is the one score of the synthetic data that needs no test images, and across GANs it ranks them as the test
+    images do (benchmarks/README.md, "Which GAN"). With ``cfg.repeats`` > 1 every set is trained once per seed
+    ``trainer_cfg.seed``, +1, ...: its scores are the means, ``<headline metric>_sd`` the spreads, ``per_seed`` each
+    seed's headline metrics and ``best_step`` (then not given once for the set), and its checkpoint is the first
+    seed's. Sub-runs go to ``out_dir/<name>/`` (later seeds:
     ``out_dir/<name>_seed<S>/``; resumed from their ``last.ckpt`` when present). With ``cfg.adapt_bn``, every
     net's BatchNorm statistics are re-estimated on ``unlabeled`` (real images ``[N, C, H, W]``, no labels) before each
     validation and the final score (:mod:`autolabel.tasks.adabn`).
@@ -325,7 +329,11 @@ def compare_training_sets(task: str, real_few: Dataset, synthetic: Dataset | Non
             info = train_for_steps(module, augmented(train), val, task, cfg, tc, sub, callbacks)
         if callbacks:
             extra["adapt_bn_images"] = len(unlabeled)  # type: ignore[arg-type]
-        metrics = score(module.model if task == "keypoints" else module, scored, task, cfg, n_classes)
+        net = module.model if task == "keypoints" else module
+        metrics = score(net, scored, task, cfg, n_classes)
+        if name == "synthetic":  # the same net on the few labeled images: a score that needs no test images
+            own = score(net, real_few, task, cfg, n_classes)
+            extra.update({f"{m}_on_labeled": own[m] for m in HEADLINE_METRICS[task] if m in own})
         if isinstance(train, MixedDataset):
             extra["real_fraction"] = round(train.real_fraction, 4)
         if "best_step" in info:  # the best validation was the last one: this net may still be improving
@@ -405,9 +413,11 @@ def _own_mean_shape(train: Dataset, fallback: Dataset) -> torch.Tensor:
 
 def headline_metrics(task: str, results: Mapping[str, Mapping[str, Any]]) -> dict[str, float]:
     """Flat ``{f"{metric}_{set}": value}`` of the task's headline metrics for every training set and the constant,
-    and ``{f"{metric}_{set}_sd": spread}`` for sets trained on several seeds (``downstream.repeats``)."""
+    ``{f"{metric}_{set}_sd": spread}`` for sets trained on several seeds (``downstream.repeats``), and
+    ``{f"{metric}_synthetic_on_labeled": score}``, the synthetic-only net on the labeled images."""
     keys = [(m, f"{m}_{name}", name) for name in results for m in HEADLINE_METRICS[task]]
     keys += [(f"{m}_sd", f"{m}_{name}_sd", name) for name in results for m in HEADLINE_METRICS[task]]
+    keys += [(f"{m}_on_labeled", f"{m}_{name}_on_labeled", name) for name in results for m in HEADLINE_METRICS[task]]
     return {out: float(results[name][m]) for m, out, name in keys if m in results[name]}
 
 
