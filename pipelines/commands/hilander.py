@@ -85,7 +85,7 @@ def _show_warnings(caught: list[warnings.WarningMessage], ours: type[Warning]) -
 def cluster(cfg: ClusterCommand, inv: Invocation) -> int:
     from autolabel.engine.io import write_json
     from autolabel.engine.paths import check_output_file
-    from autolabel.hilander.clustering import cluster_features, write_clusters_csv
+    from autolabel.hilander.clustering import cluster_features, format_ladder, write_clusters_csv
     from autolabel.hilander.search import KCapWarning
 
     inputs = {"features": cfg.features, "checkpoint": cfg.checkpoint, "calibrate": cfg.calibrate}
@@ -101,6 +101,10 @@ def cluster(cfg: ClusterCommand, inv: Invocation) -> int:
     path = write_clusters_csv(cfg.out, res["ids"], res["labels"], res["columns"])
     n_clusters = len(set(res["labels"].tolist()))
     print(f"{len(res['labels'])} samples -> {n_clusters} clusters in {res['seconds']:.2f}s: {path}")
+    if "warning" in res:
+        print(f"warning: {res['warning']}", file=sys.stderr)
+        if res["tau_ladder"]:
+            print(f"clusters by tau on this pool: {format_ladder(res['tau_ladder'])}", file=sys.stderr)
     for lvl in res["levels"]:  # approximate kNN: the recall measured against exact search
         kn = lvl.get("knn", {})
         if "recall_at_k" in kn:
@@ -112,7 +116,8 @@ def cluster(cfg: ClusterCommand, inv: Invocation) -> int:
     if "metrics" in res:
         mpath = Path(cfg.metrics_out) if cfg.metrics_out else Path(cfg.out).with_suffix(".metrics.json")
         payload = {"hilander": res["metrics"], **({"baselines": res["baselines"]} if "baselines" in res else {}),
-                   "tau": res["tau"], "tau_source": res["tau_source"], "seconds": res["timings"], "levels": res["levels"]}  # fmt: skip
+                   "tau": res["tau"], "tau_source": res["tau_source"], "seconds": res["timings"], "levels": res["levels"],
+                   **{key: res[key] for key in ("warning", "tau_ladder", "calibrated_tau") if key in res}}  # fmt: skip
         write_json(mpath, payload)
         print_metrics("Hi-LANDER", res["metrics"])
         for name, m in res.get("baselines", {}).items():

@@ -75,7 +75,7 @@ def stage_hilander(ctx: StageContext) -> dict[str, Any]:
 def stage_cluster(ctx: StageContext) -> dict[str, Any]:
     from autolabel.data.images import list_images
     from autolabel.engine.io import write_json
-    from autolabel.hilander.clustering import cluster_features, write_clusters_csv
+    from autolabel.hilander.clustering import cluster_features, format_ladder, write_clusters_csv
     from autolabel.viz import cluster_gallery, gallery_caption
 
     h: HiLanderStageConfig = ctx.cfg.hilander
@@ -88,6 +88,11 @@ def stage_cluster(ctx: StageContext) -> dict[str, Any]:
     metrics["tau_source"] = res["tau_source"]
     if "baselines" in res:
         metrics["baselines"] = res["baselines"]
+    if "warning" in res:  # nearly one cluster, or nearly all singletons: say so, with the taus that would do better
+        metrics.update({key: res[key] for key in ("warning", "tau_ladder", "calibrated_tau") if key in res})
+        print(f"[cluster] warning: {res['warning']}", flush=True)
+        if res["tau_ladder"]:
+            print(f"[cluster] clusters by tau on this pool: {format_ladder(res['tau_ladder'])}", flush=True)
     write_json(ctx.dir / "metrics.json", metrics)
     figures, captions = [], {}
     if "pool_dir" in ctx.inputs["data"].get("outputs", {}):  # a gallery needs the images (not given with features)

@@ -213,6 +213,8 @@ def cluster_for_selection(pool_npz: str | os.PathLike, n: int, *, lander: str | 
         res = cluster_features(lander, pool_npz, cluster_cfg or HiLanderClusterConfig())
         density = res["columns"].get("density")
         info = {"method": "hilander", "tau": float(res["tau"]), "tau_source": str(res["tau_source"])}
+        if "warning" in res:  # the calibrated tau left the pool degenerate (and was replaced, by default)
+            info["warning"] = res["warning"]
         return np.asarray(res["labels"]), density, info
     pool = load_feature_pool(pool_npz)
     return kmeans_cluster(pool.features, n, seed=seed), None, {"method": "kmeans"}

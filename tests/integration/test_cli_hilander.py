@@ -196,6 +196,39 @@ def test_cluster_k_larger_than_the_pool_warns_once(trained, tmp_path, capsys):
     assert "5 samples ->" in captured.out
 
 
+def test_a_degenerate_calibrated_tau_is_replaced_by_the_nearest_usable_one(trained, tmp_path, capsys):
+    """A calibrated tau that leaves the pool all singletons (or one cluster) is replaced by the nearest usable tau on
+    the pool's own ladder, and the console and metrics say so; `cluster.degenerate=keep` and a given tau keep it."""
+    from autolabel.engine.checkpoint_io import load_checkpoint
+    from autolabel.hilander.calibration import read_calibration, write_calibration
+
+    ckpt = tmp_path / "high_tau.ckpt"
+    ckpt.write_bytes(trained["lander"].read_bytes())
+    cal = read_calibration(load_checkpoint(ckpt, "cpu"))
+    cal.tau = 1.0  # no link passes: every point a singleton
+    write_calibration(ckpt, cal)
+    x, y = make_blob_features(4, 10, 16, spread=0.1, seed=1)
+    np.savez(tmp_path / "pool.npz", features=x, labels=y)
+    base = ["cluster", f"checkpoint={ckpt}", f"features={tmp_path / 'pool.npz'}", "cluster.k=5"]
+
+    assert main([*base, f"out={tmp_path / 'a.csv'}"]) == 0
+    err = capsys.readouterr().err
+    m = json.loads((tmp_path / "a.metrics.json").read_text())
+    assert m["calibrated_tau"] == 1.0 and m["tau"] < 1.0 and "replaced by the nearest usable tau" in m["tau_source"]
+    assert m["hilander"]["n_clusters"] < 0.9 * len(x) and m["tau"] in [r["tau"] for r in m["tau_ladder"]]
+    warned = [line for line in err.splitlines() if line.startswith("warning: ")]
+    assert len(warned) == 1 and "40 of 40 points are singletons at tau=1" in warned[0]
+    assert f"reclustered at tau={m['tau']:g}" in warned[0] and "clusters by tau on this pool: " in err
+
+    for keep in ("cluster.degenerate=keep", "cluster.tau=1.0"):
+        assert main([*base, keep, f"out={tmp_path / 'b.csv'}"]) == 0
+        err = capsys.readouterr().err
+        m = json.loads((tmp_path / "b.metrics.json").read_text())
+        assert m["tau"] == 1.0 and m["hilander"]["n_clusters"] == len(x) and "calibrated_tau" not in m
+        assert "40 of 40 points are singletons at tau=1" in err and "clusters by tau on this pool: " in err
+        assert "Rerun with another tau (e.g. cluster.tau=" in err and "the nearest usable one" in err
+
+
 def test_use_gpu_true_without_a_gpu_is_one_line(trained, tmp_path, capsys, monkeypatch):
     import faiss
 

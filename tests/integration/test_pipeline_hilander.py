@@ -53,6 +53,11 @@ def test_pipeline_runs_resumes_and_reruns(tmp_path, capsys):
     assert main([*args, f"run.dir={run}", "hilander.cluster.tau=0.5"]) == 0
     stages = read_json(run / "summary.json")["stages"]
     assert stages["cluster"]["status"] == "ran" and stages["hilander"]["status"] == "skipped"
+    # this tiny model leaves every point a singleton at 0.5: a given tau is kept, and the stage says what would do
+    metrics = read_json(run / "cluster" / "manifest.json")["metrics"]
+    assert metrics["tau"] == 0.5 and "singletons at tau=0.5" in metrics["warning"] and metrics["tau_ladder"]
+    printed = capsys.readouterr().out
+    assert "[cluster] warning: " in printed and "[cluster] clusters by tau on this pool: " in printed
 
     # from_stage forces the stage and its dependents (a control key: same run directory without pinning)
     assert main([*args, "hilander.cluster.tau=0.5", "from_stage=hilander"]) == 0

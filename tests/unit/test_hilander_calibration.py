@@ -157,6 +157,51 @@ def test_resolve_tau_names_its_source():
     assert read_calibration({"hilander_calibration": cal.to_dict()}) == cal
 
 
+def test_degenerate_results_are_named_and_useful_ones_are_not():
+    from autolabel.hilander.clustering import degenerate
+
+    assert degenerate(np.zeros(40, dtype=int)) == "40 of 40 points are in one cluster"
+    assert degenerate(np.arange(40)) == "40 of 40 points are singletons"
+    assert degenerate(np.r_[np.zeros(37, dtype=int), [1, 2, 3]]) == "37 of 40 points are in one cluster"
+    assert degenerate(np.repeat(np.arange(4), 10)) is None  # four clusters of ten
+    assert degenerate(np.zeros(10, dtype=int)) is None  # too few points to call it
+
+
+def test_tau_ladder_rungs_equal_direct_clustering_at_their_tau():
+    """Each rung is a tau at a quantile of the pool's own level-0 link probabilities, and its counts are those of
+    clustering the pool at that tau directly (the ladder reuses level 0's graph and GNN outputs)."""
+    from autolabel.hilander.clustering import tau_ladder
+
+    x, _ = make_blob_features(4, 15, 8, spread=0.3, seed=2)
+    model = _SimilarityOracle()
+    kwargs = {"k": 5, "levels": 2, "early_stop": True, "device": "cpu", "knn_kwargs": {}}
+    ladder = tau_ladder(model, x, None, kwargs)
+    taus = [r["tau"] for r in ladder]
+    assert len(ladder) >= 3 and taus == sorted(taus) and 0 < taus[0] < taus[-1] < 1
+    for r in ladder:
+        labels = cluster_pool(model, x, tau=r["tau"], progress=False, **kwargs).labels
+        counts = np.bincount(np.unique(labels, return_inverse=True)[1])
+        assert r["clusters"] == len(counts)
+        assert r["largest_share"] == round(counts.max() / len(x), 4)
+        assert r["singleton_share"] == round((counts == 1).sum() / len(x), 4)
+    assert ladder[0]["clusters"] < ladder[-1]["clusters"]  # fewer edges pass a higher tau: more clusters
+
+
+def test_fit_validation_scores_the_clustering_users_get_from_a_degenerate_tau():
+    """`fit`'s validation clusters like `cluster` does: a calibrated tau that leaves the pool all singletons is
+    replaced by the nearest usable one, so sweeps rank what users get."""
+    from autolabel.hilander.fitting import score_pool
+
+    x, y = make_blob_features(4, 15, 8, spread=0.3, seed=2)
+    pool = FeaturePool(x, y)
+    cluster = HiLanderClusterConfig(k=5, levels=2, device="cpu")
+    scores = score_pool(_SimilarityOracle(), pool, Calibration(tau=1.0), cluster)
+    kept = score_pool(_SimilarityOracle(), pool, Calibration(tau=1.0), HiLanderClusterConfig(k=5, levels=2,
+                      device="cpu", degenerate="keep"))  # fmt: skip
+    assert kept["tau"] == 1.0 and kept["n_clusters"] == len(x) and kept["pairwise_f"] == 0.0
+    assert scores["tau"] < 1.0 and scores["n_clusters"] < len(x) and scores["pairwise_f"] > 0.0
+
+
 def test_calibration_config_validation():
     from autolabel.errors import ConfigError
 

@@ -166,6 +166,12 @@ class HiLanderClusterConfig:
     # these candidates by `tau_metric` (empty: the checkpoint's CalibrationConfig.candidates).
     tau_candidates: list[float] = field(default_factory=list)
     tau_metric: str = "bcubed_f"  # bcubed_f | pairwise_f | nmi
+    # When the calibrated (or default) tau leaves the pool degenerate -- 90% of it in one cluster, or 90% singletons,
+    # which happens when the pool's classes are harder than the held-out ones, e.g. classes the feature encoder never
+    # trained on -- `nearest` reclusters at the nearest tau (in logit) among quantiles of the pool's own link
+    # probabilities that is not degenerate, and says so; `keep` keeps the result (with the same warning). A given
+    # cluster.tau is always kept.
+    degenerate: str = "nearest"  # nearest | keep
     levels: int = 3  # hierarchy depth limit
     early_stop: bool = True  # stop when a level adds nearly as many edges as the previous one (reference rule)
     device: str = "auto"  # auto | cpu | cuda
@@ -178,6 +184,9 @@ class HiLanderClusterConfig:
             raise ConfigError(f"cluster.tau_candidates={list(self.tau_candidates)}: every tau must be in [0, 1]")
         if self.tau_metric not in ("bcubed_f", "pairwise_f", "nmi"):
             raise ConfigError(f"cluster.tau_metric={self.tau_metric!r}: use bcubed_f, pairwise_f or nmi")
+        if self.degenerate not in ("nearest", "keep"):
+            raise ConfigError(f"cluster.degenerate={self.degenerate!r}: use nearest (recluster at the nearest usable "
+                              "tau) or keep")  # fmt: skip
         if self.k < 1 or self.levels < 1:
             raise ConfigError(f"cluster.k={self.k} and cluster.levels={self.levels} must be >= 1")
         if not (self.device in ("auto", "cpu", "cuda") or str(self.device).startswith("cuda:")):

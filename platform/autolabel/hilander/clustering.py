@@ -48,12 +48,10 @@ def cluster_features(
 
     from autolabel.data.pools import load_feature_pool
     from autolabel.hilander.checkpoint import load_lander
-    from autolabel.hilander.hierarchy import cluster_pool
 
     model, hp = load_lander(checkpoint)
     pool = load_feature_pool(features)
     check_feature_dim(hp, pool.dim, checkpoint, features)
-    kwargs = cluster_cfg.pool_kwargs()
     cal_pool = None
     if calibrate is not None:
         cal_pool = load_feature_pool(calibrate)
@@ -65,10 +63,14 @@ def cluster_features(
         )
     tau, cal, tau_source = cluster_tau(model, hp, cluster_cfg, cal_pool, str(calibrate or ""))
     t0 = time.perf_counter()
-    result = cluster_pool(model, pool.features, tau=tau, link_prob=cal.prob if cal else None, **kwargs)
+    result, extra = cluster_usable(model, pool.features, tau, cal.prob if cal else None, cluster_cfg)
+    if "calibrated_tau" in extra:
+        tau = extra.pop("tau")
+        tau_source += "; it left this pool degenerate, replaced by the nearest usable tau"
     seconds = time.perf_counter() - t0
     ids = pool.ids if pool.ids is not None else np.arange(pool.n).astype(str)
     out: dict[str, Any] = {
+        **extra,
         "labels": result.labels,
         "ids": ids,
         "seconds": seconds,
@@ -89,6 +91,118 @@ def cluster_features(
         if baselines:
             out["baselines"] = run_baselines(pool.features, pool.labels, baselines)
     return out
+
+
+# A result is degenerate when one cluster holds this share of the pool, or this share of it is singletons.
+DEGENERATE_SHARE = 0.9
+# Above this many points the ladder of alternative taus is not computed (one more kNN search and a decode per tau).
+LADDER_MAX_N = 200_000
+# The ladder's taus: these quantiles of the pool's own level-0 link probabilities (where its edges actually are).
+LADDER_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.9, 0.97, 0.99)
+
+
+def degenerate(labels: Any) -> str | None:
+    """A sentence when the clustering is useless (nearly everything in one cluster, or nearly all singletons)."""
+    import numpy as np
+
+    n = len(labels)
+    if n < 20:
+        return None
+    counts = np.bincount(np.unique(labels, return_inverse=True)[1])
+    if counts.max() >= DEGENERATE_SHARE * n:
+        return f"{counts.max()} of {n} points are in one cluster"
+    singles = int((counts == 1).sum())
+    if singles >= DEGENERATE_SHARE * n:
+        return f"{singles} of {n} points are singletons"
+    return None
+
+
+def tau_ladder(model: Any, features: Any, link_prob: Any, cluster_kwargs: dict[str, Any],
+               quantiles: tuple[float, ...] = LADDER_QUANTILES) -> list[dict[str, float]]:  # fmt: skip
+    """The pool clustered at taus placed at ``quantiles`` of its own level-0 link probabilities: per tau the number of
+    clusters, the largest cluster's share and the singletons' share -- what a user needs to pick ``cluster.tau`` when
+    the calibrated one does not fit this pool. The level-0 search and GNN pass are done once for all taus."""
+    import numpy as np
+
+    from autolabel.hilander.hierarchy import cluster_pool, link_probability
+    from autolabel.hilander.search import knn_search
+
+    kw = {**cluster_kwargs, "progress": False, "link_prob": link_prob}
+    feats = np.ascontiguousarray(features, dtype=np.float32)
+    kw["level0_knn"] = knn_search(feats, min(int(kw.get("k", 10)), len(feats) - 1), **dict(kw.get("knn_kwargs") or {}))
+    kw["level0_cache"] = cache = {}
+    cluster_pool(model, feats, tau=1.0, **kw)  # fills the cache: level 0's graph and link logits
+    if "logits" not in cache:  # a pool of one repeated row: nothing to threshold
+        return []
+    prob = (link_prob or link_probability)(cache["logits"]).detach().float().cpu().numpy()
+    rows = []
+    for tau in sorted({round(float(t), 6) for t in np.quantile(prob, quantiles)}):
+        counts = np.bincount(np.unique(cluster_pool(model, feats, tau=tau, **kw).labels, return_inverse=True)[1])
+        rows.append({"tau": tau, "clusters": int(len(counts)), "largest_share": round(float(counts.max() / len(feats)), 4),
+                     "singleton_share": round(float((counts == 1).sum() / len(feats)), 4)})  # fmt: skip
+    return rows
+
+
+def cluster_usable(model: Any, features: Any, tau: float, link_prob: Any, cluster_cfg: HiLanderClusterConfig,
+                   progress: bool = True) -> tuple[Any, dict[str, Any]]:  # fmt: skip
+    """``cluster_pool`` at ``tau``, checked: ``(result, extra)`` with ``extra = {}`` for a useful clustering. A
+    degenerate one adds ``warning`` and ``tau_ladder``; unless ``cluster.tau`` was given or ``cluster.degenerate=keep``,
+    the pool is then reclustered at the nearest usable rung (``extra["tau"]``; ``extra["calibrated_tau"]``: the one
+    replaced). What ``cluster`` returns and what ``fit``'s validation scores, so sweeps rank what users get."""
+    from autolabel.hilander.hierarchy import cluster_pool
+
+    kwargs = cluster_cfg.pool_kwargs()
+    result = cluster_pool(model, features, tau=tau, link_prob=link_prob, progress=progress, **kwargs)
+    check = degenerate_check(model, features, result.labels, tau, link_prob, kwargs)
+    if not check:
+        return result, {}
+    replace = check["nearest"] is not None and cluster_cfg.tau is None and cluster_cfg.degenerate == "nearest"
+    extra = {"warning": degenerate_warning(check, tau, check["nearest"] if replace else None),
+             "tau_ladder": check["tau_ladder"]}  # fmt: skip
+    if replace:
+        extra.update(calibrated_tau=tau, tau=check["nearest"])
+        result = cluster_pool(model, features, tau=check["nearest"], link_prob=link_prob, progress=progress, **kwargs)
+    return result, extra
+
+
+def degenerate_check(model: Any, features: Any, labels: Any, tau: float, link_prob: Any,
+                     cluster_kwargs: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    """``{}`` for a useful clustering; else ``{"degenerate": what is wrong, "tau_ladder": rows, "nearest": the tau of
+    the usable rung nearest to ``tau`` in logit space (the smallest step away from it), or None}``. The ladder is
+    computed up to LADDER_MAX_N points."""
+    what = degenerate(labels)
+    if what is None:
+        return {}
+    ladder = tau_ladder(model, features, link_prob, cluster_kwargs) if len(labels) <= LADDER_MAX_N else []
+    useful = [r for r in ladder if r["largest_share"] < DEGENERATE_SHARE and r["singleton_share"] < DEGENERATE_SHARE]
+    nearest = min(useful, key=lambda r: abs(_logit(r["tau"]) - _logit(tau)), default=None)
+    return {"degenerate": what, "tau_ladder": ladder, "nearest": nearest["tau"] if nearest else None}
+
+
+def degenerate_warning(check: dict[str, Any], tau: float, replaced_by: float | None) -> str:
+    """One line: what went wrong at ``tau``, and what was done about it or what the user can do."""
+    head = (f"{check['degenerate']} at tau={tau:g}: this pool's links are stronger or weaker than on the classes tau "
+            "was calibrated on")  # fmt: skip
+    if replaced_by is not None:
+        return (f"{head}; reclustered at tau={replaced_by:g}, the nearest usable tau on this pool "
+                "(cluster.degenerate=keep keeps the first result)")  # fmt: skip
+    nearest = check["nearest"]
+    hint = f"e.g. cluster.tau={nearest:g}, the nearest usable one" if nearest is not None else "cluster.tau=T"
+    return (f"{head}. Rerun with another tau ({hint}; clusters by tau below) or recalibrate with calibrate=SEEN.npz "
+            f"on labeled classes that resemble this pool")  # fmt: skip
+
+
+def _logit(p: float) -> float:
+    import math
+
+    p = min(max(float(p), 1e-12), 1 - 1e-12)
+    return math.log(p / (1 - p))
+
+
+def format_ladder(ladder: list[dict[str, float]]) -> str:
+    """``tau -> clusters (largest share, singletons)`` per rung, one line."""
+    return "; ".join(f"{r['tau']:g} -> {r['clusters']} clusters (largest {r['largest_share']:.0%}, singletons "
+                     f"{r['singleton_share']:.0%})" for r in ladder)  # fmt: skip
 
 
 def run_baselines(features: Any, labels: Any, names: list[str], seed: int = 0) -> dict[str, dict[str, float]]:

@@ -41,15 +41,18 @@ def split_identities(pool: FeaturePool, cfg: CalibrationConfig) -> tuple[Feature
 
 
 def score_pool(model: Any, pool: FeaturePool, cal: Calibration | None, cluster: HiLanderClusterConfig | None) -> dict:
-    """Cluster a labeled pool at the calibrated tau (DEFAULT_TAU without one): pairwise/BCubed F, NMI, #clusters."""
-    from autolabel.hilander.hierarchy import cluster_pool
+    """Cluster a labeled pool as ``autolabel cluster`` would (the calibrated tau, DEFAULT_TAU without one, replaced
+    when it leaves the pool degenerate): pairwise/BCubed F, NMI, #clusters and the tau used."""
+    import dataclasses
+
+    from autolabel.hilander.clustering import cluster_usable
     from autolabel.metrics.clustering import evaluate_clustering
 
     tau = cal.tau if cal is not None else DEFAULT_TAU
-    res = cluster_pool(model, pool.features, tau=tau, progress=False, link_prob=cal.prob if cal else None,
-                       **(cluster or HiLanderClusterConfig()).pool_kwargs())  # fmt: skip
+    cfg = dataclasses.replace(cluster or HiLanderClusterConfig(), tau=None)
+    res, extra = cluster_usable(model, pool.features, tau, cal.prob if cal else None, cfg, progress=False)
     m = evaluate_clustering(pool.labels, res.labels)
-    return {name: float(m[name]) for name in CLUSTER_METRICS} | {"tau": float(tau)}
+    return {name: float(m[name]) for name in CLUSTER_METRICS} | {"tau": float(extra.get("tau", tau))}
 
 
 class ClusterMetricsCallback(pl.Callback):
