@@ -163,6 +163,9 @@ def test_degenerate_results_are_named_and_useful_ones_are_not():
     assert degenerate(np.zeros(40, dtype=int)) == "40 of 40 points are in one cluster"
     assert degenerate(np.arange(40)) == "40 of 40 points are singletons"
     assert degenerate(np.r_[np.zeros(37, dtype=int), [1, 2, 3]]) == "37 of 40 points are in one cluster"
+    assert degenerate(np.r_[np.zeros(20, dtype=int), np.arange(1, 21)]) == "20 of 40 points are singletons"
+    assert degenerate(np.r_[np.zeros(21, dtype=int), np.arange(1, 20)]) is None  # 19 alone: most are grouped
+    assert degenerate(np.r_[np.zeros(35, dtype=int), np.ones(5, dtype=int)]) is None  # 88/12: two real classes
     assert degenerate(np.repeat(np.arange(4), 10)) is None  # four clusters of ten
     assert degenerate(np.zeros(10, dtype=int)) is None  # too few points to call it
 

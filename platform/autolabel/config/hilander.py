@@ -166,7 +166,7 @@ class HiLanderClusterConfig:
     # these candidates by `tau_metric` (empty: the checkpoint's CalibrationConfig.candidates).
     tau_candidates: list[float] = field(default_factory=list)
     tau_metric: str = "bcubed_f"  # bcubed_f | pairwise_f | nmi
-    # When the calibrated (or default) tau leaves the pool degenerate -- 90% of it in one cluster, or 90% singletons,
+    # When the calibrated (or default) tau leaves the pool degenerate -- 90% of it in one cluster, or half singletons,
     # which happens when the pool's classes are harder than the held-out ones, e.g. classes the feature encoder never
     # trained on -- `nearest` reclusters at the nearest tau (in logit) among quantiles of the pool's own link
     # probabilities that is not degenerate, and says so; `keep` keeps the result (with the same warning). A given

@@ -93,8 +93,10 @@ def cluster_features(
     return out
 
 
-# A result is degenerate when one cluster holds this share of the pool, or this share of it is singletons.
-DEGENERATE_SHARE = 0.9
+# A result is degenerate when one cluster holds COLLAPSED_SHARE of the pool (a pool of two classes 80/20 is not), or
+# when SINGLETON_SHARE of it is left alone (most of the pool not grouped at all).
+COLLAPSED_SHARE = 0.9
+SINGLETON_SHARE = 0.5
 # Above this many points the ladder of alternative taus is not computed (one more kNN search and a decode per tau).
 LADDER_MAX_N = 200_000
 # The ladder's taus: these quantiles of the pool's own level-0 link probabilities (where its edges actually are).
@@ -102,17 +104,17 @@ LADDER_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.9, 0.97, 0.99)
 
 
 def degenerate(labels: Any) -> str | None:
-    """A sentence when the clustering is useless (nearly everything in one cluster, or nearly all singletons)."""
+    """A sentence when the clustering is useless (nearly everything in one cluster, or most points alone)."""
     import numpy as np
 
     n = len(labels)
     if n < 20:
         return None
     counts = np.bincount(np.unique(labels, return_inverse=True)[1])
-    if counts.max() >= DEGENERATE_SHARE * n:
+    if counts.max() >= COLLAPSED_SHARE * n:
         return f"{counts.max()} of {n} points are in one cluster"
     singles = int((counts == 1).sum())
-    if singles >= DEGENERATE_SHARE * n:
+    if singles >= SINGLETON_SHARE * n:
         return f"{singles} of {n} points are singletons"
     return None
 
@@ -174,7 +176,7 @@ def degenerate_check(model: Any, features: Any, labels: Any, tau: float, link_pr
     if what is None:
         return {}
     ladder = tau_ladder(model, features, link_prob, cluster_kwargs) if len(labels) <= LADDER_MAX_N else []
-    useful = [r for r in ladder if r["largest_share"] < DEGENERATE_SHARE and r["singleton_share"] < DEGENERATE_SHARE]
+    useful = [r for r in ladder if r["largest_share"] < COLLAPSED_SHARE and r["singleton_share"] < SINGLETON_SHARE]
     nearest = min(useful, key=lambda r: abs(_logit(r["tau"]) - _logit(tau)), default=None)
     return {"degenerate": what, "tau_ladder": ladder, "nearest": nearest["tau"] if nearest else None}
 
