@@ -214,6 +214,8 @@ def test_calibration_config_validation():
         CalibrationConfig(method="isotonicish")
     with pytest.raises(ConfigError, match="candidates"):
         CalibrationConfig(candidates=[])
+    with pytest.raises(ConfigError, match="cluster.degenerate='drop': use nearest"):
+        HiLanderClusterConfig(degenerate="drop")
 
 
 # ---------------------------------------------------------------- density ties (duplicates)
