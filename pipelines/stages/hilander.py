@@ -80,7 +80,7 @@ def stage_cluster(ctx: StageContext) -> dict[str, Any]:
 
     h: HiLanderStageConfig = ctx.cfg.hilander
     checkpoint, pool = ctx.input_path("hilander", "checkpoint"), ctx.input_path("embed", "pool_features")
-    res = cluster_features(checkpoint, pool, h.cluster, list(h.baselines))
+    res = cluster_features(checkpoint, pool, h.cluster, list(h.baselines), progress=ctx.cfg.progress)
     csv_path = write_clusters_csv(ctx.dir / "clusters.csv", res["ids"], res["labels"], res["columns"])
     metrics: dict[str, Any] = dict(res.get("metrics", {}))
     metrics["levels"] = len(res["levels"])

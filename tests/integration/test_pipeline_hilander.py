@@ -40,8 +40,9 @@ def test_pipeline_runs_resumes_and_reruns(tmp_path, capsys):
     summary = read_json(run / "summary.json")
     assert 0.0 <= summary["pairwise_f"] <= 1.0 and "kmeans" in summary["baselines"]
     assert (run / "report" / "report.html").is_file() and (run / "cluster" / "cluster_gallery.png").is_file()
-    out = capsys.readouterr().out
-    assert "report:" in out and "pairwise_f" in out
+    captured = capsys.readouterr()
+    assert "report:" in captured.out and "pairwise_f" in captured.out
+    assert "hi-lander levels" not in captured.err  # progress=false: no progress bars, the cluster stage's included
 
     # rerun: everything is up to date
     assert main(args) == 0

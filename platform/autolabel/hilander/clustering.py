@@ -40,6 +40,7 @@ def cluster_features(
     cluster_cfg: HiLanderClusterConfig,
     baselines: list[str] = (),
     calibrate: str | Path | None = None,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Cluster a pool with a trained checkpoint; returns labels, ids, timings, the per-sample CSV columns, the tau used
     and where it came from (``cluster.tau``, the checkpoint's calibration, or a recalibration on ``calibrate``, a
@@ -63,7 +64,7 @@ def cluster_features(
         )
     tau, cal, tau_source = cluster_tau(model, hp, cluster_cfg, cal_pool, str(calibrate or ""))
     t0 = time.perf_counter()
-    result, extra = cluster_usable(model, pool.features, tau, cal.prob if cal else None, cluster_cfg)
+    result, extra = cluster_usable(model, pool.features, tau, cal.prob if cal else None, cluster_cfg, progress)
     if "calibrated_tau" in extra:
         tau = extra.pop("tau")
         tau_source += "; it left this pool degenerate, replaced by the nearest usable tau"
