@@ -57,6 +57,7 @@ def synthesis_figures(
 
     from autolabel.data.coords import rescale_xy
     from autolabel.engine.io import read_json
+    from autolabel.handsoff.label_generator import SCORE_MEANING
     from autolabel.viz import colorize_depth, draw_keypoints, image_grid, overlay_mask, uncertainty_figure
 
     out, fig_dir = Path(out_dir), Path(fig_dir)
@@ -107,7 +108,8 @@ def synthesis_figures(
             examples.append((image(r["id"]), labeled(r["id"]), np.load(unc_path).astype(np.float32), r["uncertainty"]))
     if records:
         scores, kept_flags = [r["uncertainty"] for r in records], [r["id"] in kept_ids for r in records]
-        figs.append(uncertainty_figure(scores, kept_flags, examples, fig_dir / "uncertainty.png"))
+        meaning = SCORE_MEANING.get(plan["task"], SCORE_MEANING["segmentation"])
+        figs.append(uncertainty_figure(scores, kept_flags, examples, fig_dir / "uncertainty.png", meaning))
     return figs
 
 

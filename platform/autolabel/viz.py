@@ -309,9 +309,11 @@ def uncertainty_figure(
     kept: Sequence[bool],
     examples: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray, float]],
     path: str | os.PathLike,
+    meaning: str = "mean JS divergence of its most uncertain pixels",
 ) -> Path:
     """The label generator's uncertainty at a glance: a histogram of every candidate's image score (kept vs filtered
-    out) above columns of examples -- image, its label, its per-pixel uncertainty map -- titled with their scores."""
+    out) above columns of examples -- image, its label, its per-pixel uncertainty map -- titled with their scores.
+    ``meaning``: what the score is, for the histogram's axis (the task's, from the label generator)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -325,7 +327,7 @@ def uncertainty_figure(
     bins = np.histogram_bin_edges(s, bins=min(40, max(5, len(s) // 5))) if len(s) else 10
     ax.hist(s[k], bins=bins, color="#3c78d8", label=f"kept ({int(k.sum())})")
     ax.hist(s[~k], bins=bins, color="#e06666", label=f"filtered out ({int((~k).sum())})")
-    ax.set_xlabel("image uncertainty (mean JS divergence of its most uncertain pixels)", fontsize=8)
+    ax.set_xlabel(f"image uncertainty ({meaning})", fontsize=8)
     ax.legend(fontsize=8)
     ax.tick_params(labelsize=7)
     vmax = max((float(np.max(e[2])) for e in examples), default=1.0)

@@ -67,6 +67,20 @@ def test_heatmap_scales_to_max_and_uncertainty_figure(tmp_path):
     assert w > 300 and h > 300
 
 
+def test_uncertainty_histogram_says_what_the_task_s_score_is(tmp_path, monkeypatch):
+    from matplotlib.axes import Axes
+
+    from autolabel.handsoff.label_generator import SCORE_MEANING, TASKS
+
+    assert set(SCORE_MEANING) == set(TASKS)  # every task's score has a meaning to print
+    labels = []
+    monkeypatch.setattr(Axes, "set_xlabel", lambda self, text, **kw: labels.append(text))
+    img = np.zeros((8, 8, 3), np.uint8)
+    uncertainty_figure([0.1, 0.5], [True, False], [(img, img, np.ones((8, 8)), 0.1)], tmp_path / "u.png",
+                       SCORE_MEANING["depth"])  # fmt: skip
+    assert labels == [f"image uncertainty ({SCORE_MEANING['depth']})"] and "std of the members' depth" in labels[0]
+
+
 def test_cluster_gallery_rows_largest_first(tmp_path):
     imgs = [np.full((6, 6, 3), 10 * i, np.uint8) for i in range(9)]
     clusters = np.array([0, 1, 1, 1, 2, 2, 0, 1, 3])

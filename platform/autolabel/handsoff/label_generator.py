@@ -51,6 +51,14 @@ def js_divergence(probs: Tensor, eps: float = 1e-12) -> Tensor:
     return (h_mean - h_each).clamp_min(0.0)
 
 
+# What an image's uncertainty score (image_uncertainty of the ensemble's per-pixel uncertainty) is, per task.
+SCORE_MEANING = {
+    "segmentation": "mean JS divergence of the members' class probabilities over its most uncertain 10% of pixels",
+    "keypoints": "mean std of the members' heatmaps over its most uncertain 10% of pixels",
+    "depth": "mean std of the members' depth over its most uncertain 10% of pixels",
+}
+
+
 def image_uncertainty(pixel_scores: Tensor, top_fraction: float = 0.1) -> Tensor:
     """Image score = mean of its top ``top_fraction`` pixel scores; ``pixel_scores [B, ...] -> [B]``."""
     flat = pixel_scores.reshape(pixel_scores.shape[0], -1).float()
