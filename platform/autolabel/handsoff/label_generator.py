@@ -53,9 +53,9 @@ def js_divergence(probs: Tensor, eps: float = 1e-12) -> Tensor:
 
 # What an image's uncertainty score (image_uncertainty of the ensemble's per-pixel uncertainty) is, per task.
 SCORE_MEANING = {
-    "segmentation": "mean JS divergence of the members' class probabilities over its most uncertain 10% of pixels",
-    "keypoints": "mean std of the members' heatmaps over its most uncertain 10% of pixels",
-    "depth": "mean std of the members' depth over its most uncertain 10% of pixels",
+    "segmentation": "members' JS divergence, mean over its most uncertain 10% of pixels",
+    "keypoints": "std of the members' heatmaps, mean over its most uncertain 10% of pixels",
+    "depth": "std of the members' depth, mean over its most uncertain 10% of pixels",
 }
 
 
