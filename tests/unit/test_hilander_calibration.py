@@ -205,6 +205,27 @@ def test_fit_validation_scores_the_clustering_users_get_from_a_degenerate_tau():
     assert scores["tau"] < 1.0 and scores["n_clusters"] < len(x) and scores["pairwise_f"] > 0.0
 
 
+def test_a_degenerate_pool_is_searched_once(monkeypatch):
+    """The first clustering, the tau ladder and the reclustering at the replacement tau share one level-0 kNN search
+    and GNN pass, and the replaced result is the pool clustered directly at that tau, reporting the search it used."""
+    import autolabel.hilander.hierarchy as hierarchy
+    from autolabel.hilander.clustering import cluster_usable
+
+    x, _ = make_blob_features(4, 15, 8, spread=0.3, seed=2)
+    searched, passes = [], []
+    search = hierarchy.knn_search
+    monkeypatch.setattr(hierarchy, "knn_search", lambda f, *a, **kw: searched.append(len(f)) or search(f, *a, **kw))
+    model = _SimilarityOracle()
+    model.register_forward_hook(lambda m, i, o: passes.append(i[0].num_nodes))
+    cfg = HiLanderClusterConfig(k=5, levels=2, device="cpu")
+    result, extra = cluster_usable(model, x, 1.0, None, cfg, progress=False)
+    assert extra["calibrated_tau"] == 1.0 and extra["tau"] < 1.0 and extra["tau_ladder"]
+    assert searched.count(len(x)) == 1 and passes.count(len(x)) == 1  # upper levels (supernodes) are smaller
+    direct = cluster_pool(model, x, tau=extra["tau"], progress=False, **cfg.pool_kwargs())
+    np.testing.assert_array_equal(result.labels, direct.labels)
+    assert result.seconds["knn"] > 0 and result.levels[0]["seconds"] > 0
+
+
 def test_calibration_config_validation():
     from autolabel.errors import ConfigError
 

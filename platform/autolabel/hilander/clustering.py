@@ -124,17 +124,17 @@ def tau_ladder(model: Any, features: Any, link_prob: Any, cluster_kwargs: dict[s
                quantiles: tuple[float, ...] = LADDER_QUANTILES) -> list[dict[str, float]]:  # fmt: skip
     """The pool clustered at taus placed at ``quantiles`` of its own level-0 link probabilities: per tau the number of
     clusters, the largest cluster's share and the singletons' share -- what a user needs to pick ``cluster.tau`` when
-    the calibrated one does not fit this pool. The level-0 search and GNN pass are done once for all taus."""
+    the calibrated one does not fit this pool. The level-0 search and GNN pass are done once for all taus (none at all
+    when ``cluster_kwargs["level0_cache"]`` holds them from an earlier clustering of the pool)."""
     import numpy as np
 
     from autolabel.hilander.hierarchy import cluster_pool, link_probability
-    from autolabel.hilander.search import knn_search
 
     kw = {**cluster_kwargs, "progress": False, "link_prob": link_prob}
     feats = np.ascontiguousarray(features, dtype=np.float32)
-    kw["level0_knn"] = knn_search(feats, min(int(kw.get("k", 10)), len(feats) - 1), **dict(kw.get("knn_kwargs") or {}))
-    kw["level0_cache"] = cache = {}
-    cluster_pool(model, feats, tau=1.0, **kw)  # fills the cache: level 0's graph and link logits
+    cache = kw.setdefault("level0_cache", {})  # given: the caller's clustering of this pool already filled it
+    if "logits" not in cache:
+        cluster_pool(model, feats, tau=1.0, **kw)  # fills the cache: level 0's search, graph and link logits
     if "logits" not in cache:  # a pool of one repeated row: nothing to threshold
         return []
     prob = (link_prob or link_probability)(cache["logits"]).detach().float().cpu().numpy()
@@ -155,6 +155,8 @@ def cluster_usable(model: Any, features: Any, tau: float, link_prob: Any, cluste
     from autolabel.hilander.hierarchy import cluster_pool
 
     kwargs = cluster_cfg.pool_kwargs()
+    if len(features) <= LADDER_MAX_N:  # the ladder and a reclustering may follow: one level-0 search and GNN pass
+        kwargs["level0_cache"] = {}  # (not above: it would hold a large pool's level-0 graph through the whole run)
     result = cluster_pool(model, features, tau=tau, link_prob=link_prob, progress=progress, **kwargs)
     check = degenerate_check(model, features, result.labels, tau, link_prob, kwargs)
     if not check:

@@ -259,8 +259,8 @@ def cluster_pool(
     ``link_prob`` maps the link logits to the probabilities compared with tau (default: the raw softmax; a
     checkpoint's calibration otherwise). ``level0_knn`` = ``(nbrs, sims)`` of the pool with at least ``k`` columns
     reuses a search already done (tau calibration clusters one pool many times); ``level0_cache``, a dict shared by
-    calls on the same pool, model and kNN lists, keeps the level-0 graph and GNN outputs (they do not depend on tau),
-    so only the decoding and the (smaller) upper levels are redone per tau.
+    calls on the same pool, model and kNN settings, keeps the level-0 search (when this call did it), graph and GNN
+    outputs (they do not depend on tau), so only the decoding and the (smaller) upper levels are redone per tau.
 
     ``k >= N`` is capped at N-1 with one :class:`KCapWarning` (later levels, with fewer supernodes, cap silently);
     N < 2 and features of another width than the model's are :class:`DataError`.
@@ -279,12 +279,17 @@ def cluster_pool(
                   progress=progress, link_prob=link_prob, level0_cache=level0_cache)  # fmt: skip
     knn_info: dict = {}
     knn_seconds = 0.0
-    if level0_knn is None:
+    if level0_knn is None and level0_cache is not None and "knn" in level0_cache:
+        # an earlier call on this pool searched it: reuse, and report the search this result rests on
+        level0_knn, knn_info, knn_seconds = level0_cache["knn"], level0_cache["knn_info"], level0_cache["knn_seconds"]
+    elif level0_knn is None:
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", KCapWarning)  # _cluster_distinct warns once with the user's key
             level0_knn = knn_search(feats, min(k, len(feats) - 1), info=knn_info, **dict(knn_kwargs or {}))
         knn_seconds = time.perf_counter() - t0
+        if level0_cache is not None:
+            level0_cache.update(knn=level0_knn, knn_info=knn_info, knn_seconds=knn_seconds)
     res = _dedupe_and_cluster(model, feats, level0_knn, kwargs)
     res.seconds["knn"] = res.seconds.get("knn", 0.0) + knn_seconds  # the level-0 search is done here, once
     if res.levels and knn_info and not res.levels[0].get("knn"):
