@@ -31,7 +31,8 @@ import time
 from pathlib import Path
 
 
-def one(seed: int, classes: int, epochs: int, workdir: Path, seen: str = "", unseen: str = "") -> dict:
+def one(seed: int, classes: int, epochs: int, workdir: Path, seen: str = "", unseen: str = "",
+        fit_args: tuple[str, ...] = ()) -> dict:  # fmt: skip
     import numpy as np
     import torch
 
@@ -58,7 +59,8 @@ def one(seed: int, classes: int, epochs: int, workdir: Path, seen: str = "", uns
     t0 = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):
         assert main(["fit", "hilander", f"train_features={workdir / 'seen.npz'}", f"trainer.max_epochs={epochs}",
-                     f"trainer.seed={seed if seen else 0}", "trainer.enable_progress_bar=false", f"run.root={workdir / 'runs'}"]) == 0  # fmt: skip
+                     f"trainer.seed={seed if seen else 0}", "trainer.enable_progress_bar=false", f"run.root={workdir / 'runs'}",
+                     *fit_args]) == 0  # fmt: skip
     fit_s = time.perf_counter() - t0
     ckpt = next((workdir / "runs" / "hilander").glob("*/hilander/checkpoints/last.ckpt"))
     out = io.StringIO()
@@ -242,6 +244,7 @@ def main() -> None:
     )
     ap.add_argument("--horses", default="../shared/data/weizmann_horse", help="with --vgg horse_views")
     ap.add_argument("--vgg-dir", default="/tmp/hilander_vgg")
+    ap.add_argument("--fit-args", nargs="*", default=[], help="more `fit hilander` overrides, e.g. calibration.seed=1")
     a = ap.parse_args()
     if a.mnist:
         Path(a.mnist).mkdir(parents=True, exist_ok=True)
@@ -255,13 +258,13 @@ def main() -> None:
     rows = []
     for seed in a.seeds:
         with tempfile.TemporaryDirectory() as tmp:
-            row = one(seed, a.classes, a.epochs, Path(tmp), a.seen, a.unseen)
+            row = one(seed, a.classes, a.epochs, Path(tmp), a.seen, a.unseen, tuple(a.fit_args))
         plateau = row.pop("plateau_within_0.03")
         row["taus_within_0.03_of_best"] = f"{min(plateau):g}..{max(plateau):g} ({len(plateau)} grid points)"
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "held_out_curve"}), flush=True)
     meta = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-            "date": time.strftime("%Y-%m-%d"), "threads": 1, "rows": rows}  # fmt: skip
+            "date": time.strftime("%Y-%m-%d"), "threads": 1, "fit_args": a.fit_args, "rows": rows}  # fmt: skip
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(meta, indent=2) + "\n")
     print(f"wrote {a.out}")

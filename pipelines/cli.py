@@ -92,10 +92,11 @@ def apply_input_guards(words: Sequence[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    from autolabel.engine.console import quiet_lightning, throttle_bars_in_logs
+    from autolabel.engine.console import one_line_warnings, quiet_lightning, throttle_bars_in_logs
     from autolabel.errors import AutolabelError
 
     quiet_lightning()  # before torch / PyG / Lightning load: their import-time notices are not the user's progress
+    one_line_warnings()
     throttle_bars_in_logs()  # a log file gets a bar's state every 30 s, not every 0.1 s
 
     cmds = commands()

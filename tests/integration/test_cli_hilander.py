@@ -32,7 +32,10 @@ def _fit_args(root):
 
 
 def test_fit_then_cluster(pools, capsys):
-    assert main(_fit_args(pools)) == 0
+    from autolabel.hilander.calibration import CalibrationWarning
+
+    with pytest.warns(CalibrationWarning, match="calibrated on only 2 held-out classes"):  # 6 seen classes: a guess
+        assert main(_fit_args(pools)) == 0
     runs = list((pools / "runs" / "hilander").iterdir())
     runs = [r for r in runs if r.is_dir()]
     assert len(runs) == 1
@@ -60,7 +63,8 @@ def test_fit_then_cluster(pools, capsys):
     assert "pairwise_f" in printed
     # the tau fit calibrated on held-out classes is stored in the checkpoint and used by default, and says so
     stored = json.loads((run / "hilander" / "calibration.json").read_text())
-    assert f"tau={stored['tau']:g} (calibrated by fit" in printed
+    assert f"tau={stored['tau']:g} (calibrated by fit" in printed and "only 2 classes, a rough guess" in printed
+    assert "only 2 held-out classes" in stored["caution"]
     assert manifest["metrics"]["tau"] == stored["tau"] and (run / "hilander" / "tau_curve.png").is_file()
     assert main(["cluster", f"checkpoint={ckpt}", f"features={pools / 'test.npz'}", f"out={out}", "cluster.k=5",
                  "cluster.tau=0.5"]) == 0  # fmt: skip

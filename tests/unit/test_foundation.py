@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -269,6 +270,21 @@ class _Logged(_Tiny):
         loss = super().training_step(batch, _)
         self.log("train/shown", 0.25, prog_bar=True)
         return loss
+
+
+def test_our_warnings_are_one_line_and_others_keep_their_display(monkeypatch, capsys):
+    from autolabel.engine.console import one_line_warnings
+    from autolabel.hilander.calibration import CalibrationWarning
+
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # restored after the test
+    one_line_warnings()
+    one_line_warnings()  # idempotent: not wrapped twice
+    ours = warnings.formatwarning("tau was calibrated on only 2 held-out classes", CalibrationWarning, "x.py", 3)
+    assert ours == "warning: tau was calibrated on only 2 held-out classes\n"
+    other = warnings.formatwarning("a library's notice", FutureWarning, "lib.py", 7)
+    assert other.startswith("lib.py:7: FutureWarning: a library's notice")
+    with pytest.warns(CalibrationWarning):  # recording still works
+        warnings.warn("recorded", CalibrationWarning, stacklevel=1)
 
 
 def test_progress_in_a_log_file_is_a_few_plain_lines(tmp_path, monkeypatch, capsys):

@@ -157,6 +157,19 @@ def test_resolve_tau_names_its_source():
     assert read_calibration({"hilander_calibration": cal.to_dict()}) == cal
 
 
+def test_a_calibration_on_few_classes_carries_a_caution():
+    from autolabel.hilander.calibration import FEW_CALIBRATION_CLASSES, few_classes_caution
+
+    few = Calibration(tau=0.9, a=2.0, method="platt", n_classes=2, n_samples=40)
+    many = Calibration(tau=0.9, a=2.0, method="platt", n_classes=FEW_CALIBRATION_CLASSES, n_samples=400)
+    assert "only 2 held-out classes" in few_classes_caution(few) and "calibrate=" in few_classes_caution(few)
+    assert few_classes_caution(many) is None and few_classes_caution(None) is None
+    assert few_classes_caution(Calibration(tau=0.9)) is None  # n_classes not recorded (older checkpoints)
+    assert resolve_tau(None, few, 0.8)[1].endswith("only 2 classes, a rough guess")
+    assert "rough guess" not in resolve_tau(None, many, 0.8)[1]
+    assert "rough guess" not in resolve_tau(0.5, few, 0.8)[1]  # a given tau is the user's
+
+
 def test_degenerate_results_are_named_and_useful_ones_are_not():
     from autolabel.hilander.clustering import degenerate
 

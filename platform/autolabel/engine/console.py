@@ -35,6 +35,25 @@ def quiet_lightning() -> None:
         warnings.filterwarnings("ignore", message=pattern)
 
 
+def one_line_warnings() -> None:
+    """The project's own warnings (a calibration on few classes, k capped, odd mask values) as one ``warning: ...``
+    line, without Python's file, line and source echo; every other warning is formatted as before. (Formatting, not
+    showing, is replaced: code that records warnings still gets them.)"""
+    import warnings
+
+    fmt = warnings.formatwarning
+    if getattr(fmt, "_autolabel", False):
+        return
+
+    def one_line(message, category, filename, lineno, line=None):
+        if category.__module__.startswith("autolabel."):
+            return f"warning: {message}\n"
+        return fmt(message, category, filename, lineno, line)
+
+    one_line._autolabel = True
+    warnings.formatwarning = one_line
+
+
 def interactive() -> bool:
     """Whether progress goes to a terminal (tqdm draws on stderr): bars there, plain lines in a log file."""
     return bool(getattr(sys.stderr, "isatty", lambda: False)())

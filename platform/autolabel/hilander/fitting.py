@@ -5,6 +5,7 @@ validation pool) score the clustering users will get.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,15 @@ from autolabel.config.hilander import (
 )
 from autolabel.data.pools import FeaturePool
 from autolabel.errors import DataError
-from autolabel.hilander.calibration import Calibration, calibrate, identity_split, tau_curve_figure, write_calibration
+from autolabel.hilander.calibration import (
+    Calibration,
+    CalibrationWarning,
+    calibrate,
+    few_classes_caution,
+    identity_split,
+    tau_curve_figure,
+    write_calibration,
+)
 
 CLUSTER_METRICS = ("pairwise_f", "bcubed_f", "nmi", "n_clusters")
 
@@ -130,6 +139,10 @@ def meta_train(
         metrics["tau"] = cal.tau
         metrics["calibration/" + cal_cfg.metric] = cal.curve[f"{cal.tau:g}"]
         payload = {**cal.to_dict(), "gnn_samples": split["gnn_samples"]}
+        caution = few_classes_caution(cal)
+        if caution:
+            warnings.warn(caution, CalibrationWarning, stacklevel=2)
+            payload["caution"] = caution
         out["outputs"]["calibration"] = write_json(stage_dir / "calibration.json", payload)
         fig = tau_curve_figure(cal, stage_dir / "tau_curve.png")
         if fig is not None:
