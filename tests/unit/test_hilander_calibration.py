@@ -158,10 +158,10 @@ def test_resolve_tau_names_its_source():
 
 
 def test_a_calibration_on_few_classes_carries_a_caution():
-    from autolabel.hilander.calibration import FEW_CALIBRATION_CLASSES, few_classes_caution
+    from autolabel.hilander.calibration import FEW_HELD_OUT_CLASSES, few_classes_caution
 
     few = Calibration(tau=0.9, a=2.0, method="platt", n_classes=2, n_samples=40)
-    many = Calibration(tau=0.9, a=2.0, method="platt", n_classes=FEW_CALIBRATION_CLASSES, n_samples=400)
+    many = Calibration(tau=0.9, a=2.0, method="platt", n_classes=FEW_HELD_OUT_CLASSES, n_samples=400)
     assert "only 2 held-out classes" in few_classes_caution(few) and "calibrate=" in few_classes_caution(few)
     assert few_classes_caution(many) is None and few_classes_caution(None) is None
     assert few_classes_caution(Calibration(tau=0.9)) is None  # n_classes not recorded (older checkpoints)
