@@ -103,8 +103,8 @@ def cluster(cfg: ClusterCommand, inv: Invocation) -> int:
     print(f"{len(res['labels'])} samples -> {n_clusters} clusters in {res['seconds']:.2f}s: {path}")
     if "warning" in res:
         print(f"warning: {res['warning']}", file=sys.stderr)
-        if res["tau_ladder"]:
-            print(f"clusters by tau on this pool: {format_ladder(res['tau_ladder'])}", file=sys.stderr)
+    if res.get("tau_ladder"):  # a degenerate result, or a tau calibrated on few classes: what other taus give
+        print(f"clusters by tau on this pool: {format_ladder(res['tau_ladder'])}", file=sys.stderr)
     for lvl in res["levels"]:  # approximate kNN: the recall measured against exact search
         kn = lvl.get("knn", {})
         if "recall_at_k" in kn:

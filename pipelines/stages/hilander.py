@@ -88,11 +88,13 @@ def stage_cluster(ctx: StageContext) -> dict[str, Any]:
     metrics["tau_source"] = res["tau_source"]
     if "baselines" in res:
         metrics["baselines"] = res["baselines"]
-    if "warning" in res:  # nearly one cluster, or nearly all singletons: say so, with the taus that would do better
-        metrics.update({key: res[key] for key in ("warning", "tau_ladder", "calibrated_tau") if key in res})
+    # nearly one cluster, or nearly all singletons (a warning), or a tau calibrated on few classes: say so, with what
+    # other taus give
+    metrics.update({key: res[key] for key in ("warning", "tau_ladder", "calibrated_tau") if key in res})
+    if "warning" in res:
         print(f"[cluster] warning: {res['warning']}", flush=True)
-        if res["tau_ladder"]:
-            print(f"[cluster] clusters by tau on this pool: {format_ladder(res['tau_ladder'])}", flush=True)
+    if res.get("tau_ladder"):
+        print(f"[cluster] clusters by tau on this pool: {format_ladder(res['tau_ladder'])}", flush=True)
     write_json(ctx.dir / "metrics.json", metrics)
     figures, captions = [], {}
     if "pool_dir" in ctx.inputs["data"].get("outputs", {}):  # a gallery needs the images (not given with features)

@@ -59,8 +59,12 @@ def test_fit_then_cluster(pools, capsys):
     # what scripts and benchmarks read besides the scores: the tau used, the time per part, each level's kNN
     assert metrics["tau"] > 0 and metrics["tau_source"] and set(metrics["seconds"]) >= {"knn", "gnn", "decode"}
     assert metrics["levels"][0]["nodes"] == 100 and metrics["levels"][0]["knn"]["method"] == "flat"
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "pairwise_f" in printed
+    # a tau calibrated on 2 held-out classes is a rough guess: the clusters other taus give are shown and saved
+    assert "clusters by tau on this pool: " in captured.err and "warning" not in captured.err
+    assert metrics["tau_ladder"] and {"tau", "clusters"} <= set(metrics["tau_ladder"][0])
     # the tau fit calibrated on held-out classes is stored in the checkpoint and used by default, and says so
     stored = json.loads((run / "hilander" / "calibration.json").read_text())
     assert f"tau={stored['tau']:g} (calibrated by fit" in printed and "only 2 classes, a rough guess" in printed

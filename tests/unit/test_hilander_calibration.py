@@ -239,6 +239,26 @@ def test_a_degenerate_pool_is_searched_once(monkeypatch):
     assert result.seconds["knn"] > 0 and result.levels[0]["seconds"] > 0
 
 
+def test_a_useful_result_gets_the_ladder_only_when_asked(monkeypatch):
+    """For a tau calibrated on few classes `cluster` shows what other taus give: the ladder of a useful result, from
+    the same single level-0 search; not asked, nothing extra."""
+    import autolabel.hilander.hierarchy as hierarchy
+    from autolabel.hilander.clustering import cluster_usable
+
+    x, _ = make_blob_features(4, 15, 8, spread=0.3, seed=2)
+    searched = []
+    search = hierarchy.knn_search
+    monkeypatch.setattr(hierarchy, "knn_search", lambda f, *a, **kw: searched.append(len(f)) or search(f, *a, **kw))
+    cfg = HiLanderClusterConfig(k=5, levels=2, device="cpu")
+    _, plain = cluster_usable(_SimilarityOracle(), x, 0.5, None, cfg, progress=False)
+    assert plain == {}
+    searched.clear()
+    result, extra = cluster_usable(_SimilarityOracle(), x, 0.5, None, cfg, progress=False, ladder=True)
+    assert set(extra) == {"tau_ladder"} and len(extra["tau_ladder"]) >= 3 and searched.count(len(x)) == 1
+    np.testing.assert_array_equal(result.labels, cluster_pool(_SimilarityOracle(), x, tau=0.5, progress=False,
+                                                              **cfg.pool_kwargs()).labels)  # fmt: skip
+
+
 def test_calibration_config_validation():
     from autolabel.errors import ConfigError
 

@@ -48,6 +48,7 @@ def cluster_features(
     import numpy as np
 
     from autolabel.data.pools import load_feature_pool
+    from autolabel.hilander.calibration import few_classes_caution
     from autolabel.hilander.checkpoint import load_lander
 
     model, hp = load_lander(checkpoint)
@@ -64,7 +65,8 @@ def cluster_features(
         )
     tau, cal, tau_source = cluster_tau(model, hp, cluster_cfg, cal_pool, str(calibrate or ""))
     t0 = time.perf_counter()
-    result, extra = cluster_usable(model, pool.features, tau, cal.prob if cal else None, cluster_cfg, progress)
+    rough = cluster_cfg.tau is None and few_classes_caution(cal) is not None  # then show the clusters other taus give
+    result, extra = cluster_usable(model, pool.features, tau, cal.prob if cal else None, cluster_cfg, progress, rough)
     if "calibrated_tau" in extra:
         tau = extra.pop("tau")
         tau_source += "; it left this pool degenerate, replaced by the nearest usable tau"
@@ -147,8 +149,9 @@ def tau_ladder(model: Any, features: Any, link_prob: Any, cluster_kwargs: dict[s
 
 
 def cluster_usable(model: Any, features: Any, tau: float, link_prob: Any, cluster_cfg: HiLanderClusterConfig,
-                   progress: bool = True) -> tuple[Any, dict[str, Any]]:  # fmt: skip
-    """``cluster_pool`` at ``tau``, checked: ``(result, extra)`` with ``extra = {}`` for a useful clustering. A
+                   progress: bool = True, ladder: bool = False) -> tuple[Any, dict[str, Any]]:  # fmt: skip
+    """``cluster_pool`` at ``tau``, checked: ``(result, extra)`` with ``extra = {}`` for a useful clustering (with
+    ``ladder``, e.g. for a tau calibrated on few classes: ``{"tau_ladder": rows}``, up to LADDER_MAX_N points). A
     degenerate one adds ``warning`` and ``tau_ladder``; unless ``cluster.tau`` was given or ``cluster.degenerate=keep``,
     the pool is then reclustered at the nearest usable rung (``extra["tau"]``; ``extra["calibrated_tau"]``: the one
     replaced). What ``cluster`` returns and what ``fit``'s validation scores, so sweeps rank what users get."""
@@ -160,7 +163,8 @@ def cluster_usable(model: Any, features: Any, tau: float, link_prob: Any, cluste
     result = cluster_pool(model, features, tau=tau, link_prob=link_prob, progress=progress, **kwargs)
     check = degenerate_check(model, features, result.labels, tau, link_prob, kwargs)
     if not check:
-        return result, {}
+        show = ladder and len(features) <= LADDER_MAX_N
+        return result, ({"tau_ladder": tau_ladder(model, features, link_prob, kwargs)} if show else {})
     replace = check["nearest"] is not None and cluster_cfg.tau is None and cluster_cfg.degenerate == "nearest"
     extra = {"warning": degenerate_warning(check, tau, check["nearest"] if replace else None),
              "tau_ladder": check["tau_ladder"]}  # fmt: skip
