@@ -173,10 +173,10 @@ def horse_view_embeddings(workdir: Path, horses: Path, composites: bool = False)
 
     from autolabel.backbones import FrozenFeatures
 
-    files = sorted((horses / "rgb").glob("*.jpg"))
-    if len(files) < (328 if composites else 200):
+    files, need = sorted((horses / "rgb").glob("*.jpg")), 328 if composites else 200
+    if len(files) < need:
         raise SystemExit(
-            f"{horses}/rgb holds {len(files)} photos, need 328: pass --horses ../shared/data/weizmann_horse"
+            f"{horses}/rgb holds {len(files)} photos, need {need}: pass --horses ../shared/data/weizmann_horse"
         )
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
