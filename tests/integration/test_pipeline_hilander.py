@@ -43,6 +43,10 @@ def test_pipeline_runs_resumes_and_reruns(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "report:" in captured.out and "pairwise_f" in captured.out
     assert "hi-lander levels" not in captured.err  # progress=false: no progress bars, the cluster stage's included
+    # 2 of the 5 seen classes held out: the tau is called a rough guess and the clusters per tau are shown and kept
+    assert calibration["n_classes"] == 2 and "a rough guess" in cluster_metrics["tau_source"]
+    assert "warning" not in cluster_metrics  # a useful clustering: the ladder is advice here, not a rescue
+    assert cluster_metrics["tau_ladder"] and "[cluster] clusters by tau on this pool: " in captured.out
 
     # rerun: everything is up to date
     assert main(args) == 0
